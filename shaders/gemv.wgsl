@@ -1,0 +1,80 @@
+// Dense GEMV and small-N matmul (N = NCOLS = 1..8): Y = X * W^T, memory-bound on the weights.
+//
+// A workgroup of WG invocations owns ROWS consecutive rows of W. The invocations stride along K
+// together, so each step of the workgroup reads WG consecutive vec4 of a row (coalesced); the NCOLS
+// activation vectors loaded at a step are reused from registers for all ROWS rows, and each weight
+// element is read exactly once. The ROWS * NCOLS partial sums are then reduced across the
+// workgroup (shared/reduce.wgsl), and invocation i writes value i.
+// VEC4 (K % 4 == 0) reads 4 elements per load; otherwise scalars.
+#import elem
+#import matmul_params
+#import reduce
+
+override WG: u32 = 128u;
+override ROWS: u32 = 4u;
+override NCOLS: u32 = 1u;
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> x: array<elem4>;
+@group(0) @binding(2) var<storage, read> w: array<elem4>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read> w: array<elem>;
+#endif
+@group(0) @binding(3) var<storage, read_write> y: array<elem>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(num_subgroups) n_sg: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_id = 0u;
+    let sg_lane = 0u;
+    let n_sg = 0u;
+#endif
+    let m0 = (wid.y * nwg.x + wid.x) * ROWS;
+    if m0 >= p.m {
+        return; // uniform per workgroup: safe before the barriers
+    }
+    var acc: array<f32, MAX_ACC>;
+#ifdef VEC4
+    let kv = p.k / 4u;
+    var xv: array<elem4, 8>;
+#else
+    let kv = p.k;
+    var xv: array<elem, 8>;
+#endif
+    for (var k = li; k < kv; k += WG) {
+        for (var c = 0u; c < NCOLS; c++) {
+            xv[c] = x[c * kv + k];
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            // Rows past M re-read the last row (valid memory, never written) to keep the loop uniform.
+            let row = min(m0 + r, p.m - 1u);
+            let wv = w[row * kv + k];
+            for (var c = 0u; c < NCOLS; c++) {
+#ifdef VEC4
+                acc[r * NCOLS + c] = dot_acc(acc[r * NCOLS + c], wv, xv[c]);
+#else
+                acc[r * NCOLS + c] += f32(wv * xv[c]);
+#endif
+            }
+        }
+    }
+    reduce_sums(&acc, ROWS * NCOLS, li, sg_id, sg_lane, n_sg);
+    if li < ROWS * NCOLS {
+        let r = li / NCOLS;
+        let c = li % NCOLS;
+        if m0 + r < p.m {
+            y[c * p.ldy + p.m_offset + m0 + r] = elem(reduced(li));
+        }
+    }
+}

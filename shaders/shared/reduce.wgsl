@@ -1,0 +1,58 @@
+// Workgroup sums of up to MAX_ACC partial values per invocation, for GEMV-like kernels.
+// With SUBGROUPS: a subgroupAdd per value, then one slot per subgroup in workgroup memory; correct
+// for any subgroup size from 4 to 128 because the slots are indexed by the `subgroup_id` builtin and
+// summed over `num_subgroups`. Without: a tree reduction in workgroup memory (WG a power of two).
+// A kernel importing this declares `override WG: u32` and calls `reduce_store` then `reduce_load`.
+const MAX_ACC: u32 = 32u;
+
+#ifdef SUBGROUPS
+// At most 256 invocations and subgroups of at least 4: 64 subgroups.
+const MAX_SUBGROUPS: u32 = 64u;
+var<workgroup> red: array<f32, 2048>; // MAX_ACC * MAX_SUBGROUPS
+
+// Every invocation calls this with its `count` partial values.
+fn reduce_sums(acc: ptr<function, array<f32, MAX_ACC>>, count: u32, li: u32, sg_id: u32, sg_lane: u32, n_sg: u32) {
+    for (var i = 0u; i < count; i++) {
+        let s = subgroupAdd((*acc)[i]);
+        if sg_lane == 0u {
+            red[i * MAX_SUBGROUPS + sg_id] = s;
+        }
+    }
+    workgroupBarrier();
+    // Invocation i < count gathers value i into red[i * MAX_SUBGROUPS].
+    if li < count {
+        var t = 0.0;
+        for (var s = 0u; s < n_sg; s++) {
+            t += red[li * MAX_SUBGROUPS + s];
+        }
+        red[li * MAX_SUBGROUPS] = t;
+    }
+    workgroupBarrier();
+}
+
+fn reduced(i: u32) -> f32 {
+    return red[i * MAX_SUBGROUPS];
+}
+#else
+// count * WG <= 4096 (16 KiB): the host picks WG accordingly.
+var<workgroup> red: array<f32, 4096>;
+
+fn reduce_sums(acc: ptr<function, array<f32, MAX_ACC>>, count: u32, li: u32, sg_id: u32, sg_lane: u32, n_sg: u32) {
+    for (var i = 0u; i < count; i++) {
+        red[i * WG + li] = (*acc)[i];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if li < s {
+            for (var i = 0u; i < count; i++) {
+                red[i * WG + li] += red[i * WG + li + s];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+fn reduced(i: u32) -> f32 {
+    return red[i * WG];
+}
+#endif

@@ -1,0 +1,140 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in milliwatt.
+///
+/// Errors carry what the caller gave (names, shapes, sizes) so a message is enough to find the
+/// mistake. GPU validation and out-of-memory errors are captured with error scopes and returned
+/// here rather than printed by wgpu's default handler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No adapter matched the request (backends, `WGPU_ADAPTER_NAME`, power preference).
+    #[error("no GPU adapter found ({wanted}). {hint}")]
+    NoAdapter {
+        /// What was asked for.
+        wanted: String,
+        /// How to get one.
+        hint: String,
+    },
+
+    /// The adapter refused to open a device.
+    #[error("could not open a device on adapter `{adapter}`: {source}")]
+    RequestDevice {
+        /// Adapter name.
+        adapter: String,
+        /// wgpu's reason.
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    /// A shader failed to preprocess, parse or validate.
+    #[error("shader `{shader}`: {message}")]
+    Shader {
+        /// Shader name plus variant.
+        shader: String,
+        /// The diagnostic, with source location where naga gave one.
+        message: String,
+    },
+
+    /// wgpu reported a validation error while doing `context`.
+    #[error("GPU validation error while {context}: {message}")]
+    Validation {
+        /// What milliwatt was doing.
+        context: String,
+        /// wgpu's description.
+        message: String,
+    },
+
+    /// The device ran out of memory while doing `context`.
+    #[error("GPU out of memory while {context}")]
+    OutOfMemory {
+        /// What milliwatt was doing.
+        context: String,
+    },
+
+    /// A kernel was asked for a shape it cannot run.
+    #[error("kernel `{kernel}`: invalid shape: {message}")]
+    Shape {
+        /// Kernel name.
+        kernel: &'static str,
+        /// What is wrong with the shape.
+        message: String,
+    },
+
+    /// A buffer handed to a kernel is smaller than the kernel's requirements.
+    #[error(
+        "kernel `{kernel}`: binding `{binding}` needs {needed} bytes from offset {offset}, buffer has {got}"
+    )]
+    BufferTooSmall {
+        /// Kernel name.
+        kernel: &'static str,
+        /// Binding name (see the kernel's requirements).
+        binding: &'static str,
+        /// Bytes needed.
+        needed: u64,
+        /// Offset into the buffer.
+        offset: u64,
+        /// Bytes the buffer has.
+        got: u64,
+    },
+
+    /// A buffer handed to a kernel lacks a usage the kernel needs, or is misaligned.
+    #[error("kernel `{kernel}`: binding `{binding}`: {message}")]
+    BadBinding {
+        /// Kernel name.
+        kernel: &'static str,
+        /// Binding name.
+        binding: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// Wrong number of bindings for a kernel.
+    #[error("kernel `{kernel}` takes {expected} buffers ({names}), got {got}")]
+    BindingCount {
+        /// Kernel name.
+        kernel: &'static str,
+        /// Expected count.
+        expected: usize,
+        /// Binding names in order.
+        names: String,
+        /// Given count.
+        got: usize,
+    },
+
+    /// A variant was forced that this device cannot run.
+    #[error("kernel `{kernel}`: variant needs {needs}, which this device does not offer")]
+    Unsupported {
+        /// Kernel name.
+        kernel: &'static str,
+        /// The missing capability.
+        needs: &'static str,
+    },
+
+    /// Waiting on the device failed (device lost or timeout).
+    #[error("waiting for the GPU failed: {0}")]
+    Poll(#[from] wgpu::PollError),
+
+    /// Mapping a buffer for readback failed.
+    #[error("reading a buffer back failed: {0}")]
+    Map(#[from] wgpu::BufferAsyncError),
+
+    /// An I/O error, with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        /// File involved.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Install hint used wherever no adapter is found.
+pub(crate) const INSTALL_HINT: &str = "milliwatt needs a Vulkan, Metal, DX12 or GL adapter. \
+On a machine without a GPU install Mesa's software Vulkan driver (lavapipe): \
+`sudo apt-get install mesa-vulkan-drivers libvulkan1` on Debian/Ubuntu, or run `scripts/setup`. \
+Select adapters with WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME (substring).";

@@ -1,0 +1,621 @@
+//! The GPU context: our own device or the embedding app's, the capabilities we found on it, and the
+//! pipeline cache every kernel draws from.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, INSTALL_HINT, Result};
+use crate::shaders::{self, Variant};
+
+/// Features milliwatt uses when the adapter has them; the device asks for `adapter.features() & WANTED`.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::SUBGROUP_BARRIER)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::PIPELINE_CACHE);
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// How to pick and open a device, and which fallbacks to force.
+///
+/// `Default` reads the environment: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`,
+/// `MILLIWATT_FORCE_F32`, `MILLIWATT_NO_SUBGROUPS`, `MILLIWATT_PIPELINE_CACHE` (a directory).
+/// Tests set the fields directly instead of touching the environment.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Backends to look at.
+    pub backends: wgpu::Backends,
+    /// Case-insensitive substring of the adapter name; `None` takes the preferred adapter.
+    pub adapter_name: Option<String>,
+    /// Power preference when no name is given.
+    pub power_preference: wgpu::PowerPreference,
+    /// Never use f16 kernels, even where the device has `SHADER_F16`.
+    pub force_f32: bool,
+    /// Never use subgroup operations, even where the device has them.
+    pub no_subgroups: bool,
+    /// Pretend the storage-binding limit is this many bytes (if lower than the device's), to exercise
+    /// the split of large weights on small machines.
+    pub max_storage_binding: Option<u64>,
+    /// Directory for wgpu's on-disk pipeline cache, where the device offers one.
+    pub pipeline_cache_dir: Option<PathBuf>,
+    /// Instance flags (validation, debug); default from `WGPU_VALIDATION` / `WGPU_DEBUG`.
+    pub instance_flags: wgpu::InstanceFlags,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backends: wgpu::Backends::from_env()
+                .unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            power_preference: wgpu::PowerPreference::from_env()
+                .unwrap_or(wgpu::PowerPreference::HighPerformance),
+            force_f32: env_flag("MILLIWATT_FORCE_F32"),
+            no_subgroups: env_flag("MILLIWATT_NO_SUBGROUPS"),
+            max_storage_binding: None,
+            pipeline_cache_dir: std::env::var_os("MILLIWATT_PIPELINE_CACHE").map(PathBuf::from),
+            instance_flags: wgpu::InstanceFlags::from_build_config().with_env(),
+        }
+    }
+}
+
+/// What the device can do, recorded once; every kernel chooses its variant from this.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// `SHADER_F16` enabled and not forced off.
+    pub f16: bool,
+    /// Subgroup operations enabled and not forced off.
+    pub subgroups: bool,
+    /// Smallest subgroup size the adapter may use.
+    pub subgroup_min_size: u32,
+    /// Largest subgroup size the adapter may use.
+    pub subgroup_max_size: u32,
+    /// WGSL `dot4I8Packed` / `dot4U8Packed` accepted (naga polyfills it where the hardware lacks it).
+    pub packed_dot4: bool,
+    /// GPU timestamps at pass boundaries.
+    pub timestamps: bool,
+    /// GPU timestamps inside encoders and passes.
+    pub timestamps_inside: bool,
+    /// wgpu pipeline cache (driver-side, persistable).
+    pub pipeline_cache: bool,
+    /// Largest storage-buffer binding, bytes (possibly lowered by [`Options::max_storage_binding`]).
+    pub max_storage_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup (shared) memory per workgroup, bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    pub max_invocations: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_workgroups_per_dim: u32,
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers: u32,
+    /// Alignment of storage-buffer binding offsets, bytes.
+    pub storage_offset_alignment: u32,
+}
+
+impl Capabilities {
+    /// Reads the capabilities of an open device, applying the forced fallbacks of `options`.
+    pub fn of_device(device: &wgpu::Device, info: &wgpu::AdapterInfo, options: &Options) -> Self {
+        let f = device.features();
+        let l = device.limits();
+        let mut max_storage_binding = u64::from(l.max_storage_buffer_binding_size);
+        if let Some(cap) = options.max_storage_binding {
+            max_storage_binding = max_storage_binding.min(cap);
+        }
+        let packed_dot4 = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::empty(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        })
+        .wgsl_language_features()
+        .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        Self {
+            f16: f.contains(wgpu::Features::SHADER_F16) && !options.force_f32,
+            subgroups: f.contains(wgpu::Features::SUBGROUP) && !options.no_subgroups,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            packed_dot4,
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_inside: f.contains(
+                wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            ),
+            pipeline_cache: f.contains(wgpu::Features::PIPELINE_CACHE),
+            max_storage_binding,
+            max_buffer_size: l.max_buffer_size,
+            max_workgroup_storage: l.max_compute_workgroup_storage_size,
+            max_invocations: l.max_compute_invocations_per_workgroup,
+            max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
+            max_storage_buffers: l.max_storage_buffers_per_shader_stage,
+            storage_offset_alignment: l.min_storage_buffer_offset_alignment,
+        }
+    }
+}
+
+/// One adapter as [`list_adapters`] reports it.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    /// wgpu's description of the adapter.
+    pub info: wgpu::AdapterInfo,
+    /// What milliwatt would use on it (with the fallbacks of the options applied).
+    pub capabilities: Capabilities,
+}
+
+/// Lists every adapter of `options.backends` with the capabilities milliwatt would use.
+///
+/// Opens (and drops) a device on each, because features and limits are only final on a device.
+pub async fn list_adapters(options: &Options) -> Vec<AdapterReport> {
+    let instance = make_instance(options);
+    let mut out = Vec::new();
+    for adapter in instance.enumerate_adapters(options.backends).await {
+        let info = adapter.get_info();
+        if let Ok((device, _queue)) = adapter.request_device(&device_descriptor(&adapter)).await {
+            out.push(AdapterReport {
+                capabilities: Capabilities::of_device(&device, &info, options),
+                info,
+            });
+        }
+    }
+    out
+}
+
+fn make_instance(options: &Options) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = options.backends;
+    desc.flags = options.instance_flags;
+    wgpu::Instance::new(desc)
+}
+
+fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    wgpu::DeviceDescriptor {
+        label: Some("milliwatt"),
+        required_features: adapter.features() & WANTED_FEATURES,
+        required_limits: adapter.limits(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }
+}
+
+/// Key of the pipeline cache: shader, preprocessor variant, override constants, entry point.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    /// Shader (and variant) identity.
+    pub variant: Variant,
+    /// Override constants, by name, as the bit pattern of their `f64` value.
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    /// A key for `variant` with the given override constants.
+    pub fn new(variant: Variant, constants: &[(&'static str, f64)]) -> Self {
+        let mut constants: Vec<_> = constants.iter().map(|&(n, v)| (n, v.to_bits())).collect();
+        constants.sort_unstable();
+        Self { variant, constants }
+    }
+}
+
+/// Counters of GPU objects milliwatt has created; tests use them to prove nothing is re-created.
+#[derive(Debug, Default)]
+pub struct ObjectCounters {
+    pipelines: AtomicU64,
+    bind_groups: AtomicU64,
+    buffers: AtomicU64,
+}
+
+/// A snapshot of [`ObjectCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectCounts {
+    /// Compute pipelines created.
+    pub pipelines: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
+    /// Buffers created.
+    pub buffers: u64,
+}
+
+/// A device milliwatt runs on: its own, or one the embedding application owns.
+///
+/// Cheap to share: `Gpu` is `Send + Sync`, its pipeline cache is behind a mutex, and the wgpu
+/// handles it holds are reference-counted clones of the caller's.
+#[derive(Debug)]
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    caps: Capabilities,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    disk_cache: Option<(wgpu::PipelineCache, PathBuf)>,
+    counters: ObjectCounters,
+}
+
+impl Gpu {
+    /// Opens our own device on the adapter the options (and environment) choose.
+    pub async fn new(options: &Options) -> Result<Self> {
+        let instance = make_instance(options);
+        let adapter = match &options.adapter_name {
+            Some(name) => {
+                let wanted = name.to_lowercase();
+                let adapters = instance.enumerate_adapters(options.backends).await;
+                let names: Vec<String> = adapters
+                    .iter()
+                    .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+                    .collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| Error::NoAdapter {
+                        wanted: format!(
+                            "name containing `{name}` on {:?}; present: [{}]",
+                            options.backends,
+                            names.join(", ")
+                        ),
+                        hint: INSTALL_HINT.into(),
+                    })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: options.power_preference,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter {
+                    wanted: format!("any adapter on {:?} ({e})", options.backends),
+                    hint: INSTALL_HINT.into(),
+                })?,
+        };
+        Self::from_adapter(&adapter, options).await
+    }
+
+    /// Blocking form of [`Gpu::new`].
+    pub fn new_blocking(options: &Options) -> Result<Self> {
+        pollster::block_on(Self::new(options))
+    }
+
+    /// Opens a device on a specific adapter.
+    pub async fn from_adapter(adapter: &wgpu::Adapter, options: &Options) -> Result<Self> {
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&device_descriptor(adapter))
+            .await
+            .map_err(|source| Error::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
+        Ok(Self::from_device(&device, &queue, options))
+    }
+
+    /// Wraps a device and queue the embedding application owns. milliwatt keeps clones of the
+    /// handles, uses only the features the device was opened with, and never changes its state.
+    pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue, options: &Options) -> Self {
+        let info = device.adapter_info();
+        let caps = Capabilities::of_device(device, &info, options);
+        let disk_cache = options
+            .pipeline_cache_dir
+            .as_ref()
+            .filter(|_| caps.pipeline_cache)
+            .and_then(|dir| open_disk_cache(device, &info, dir));
+        Self {
+            device: device.clone(),
+            queue: queue.clone(),
+            info,
+            caps,
+            pipelines: Mutex::new(HashMap::new()),
+            disk_cache,
+            counters: ObjectCounters::default(),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter the device belongs to.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// What the device can do (with forced fallbacks applied).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// A one-line description: adapter, backend, driver.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {} {})",
+            self.info.name, self.info.backend, self.info.driver, self.info.driver_info
+        )
+    }
+
+    /// How many pipelines, bind groups and buffers milliwatt has created on this device so far.
+    pub fn object_counts(&self) -> ObjectCounts {
+        ObjectCounts {
+            pipelines: self.counters.pipelines.load(Ordering::Relaxed),
+            bind_groups: self.counters.bind_groups.load(Ordering::Relaxed),
+            buffers: self.counters.buffers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Returns the cached pipeline for `key`, building (preprocess, validate, compile) it on first use.
+    pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .expect("pipeline cache poisoned")
+            .get(key)
+        {
+            return Ok(p.clone());
+        }
+        let label = key.variant.label();
+        let source = shaders::preprocess(&key.variant)?;
+        let (module, _) = shaders::validate(&label, &source)?;
+        // An explicit layout of every binding the shader declares (an automatic layout would drop
+        // the ones a variant leaves unused, and the caller's bind groups would stop matching).
+        let entries = shaders::layout_entries(&module);
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, b)| (n, f64::from_bits(b)))
+            .collect();
+        let pipeline = self.scoped(&format!("creating pipeline `{label}`"), || {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            let bind_group_layout =
+                self.device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some(&label),
+                        entries: &entries,
+                    });
+            let layout = self
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&label),
+                    bind_group_layouts: &[Some(&bind_group_layout)],
+                    immediate_size: 0,
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: self.disk_cache.as_ref().map(|(c, _)| c),
+                })
+        })?;
+        self.counters.pipelines.fetch_add(1, Ordering::Relaxed);
+        let pipeline = Arc::new(pipeline);
+        self.pipelines
+            .lock()
+            .expect("pipeline cache poisoned")
+            .insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Writes wgpu's pipeline cache to the directory of [`Options::pipeline_cache_dir`], if any.
+    pub fn save_pipeline_cache(&self) -> Result<()> {
+        if let Some((cache, path)) = &self.disk_cache
+            && let Some(data) = cache.get_data()
+        {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                    path: dir.into(),
+                    source,
+                })?;
+            }
+            std::fs::write(path, data).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error into
+    /// the crate's [`Error`].
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v {
+            return Err(Error::Validation {
+                context: context.into(),
+                message: e.to_string(),
+            });
+        }
+        if o.is_some() {
+            return Err(Error::OutOfMemory {
+                context: context.into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a buffer labelled `milliwatt.<name>`.
+    pub fn buffer(&self, name: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let label = format!("milliwatt.{name}");
+        let b = self.scoped(
+            &format!("creating buffer `{label}` of {size} bytes"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&label),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// Creates a storage buffer holding `data` (padded to 4 bytes), usable as a kernel input and
+    /// as a copy source or destination.
+    pub fn upload<T: bytemuck::NoUninit>(&self, name: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let label = format!("milliwatt.{name}");
+        let mut padded;
+        let contents = if bytes.len() % 4 != 0 || bytes.is_empty() {
+            padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4).max(4), 0);
+            &padded[..]
+        } else {
+            bytes
+        };
+        let b = self.scoped(
+            &format!("uploading `{label}` ({} bytes)", bytes.len()),
+            || {
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(&label),
+                        contents,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                    })
+            },
+        )?;
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// Creates a uniform buffer holding one `#[repr(C)]` parameter block.
+    pub fn uniform<T: bytemuck::NoUninit>(&self, name: &str, value: &T) -> Result<wgpu::Buffer> {
+        let label = format!("milliwatt.{name}");
+        let b = self.scoped(&format!("creating uniform `{label}`"), || {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&label),
+                    contents: bytemuck::bytes_of(value),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                })
+        })?;
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// Creates a bind group (counted in [`Gpu::object_counts`]).
+    pub fn bind_group(&self, desc: &wgpu::BindGroupDescriptor<'_>) -> Result<wgpu::BindGroup> {
+        let context = format!("creating bind group `{}`", desc.label.unwrap_or("?"));
+        let bg = self.scoped(&context, || self.device.create_bind_group(desc))?;
+        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
+        Ok(bg)
+    }
+
+    /// Copies `buffer` back to the CPU (whole buffer, as `T`). Blocks until the GPU is done.
+    pub fn read<T: bytemuck::AnyBitPattern>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(buffer))
+    }
+
+    /// Async form of [`Gpu::read`].
+    pub async fn read_async<T: bytemuck::AnyBitPattern>(
+        &self,
+        buffer: &wgpu::Buffer,
+    ) -> Result<Vec<T>> {
+        let size = buffer.size();
+        let staging = self.buffer(
+            "readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("milliwatt.readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely())?;
+        rx.recv().expect("map callback dropped")?;
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Validation {
+                context: "mapping a readback buffer".into(),
+                message: e.to_string(),
+            })?;
+        let elems = size as usize / size_of::<T>();
+        let out = bytemuck::cast_slice::<u8, T>(&view[..elems * size_of::<T>()]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Waits until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely())?;
+        Ok(())
+    }
+}
+
+fn open_disk_cache(
+    device: &wgpu::Device,
+    info: &wgpu::AdapterInfo,
+    dir: &std::path::Path,
+) -> Option<(wgpu::PipelineCache, PathBuf)> {
+    let file = wgpu::util::pipeline_cache_key(info)?;
+    let path = dir.join(file);
+    let data = std::fs::read(&path).ok();
+    // SAFETY: the data was written by `save_pipeline_cache` for this adapter (the file name is
+    // wgpu's key for the adapter and driver); wgpu checks its header and falls back to an empty
+    // cache when the data does not match.
+    #[expect(
+        unsafe_code,
+        reason = "wgpu marks pipeline-cache data as unchecked input"
+    )]
+    let cache = unsafe {
+        device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+            label: Some("milliwatt.pipeline_cache"),
+            data: data.as_deref(),
+            fallback: true,
+        })
+    };
+    Some((cache, path))
+}
+
+impl Gpu {
+    /// Encodes the prepared kernels in order, one compute pass each, submits them as one command
+    /// buffer and waits for completion.
+    pub fn run(&self, kernels: &[&crate::kernel::Prepared]) -> Result<()> {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("milliwatt.run"),
+            });
+        for k in kernels {
+            k.encode(&mut enc);
+        }
+        self.scoped("submitting kernels", || self.queue.submit([enc.finish()]))?;
+        self.wait()
+    }
+}

@@ -1,0 +1,385 @@
+//! The kernel contract every milliwatt kernel implements.
+//!
+//! (a) [`Kernel::requirements`]: the caller-owned buffers it binds, their minimum sizes and usages,
+//!     for a given shape; (b) [`Kernel::prepare`] validates the caller's buffers and builds pipelines,
+//!     parameter blocks and bind groups once, after which [`Prepared::record`] records into the
+//!     caller's pass without allocating; (c) [`Kernel::work`]: operations by precision and bytes moved,
+//!     computed from the launch parameters, for the energy ledger; (d) variant choice from
+//!     [`Capabilities`] and shape in one function per kernel, overridable; (e) weights past the
+//!     storage-binding limit are split along M into several bindings and dispatches by `prepare`.
+
+use std::ops::{Add, AddAssign, Mul};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu};
+
+/// Work one kernel launch does: operations by precision, device-memory and workgroup-memory bytes.
+///
+/// Counts come from the launch parameters and describe what the dispatched workgroups really do
+/// (tile re-reads included), not an ideal algorithm. A multiply-add counts as one multiply and one
+/// add. Bitwise and shift operations are `bit_ops` (the ledger prices them as 32-bit integer adds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Work {
+    /// f32 additions.
+    pub f32_add: u64,
+    /// f32 multiplications.
+    pub f32_mul: u64,
+    /// f16 additions.
+    pub f16_add: u64,
+    /// f16 multiplications.
+    pub f16_mul: u64,
+    /// 8-bit integer multiplications.
+    pub i8_mul: u64,
+    /// 8-bit integer additions (the adds of an int8 multiply-add, before widening).
+    pub i8_add: u64,
+    /// 32-bit integer additions (accumulators, not address arithmetic).
+    pub i32_add: u64,
+    /// 32-bit integer multiplications.
+    pub i32_mul: u64,
+    /// Bitwise and shift operations on data (unpacking).
+    pub bit_ops: u64,
+    /// Bytes read from device memory.
+    pub dram_read: u64,
+    /// Bytes written to device memory.
+    pub dram_write: u64,
+    /// Bytes read from workgroup (shared) memory.
+    pub sram_read: u64,
+    /// Bytes written to workgroup (shared) memory.
+    pub sram_write: u64,
+}
+
+impl Work {
+    /// Bytes moved to and from device memory.
+    pub fn dram_bytes(&self) -> u64 {
+        self.dram_read + self.dram_write
+    }
+
+    /// Floating-point operations (adds plus multiplies, any precision).
+    pub fn flops(&self) -> u64 {
+        self.f32_add + self.f32_mul + self.f16_add + self.f16_mul
+    }
+
+    /// All arithmetic operations, integer ones included.
+    pub fn ops(&self) -> u64 {
+        self.flops() + self.i8_mul + self.i8_add + self.i32_add + self.i32_mul + self.bit_ops
+    }
+
+    /// `count` multiply-adds with products in `elem` and sums in f32 (the rule of shared/elem.wgsl).
+    pub fn mul_add(elem: crate::Elem, count: u64) -> Self {
+        match elem {
+            crate::Elem::F32 => Work {
+                f32_mul: count,
+                f32_add: count,
+                ..Work::default()
+            },
+            crate::Elem::F16 => Work {
+                f16_mul: count,
+                f32_add: count,
+                ..Work::default()
+            },
+        }
+    }
+}
+
+impl Add for Work {
+    type Output = Work;
+    fn add(self, o: Work) -> Work {
+        Work {
+            f32_add: self.f32_add + o.f32_add,
+            f32_mul: self.f32_mul + o.f32_mul,
+            f16_add: self.f16_add + o.f16_add,
+            f16_mul: self.f16_mul + o.f16_mul,
+            i8_mul: self.i8_mul + o.i8_mul,
+            i8_add: self.i8_add + o.i8_add,
+            i32_add: self.i32_add + o.i32_add,
+            i32_mul: self.i32_mul + o.i32_mul,
+            bit_ops: self.bit_ops + o.bit_ops,
+            dram_read: self.dram_read + o.dram_read,
+            dram_write: self.dram_write + o.dram_write,
+            sram_read: self.sram_read + o.sram_read,
+            sram_write: self.sram_write + o.sram_write,
+        }
+    }
+}
+
+impl AddAssign for Work {
+    fn add_assign(&mut self, o: Work) {
+        *self = *self + o;
+    }
+}
+
+impl Mul<u64> for Work {
+    type Output = Work;
+    fn mul(self, k: u64) -> Work {
+        Work {
+            f32_add: self.f32_add * k,
+            f32_mul: self.f32_mul * k,
+            f16_add: self.f16_add * k,
+            f16_mul: self.f16_mul * k,
+            i8_mul: self.i8_mul * k,
+            i8_add: self.i8_add * k,
+            i32_add: self.i32_add * k,
+            i32_mul: self.i32_mul * k,
+            bit_ops: self.bit_ops * k,
+            dram_read: self.dram_read * k,
+            dram_write: self.dram_write * k,
+            sram_read: self.sram_read * k,
+            sram_write: self.sram_write * k,
+        }
+    }
+}
+
+/// One caller-owned buffer a kernel binds, as [`Kernel::requirements`] describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferReq {
+    /// Binding name (`x`, `w`, `y`, …), used in errors.
+    pub name: &'static str,
+    /// Minimum size in bytes, from the binding offset.
+    pub size: u64,
+    /// Usages the buffer must have.
+    pub usage: wgpu::BufferUsages,
+    /// Whether the kernel writes it.
+    pub written: bool,
+}
+
+impl BufferReq {
+    /// A read-only storage input.
+    pub fn input(name: &'static str, size: u64) -> Self {
+        Self {
+            name,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            written: false,
+        }
+    }
+
+    /// A storage output.
+    pub fn output(name: &'static str, size: u64) -> Self {
+        Self {
+            name,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            written: true,
+        }
+    }
+}
+
+/// A caller-owned buffer bound from `offset` (a multiple of the device's storage offset alignment).
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    /// The buffer.
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the tensor's first element.
+    pub offset: u64,
+}
+
+impl<'a> From<&'a wgpu::Buffer> for TensorRef<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Self { buffer, offset: 0 }
+    }
+}
+
+/// One dispatch of a prepared kernel.
+#[derive(Debug)]
+pub struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+    // Keeps the parameter block alive as long as the bind group.
+    _params: wgpu::Buffer,
+}
+
+/// A kernel bound to its buffers: pipelines, parameter blocks and bind groups built once.
+/// Recording it again and again allocates nothing.
+#[derive(Debug)]
+pub struct Prepared {
+    name: &'static str,
+    label: String,
+    dispatches: Vec<Dispatch>,
+    work: Work,
+}
+
+impl Prepared {
+    /// Kernel name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Pipeline label of the chosen variant (shader and defines).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The work all dispatches together do.
+    pub fn work(&self) -> Work {
+        self.work
+    }
+
+    /// Number of dispatches (more than one when weights were split past the binding limit).
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    /// Records the dispatches into the caller's compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            let [x, y, z] = d.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Records the dispatches in a compute pass of their own, labelled with the variant.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&self.label),
+            timestamp_writes: None,
+        });
+        self.record(&mut pass);
+    }
+}
+
+/// What every kernel offers: requirements, work, preparation.
+pub trait Kernel {
+    /// Kernel name, as used in errors, labels and the ledger.
+    fn name(&self) -> &'static str;
+
+    /// The caller-owned buffers the kernel binds, in the order `prepare` takes them.
+    /// Errors if the shape is invalid or the variant cannot run on `caps`.
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>>;
+
+    /// The work one launch does on a device with `caps` (the variant may depend on them).
+    fn work(&self, caps: &Capabilities) -> Result<Work>;
+
+    /// Builds the dispatches over the caller's buffers (given in `requirements` order).
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared>;
+}
+
+/// Checks caller buffers against requirements: count, size from offset, usage, offset alignment.
+pub(crate) fn check_buffers(
+    kernel: &'static str,
+    caps: &Capabilities,
+    reqs: &[BufferReq],
+    buffers: &[TensorRef<'_>],
+) -> Result<()> {
+    if reqs.len() != buffers.len() {
+        return Err(Error::BindingCount {
+            kernel,
+            expected: reqs.len(),
+            names: reqs.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+            got: buffers.len(),
+        });
+    }
+    for (r, b) in reqs.iter().zip(buffers) {
+        let got = b.buffer.size();
+        if b.offset.checked_add(r.size).is_none_or(|end| end > got) {
+            return Err(Error::BufferTooSmall {
+                kernel,
+                binding: r.name,
+                needed: r.size,
+                offset: b.offset,
+                got,
+            });
+        }
+        if !b.buffer.usage().contains(r.usage) {
+            return Err(Error::BadBinding {
+                kernel,
+                binding: r.name,
+                message: format!(
+                    "needs usage {:?}, buffer has {:?}",
+                    r.usage,
+                    b.buffer.usage()
+                ),
+            });
+        }
+        if b.offset % u64::from(caps.storage_offset_alignment) != 0 {
+            return Err(Error::BadBinding {
+                kernel,
+                binding: r.name,
+                message: format!(
+                    "offset {} is not a multiple of the device's storage offset alignment {}",
+                    b.offset, caps.storage_offset_alignment
+                ),
+            });
+        }
+        if r.size > caps.max_storage_binding && r.name != "w" {
+            return Err(Error::Shape {
+                kernel,
+                message: format!(
+                    "binding `{}` needs {} bytes, over the device's storage-binding limit of {}",
+                    r.name, r.size, caps.max_storage_binding
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One dispatch to build: a uniform parameter block, storage bindings (buffer, offset, size), and a
+/// grid. `Builder` turns these into [`Dispatch`]es.
+pub(crate) struct DispatchSpec<'a, P> {
+    pub params: P,
+    pub storage: Vec<(TensorRef<'a>, u64)>,
+    pub workgroups: [u32; 3],
+}
+
+/// Builds a [`Prepared`] from one pipeline and dispatch specs.
+pub(crate) fn build<P: bytemuck::NoUninit>(
+    gpu: &Gpu,
+    name: &'static str,
+    key: &crate::gpu::PipelineKey,
+    specs: Vec<DispatchSpec<'_, P>>,
+    work: Work,
+) -> Result<Prepared> {
+    let pipeline = gpu.pipeline(key)?;
+    let label = key.variant.label();
+    let layout = pipeline.get_bind_group_layout(0);
+    let mut dispatches = Vec::with_capacity(specs.len());
+    for (i, s) in specs.into_iter().enumerate() {
+        let params = gpu.uniform(&format!("{name}.params{i}"), &s.params)?;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params.as_entire_binding(),
+        }];
+        for (j, (t, size)) in s.storage.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: j as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: t.buffer,
+                    offset: t.offset,
+                    size: wgpu::BufferSize::new(size.next_multiple_of(4).max(4)),
+                }),
+            });
+        }
+        let bind_group = gpu.bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("milliwatt.{name}.bind{i}")),
+            layout: &layout,
+            entries: &entries,
+        })?;
+        dispatches.push(Dispatch {
+            pipeline: pipeline.clone(),
+            bind_group,
+            workgroups: s.workgroups,
+            _params: params,
+        });
+    }
+    Ok(Prepared {
+        name,
+        label,
+        dispatches,
+        work,
+    })
+}
+
+/// Splits a 1D count of workgroups into a grid within the per-dimension limit.
+pub(crate) fn grid_1d(groups: u32, caps: &Capabilities) -> [u32; 3] {
+    let max = caps.max_workgroups_per_dim.max(1);
+    if groups <= max {
+        [groups.max(1), 1, 1]
+    } else {
+        let y = groups.div_ceil(max);
+        [groups.div_ceil(y), y, 1]
+    }
+}

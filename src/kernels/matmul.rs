@@ -1,0 +1,523 @@
+//! Dense matmul kernels, f32 and f16: tiled GEMM, GEMV / small-N, and the naive reference.
+//!
+//! All compute `Y[n, m] = sum_k X[n, k] * W[m, k]` — a linear layer `y = x W^T` with the weight
+//! stored as PyTorch stores it (M output rows of K inputs) and activations token-major.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{
+    BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d,
+};
+use crate::kernels::Elem;
+use crate::shaders::{Variant, shader};
+
+/// Matmul shape: `m` output features (rows of W), `n` activation rows (tokens), `k` input features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct MatmulShape {
+    /// Output features.
+    pub m: u32,
+    /// Activation rows.
+    pub n: u32,
+    /// Input features.
+    pub k: u32,
+}
+
+impl MatmulShape {
+    /// A shape `m x k` weights times `n` activation rows.
+    pub fn new(m: u32, n: u32, k: u32) -> Self {
+        Self { m, n, k }
+    }
+
+    /// Multiply-adds.
+    pub fn macs(&self) -> u64 {
+        u64::from(self.m) * u64::from(self.n) * u64::from(self.k)
+    }
+
+    fn check(&self, kernel: &'static str) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return Err(Error::Shape {
+                kernel,
+                message: format!("empty shape {self:?}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parameter block of the matmul shaders.
+/// Keep in sync with `MatmulParams` in shaders/shared/matmul_params.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MatmulParams {
+    /// Rows of W in this dispatch.
+    pub m: u32,
+    /// Rows of X.
+    pub n: u32,
+    /// Columns of X and W.
+    pub k: u32,
+    /// First output column this dispatch writes.
+    pub m_offset: u32,
+    /// Row stride of Y, elements.
+    pub ldy: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// Ranges of W rows `(first, count)` such that each fits one storage binding and starts at an
+/// offset the device accepts. One range when the whole weight fits.
+pub(crate) fn split_rows(
+    kernel: &'static str,
+    caps: &Capabilities,
+    rows: u32,
+    row_bytes: u64,
+) -> Result<Vec<(u32, u32)>> {
+    let total = u64::from(rows) * row_bytes;
+    if total <= caps.max_storage_binding {
+        return Ok(vec![(0, rows)]);
+    }
+    let align = u64::from(caps.storage_offset_alignment.max(4));
+    // Row counts whose byte size is a multiple of the offset alignment.
+    let step = align / gcd(row_bytes, align);
+    let fit = caps.max_storage_binding / row_bytes;
+    let chunk = fit / step * step;
+    if chunk == 0 {
+        return Err(Error::Shape {
+            kernel,
+            message: format!(
+                "{step} weight rows of {row_bytes} bytes exceed the storage-binding limit of {} bytes",
+                caps.max_storage_binding
+            ),
+        });
+    }
+    let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
+    Ok((0..rows)
+        .step_by(chunk as usize)
+        .map(|s| (s, chunk.min(rows - s)))
+        .collect())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Shared preparation of the three matmul kernels: checks, split along M, dispatch specs.
+fn prepare_matmul(
+    gpu: &Gpu,
+    kernel: &(impl Kernel + ?Sized),
+    shape: MatmulShape,
+    elem: Elem,
+    key: &PipelineKey,
+    buffers: &[TensorRef<'_>],
+    grid: impl Fn(u32) -> [u32; 3],
+) -> Result<Prepared> {
+    let caps = gpu.capabilities();
+    let name = kernel.name();
+    let reqs = kernel.requirements(caps)?;
+    check_buffers(name, caps, &reqs, buffers)?;
+    let row_bytes = u64::from(shape.k) * elem.size();
+    let (x, w, y) = (buffers[0], buffers[1], buffers[2]);
+    let specs = split_rows(name, caps, shape.m, row_bytes)?
+        .into_iter()
+        .map(|(first, count)| DispatchSpec {
+            params: MatmulParams {
+                m: count,
+                n: shape.n,
+                k: shape.k,
+                m_offset: first,
+                ldy: shape.m,
+                _pad: [0; 3],
+            },
+            storage: vec![
+                (x, reqs[0].size),
+                (
+                    TensorRef {
+                        buffer: w.buffer,
+                        offset: w.offset + u64::from(first) * row_bytes,
+                    },
+                    elem.bytes(u64::from(count) * u64::from(shape.k)),
+                ),
+                (y, reqs[2].size),
+            ],
+            workgroups: grid(count),
+        })
+        .collect();
+    build(gpu, name, key, specs, kernel.work(caps)?)
+}
+
+fn matmul_reqs(shape: MatmulShape, elem: Elem) -> Vec<BufferReq> {
+    let (m, n, k) = (u64::from(shape.m), u64::from(shape.n), u64::from(shape.k));
+    vec![
+        BufferReq::input("x", elem.bytes(n * k)),
+        BufferReq::input("w", elem.bytes(m * k)),
+        BufferReq::output("y", elem.bytes(n * m)),
+    ]
+}
+
+/// Tile of the GEMM shader. Keep in sync with the constants of shaders/gemm.wgsl.
+pub const GEMM_TILE: (u32, u32, u32) = (64, 64, 16);
+
+/// Variant of [`Gemm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmVariant {
+    /// 4-wide loads (needs `k % 4 == 0`).
+    pub vec4: bool,
+}
+
+/// Dense tiled GEMM (64 x 64 tiles, 4 x 4 register blocks, k-slices of 16 in workgroup memory).
+#[derive(Clone, Debug)]
+pub struct Gemm {
+    /// Shape.
+    pub shape: MatmulShape,
+    /// Element type.
+    pub elem: Elem,
+    /// Forced variant; `None` chooses with [`Gemm::choose`].
+    pub variant: Option<GemmVariant>,
+}
+
+impl Gemm {
+    /// A GEMM of `shape` over `elem`.
+    pub fn new(shape: MatmulShape, elem: Elem) -> Self {
+        Self {
+            shape,
+            elem,
+            variant: None,
+        }
+    }
+
+    /// The variant for this shape: vec4 loads whenever rows are 16-byte aligned (`k % 4 == 0`).
+    pub fn choose(&self) -> GemmVariant {
+        self.variant.unwrap_or(GemmVariant {
+            vec4: self.shape.k % 4 == 0,
+        })
+    }
+
+    fn key(&self) -> PipelineKey {
+        let v = self.choose();
+        let defines = self
+            .elem
+            .define()
+            .into_iter()
+            .chain(v.vec4.then_some("VEC4"));
+        PipelineKey::new(
+            Variant::new(shader("gemm").expect("gemm shader"), defines),
+            &[],
+        )
+    }
+}
+
+impl Kernel for Gemm {
+    fn name(&self) -> &'static str {
+        "gemm"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        self.shape.check(self.name())?;
+        self.elem.check(self.name(), caps)?;
+        if self.choose().vec4 && self.shape.k % 4 != 0 {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("vec4 variant needs k % 4 == 0, k = {}", self.shape.k),
+            });
+        }
+        Ok(matmul_reqs(self.shape, self.elem))
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let (bm, bn, bk) = GEMM_TILE;
+        let MatmulShape { m, n, k } = self.shape;
+        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
+        let eb = self.elem.size();
+        let tiles_m = u64::from(m.div_ceil(bm));
+        let tiles_n = u64::from(n.div_ceil(bn));
+        let slices = u64::from(k.div_ceil(bk));
+        // Each workgroup stages its (clamped) rows of X and W for all of K: X is read once per tile
+        // column, W once per tile row. Zero padding is not loaded.
+        let dram_read = (tiles_m * n64 * k64 + tiles_n * m64 * k64) * eb;
+        // Every workgroup writes and reads full BK x (BM + BN) slices, padding included; the inner
+        // loop reads one vec4 of X and one of W per k for each of the 256 invocations.
+        let groups = tiles_m * tiles_n;
+        let sram_write = groups * slices * u64::from(bk * (bm + bn)) * eb;
+        let sram_read = groups * slices * u64::from(bk) * 256 * 8 * eb;
+        // Multiply-adds are done for the padded tile (the invocations compute zeros past the edge).
+        let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
+        Ok(Work::mul_add(self.elem, padded_macs)
+            + Work {
+                dram_read,
+                dram_write: n64 * m64 * eb,
+                sram_read,
+                sram_write,
+                ..Work::default()
+            })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let (bm, bn, _) = GEMM_TILE;
+        let n = self.shape.n;
+        prepare_matmul(
+            gpu,
+            self,
+            self.shape,
+            self.elem,
+            &self.key(),
+            buffers,
+            |rows| [rows.div_ceil(bm), n.div_ceil(bn), 1],
+        )
+    }
+}
+
+/// How a [`Gemv`] reduces across its workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemvReduce {
+    /// `subgroupAdd`, then one slot per subgroup.
+    Subgroup,
+    /// Tree reduction in workgroup memory.
+    Shared,
+}
+
+/// Variant of [`Gemv`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemvVariant {
+    /// Reduction.
+    pub reduce: GemvReduce,
+    /// 4-wide loads (needs `k % 4 == 0`).
+    pub vec4: bool,
+    /// Invocations per workgroup (power of two, 32..=256).
+    pub wg: u32,
+    /// Rows of W per workgroup.
+    pub rows: u32,
+}
+
+/// Dense GEMV and small-N matmul, N = 1..=8: one workgroup per `rows` rows of W, the
+/// activations kept in registers, each weight read once.
+#[derive(Clone, Debug)]
+pub struct Gemv {
+    /// Shape (`n` from 1 to 8).
+    pub shape: MatmulShape,
+    /// Element type.
+    pub elem: Elem,
+    /// Forced variant; `None` chooses with [`Gemv::choose`].
+    pub variant: Option<GemvVariant>,
+}
+
+/// Largest N the GEMV kernel handles; larger N goes to [`Gemm`].
+pub const GEMV_MAX_N: u32 = 8;
+
+impl Gemv {
+    /// A GEMV / small-N matmul of `shape` over `elem`.
+    pub fn new(shape: MatmulShape, elem: Elem) -> Self {
+        Self {
+            shape,
+            elem,
+            variant: None,
+        }
+    }
+
+    /// The variant for this device and shape: subgroups when present; vec4 loads when
+    /// `k % 4 == 0`; 4 rows per workgroup for N = 1 and fewer as N grows, so that
+    /// `rows * n <= 32` partial sums stay in registers; 128 invocations, or fewer for short rows.
+    pub fn choose(&self, caps: &Capabilities) -> GemvVariant {
+        if let Some(v) = self.variant {
+            return v;
+        }
+        let n = self.shape.n.clamp(1, GEMV_MAX_N);
+        let rows = (32 / n).clamp(1, 4);
+        let vec4 = self.shape.k % 4 == 0;
+        let per_row = if vec4 { self.shape.k / 4 } else { self.shape.k };
+        let wg = if per_row >= 512 { 128 } else { 64 };
+        let reduce = if caps.subgroups {
+            GemvReduce::Subgroup
+        } else {
+            GemvReduce::Shared
+        };
+        GemvVariant {
+            reduce,
+            vec4,
+            wg,
+            rows,
+        }
+    }
+
+    fn key(&self, v: GemvVariant) -> PipelineKey {
+        let defines = self
+            .elem
+            .define()
+            .into_iter()
+            .chain(v.vec4.then_some("VEC4"))
+            .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"));
+        PipelineKey::new(
+            Variant::new(shader("gemv").expect("gemv shader"), defines),
+            &[
+                ("WG", f64::from(v.wg)),
+                ("ROWS", f64::from(v.rows)),
+                ("NCOLS", f64::from(self.shape.n)),
+            ],
+        )
+    }
+}
+
+impl Kernel for Gemv {
+    fn name(&self) -> &'static str {
+        "gemv"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        let name = self.name();
+        self.shape.check(name)?;
+        self.elem.check(name, caps)?;
+        let v = self.choose(caps);
+        let bad = |message: String| {
+            Err(Error::Shape {
+                kernel: name,
+                message,
+            })
+        };
+        if self.shape.n > GEMV_MAX_N {
+            return bad(format!("n = {} > {GEMV_MAX_N}; use Gemm", self.shape.n));
+        }
+        if v.vec4 && self.shape.k % 4 != 0 {
+            return bad(format!(
+                "vec4 variant needs k % 4 == 0, k = {}",
+                self.shape.k
+            ));
+        }
+        if !v.wg.is_power_of_two() || !(32..=256).contains(&v.wg) || v.wg > caps.max_invocations {
+            return bad(format!(
+                "workgroup size {} is not a power of two in 32..=256",
+                v.wg
+            ));
+        }
+        let partials = v.rows * self.shape.n;
+        if v.rows == 0
+            || partials > 32
+            || (v.reduce == GemvReduce::Shared && partials * v.wg > 4096)
+        {
+            return bad(format!(
+                "rows {} x n {} partial sums exceed the reduction space (wg {})",
+                v.rows, self.shape.n, v.wg
+            ));
+        }
+        if v.reduce == GemvReduce::Subgroup && !caps.subgroups {
+            return Err(Error::Unsupported {
+                kernel: name,
+                needs: "SUBGROUP (unset MILLIWATT_NO_SUBGROUPS)",
+            });
+        }
+        Ok(matmul_reqs(self.shape, self.elem))
+    }
+
+    fn work(&self, caps: &Capabilities) -> Result<Work> {
+        let v = self.choose(caps);
+        let MatmulShape { m, n, k } = self.shape;
+        let (n64, k64) = (u64::from(n), u64::from(k));
+        let eb = self.elem.size();
+        let groups = u64::from(m.div_ceil(v.rows));
+        // Rows past M in the last workgroup re-read the last row.
+        let padded_rows = groups * u64::from(v.rows);
+        let partials = u64::from(v.rows) * n64;
+        let dram_read = (padded_rows * k64 + groups * n64 * k64) * eb;
+        let macs = padded_rows * n64 * k64;
+        // With vec4 loads the shader forms 4-wide dot products in the element type and adds
+        // each to an f32 accumulator (shared/elem.wgsl `dot_acc`).
+        let arith = match (self.elem, v.vec4) {
+            (Elem::F16, true) => Work {
+                f16_mul: macs,
+                f16_add: macs / 4 * 3,
+                f32_add: macs / 4,
+                ..Work::default()
+            },
+            _ => Work::mul_add(self.elem, macs),
+        };
+        let mut work = arith
+            + Work {
+                dram_read,
+                dram_write: u64::from(m) * n64 * eb,
+                ..Work::default()
+            };
+        let wg = u64::from(v.wg);
+        let (red_adds, sram_w, sram_r) = match v.reduce {
+            // subgroupAdd: wg - 1 adds per value per workgroup in total; one slot per subgroup.
+            GemvReduce::Subgroup => {
+                let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
+                (
+                    partials * (wg - 1),
+                    partials * sgs * 4 + partials * 4,
+                    partials * sgs * 4,
+                )
+            }
+            // Tree: wg - 1 adds per value; each add reads two and writes one.
+            GemvReduce::Shared => (
+                partials * (wg - 1),
+                partials * (wg + wg - 1) * 4,
+                partials * (2 * (wg - 1) + 1) * 4,
+            ),
+        };
+        work += Work {
+            f32_add: groups * red_adds,
+            sram_write: groups * sram_w,
+            sram_read: groups * sram_r,
+            ..Work::default()
+        };
+        Ok(work)
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let v = self.choose(caps);
+        prepare_matmul(
+            gpu,
+            self,
+            self.shape,
+            self.elem,
+            &self.key(v),
+            buffers,
+            |rows| grid_1d(rows.div_ceil(v.rows), caps),
+        )
+    }
+}
+
+/// The deliberately naive matmul (one invocation per output, scalar loads): a benchmark
+/// reference only.
+#[derive(Clone, Debug)]
+pub struct MatmulNaive {
+    /// Shape.
+    pub shape: MatmulShape,
+    /// Element type.
+    pub elem: Elem,
+}
+
+impl Kernel for MatmulNaive {
+    fn name(&self) -> &'static str {
+        "matmul_naive"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        self.shape.check(self.name())?;
+        self.elem.check(self.name(), caps)?;
+        Ok(matmul_reqs(self.shape, self.elem))
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let MatmulShape { m, n, .. } = self.shape;
+        let eb = self.elem.size();
+        Ok(Work::mul_add(self.elem, self.shape.macs())
+            + Work {
+                dram_read: 2 * self.shape.macs() * eb,
+                dram_write: u64::from(m) * u64::from(n) * eb,
+                ..Work::default()
+            })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let key = PipelineKey::new(
+            Variant::new(
+                shader("matmul_naive").expect("naive shader"),
+                self.elem.define(),
+            ),
+            &[],
+        );
+        let n = self.shape.n;
+        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, |rows| {
+            [rows.div_ceil(8), n.div_ceil(8), 1]
+        })
+    }
+}

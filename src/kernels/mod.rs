@@ -1,0 +1,57 @@
+//! Typed wrappers of the WGSL kernels, each implementing [`crate::Kernel`].
+
+pub mod elementwise;
+pub mod matmul;
+pub mod probe;
+
+pub use elementwise::{Elementwise, EltOp};
+pub use matmul::{
+    Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape,
+};
+pub use probe::FmaProbe;
+
+use crate::error::{Error, Result};
+use crate::gpu::Capabilities;
+
+/// Storage element type of a dense kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Elem {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (needs `SHADER_F16`); products in f16, sums in f32.
+    F16,
+}
+
+impl Elem {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 => 2,
+        }
+    }
+
+    /// The preprocessor define of this element type, if any.
+    pub(crate) fn define(self) -> Option<&'static str> {
+        match self {
+            Elem::F32 => None,
+            Elem::F16 => Some("F16"),
+        }
+    }
+
+    /// Errors if the device cannot run this element type.
+    pub(crate) fn check(self, kernel: &'static str, caps: &Capabilities) -> Result<()> {
+        if self == Elem::F16 && !caps.f16 {
+            return Err(Error::Unsupported {
+                kernel,
+                needs: "SHADER_F16 (f16 kernels; unset MILLIWATT_FORCE_F32)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes of `count` elements, rounded up to the 4-byte granularity of storage bindings.
+    pub fn bytes(self, count: u64) -> u64 {
+        (count * self.size()).next_multiple_of(4)
+    }
+}

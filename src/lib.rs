@@ -1,0 +1,36 @@
+//! # milliwatt
+//!
+//! Sparse, low-precision image-generation kernels on any GPU through wgpu (Vulkan, Metal, DX12,
+//! GL). This is the foundation layer: the GPU context ([`Gpu`], [`Capabilities`]), embedded and
+//! validated WGSL ([`shaders`]), the kernel contract ([`Kernel`], [`Prepared`], [`Work`]), the
+//! dense f32/f16 baseline kernels ([`kernels`]) with their CPU twins ([`cpu`]), and GPU timing for
+//! benchmarks ([`bench`]).
+//!
+//! ```no_run
+//! use milliwatt::{Gpu, Kernel, Options, kernels::{Elem, Gemm, MatmulShape}};
+//! # fn main() -> milliwatt::Result<()> {
+//! let gpu = Gpu::new_blocking(&Options::default())?;
+//! let shape = MatmulShape::new(256, 64, 128); // M outputs, N tokens, K inputs
+//! let x = gpu.upload("x", &vec![1.0f32; 64 * 128])?;
+//! let w = gpu.upload("w", &vec![0.5f32; 256 * 128])?;
+//! let y = gpu.upload("y", &vec![0.0f32; 64 * 256])?;
+//! let gemm = Gemm::new(shape, Elem::F32).prepare(&gpu, &[(&x).into(), (&w).into(), (&y).into()])?;
+//! gpu.run(&[&gemm])?;
+//! let out: Vec<f32> = gpu.read(&y)?;
+//! assert_eq!(out[0], 64.0);
+//! # Ok(()) }
+//! ```
+
+pub mod bench;
+pub mod cpu;
+mod error;
+pub mod gpu;
+pub mod kernel;
+pub mod kernels;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
+pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
+pub use kernels::Elem;
+pub use wgpu;

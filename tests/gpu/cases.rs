@@ -1,0 +1,527 @@
+//! The cases: each kernel against its CPU twin on a covering set of shapes that are not multiples
+//! of any tile (1, 7, 33, 127, 1000, 1001, 4095 …), f32 and f16, subgroups on and off, vec4 and
+//! scalar loads, weights split past the binding limit, and the typed errors.
+
+use half::f16;
+use milliwatt::cpu::{self, Element};
+use milliwatt::kernels::probe::ProbeParams;
+use milliwatt::kernels::{
+    Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
+    MatmulNaive, MatmulParams, MatmulShape,
+};
+use milliwatt::{Error, Gpu, Kernel};
+
+use crate::util::{Rng, compare};
+use crate::{Backend, Outcome, Unsupported};
+
+type Case = fn(&Backend) -> Outcome;
+
+pub fn all() -> Vec<(&'static str, Case)> {
+    vec![
+        ("gemm_f32", |b| gemm_cases::<f32>(&b.gpu)),
+        ("gemm_f16", |b| gemm_cases::<f16>(&b.gpu)),
+        ("gemm_split_weights", |b| {
+            split_case(&b.small_bindings, true)
+        }),
+        ("gemv_f32_subgroups", |b| {
+            gemv_cases::<f32>(&b.gpu, GemvReduce::Subgroup)
+        }),
+        ("gemv_f32_shared", |b| {
+            gemv_cases::<f32>(&b.gpu, GemvReduce::Shared)
+        }),
+        ("gemv_f16_subgroups", |b| {
+            gemv_cases::<f16>(&b.gpu, GemvReduce::Subgroup)
+        }),
+        ("gemv_f16_shared", |b| {
+            gemv_cases::<f16>(&b.gpu, GemvReduce::Shared)
+        }),
+        ("gemv_variants", |b| gemv_variant_cases(&b.gpu)),
+        ("gemv_split_weights", |b| {
+            split_case(&b.small_bindings, false)
+        }),
+        ("gemv_forced_fallback", |b| fallback_case(&b.fallback)),
+        ("matmul_naive_f32", |b| naive_cases::<f32>(&b.gpu)),
+        ("matmul_naive_f16", |b| naive_cases::<f16>(&b.gpu)),
+        ("elementwise_f32", |b| elementwise_cases::<f32>(&b.gpu)),
+        ("elementwise_f16", |b| elementwise_cases::<f16>(&b.gpu)),
+        ("fma_probe_f32", |b| probe_case::<f32>(&b.gpu)),
+        ("fma_probe_f16", |b| probe_case::<f16>(&b.gpu)),
+        ("prepared_reuse_creates_nothing", |b| reuse_case(&b.gpu)),
+        ("typed_errors", |b| error_cases(b)),
+    ]
+}
+
+fn gpu_err(e: Error) -> String {
+    e.to_string()
+}
+
+fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
+    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
+        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
+    }
+    Ok(())
+}
+
+/// Tolerance relative to the sum of |terms|: f32 sums may differ in order and fusing; f16 adds the
+/// rounding of dot products and of the output.
+fn rel_tol(elem: Elem) -> f32 {
+    match elem {
+        Elem::F32 => 1e-5,
+        Elem::F16 => 3e-3,
+    }
+}
+
+struct MatmulData<E> {
+    x: Vec<E>,
+    w: Vec<E>,
+    /// Per output element, the sum of |x| * |w| over k.
+    scale: Vec<f32>,
+}
+
+fn matmul_data<E: Element>(shape: MatmulShape, seed: u64) -> MatmulData<E> {
+    let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+    let mut rng = Rng::new(seed);
+    let x: Vec<E> = rng.vec(n * k);
+    let w: Vec<E> = rng.vec(m * k);
+    let xa: Vec<f32> = x.iter().map(|v| v.to_f32().abs()).collect();
+    let wa: Vec<f32> = w.iter().map(|v| v.to_f32().abs()).collect();
+    let scale = cpu::matmul::reference(m, n, k, &xa, &wa);
+    MatmulData { x, w, scale }
+}
+
+/// Runs a matmul kernel on the GPU; the output starts filled with a sentinel so unwritten
+/// elements show.
+fn run_matmul<E: Element>(
+    gpu: &Gpu,
+    kernel: &dyn Kernel,
+    shape: MatmulShape,
+    d: &MatmulData<E>,
+) -> Result<(Vec<E>, usize), String> {
+    let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
+    let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
+    let y = gpu
+        .upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize])
+        .map_err(gpu_err)?;
+    let prepared = kernel
+        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
+        .map_err(gpu_err)?;
+    gpu.run(&[&prepared]).map_err(gpu_err)?;
+    let out: Vec<E> = gpu.read(&y).map_err(gpu_err)?;
+    Ok((out, prepared.dispatch_count()))
+}
+
+fn params(shape: MatmulShape) -> MatmulParams {
+    MatmulParams {
+        m: shape.m,
+        n: shape.n,
+        k: shape.k,
+        m_offset: 0,
+        ldy: shape.m,
+        _pad: [0; 3],
+    }
+}
+
+const GEMM_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 1, 1),
+    (7, 33, 127),
+    (127, 7, 1000),
+    (64, 64, 64),
+    (100, 65, 33),
+    (33, 257, 4),
+    (65, 1, 16),
+    (130, 70, 1001),
+    (200, 96, 4095),
+];
+
+fn gemm_cases<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    for (i, &(m, n, k)) in GEMM_SHAPES.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<E>(shape, 100 + i as u64);
+        let mut twin = vec![E::default(); (m * n) as usize];
+        cpu::matmul::gemm(&params(shape), &d.x, &d.w, &mut twin);
+        let mut variants = vec![None];
+        if k % 4 == 0 {
+            variants.push(Some(GemmVariant { vec4: false }));
+        }
+        for v in variants {
+            let kernel = Gemm {
+                shape,
+                elem: E::ELEM,
+                variant: v,
+            };
+            let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
+            compare(
+                &format!("gemm {shape:?} {:?}", kernel.choose()),
+                &out,
+                &twin,
+                &d.scale,
+                rel_tol(E::ELEM),
+                1e-6,
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+const GEMV_SHAPES: &[(u32, u32, u32)] = &[
+    (1, 1, 1),
+    (7, 2, 33),
+    (127, 3, 1000),
+    (1000, 1, 4096),
+    (33, 8, 127),
+    (64, 5, 7),
+    (257, 4, 1024),
+    (5, 6, 2),
+    (1001, 7, 64),
+    (4, 8, 4095),
+    (130, 1, 1001),
+];
+
+fn gemv_cases<E: Element>(gpu: &Gpu, reduce: GemvReduce) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    if reduce == GemvReduce::Subgroup && !gpu.capabilities().subgroups {
+        return Ok(Err(Unsupported("no subgroups on this adapter".into())));
+    }
+    for (i, &(m, n, k)) in GEMV_SHAPES.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<E>(shape, 200 + i as u64);
+        let base = Gemv::new(shape, E::ELEM).choose(gpu.capabilities());
+        let mut variants = vec![GemvVariant { reduce, ..base }];
+        if k % 4 == 0 {
+            variants.push(GemvVariant {
+                reduce,
+                vec4: false,
+                ..base
+            });
+        }
+        for v in variants {
+            let mut twin = vec![E::default(); (m * n) as usize];
+            cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
+            let kernel = Gemv {
+                shape,
+                elem: E::ELEM,
+                variant: Some(v),
+            };
+            let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
+            compare(
+                &format!("gemv {shape:?} {v:?}"),
+                &out,
+                &twin,
+                &d.scale,
+                rel_tol(E::ELEM),
+                1e-6,
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Workgroup sizes and rows per workgroup other than the chosen ones, both reductions.
+fn gemv_variant_cases(gpu: &Gpu) -> Outcome {
+    let caps = gpu.capabilities();
+    let mut reduces = vec![GemvReduce::Shared];
+    if caps.subgroups {
+        reduces.push(GemvReduce::Subgroup);
+    }
+    for (i, &(m, n, k, wg, rows)) in [
+        (77u32, 1u32, 516u32, 32u32, 8u32),
+        (33, 2, 1000, 256, 1),
+        (9, 4, 129, 64, 8),
+        (300, 1, 2048, 256, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for &reduce in &reduces {
+            let shape = MatmulShape::new(m, n, k);
+            let d = matmul_data::<f32>(shape, 300 + i as u64);
+            let v = GemvVariant {
+                reduce,
+                vec4: k % 4 == 0,
+                wg,
+                rows,
+            };
+            let mut twin = vec![0f32; (m * n) as usize];
+            cpu::matmul::gemv(&params(shape), wg as usize, v.vec4, &d.x, &d.w, &mut twin);
+            let kernel = Gemv {
+                shape,
+                elem: Elem::F32,
+                variant: Some(v),
+            };
+            let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
+            compare(
+                &format!("gemv {shape:?} {v:?}"),
+                &out,
+                &twin,
+                &d.scale,
+                1e-5,
+                1e-6,
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// On a device whose storage-binding limit is (made) 64 KiB, weights of ~500 KB are split along M
+/// into several bindings and dispatches, with the same result.
+fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
+    // Every binding but the weight must fit the 64 KiB limit: the split is along M only.
+    for (i, &(m, n, k)) in [(500u32, 32u32, 128u32), (333, 12, 1001)]
+        .iter()
+        .enumerate()
+    {
+        let n = if gemm { n } else { n.min(8) };
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<f32>(shape, 400 + i as u64);
+        let mut twin = vec![0f32; (m * n) as usize];
+        let kernel: Box<dyn Kernel> = if gemm {
+            cpu::matmul::gemm(&params(shape), &d.x, &d.w, &mut twin);
+            Box::new(Gemm::new(shape, Elem::F32))
+        } else {
+            let v = Gemv::new(shape, Elem::F32).choose(gpu.capabilities());
+            cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
+            Box::new(Gemv::new(shape, Elem::F32))
+        };
+        let (out, dispatches) = run_matmul(gpu, kernel.as_ref(), shape, &d)?;
+        let weight_bytes = u64::from(m * k) * 4;
+        let expected = weight_bytes.div_ceil(gpu.capabilities().max_storage_binding) as usize;
+        if dispatches < expected.max(2) {
+            return Err(format!(
+                "{shape:?}: {weight_bytes} weight bytes over a 64 KiB limit gave {dispatches} dispatches"
+            ));
+        }
+        compare(
+            &format!("split {shape:?}"),
+            &out,
+            &twin,
+            &d.scale,
+            1e-5,
+            1e-6,
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+/// `Options { no_subgroups, force_f32 }` steer the choice without touching the environment.
+fn fallback_case(gpu: &Gpu) -> Outcome {
+    let caps = gpu.capabilities();
+    if caps.subgroups || caps.f16 {
+        return Err(format!("forced fallbacks not applied: {caps:?}"));
+    }
+    let shape = MatmulShape::new(129, 2, 1000);
+    let v = Gemv::new(shape, Elem::F32).choose(caps);
+    if v.reduce != GemvReduce::Shared {
+        return Err(format!("no_subgroups still chose {v:?}"));
+    }
+    match Gemv::new(shape, Elem::F16).requirements(caps) {
+        Err(Error::Unsupported { .. }) => {}
+        other => return Err(format!("f16 on a force_f32 device gave {other:?}")),
+    }
+    let d = matmul_data::<f32>(shape, 500);
+    let mut twin = vec![0f32; 258];
+    cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
+    let (out, _) = run_matmul(gpu, &Gemv::new(shape, Elem::F32), shape, &d)?;
+    compare("gemv fallback", &out, &twin, &d.scale, 1e-5, 1e-6)?;
+    Ok(Ok(()))
+}
+
+fn naive_cases<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    for (i, &(m, n, k)) in [(1u32, 1u32, 1u32), (33, 7, 127), (100, 9, 1001)]
+        .iter()
+        .enumerate()
+    {
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<E>(shape, 600 + i as u64);
+        let mut twin = vec![E::default(); (m * n) as usize];
+        cpu::matmul::matmul_naive(&params(shape), &d.x, &d.w, &mut twin);
+        let (out, _) = run_matmul(
+            gpu,
+            &MatmulNaive {
+                shape,
+                elem: E::ELEM,
+            },
+            shape,
+            &d,
+        )?;
+        compare(
+            &format!("naive {shape:?}"),
+            &out,
+            &twin,
+            &d.scale,
+            rel_tol(E::ELEM),
+            1e-6,
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    for (i, &len) in [1u32, 7, 1000, 1024, 100_003].iter().enumerate() {
+        let mut rng = Rng::new(700 + i as u64);
+        let a: Vec<E> = rng.vec(len as usize);
+        let b: Vec<E> = rng.vec(len as usize);
+        for op in [
+            EltOp::Add,
+            EltOp::Mul,
+            EltOp::Scale {
+                alpha: 0.75,
+                beta: -0.25,
+            },
+        ] {
+            let ab = gpu.upload("a", &a).map_err(gpu_err)?;
+            let bb = gpu.upload("b", &b).map_err(gpu_err)?;
+            let out = gpu
+                .upload("out", &vec![E::from_f32(7.0); len as usize])
+                .map_err(gpu_err)?;
+            let kernel = Elementwise::new(op, len, E::ELEM);
+            let bufs: Vec<milliwatt::TensorRef<'_>> = if op.inputs() == 2 {
+                vec![(&ab).into(), (&bb).into(), (&out).into()]
+            } else {
+                vec![(&ab).into(), (&out).into()]
+            };
+            let p = kernel.prepare(gpu, &bufs).map_err(gpu_err)?;
+            gpu.run(&[&p]).map_err(gpu_err)?;
+            let got: Vec<E> = gpu.read(&out).map_err(gpu_err)?;
+            let mut twin = vec![E::default(); len as usize];
+            cpu::elementwise::elementwise(op, &a, (op.inputs() == 2).then_some(&b[..]), &mut twin);
+            let scale = vec![1.0; len as usize];
+            // Element-wise results are single roundings: equal up to one ulp of the element type.
+            let rel = if E::ELEM == Elem::F16 { 1e-3 } else { 1e-7 };
+            compare(
+                &format!("elementwise {op:?} len {len}"),
+                &got,
+                &twin,
+                &scale,
+                rel,
+                0.0,
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn probe_case<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    let probe = FmaProbe {
+        invocations: 512,
+        iters: 100,
+        elem: E::ELEM,
+    };
+    let out = gpu.upload("out", &vec![0f32; 512]).map_err(gpu_err)?;
+    let p = probe.prepare(gpu, &[(&out).into()]).map_err(gpu_err)?;
+    gpu.run(&[&p]).map_err(gpu_err)?;
+    let got: Vec<f32> = gpu.read(&out).map_err(gpu_err)?;
+    let pp = ProbeParams {
+        mul: 0.999,
+        add: 0.001,
+        _pad: [0; 2],
+    };
+    let twin: Vec<f32> = (0..512)
+        .map(|id| cpu::probe::fma_probe::<E>(&pp, 100, id))
+        .collect();
+    // The chains round at every step, and whether the GPU fuses f16 (or even f32) multiply-adds is
+    // up to the driver: 100 steps drift by tens of ulps.
+    let rel = if E::ELEM == Elem::F16 { 5e-3 } else { 1e-4 };
+    let scale: Vec<f32> = twin.iter().map(|t| t.abs()).collect();
+    compare("fma probe", &got, &twin, &scale, rel, 0.0)?;
+    Ok(Ok(()))
+}
+
+/// Preparing once and running again creates no pipeline, bind group or buffer, and gives the same
+/// output.
+fn reuse_case(gpu: &Gpu) -> Outcome {
+    let shape = MatmulShape::new(100, 40, 64);
+    let d = matmul_data::<f32>(shape, 800);
+    let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
+    let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
+    let y = gpu.upload("y", &vec![0f32; 4000]).map_err(gpu_err)?;
+    let p = Gemm::new(shape, Elem::F32)
+        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
+        .map_err(gpu_err)?;
+    gpu.run(&[&p]).map_err(gpu_err)?;
+    let first: Vec<f32> = gpu.read(&y).map_err(gpu_err)?;
+    let before = gpu.object_counts();
+    for _ in 0..3 {
+        gpu.run(&[&p]).map_err(gpu_err)?;
+    }
+    let after = gpu.object_counts();
+    if before != after {
+        return Err(format!(
+            "re-running a prepared kernel created objects: {before:?} -> {after:?}"
+        ));
+    }
+    // Preparing the same kernel again reuses the cached pipeline.
+    let p2 = Gemm::new(shape, Elem::F32)
+        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
+        .map_err(gpu_err)?;
+    if gpu.object_counts().pipelines != before.pipelines {
+        return Err("re-preparing the same kernel compiled a new pipeline".into());
+    }
+    gpu.run(&[&p2]).map_err(gpu_err)?;
+    let second: Vec<f32> = gpu.read(&y).map_err(gpu_err)?;
+    if first != second {
+        return Err("second run differs from the first".into());
+    }
+    Ok(Ok(()))
+}
+
+fn error_cases(b: &Backend) -> Outcome {
+    let gpu = &b.gpu;
+    let shape = MatmulShape::new(16, 2, 32);
+    let x = gpu.upload("x", &[0f32; 64]).map_err(gpu_err)?;
+    let w_small = gpu.upload("w", &[0f32; 100]).map_err(gpu_err)?;
+    let y = gpu.upload("y", &[0f32; 32]).map_err(gpu_err)?;
+    match Gemv::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w_small).into(), (&y).into()]) {
+        Err(Error::BufferTooSmall {
+            binding: "w",
+            needed: 2048,
+            got: 400,
+            ..
+        }) => {}
+        other => return Err(format!("short weight buffer gave {other:?}")),
+    }
+    match Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&y).into()]) {
+        Err(Error::BindingCount {
+            expected: 3,
+            got: 2,
+            ..
+        }) => {}
+        other => return Err(format!("two buffers for gemm gave {other:?}")),
+    }
+    match Gemv::new(MatmulShape::new(16, 9, 32), Elem::F32).requirements(gpu.capabilities()) {
+        Err(Error::Shape { kernel: "gemv", .. }) => {}
+        other => return Err(format!("gemv with n = 9 gave {other:?}")),
+    }
+    match Gemm::new(MatmulShape::new(0, 2, 32), Elem::F32).requirements(gpu.capabilities()) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("empty gemm gave {other:?}")),
+    }
+    let uniform = gpu.uniform("not_storage", &[0u32; 64]).map_err(gpu_err)?;
+    match Gemm::new(MatmulShape::new(4, 4, 4), Elem::F32).prepare(
+        gpu,
+        &[(&uniform).into(), (&uniform).into(), (&uniform).into()],
+    ) {
+        Err(Error::BadBinding { binding: "x", .. }) => {}
+        other => return Err(format!("a uniform buffer as storage gave {other:?}")),
+    }
+    if !gpu.capabilities().f16 {
+        match Gemm::new(shape, Elem::F16).requirements(gpu.capabilities()) {
+            Err(Error::Unsupported { .. }) => {}
+            other => return Err(format!("f16 without SHADER_F16 gave {other:?}")),
+        }
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,65 @@
+//! Test data and comparisons.
+
+use milliwatt::cpu::Element;
+
+/// SplitMix64: deterministic test data without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec<E: Element>(&mut self, n: usize) -> Vec<E> {
+        (0..n).map(|_| E::from_f32(self.f32())).collect()
+    }
+}
+
+/// Compares GPU output with the twin element by element: |gpu - twin| <= abs + rel * |scale_i|,
+/// where `scale_i` bounds the magnitude of the terms summed for element i. Reports the worst.
+pub fn compare<E: Element>(
+    what: &str,
+    gpu: &[E],
+    twin: &[E],
+    scale: &[f32],
+    rel: f32,
+    abs: f32,
+) -> Result<(), String> {
+    if gpu.len() < twin.len() {
+        return Err(format!(
+            "{what}: gpu output has {} elements, twin {}",
+            gpu.len(),
+            twin.len()
+        ));
+    }
+    let mut worst: Option<(usize, f32, f32)> = None;
+    let mut bad = 0usize;
+    for i in 0..twin.len() {
+        let (g, t) = (gpu[i].to_f32(), twin[i].to_f32());
+        let tol = abs + rel * scale[i];
+        if !approx::abs_diff_eq!(g, t, epsilon = tol) || !g.is_finite() {
+            bad += 1;
+            if worst.is_none_or(|(_, wg, wt)| (g - t).abs() > (wg - wt).abs()) {
+                worst = Some((i, g, t));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, g, t)) => Err(format!(
+            "{what}: {bad} of {} elements differ; worst at {i}: gpu {g} vs twin {t} (tolerance {})",
+            twin.len(),
+            abs + rel * scale[i]
+        )),
+    }
+}
