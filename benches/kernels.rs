@@ -1,1 +1,241 @@
-fn main() {}
+//! Kernel benchmarks: the dense baselines against the copy and FMA probes measured in the same run.
+//!
+//! `cargo bench --bench kernels [-- --quick] [--json PATH] [--filter SUBSTR]`
+//!
+//! Every figure is a median of repeats after warm-up, timed with GPU timestamps where the adapter
+//! has them. Traffic is the bytes a kernel must move at least once (weights, activations, outputs)
+//! divided by its time; the roofline fraction divides that by the copy traffic (2 x bytes / time of
+//! a buffer-to-buffer copy) of this run; the FMA fraction divides GFLOP/s by the FMA probe's.
+
+use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
+use milliwatt::kernels::{
+    Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
+};
+use milliwatt::{Gpu, Kernel, Options, Prepared, Result};
+
+#[derive(serde::Serialize)]
+struct Record {
+    kernel: String,
+    variant: String,
+    shape: String,
+    elem: String,
+    seconds: f64,
+    gbps: f64,
+    gflops: f64,
+    roofline_fraction: f64,
+    fma_fraction: f64,
+    clock: milliwatt::bench::Clock,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    adapter: String,
+    backend: String,
+    driver: String,
+    quick: bool,
+    copy_gbps: f64,
+    fma_gflops_f32: f64,
+    fma_gflops_f16: Option<f64>,
+    records: Vec<Record>,
+}
+
+struct Bench<'a> {
+    gpu: &'a Gpu,
+    repeats: Repeats,
+    copy_gbps: f64,
+    fma_gflops: f64,
+    filter: Option<String>,
+    records: Vec<Record>,
+}
+
+impl Bench<'_> {
+    fn wanted(&self, name: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+    }
+
+    /// Times one prepared kernel and prints a table row.
+    fn row(
+        &mut self,
+        name: &str,
+        shape: &str,
+        elem: Elem,
+        prepared: &Prepared,
+        min_bytes: u64,
+        flops: u64,
+    ) -> Result<f64> {
+        let m: Measurement = time_kernels(self.gpu, &[prepared], self.repeats)?;
+        let t = m.median();
+        let gbps = min_bytes as f64 / t / 1e9;
+        let gflops = flops as f64 / t / 1e9;
+        let rec = Record {
+            kernel: name.into(),
+            variant: prepared.label().into(),
+            shape: shape.into(),
+            elem: format!("{elem:?}"),
+            seconds: t,
+            gbps,
+            gflops,
+            roofline_fraction: gbps / self.copy_gbps,
+            fma_fraction: gflops / self.fma_gflops,
+            clock: m.clock,
+        };
+        println!(
+            "{:<22} {:<18} {:<4} {:>10.3} ms {:>8.2} GB/s {:>9.2} GFLOP/s  roof {:>5.2}  fma {:>5.3}  {}",
+            rec.kernel,
+            rec.shape,
+            rec.elem,
+            t * 1e3,
+            gbps,
+            gflops,
+            rec.roofline_fraction,
+            rec.fma_fraction,
+            rec.variant
+        );
+        self.records.push(rec);
+        Ok(t)
+    }
+
+    fn matmul(&mut self, name: &str, kernel: &dyn Kernel, shape: MatmulShape, elem: Elem) -> Result<Option<f64>> {
+        if !self.wanted(name) || kernel.requirements(self.gpu.capabilities()).is_err() {
+            return Ok(None);
+        }
+        let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+        let eb = elem.size();
+        let fill = |len: usize, name: &str| -> Result<wgpu::Buffer> {
+            let b = self.gpu.buffer(
+                name,
+                (len as u64 * eb).next_multiple_of(4),
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            )?;
+            // Small non-zero values: realistic for timing, no denormal slow paths.
+            let data: Vec<u8> = match elem {
+                Elem::F32 => bytemuck::cast_slice(&vec![0.01f32; len]).to_vec(),
+                Elem::F16 => bytemuck::cast_slice(&vec![half::f16::from_f32(0.01); len]).to_vec(),
+            };
+            self.gpu.queue().write_buffer(&b, 0, &data[..(len as u64 * eb) as usize / 4 * 4]);
+            Ok(b)
+        };
+        let x = fill(n * k, "bench.x")?;
+        let w = fill(m * k, "bench.w")?;
+        let y = fill(n * m, "bench.y")?;
+        let p = kernel.prepare(self.gpu, &[(&x).into(), (&w).into(), (&y).into()])?;
+        let bytes = ((n * k + m * k + n * m) as u64) * eb;
+        let t = self.row(name, &format!("{}x{}x{}", shape.m, shape.n, shape.k), elem, &p, bytes, 2 * shape.macs())?;
+        Ok(Some(t))
+    }
+}
+
+use milliwatt::wgpu;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/bench/kernels.json".into());
+    let filter = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)).cloned();
+    let gpu = Gpu::new_blocking(&Options::default())?;
+    let info = gpu.adapter_info().clone();
+    println!("adapter: {}", gpu.describe());
+    let repeats = if quick { Repeats { warmup: 1, reps: 5 } } else { Repeats { warmup: 2, reps: 9 } };
+
+    // Probes first: the roofs every row is judged against.
+    let copy_bytes: u64 = if quick { 64 << 20 } else { 256 << 20 };
+    let copy = time_copy(&gpu, copy_bytes, repeats)?;
+    let copy_gbps = 2.0 * copy_bytes as f64 / copy.median() / 1e9;
+    println!(
+        "copy probe: {} MiB, {:.3} ms, {copy_gbps:.2} GB/s ({:?})",
+        copy_bytes >> 20,
+        copy.median() * 1e3,
+        copy.clock
+    );
+    let fma = |elem: Elem| -> Result<Option<f64>> {
+        let probe = FmaProbe { invocations: 256 * 1024, iters: if quick { 256 } else { 1024 }, elem };
+        if probe.requirements(gpu.capabilities()).is_err() {
+            return Ok(None);
+        }
+        let out = gpu.buffer("bench.fma", 256 * 1024 * 4, wgpu::BufferUsages::STORAGE)?;
+        let p = probe.prepare(&gpu, &[(&out).into()])?;
+        let t = time_kernels(&gpu, &[&p], repeats)?.median();
+        let gflops = p.work().flops() as f64 / t / 1e9;
+        println!("fma probe {elem:?}: {:.3} ms, {gflops:.2} GFLOP/s", t * 1e3);
+        Ok(Some(gflops))
+    };
+    let fma32 = fma(Elem::F32)?.expect("f32 probe always runs");
+    let fma16 = fma(Elem::F16)?;
+
+    let mut b = Bench { gpu: &gpu, repeats, copy_gbps, fma_gflops: fma32, filter, records: Vec::new() };
+    println!(
+        "\n{:<22} {:<18} {:<4} {:>13} {:>13} {:>17}  roofline / fma fraction  variant",
+        "kernel", "M x N x K", "elem", "time", "traffic", "compute"
+    );
+
+    // GEMV, N = 1: the memory-bound case. The `floor` row is the NOTES reference configuration
+    // (one 64-invocation workgroup per row, shared-memory reduction).
+    let mut gemv_shapes = vec![(4096, 4096), (4608, 1152), (1152, 1152)];
+    if !quick {
+        gemv_shapes.insert(1, (14336, 4096));
+    }
+    for &(m, k) in &gemv_shapes {
+        let shape = MatmulShape::new(m, 1, k);
+        for elem in [Elem::F32, Elem::F16] {
+            b.matmul("gemv", &Gemv::new(shape, elem), shape, elem)?;
+        }
+        if (m, k) == (4096, 4096) {
+            let floor = GemvVariant { reduce: GemvReduce::Shared, vec4: true, wg: 64, rows: 1 };
+            b.matmul("gemv.floor_config", &Gemv { shape, elem: Elem::F32, variant: Some(floor) }, shape, Elem::F32)?;
+        }
+    }
+    // Small N.
+    for n in [2u32, 4, 8] {
+        let shape = MatmulShape::new(4096, n, 4096);
+        b.matmul("gemv.small_n", &Gemv::new(shape, Elem::F32), shape, Elem::F32)?;
+    }
+    // Tiled GEMM against the naive reference.
+    let cube = MatmulShape::new(1024, 1024, 1024);
+    for elem in [Elem::F32, Elem::F16] {
+        b.matmul("gemm", &Gemm::new(cube, elem), cube, elem)?;
+        b.matmul("matmul_naive", &MatmulNaive { shape: cube, elem }, cube, elem)?;
+    }
+    // The DiT shapes (256 tokens).
+    for (m, k) in [(4608, 1152), (1152, 4608)] {
+        let shape = MatmulShape::new(m, 256, k);
+        for elem in [Elem::F32, Elem::F16] {
+            b.matmul("gemm.dit", &Gemm::new(shape, elem), shape, elem)?;
+        }
+    }
+    // Element-wise add over 16 Mi elements.
+    for elem in [Elem::F32, Elem::F16] {
+        let len = 16u32 << 20;
+        let k = Elementwise::new(EltOp::Add, len, elem);
+        if !b.wanted("elementwise") || k.requirements(gpu.capabilities()).is_err() {
+            continue;
+        }
+        let bytes = u64::from(len) * elem.size();
+        let mk = |n: &str| gpu.buffer(n, bytes, wgpu::BufferUsages::STORAGE);
+        let (x, y, z) = (mk("bench.a")?, mk("bench.b")?, mk("bench.out")?);
+        let p = k.prepare(&gpu, &[(&x).into(), (&y).into(), (&z).into()])?;
+        b.row("elementwise.add", &format!("{len}"), elem, &p, 3 * bytes, u64::from(len))?;
+    }
+
+    let report = Report {
+        adapter: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        driver: format!("{} {}", info.driver, info.driver_info),
+        quick,
+        copy_gbps,
+        fma_gflops_f32: fma32,
+        fma_gflops_f16: fma16,
+        records: b.records,
+    };
+    if let Some(dir) = std::path::Path::new(&json).parent() {
+        std::fs::create_dir_all(dir).map_err(|source| milliwatt::Error::Io { path: dir.into(), source })?;
+    }
+    std::fs::write(&json, serde_json::to_string_pretty(&report).expect("serialisable"))
+        .map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    println!("\nwrote {json}");
+    Ok(())
+}

@@ -19,7 +19,7 @@
 #endif
 @group(0) @binding(3) var<storage, read_write> y: array<elem>;
 
-// Keep in sync with `GEMM_TILE` in src/kernels/matmul.rs.
+// Keep in sync with `Gemm::TILE` in src/kernels/matmul.rs.
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -81,7 +81,12 @@ fn main(
     let sr = li / 4u;
     let sc = li % 4u;
 
-    var acc: array<vec4<f32>, TN>;
+    // The 4 x 4 register block, one vec4 (4 consecutive m) per row n; explicit variables rather
+    // than an array so no compiler has to prove the indexing away.
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         let xv = load_x(n0 + sr, k0 + 4u * sc);
         let wv = load_w(m0 + sr, k0 + 4u * sc);
@@ -94,14 +99,16 @@ fn main(
         for (var kk = 0u; kk < BK; kk++) {
             let a = xs[(kk * BN) / 4u + lid.y];
             let b = ws[(kk * BM) / 4u + lid.x];
-            for (var i = 0u; i < TN; i++) {
-                acc[i] = mul_acc4(acc[i], a[i], b);
-            }
+            acc0 = mul_acc4(acc0, a.x, b);
+            acc1 = mul_acc4(acc1, a.y, b);
+            acc2 = mul_acc4(acc2, a.z, b);
+            acc3 = mul_acc4(acc3, a.w, b);
         }
         workgroupBarrier();
     }
 
     let mm = m0 + lid.x * TM;
+    let acc = array<vec4<f32>, TN>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < TN; i++) {
         let n = n0 + lid.y * TN + i;
         if n < p.n {

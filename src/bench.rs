@@ -34,11 +34,7 @@ impl Measurement {
             return f64::NAN;
         }
         let h = s.len() / 2;
-        if s.len() % 2 == 1 {
-            s[h]
-        } else {
-            0.5 * (s[h - 1] + s[h])
-        }
+        if s.len() % 2 == 1 { s[h] } else { 0.5 * (s[h - 1] + s[h]) }
     }
 }
 
@@ -67,10 +63,8 @@ pub fn time_kernels(gpu: &Gpu, kernels: &[&Prepared], repeats: Repeats) -> Resul
                 beginning_of_pass_write_index: (i == 0).then_some(at),
                 end_of_pass_write_index: (i + 1 == kernels.len()).then_some(at + 1),
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(k.label()),
-                timestamp_writes: writes,
-            });
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(k.label()), timestamp_writes: writes });
             k.record(&mut pass);
         }
     })
@@ -78,13 +72,11 @@ pub fn time_kernels(gpu: &Gpu, kernels: &[&Prepared], repeats: Repeats) -> Resul
 
 /// Times a buffer-to-buffer copy of `bytes` (the copy probe: traffic is `2 * bytes / time`).
 pub fn time_copy(gpu: &Gpu, bytes: u64, repeats: Repeats) -> Result<Measurement> {
-    let usage =
-        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE;
+    let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE;
     let src = gpu.buffer("copy_probe.src", bytes, usage)?;
     let dst = gpu.buffer("copy_probe.dst", bytes, usage)?;
     // Touch the source so the copy reads real pages.
-    gpu.queue()
-        .write_buffer(&src, 0, &vec![1u8; bytes as usize]);
+    gpu.queue().write_buffer(&src, 0, &vec![1u8; bytes as usize]);
     let inside = gpu.capabilities().timestamps_inside;
     time_with_clock(gpu, repeats, inside, |enc, ts| {
         if let Some((set, at)) = ts {
@@ -112,11 +104,7 @@ fn time_with_clock(
     mut record: impl FnMut(&mut wgpu::CommandEncoder, Option<(&wgpu::QuerySet, u32)>),
 ) -> Result<Measurement> {
     let device = gpu.device();
-    let encoder = || {
-        device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("milliwatt.bench"),
-        })
-    };
+    let encoder = || device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.bench") });
     for _ in 0..repeats.warmup {
         let mut enc = encoder();
         record(&mut enc, None);
@@ -134,10 +122,7 @@ fn time_with_clock(
             gpu.wait()?;
             samples.push(t.elapsed().as_secs_f64());
         }
-        return Ok(Measurement {
-            samples,
-            clock: Clock::WallClock,
-        });
+        return Ok(Measurement { samples, clock: Clock::WallClock });
     }
     let count = 2 * reps;
     let set = gpu.scoped("creating timestamp queries", || {
@@ -148,11 +133,8 @@ fn time_with_clock(
         })
     })?;
     let bytes = u64::from(count) * 8;
-    let resolve = gpu.buffer(
-        "bench.resolve",
-        bytes,
-        wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-    )?;
+    let resolve =
+        gpu.buffer("bench.resolve", bytes, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC)?;
     let readable = gpu.buffer(
         "bench.timestamps",
         bytes,
@@ -170,18 +152,12 @@ fn time_with_clock(
     gpu.queue().submit([enc.finish()]);
     let ticks: Vec<u64> = gpu.read(&readable)?;
     let period = f64::from(gpu.queue().get_timestamp_period()) * 1e-9;
-    let samples: Vec<f64> = ticks
-        .chunks_exact(2)
-        .map(|t| t[1].saturating_sub(t[0]) as f64 * period)
-        .collect();
+    let samples: Vec<f64> = ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0]) as f64 * period).collect();
     if samples.iter().all(|&s| s == 0.0) {
         return Err(Error::Validation {
             context: "reading GPU timestamps".into(),
             message: "all timestamps were zero".into(),
         });
     }
-    Ok(Measurement {
-        samples,
-        clock: Clock::GpuTimestamps,
-    })
+    Ok(Measurement { samples, clock: Clock::GpuTimestamps })
 }

@@ -62,9 +62,7 @@ pub enum Error {
     },
 
     /// A buffer handed to a kernel is smaller than the kernel's requirements.
-    #[error(
-        "kernel `{kernel}`: binding `{binding}` needs {needed} bytes from offset {offset}, buffer has {got}"
-    )]
+    #[error("kernel `{kernel}`: binding `{binding}` needs {needed} bytes from offset {offset}, buffer has {got}")]
     BufferTooSmall {
         /// Kernel name.
         kernel: &'static str,

@@ -53,13 +53,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            backends: wgpu::Backends::from_env()
-                .unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
-            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
-                .ok()
-                .filter(|s| !s.is_empty()),
-            power_preference: wgpu::PowerPreference::from_env()
-                .unwrap_or(wgpu::PowerPreference::HighPerformance),
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance),
             force_f32: env_flag("MILLIWATT_FORCE_F32"),
             no_subgroups: env_flag("MILLIWATT_NO_SUBGROUPS"),
             max_storage_binding: None,
@@ -109,7 +105,7 @@ impl Capabilities {
     pub fn of_device(device: &wgpu::Device, info: &wgpu::AdapterInfo, options: &Options) -> Self {
         let f = device.features();
         let l = device.limits();
-        let mut max_storage_binding = u64::from(l.max_storage_buffer_binding_size);
+        let mut max_storage_binding = l.max_storage_buffer_binding_size;
         if let Some(cap) = options.max_storage_binding {
             max_storage_binding = max_storage_binding.min(cap);
         }
@@ -127,8 +123,7 @@ impl Capabilities {
             packed_dot4,
             timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamps_inside: f.contains(
-                wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+                wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
             ),
             pipeline_cache: f.contains(wgpu::Features::PIPELINE_CACHE),
             max_storage_binding,
@@ -160,10 +155,7 @@ pub async fn list_adapters(options: &Options) -> Vec<AdapterReport> {
     for adapter in instance.enumerate_adapters(options.backends).await {
         let info = adapter.get_info();
         if let Ok((device, _queue)) = adapter.request_device(&device_descriptor(&adapter)).await {
-            out.push(AdapterReport {
-                capabilities: Capabilities::of_device(&device, &info, options),
-                info,
-            });
+            out.push(AdapterReport { capabilities: Capabilities::of_device(&device, &info, options), info });
         }
     }
     out
@@ -247,21 +239,18 @@ impl Gpu {
             Some(name) => {
                 let wanted = name.to_lowercase();
                 let adapters = instance.enumerate_adapters(options.backends).await;
-                let names: Vec<String> = adapters
-                    .iter()
-                    .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
-                    .collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
-                    .ok_or_else(|| Error::NoAdapter {
+                let names: Vec<String> =
+                    adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)).ok_or_else(|| {
+                    Error::NoAdapter {
                         wanted: format!(
                             "name containing `{name}` on {:?}; present: [{}]",
                             options.backends,
                             names.join(", ")
                         ),
                         hint: INSTALL_HINT.into(),
-                    })?
+                    }
+                })?
             }
             None => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -288,10 +277,7 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&device_descriptor(adapter))
             .await
-            .map_err(|source| Error::RequestDevice {
-                adapter: info.name.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         Ok(Self::from_device(&device, &queue, options))
     }
 
@@ -338,10 +324,7 @@ impl Gpu {
 
     /// A one-line description: adapter, backend, driver.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {} {})",
-            self.info.name, self.info.backend, self.info.driver, self.info.driver_info
-        )
+        format!("{} ({:?}, {} {})", self.info.name, self.info.backend, self.info.driver, self.info.driver_info)
     }
 
     /// How many pipelines, bind groups and buffers milliwatt has created on this device so far.
@@ -355,12 +338,7 @@ impl Gpu {
 
     /// Returns the cached pipeline for `key`, building (preprocess, validate, compile) it on first use.
     pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .expect("pipeline cache poisoned")
-            .get(key)
-        {
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache poisoned").get(key) {
             return Ok(p.clone());
         }
         let label = key.variant.label();
@@ -369,50 +347,35 @@ impl Gpu {
         // An explicit layout of every binding the shader declares (an automatic layout would drop
         // the ones a variant leaves unused, and the caller's bind groups would stop matching).
         let entries = shaders::layout_entries(&module);
-        let constants: Vec<(&str, f64)> = key
-            .constants
-            .iter()
-            .map(|&(n, b)| (n, f64::from_bits(b)))
-            .collect();
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, b)| (n, f64::from_bits(b))).collect();
         let pipeline = self.scoped(&format!("creating pipeline `{label}`"), || {
-            let module = self
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            let bind_group_layout = self
                 .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-            let bind_group_layout =
-                self.device
-                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                        label: Some(&label),
-                        entries: &entries,
-                    });
-            let layout = self
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(&label),
-                    bind_group_layouts: &[Some(&bind_group_layout)],
-                    immediate_size: 0,
-                });
-            self.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&label),
-                    layout: Some(&layout),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: self.disk_cache.as_ref().map(|(c, _)| c),
-                })
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
+            let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&bind_group_layout)],
+                immediate_size: 0,
+            });
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: self.disk_cache.as_ref().map(|(c, _)| c),
+            })
         })?;
         self.counters.pipelines.fetch_add(1, Ordering::Relaxed);
         let pipeline = Arc::new(pipeline);
-        self.pipelines
-            .lock()
-            .expect("pipeline cache poisoned")
-            .insert(key.clone(), pipeline.clone());
+        self.pipelines.lock().expect("pipeline cache poisoned").insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 
@@ -422,15 +385,9 @@ impl Gpu {
             && let Some(data) = cache.get_data()
         {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                    path: dir.into(),
-                    source,
-                })?;
+                std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
             }
-            std::fs::write(path, data).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::write(path, data).map_err(|source| Error::Io { path: path.clone(), source })?;
         }
         Ok(())
     }
@@ -444,15 +401,10 @@ impl Gpu {
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(e) = v {
-            return Err(Error::Validation {
-                context: context.into(),
-                message: e.to_string(),
-            });
+            return Err(Error::Validation { context: context.into(), message: e.to_string() });
         }
         if o.is_some() {
-            return Err(Error::OutOfMemory {
-                context: context.into(),
-            });
+            return Err(Error::OutOfMemory { context: context.into() });
         }
         Ok(out)
     }
@@ -460,17 +412,14 @@ impl Gpu {
     /// Creates a buffer labelled `milliwatt.<name>`.
     pub fn buffer(&self, name: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let label = format!("milliwatt.{name}");
-        let b = self.scoped(
-            &format!("creating buffer `{label}` of {size} bytes"),
-            || {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&label),
-                    size,
-                    usage,
-                    mapped_at_creation: false,
-                })
-            },
-        )?;
+        let b = self.scoped(&format!("creating buffer `{label}` of {size} bytes"), || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        })?;
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
     }
@@ -481,26 +430,20 @@ impl Gpu {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let label = format!("milliwatt.{name}");
         let mut padded;
-        let contents = if bytes.len() % 4 != 0 || bytes.is_empty() {
+        let contents = if !bytes.len().is_multiple_of(4) || bytes.is_empty() {
             padded = bytes.to_vec();
             padded.resize(bytes.len().next_multiple_of(4).max(4), 0);
             &padded[..]
         } else {
             bytes
         };
-        let b = self.scoped(
-            &format!("uploading `{label}` ({} bytes)", bytes.len()),
-            || {
-                self.device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(&label),
-                        contents,
-                        usage: wgpu::BufferUsages::STORAGE
-                            | wgpu::BufferUsages::COPY_SRC
-                            | wgpu::BufferUsages::COPY_DST,
-                    })
-            },
-        )?;
+        let b = self.scoped(&format!("uploading `{label}` ({} bytes)", bytes.len()), || {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            })
+        })?;
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
     }
@@ -509,12 +452,11 @@ impl Gpu {
     pub fn uniform<T: bytemuck::NoUninit>(&self, name: &str, value: &T) -> Result<wgpu::Buffer> {
         let label = format!("milliwatt.{name}");
         let b = self.scoped(&format!("creating uniform `{label}`"), || {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(&label),
-                    contents: bytemuck::bytes_of(value),
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                })
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
         })?;
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
@@ -534,21 +476,11 @@ impl Gpu {
     }
 
     /// Async form of [`Gpu::read`].
-    pub async fn read_async<T: bytemuck::AnyBitPattern>(
-        &self,
-        buffer: &wgpu::Buffer,
-    ) -> Result<Vec<T>> {
+    pub async fn read_async<T: bytemuck::AnyBitPattern>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
         let size = buffer.size();
-        let staging = self.buffer(
-            "readback",
-            size,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("milliwatt.readback"),
-            });
+        let staging = self.buffer("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.readback") });
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -560,10 +492,7 @@ impl Gpu {
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| Error::Validation {
-                context: "mapping a readback buffer".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Validation { context: "mapping a readback buffer".into(), message: e.to_string() })?;
         let elems = size as usize / size_of::<T>();
         let out = bytemuck::cast_slice::<u8, T>(&view[..elems * size_of::<T>()]).to_vec();
         drop(view);
@@ -589,10 +518,7 @@ fn open_disk_cache(
     // SAFETY: the data was written by `save_pipeline_cache` for this adapter (the file name is
     // wgpu's key for the adapter and driver); wgpu checks its header and falls back to an empty
     // cache when the data does not match.
-    #[expect(
-        unsafe_code,
-        reason = "wgpu marks pipeline-cache data as unchecked input"
-    )]
+    #[expect(unsafe_code, reason = "wgpu marks pipeline-cache data as unchecked input")]
     let cache = unsafe {
         device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
             label: Some("milliwatt.pipeline_cache"),
@@ -607,11 +533,8 @@ impl Gpu {
     /// Encodes the prepared kernels in order, one compute pass each, submits them as one command
     /// buffer and waits for completion.
     pub fn run(&self, kernels: &[&crate::kernel::Prepared]) -> Result<()> {
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("milliwatt.run"),
-            });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.run") });
         for k in kernels {
             k.encode(&mut enc);
         }

@@ -68,16 +68,8 @@ impl Work {
     /// `count` multiply-adds with products in `elem` and sums in f32 (the rule of shared/elem.wgsl).
     pub fn mul_add(elem: crate::Elem, count: u64) -> Self {
         match elem {
-            crate::Elem::F32 => Work {
-                f32_mul: count,
-                f32_add: count,
-                ..Work::default()
-            },
-            crate::Elem::F16 => Work {
-                f16_mul: count,
-                f32_add: count,
-                ..Work::default()
-            },
+            crate::Elem::F32 => Work { f32_mul: count, f32_add: count, ..Work::default() },
+            crate::Elem::F16 => Work { f16_mul: count, f32_add: count, ..Work::default() },
         }
     }
 }
@@ -146,22 +138,12 @@ pub struct BufferReq {
 impl BufferReq {
     /// A read-only storage input.
     pub fn input(name: &'static str, size: u64) -> Self {
-        Self {
-            name,
-            size,
-            usage: wgpu::BufferUsages::STORAGE,
-            written: false,
-        }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: false }
     }
 
     /// A storage output.
     pub fn output(name: &'static str, size: u64) -> Self {
-        Self {
-            name,
-            size,
-            usage: wgpu::BufferUsages::STORAGE,
-            written: true,
-        }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: true }
     }
 }
 
@@ -233,10 +215,8 @@ impl Prepared {
 
     /// Records the dispatches in a compute pass of their own, labelled with the variant.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(&self.label),
-            timestamp_writes: None,
-        });
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.label), timestamp_writes: None });
         self.record(&mut pass);
     }
 }
@@ -275,23 +255,13 @@ pub(crate) fn check_buffers(
     for (r, b) in reqs.iter().zip(buffers) {
         let got = b.buffer.size();
         if b.offset.checked_add(r.size).is_none_or(|end| end > got) {
-            return Err(Error::BufferTooSmall {
-                kernel,
-                binding: r.name,
-                needed: r.size,
-                offset: b.offset,
-                got,
-            });
+            return Err(Error::BufferTooSmall { kernel, binding: r.name, needed: r.size, offset: b.offset, got });
         }
         if !b.buffer.usage().contains(r.usage) {
             return Err(Error::BadBinding {
                 kernel,
                 binding: r.name,
-                message: format!(
-                    "needs usage {:?}, buffer has {:?}",
-                    r.usage,
-                    b.buffer.usage()
-                ),
+                message: format!("needs usage {:?}, buffer has {:?}", r.usage, b.buffer.usage()),
             });
         }
         if b.offset % u64::from(caps.storage_offset_alignment) != 0 {
@@ -339,10 +309,7 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
     let mut dispatches = Vec::with_capacity(specs.len());
     for (i, s) in specs.into_iter().enumerate() {
         let params = gpu.uniform(&format!("{name}.params{i}"), &s.params)?;
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: params.as_entire_binding(),
-        }];
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
         for (j, (t, size)) in s.storage.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: j as u32 + 1,
@@ -358,19 +325,9 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
             layout: &layout,
             entries: &entries,
         })?;
-        dispatches.push(Dispatch {
-            pipeline: pipeline.clone(),
-            bind_group,
-            workgroups: s.workgroups,
-            _params: params,
-        });
+        dispatches.push(Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: s.workgroups, _params: params });
     }
-    Ok(Prepared {
-        name,
-        label,
-        dispatches,
-        work,
-    })
+    Ok(Prepared { name, label, dispatches, work })
 }
 
 /// Splits a 1D count of workgroups into a grid within the per-dimension limit.
@@ -381,5 +338,65 @@ pub(crate) fn grid_1d(groups: u32, caps: &Capabilities) -> [u32; 3] {
     } else {
         let y = groups.div_ceil(max);
         [groups.div_ceil(y), y, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(max_binding: u64) -> Capabilities {
+        Capabilities {
+            f16: false,
+            subgroups: false,
+            subgroup_min_size: 4,
+            subgroup_max_size: 128,
+            packed_dot4: true,
+            timestamps: false,
+            timestamps_inside: false,
+            pipeline_cache: false,
+            max_storage_binding: max_binding,
+            max_buffer_size: 1 << 30,
+            max_workgroup_storage: 16384,
+            max_invocations: 256,
+            max_workgroups_per_dim: 65535,
+            max_storage_buffers: 8,
+            storage_offset_alignment: 256,
+        }
+    }
+
+    #[test]
+    fn grid_stays_within_dimension_limit_and_covers_all_groups() {
+        let c = caps(1 << 27);
+        assert_eq!(grid_1d(10, &c), [10, 1, 1]);
+        assert_eq!(grid_1d(0, &c), [1, 1, 1]);
+        for groups in [65535u32, 65536, 200_000, 4_000_000] {
+            let [x, y, z] = grid_1d(groups, &c);
+            assert!(x <= 65535 && y <= 65535 && z == 1);
+            assert!(u64::from(x) * u64::from(y) >= u64::from(groups));
+        }
+    }
+
+    #[test]
+    fn weight_split_respects_limit_and_alignment() {
+        use crate::kernels::matmul::split_rows;
+        let c = caps(64 << 10);
+        // 1000 rows of 1000 f32: 4000 bytes per row; chunks must start at multiples of 256 bytes,
+        // so they hold multiples of 8 rows.
+        let parts = split_rows("t", &c, 1000, 4000).unwrap();
+        assert!(parts.len() > 1);
+        let mut next = 0;
+        for &(first, count) in &parts {
+            assert_eq!(first, next);
+            assert!(u64::from(count) * 4000 <= 64 << 10);
+            assert_eq!(u64::from(first) * 4000 % 256, 0);
+            next = first + count;
+        }
+        assert_eq!(next, 1000);
+        // Fits: one part.
+        assert_eq!(split_rows("t", &c, 10, 4004).unwrap(), vec![(0, 10)]);
+        // When the smallest aligned group of rows exceeds the limit (64 rows of 4004 bytes here),
+        // the answer is an error, not a panic.
+        assert!(matches!(split_rows("t", &c, 1000, 4004), Err(Error::Shape { .. })));
     }
 }

@@ -43,10 +43,7 @@ pub const SHADERS: &[Shader] = &[
 /// Shared snippets, imported with `#import name`.
 const SHARED: &[(&str, &str)] = &[
     ("elem", include_str!("../shaders/shared/elem.wgsl")),
-    (
-        "matmul_params",
-        include_str!("../shaders/shared/matmul_params.wgsl"),
-    ),
+    ("matmul_params", include_str!("../shaders/shared/matmul_params.wgsl")),
     ("reduce", include_str!("../shaders/shared/reduce.wgsl")),
 ];
 
@@ -68,10 +65,7 @@ impl Variant {
     /// A variant of `shader` with the given defines (those the shader does not read are an error
     /// at preprocessing time, so a typo cannot silently select the default path).
     pub fn new(shader: &'static Shader, defines: impl IntoIterator<Item = &'static str>) -> Self {
-        Self {
-            shader,
-            defines: defines.into_iter().collect(),
-        }
+        Self { shader, defines: defines.into_iter().collect() }
     }
 
     /// Human-readable label, `name[DEF,...]`.
@@ -85,12 +79,7 @@ impl Variant {
         let mut out = Vec::new();
         for s in SHADERS {
             for mask in 0u32..(1 << s.flags.len()) {
-                let defs = s
-                    .flags
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask & (1 << i) != 0)
-                    .map(|(_, f)| *f);
+                let defs = s.flags.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, f)| *f);
                 out.push(Variant::new(s, defs));
             }
         }
@@ -103,25 +92,13 @@ pub fn preprocess(variant: &Variant) -> Result<String> {
     let label = variant.label();
     for d in &variant.defines {
         if !variant.shader.flags.contains(d) {
-            return Err(Error::Shader {
-                shader: label,
-                message: format!("unknown define `{d}`"),
-            });
+            return Err(Error::Shader { shader: label, message: format!("unknown define `{d}`") });
         }
     }
     let mut out = String::with_capacity(variant.shader.source.len() * 2);
     let mut imported = BTreeSet::new();
-    expand(
-        variant.shader.name,
-        variant.shader.source,
-        &variant.defines,
-        &mut imported,
-        &mut out,
-    )
-    .map_err(|message| Error::Shader {
-        shader: label,
-        message,
-    })?;
+    expand(variant.shader.name, variant.shader.source, &variant.defines, &mut imported, &mut out)
+        .map_err(|message| Error::Shader { shader: label, message })?;
     Ok(out)
 }
 
@@ -138,31 +115,22 @@ fn expand(
         let at = || format!("{file}.wgsl:{}", i + 1);
         let active = stack.iter().all(|&(on, _)| on);
         let t = line.trim_start();
-        if let Some(rest) = t
-            .strip_prefix("#ifdef ")
-            .or_else(|| t.strip_prefix("#ifndef "))
-        {
+        if let Some(rest) = t.strip_prefix("#ifdef ").or_else(|| t.strip_prefix("#ifndef ")) {
             let set = defines.contains(rest.trim());
             let on = if t.starts_with("#ifdef") { set } else { !set };
             stack.push((on, on));
         } else if t.starts_with("#else") {
-            let top = stack
-                .last_mut()
-                .ok_or_else(|| format!("{}: #else without #ifdef", at()))?;
+            let top = stack.last_mut().ok_or_else(|| format!("{}: #else without #ifdef", at()))?;
             *top = (!top.1, true);
         } else if t.starts_with("#endif") {
-            stack
-                .pop()
-                .ok_or_else(|| format!("{}: #endif without #ifdef", at()))?;
+            stack.pop().ok_or_else(|| format!("{}: #endif without #ifdef", at()))?;
         } else if let Some(name) = t.strip_prefix("#import ") {
             if !active {
                 continue;
             }
             let name = name.trim();
-            let &(key, text) = SHARED
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| format!("{}: unknown import `{name}`", at()))?;
+            let &(key, text) =
+                SHARED.iter().find(|(n, _)| *n == name).ok_or_else(|| format!("{}: unknown import `{name}`", at()))?;
             if imported.insert(key) {
                 expand(key, text, defines, imported, out)?;
             }
@@ -184,19 +152,11 @@ fn expand(
 
 /// Parses and validates preprocessed WGSL with naga, returning the module and its info.
 pub fn validate(label: &str, source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| Error::Shader {
-        shader: label.into(),
-        message: e.emit_to_string(source),
-    })?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| Error::Shader {
-        shader: label.into(),
-        message: e.emit_to_string(source),
-    })?;
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| Error::Shader { shader: label.into(), message: e.emit_to_string(source) })?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| Error::Shader { shader: label.into(), message: e.emit_to_string(source) })?;
     Ok((module, info))
 }
 
@@ -210,19 +170,15 @@ pub fn layout_entries(module: &naga::Module) -> Vec<wgpu::BindGroupLayoutEntry> 
             let binding = var.binding.as_ref()?;
             let ty = match var.space {
                 naga::AddressSpace::Uniform => wgpu::BufferBindingType::Uniform,
-                naga::AddressSpace::Storage { access } => wgpu::BufferBindingType::Storage {
-                    read_only: !access.contains(naga::StorageAccess::STORE),
-                },
+                naga::AddressSpace::Storage { access } => {
+                    wgpu::BufferBindingType::Storage { read_only: !access.contains(naga::StorageAccess::STORE) }
+                }
                 _ => return None,
             };
             Some(wgpu::BindGroupLayoutEntry {
                 binding: binding.binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
+                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
                 count: None,
             })
         })

@@ -31,10 +31,7 @@ fn every_variant_validates_and_translates() {
             let spv = naga::back::spv::write_vec(
                 &module,
                 &info,
-                &naga::back::spv::Options {
-                    lang_version: (1, 3),
-                    ..Default::default()
-                },
+                &naga::back::spv::Options { lang_version: (1, 3), ..Default::default() },
                 Some(&naga::back::spv::PipelineOptions {
                     shader_stage: naga::ShaderStage::Compute,
                     entry_point: "main".into(),
@@ -43,18 +40,10 @@ fn every_variant_validates_and_translates() {
             .map_err(|e| format!("SPIR-V: {e}"))?;
             assert!(!spv.is_empty());
 
-            let msl_opts = naga::back::msl::Options {
-                lang_version: (2, 4),
-                fake_missing_bindings: true,
-                ..Default::default()
-            };
-            naga::back::msl::write_string(
-                &module,
-                &info,
-                &msl_opts,
-                &naga::back::msl::PipelineOptions::default(),
-            )
-            .map_err(|e| format!("MSL: {e}"))?;
+            let msl_opts =
+                naga::back::msl::Options { lang_version: (2, 4), fake_missing_bindings: true, ..Default::default() };
+            naga::back::msl::write_string(&module, &info, &msl_opts, &naga::back::msl::PipelineOptions::default())
+                .map_err(|e| format!("MSL: {e}"))?;
 
             let hlsl_opts = naga::back::hlsl::Options {
                 shader_model: naga::back::hlsl::ShaderModel::V6_2,
@@ -71,10 +60,7 @@ fn every_variant_validates_and_translates() {
             if !v.defines.contains("F16") && !v.defines.contains("SUBGROUPS") {
                 let mut glsl = String::new();
                 let opts = naga::back::glsl::Options {
-                    version: naga::back::glsl::Version::Embedded {
-                        version: 310,
-                        is_webgl: false,
-                    },
+                    version: naga::back::glsl::Version::Embedded { version: 310, is_webgl: false },
                     ..Default::default()
                 };
                 let pipe = naga::back::glsl::PipelineOptions {

@@ -2,38 +2,18 @@
 
 use super::Element;
 use crate::kernels::MatmulParams;
-use crate::kernels::matmul::GEMM_TILE;
 
-/// Twin of gemm.wgsl: per 64 x 64 tile of Y, k-slices of 16, one f32 accumulator per output
-/// taking `w * x` products rounded to the element type, in increasing k.
+/// Twin of gemm.wgsl (either tile): every output is one f32 accumulator taking `x * w` products
+/// rounded to the element type in increasing k, as each invocation's register block does.
 pub fn gemm<E: Element>(p: &MatmulParams, x: &[E], w: &[E], y: &mut [E]) {
-    let (bm, bn, bk) = GEMM_TILE;
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    for m0 in (0..m).step_by(bm as usize) {
-        for n0 in (0..n).step_by(bn as usize) {
-            let mut acc = vec![[0f32; 64]; 64];
-            for k0 in (0..k).step_by(bk as usize) {
-                for (i, row) in acc
-                    .iter_mut()
-                    .enumerate()
-                    .take(n.saturating_sub(n0).min(64))
-                {
-                    for (j, a) in row
-                        .iter_mut()
-                        .enumerate()
-                        .take(m.saturating_sub(m0).min(64))
-                    {
-                        for kk in k0..(k0 + bk as usize).min(k) {
-                            *a += E::mul(w[(m0 + j) * k + kk], x[(n0 + i) * k + kk]);
-                        }
-                    }
-                }
+    for nn in 0..n {
+        for mm in 0..m {
+            let mut acc = 0f32;
+            for kk in 0..k {
+                acc += E::mul(w[mm * k + kk], x[nn * k + kk]);
             }
-            for (i, row) in acc.iter().enumerate().take(n.saturating_sub(n0).min(64)) {
-                for (j, a) in row.iter().enumerate().take(m.saturating_sub(m0).min(64)) {
-                    y[(n0 + i) * p.ldy as usize + p.m_offset as usize + m0 + j] = E::from_f32(*a);
-                }
-            }
+            y[nn * p.ldy as usize + p.m_offset as usize + mm] = E::from_f32(acc);
         }
     }
 }
@@ -91,9 +71,7 @@ pub fn reference(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32>
     let mut y = vec![0f32; n * m];
     for nn in 0..n {
         for mm in 0..m {
-            let s: f64 = (0..k)
-                .map(|kk| f64::from(x[nn * k + kk]) * f64::from(w[mm * k + kk]))
-                .sum();
+            let s: f64 = (0..k).map(|kk| f64::from(x[nn * k + kk]) * f64::from(w[mm * k + kk])).sum();
             y[nn * m + mm] = s as f32;
         }
     }

@@ -9,9 +9,7 @@ use crate::kernels::Elem;
 
 /// A storage element type, with the arithmetic rules of shaders/shared/elem.wgsl: products are
 /// formed in the element type, sums accumulate in f32.
-pub trait Element:
-    Copy + Default + bytemuck::Pod + Send + Sync + std::fmt::Debug + 'static
-{
+pub trait Element: Copy + Default + bytemuck::Pod + Send + Sync + std::fmt::Debug + 'static {
     /// The matching kernel element type.
     const ELEM: Elem;
     /// Widens to f32 (exact).

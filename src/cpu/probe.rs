@@ -11,20 +11,14 @@ pub fn fma_probe<E: Element>(p: &ProbeParams, iters: u32, id: u32) -> f32 {
     let m = E::from_f32(p.mul).to_f32();
     let c = E::from_f32(p.add).to_f32();
     let offsets = [0.0f32, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7];
-    let mut a: Vec<f32> = offsets
-        .iter()
-        .map(|o| E::add(s.to_f32(), E::from_f32(*o).to_f32()))
-        .collect();
+    let mut a: Vec<f32> = offsets.iter().map(|o| E::add(s.to_f32(), E::from_f32(*o).to_f32())).collect();
     for _ in 0..iters {
         for v in &mut a {
             *v = E::from_f32(v.mul_add(m, c)).to_f32();
         }
     }
     let pair = |i: usize, j: usize| E::add(a[i], a[j]);
-    let t = E::add(
-        E::add(E::add(pair(0, 1), pair(2, 3)), pair(4, 5)),
-        pair(6, 7),
-    );
+    let t = E::add(E::add(E::add(pair(0, 1), pair(2, 3)), pair(4, 5)), pair(6, 7));
     // The four lanes hold equal values.
     let two = E::add(t, t);
     E::add(E::add(two, t), t)

@@ -2,9 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{
-    BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d,
-};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -49,11 +47,7 @@ impl EltOp {
 
     /// Number of input buffers.
     pub fn inputs(self) -> usize {
-        if matches!(self, EltOp::Scale { .. }) {
-            1
-        } else {
-            2
-        }
+        if matches!(self, EltOp::Scale { .. }) { 1 } else { 2 }
     }
 }
 
@@ -78,7 +72,7 @@ impl Elementwise {
 
     /// vec4 loads when the length is a multiple of 4.
     pub fn vec4(&self) -> bool {
-        self.len % 4 == 0
+        self.len.is_multiple_of(4)
     }
 }
 
@@ -89,10 +83,7 @@ impl Kernel for Elementwise {
 
     fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
         if self.len == 0 {
-            return Err(Error::Shape {
-                kernel: self.name(),
-                message: "zero elements".into(),
-            });
+            return Err(Error::Shape { kernel: self.name(), message: "zero elements".into() });
         }
         self.elem.check(self.name(), caps)?;
         let bytes = self.elem.bytes(u64::from(self.len));
@@ -109,39 +100,14 @@ impl Kernel for Elementwise {
         let eb = self.elem.size();
         let inputs = self.op.inputs() as u64;
         let arith = match (self.op, self.elem) {
-            (EltOp::Add, Elem::F32) => Work {
-                f32_add: n,
-                ..Work::default()
-            },
-            (EltOp::Add, Elem::F16) => Work {
-                f16_add: n,
-                ..Work::default()
-            },
-            (EltOp::Mul, Elem::F32) => Work {
-                f32_mul: n,
-                ..Work::default()
-            },
-            (EltOp::Mul, Elem::F16) => Work {
-                f16_mul: n,
-                ..Work::default()
-            },
-            (EltOp::Scale { .. }, Elem::F32) => Work {
-                f32_mul: n,
-                f32_add: n,
-                ..Work::default()
-            },
-            (EltOp::Scale { .. }, Elem::F16) => Work {
-                f16_mul: n,
-                f16_add: n,
-                ..Work::default()
-            },
+            (EltOp::Add, Elem::F32) => Work { f32_add: n, ..Work::default() },
+            (EltOp::Add, Elem::F16) => Work { f16_add: n, ..Work::default() },
+            (EltOp::Mul, Elem::F32) => Work { f32_mul: n, ..Work::default() },
+            (EltOp::Mul, Elem::F16) => Work { f16_mul: n, ..Work::default() },
+            (EltOp::Scale { .. }, Elem::F32) => Work { f32_mul: n, f32_add: n, ..Work::default() },
+            (EltOp::Scale { .. }, Elem::F16) => Work { f16_mul: n, f16_add: n, ..Work::default() },
         };
-        Ok(arith
-            + Work {
-                dram_read: inputs * n * eb,
-                dram_write: n * eb,
-                ..Work::default()
-            })
+        Ok(arith + Work { dram_read: inputs * n * eb, dram_write: n * eb, ..Work::default() })
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
@@ -169,12 +135,7 @@ impl Kernel for Elementwise {
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
         let spec = DispatchSpec {
-            params: EltParams {
-                len,
-                alpha,
-                beta,
-                _pad: 0,
-            },
+            params: EltParams { len, alpha, beta, _pad: 0 },
             storage: vec![(a, bytes), (b, bytes), (out, bytes)],
             workgroups: grid_1d(len.div_ceil(WG), caps),
         };

@@ -5,9 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{
-    BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d,
-};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -35,10 +33,7 @@ impl MatmulShape {
 
     fn check(&self, kernel: &'static str) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.k == 0 {
-            return Err(Error::Shape {
-                kernel,
-                message: format!("empty shape {self:?}"),
-            });
+            return Err(Error::Shape { kernel, message: format!("empty shape {self:?}") });
         }
         Ok(())
     }
@@ -90,10 +85,7 @@ pub(crate) fn split_rows(
         });
     }
     let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
-    Ok((0..rows)
-        .step_by(chunk as usize)
-        .map(|s| (s, chunk.min(rows - s)))
-        .collect())
+    Ok((0..rows).step_by(chunk as usize).map(|s| (s, chunk.min(rows - s))).collect())
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -119,21 +111,11 @@ fn prepare_matmul(
     let specs = split_rows(name, caps, shape.m, row_bytes)?
         .into_iter()
         .map(|(first, count)| DispatchSpec {
-            params: MatmulParams {
-                m: count,
-                n: shape.n,
-                k: shape.k,
-                m_offset: first,
-                ldy: shape.m,
-                _pad: [0; 3],
-            },
+            params: MatmulParams { m: count, n: shape.n, k: shape.k, m_offset: first, ldy: shape.m, _pad: [0; 3] },
             storage: vec![
                 (x, reqs[0].size),
                 (
-                    TensorRef {
-                        buffer: w.buffer,
-                        offset: w.offset + u64::from(first) * row_bytes,
-                    },
+                    TensorRef { buffer: w.buffer, offset: w.offset + u64::from(first) * row_bytes },
                     elem.bytes(u64::from(count) * u64::from(shape.k)),
                 ),
                 (y, reqs[2].size),
@@ -153,8 +135,17 @@ fn matmul_reqs(shape: MatmulShape, elem: Elem) -> Vec<BufferReq> {
     ]
 }
 
-/// Tile of the GEMM shader. Keep in sync with the constants of shaders/gemm.wgsl.
-pub const GEMM_TILE: (u32, u32, u32) = (64, 64, 16);
+/// Tile of one GEMM variant: `bm x bn` outputs per workgroup of 256 invocations, k-slices of `bk`.
+/// Keep in sync with the constants of shaders/gemm.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTile {
+    /// Rows of W per tile.
+    pub bm: u32,
+    /// Rows of X per tile.
+    pub bn: u32,
+    /// K per slice.
+    pub bk: u32,
+}
 
 /// Variant of [`Gemm`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -163,7 +154,8 @@ pub struct GemmVariant {
     pub vec4: bool,
 }
 
-/// Dense tiled GEMM (64 x 64 tiles, 4 x 4 register blocks, k-slices of 16 in workgroup memory).
+/// Dense tiled GEMM: 64 x 64 tiles, 4 x 4 register blocks, k-slices of 16 staged in workgroup
+/// memory.
 #[derive(Clone, Debug)]
 pub struct Gemm {
     /// Shape.
@@ -177,31 +169,21 @@ pub struct Gemm {
 impl Gemm {
     /// A GEMM of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self {
-            shape,
-            elem,
-            variant: None,
-        }
+        Self { shape, elem, variant: None }
     }
+
+    /// The tile of the shader. Keep in sync with the constants of shaders/gemm.wgsl.
+    pub const TILE: GemmTile = GemmTile { bm: 64, bn: 64, bk: 16 };
 
     /// The variant for this shape: vec4 loads whenever rows are 16-byte aligned (`k % 4 == 0`).
     pub fn choose(&self) -> GemmVariant {
-        self.variant.unwrap_or(GemmVariant {
-            vec4: self.shape.k % 4 == 0,
-        })
+        self.variant.unwrap_or(GemmVariant { vec4: self.shape.k.is_multiple_of(4) })
     }
 
     fn key(&self) -> PipelineKey {
         let v = self.choose();
-        let defines = self
-            .elem
-            .define()
-            .into_iter()
-            .chain(v.vec4.then_some("VEC4"));
-        PipelineKey::new(
-            Variant::new(shader("gemm").expect("gemm shader"), defines),
-            &[],
-        )
+        let defines = self.elem.define().into_iter().chain(v.vec4.then_some("VEC4"));
+        PipelineKey::new(Variant::new(shader("gemm").expect("gemm shader"), defines), &[])
     }
 }
 
@@ -213,7 +195,7 @@ impl Kernel for Gemm {
     fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
         self.shape.check(self.name())?;
         self.elem.check(self.name(), caps)?;
-        if self.choose().vec4 && self.shape.k % 4 != 0 {
+        if self.choose().vec4 && !self.shape.k.is_multiple_of(4) {
             return Err(Error::Shape {
                 kernel: self.name(),
                 message: format!("vec4 variant needs k % 4 == 0, k = {}", self.shape.k),
@@ -223,7 +205,7 @@ impl Kernel for Gemm {
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
-        let (bm, bn, bk) = GEMM_TILE;
+        let GemmTile { bm, bn, bk } = Self::TILE;
         let MatmulShape { m, n, k } = self.shape;
         let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
         let eb = self.elem.size();
@@ -233,35 +215,23 @@ impl Kernel for Gemm {
         // Each workgroup stages its (clamped) rows of X and W for all of K: X is read once per tile
         // column, W once per tile row. Zero padding is not loaded.
         let dram_read = (tiles_m * n64 * k64 + tiles_n * m64 * k64) * eb;
-        // Every workgroup writes and reads full BK x (BM + BN) slices, padding included; the inner
-        // loop reads one vec4 of X and one of W per k for each of the 256 invocations.
+        // Every workgroup writes full BK x (BM + BN) slices, padding included; per k each of the
+        // 256 invocations reads (BM + BN) / 64 vec4s.
         let groups = tiles_m * tiles_n;
         let sram_write = groups * slices * u64::from(bk * (bm + bn)) * eb;
-        let sram_read = groups * slices * u64::from(bk) * 256 * 8 * eb;
+        let sram_read = groups * slices * u64::from(bk) * 256 * u64::from((bm + bn) / 64) * 4 * eb;
         // Multiply-adds are done for the padded tile (the invocations compute zeros past the edge).
         let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
         Ok(Work::mul_add(self.elem, padded_macs)
-            + Work {
-                dram_read,
-                dram_write: n64 * m64 * eb,
-                sram_read,
-                sram_write,
-                ..Work::default()
-            })
+            + Work { dram_read, dram_write: n64 * m64 * eb, sram_read, sram_write, ..Work::default() })
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        let (bm, bn, _) = GEMM_TILE;
+        let GemmTile { bm, bn, .. } = Self::TILE;
         let n = self.shape.n;
-        prepare_matmul(
-            gpu,
-            self,
-            self.shape,
-            self.elem,
-            &self.key(),
-            buffers,
-            |rows| [rows.div_ceil(bm), n.div_ceil(bn), 1],
-        )
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(), buffers, |rows| {
+            [rows.div_ceil(bm), n.div_ceil(bn), 1]
+        })
     }
 }
 
@@ -305,36 +275,31 @@ pub const GEMV_MAX_N: u32 = 8;
 impl Gemv {
     /// A GEMV / small-N matmul of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self {
-            shape,
-            elem,
-            variant: None,
-        }
+        Self { shape, elem, variant: None }
     }
 
     /// The variant for this device and shape: subgroups when present; vec4 loads when
-    /// `k % 4 == 0`; 4 rows per workgroup for N = 1 and fewer as N grows, so that
-    /// `rows * n <= 32` partial sums stay in registers; 128 invocations, or fewer for short rows.
+    /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows, so `rows * n <= 32` partial sums stay
+    /// in registers); and a workgroup wide enough that each invocation makes about four loads per
+    /// row — enough parallelism per row for a GPU, little reduction overhead (measured on
+    /// lavapipe with `examples/tune.rs`, see BENCHMARKS.md).
     pub fn choose(&self, caps: &Capabilities) -> GemvVariant {
         if let Some(v) = self.variant {
             return v;
         }
         let n = self.shape.n.clamp(1, GEMV_MAX_N);
         let rows = (32 / n).clamp(1, 4);
-        let vec4 = self.shape.k % 4 == 0;
+        let vec4 = self.shape.k.is_multiple_of(4);
         let per_row = if vec4 { self.shape.k / 4 } else { self.shape.k };
-        let wg = if per_row >= 512 { 128 } else { 64 };
-        let reduce = if caps.subgroups {
-            GemvReduce::Subgroup
-        } else {
-            GemvReduce::Shared
-        };
-        GemvVariant {
-            reduce,
-            vec4,
-            wg,
-            rows,
+        let reduce = if caps.subgroups { GemvReduce::Subgroup } else { GemvReduce::Shared };
+        let mut wg = (per_row / 4).max(1).next_power_of_two().clamp(32, 256).min(caps.max_invocations.max(32));
+        if reduce == GemvReduce::Shared {
+            // The tree reduction holds rows * n * wg values in 16 KiB of workgroup memory.
+            while rows * n * wg > 4096 {
+                wg /= 2;
+            }
         }
+        GemvVariant { reduce, vec4, wg, rows }
     }
 
     fn key(&self, v: GemvVariant) -> PipelineKey {
@@ -346,11 +311,7 @@ impl Gemv {
             .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"));
         PipelineKey::new(
             Variant::new(shader("gemv").expect("gemv shader"), defines),
-            &[
-                ("WG", f64::from(v.wg)),
-                ("ROWS", f64::from(v.rows)),
-                ("NCOLS", f64::from(self.shape.n)),
-            ],
+            &[("WG", f64::from(v.wg)), ("ROWS", f64::from(v.rows)), ("NCOLS", f64::from(self.shape.n))],
         )
     }
 }
@@ -365,42 +326,25 @@ impl Kernel for Gemv {
         self.shape.check(name)?;
         self.elem.check(name, caps)?;
         let v = self.choose(caps);
-        let bad = |message: String| {
-            Err(Error::Shape {
-                kernel: name,
-                message,
-            })
-        };
+        let bad = |message: String| Err(Error::Shape { kernel: name, message });
         if self.shape.n > GEMV_MAX_N {
             return bad(format!("n = {} > {GEMV_MAX_N}; use Gemm", self.shape.n));
         }
-        if v.vec4 && self.shape.k % 4 != 0 {
-            return bad(format!(
-                "vec4 variant needs k % 4 == 0, k = {}",
-                self.shape.k
-            ));
+        if v.vec4 && !self.shape.k.is_multiple_of(4) {
+            return bad(format!("vec4 variant needs k % 4 == 0, k = {}", self.shape.k));
         }
         if !v.wg.is_power_of_two() || !(32..=256).contains(&v.wg) || v.wg > caps.max_invocations {
-            return bad(format!(
-                "workgroup size {} is not a power of two in 32..=256",
-                v.wg
-            ));
+            return bad(format!("workgroup size {} is not a power of two in 32..=256", v.wg));
         }
         let partials = v.rows * self.shape.n;
-        if v.rows == 0
-            || partials > 32
-            || (v.reduce == GemvReduce::Shared && partials * v.wg > 4096)
-        {
+        if v.rows == 0 || partials > 32 || (v.reduce == GemvReduce::Shared && partials * v.wg > 4096) {
             return bad(format!(
                 "rows {} x n {} partial sums exceed the reduction space (wg {})",
                 v.rows, self.shape.n, v.wg
             ));
         }
         if v.reduce == GemvReduce::Subgroup && !caps.subgroups {
-            return Err(Error::Unsupported {
-                kernel: name,
-                needs: "SUBGROUP (unset MILLIWATT_NO_SUBGROUPS)",
-            });
+            return Err(Error::Unsupported { kernel: name, needs: "SUBGROUP (unset MILLIWATT_NO_SUBGROUPS)" });
         }
         Ok(matmul_reqs(self.shape, self.elem))
     }
@@ -419,37 +363,21 @@ impl Kernel for Gemv {
         // With vec4 loads the shader forms 4-wide dot products in the element type and adds
         // each to an f32 accumulator (shared/elem.wgsl `dot_acc`).
         let arith = match (self.elem, v.vec4) {
-            (Elem::F16, true) => Work {
-                f16_mul: macs,
-                f16_add: macs / 4 * 3,
-                f32_add: macs / 4,
-                ..Work::default()
-            },
+            (Elem::F16, true) => Work { f16_mul: macs, f16_add: macs / 4 * 3, f32_add: macs / 4, ..Work::default() },
             _ => Work::mul_add(self.elem, macs),
         };
-        let mut work = arith
-            + Work {
-                dram_read,
-                dram_write: u64::from(m) * n64 * eb,
-                ..Work::default()
-            };
+        let mut work = arith + Work { dram_read, dram_write: u64::from(m) * n64 * eb, ..Work::default() };
         let wg = u64::from(v.wg);
         let (red_adds, sram_w, sram_r) = match v.reduce {
             // subgroupAdd: wg - 1 adds per value per workgroup in total; one slot per subgroup.
             GemvReduce::Subgroup => {
                 let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
-                (
-                    partials * (wg - 1),
-                    partials * sgs * 4 + partials * 4,
-                    partials * sgs * 4,
-                )
+                (partials * (wg - 1), partials * sgs * 4 + partials * 4, partials * sgs * 4)
             }
             // Tree: wg - 1 adds per value; each add reads two and writes one.
-            GemvReduce::Shared => (
-                partials * (wg - 1),
-                partials * (wg + wg - 1) * 4,
-                partials * (2 * (wg - 1) + 1) * 4,
-            ),
+            GemvReduce::Shared => {
+                (partials * (wg - 1), partials * (wg + wg - 1) * 4, partials * (2 * (wg - 1) + 1) * 4)
+            }
         };
         work += Work {
             f32_add: groups * red_adds,
@@ -463,15 +391,9 @@ impl Kernel for Gemv {
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
-        prepare_matmul(
-            gpu,
-            self,
-            self.shape,
-            self.elem,
-            &self.key(v),
-            buffers,
-            |rows| grid_1d(rows.div_ceil(v.rows), caps),
-        )
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, |rows| {
+            grid_1d(rows.div_ceil(v.rows), caps)
+        })
     }
 }
 
@@ -508,16 +430,9 @@ impl Kernel for MatmulNaive {
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        let key = PipelineKey::new(
-            Variant::new(
-                shader("matmul_naive").expect("naive shader"),
-                self.elem.define(),
-            ),
-            &[],
-        );
+        let key =
+            PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, |rows| {
-            [rows.div_ceil(8), n.div_ceil(8), 1]
-        })
+        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, |rows| [rows.div_ceil(8), n.div_ceil(8), 1])
     }
 }

@@ -5,9 +5,7 @@ pub mod matmul;
 pub mod probe;
 
 pub use elementwise::{Elementwise, EltOp};
-pub use matmul::{
-    Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape,
-};
+pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};
 pub use probe::FmaProbe;
 
 use crate::error::{Error, Result};
@@ -42,10 +40,7 @@ impl Elem {
     /// Errors if the device cannot run this element type.
     pub(crate) fn check(self, kernel: &'static str, caps: &Capabilities) -> Result<()> {
         if self == Elem::F16 && !caps.f16 {
-            return Err(Error::Unsupported {
-                kernel,
-                needs: "SHADER_F16 (f16 kernels; unset MILLIWATT_FORCE_F32)",
-            });
+            return Err(Error::Unsupported { kernel, needs: "SHADER_F16 (f16 kernels; unset MILLIWATT_FORCE_F32)" });
         }
         Ok(())
     }

@@ -3,9 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{
-    BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d,
-};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -49,38 +47,20 @@ impl Kernel for FmaProbe {
 
     fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
         if self.invocations == 0 || self.iters == 0 {
-            return Err(Error::Shape {
-                kernel: self.name(),
-                message: "zero invocations or iterations".into(),
-            });
+            return Err(Error::Shape { kernel: self.name(), message: "zero invocations or iterations".into() });
         }
         self.elem.check(self.name(), caps)?;
-        Ok(vec![BufferReq::output(
-            "out",
-            u64::from(self.groups()) * 256 * 4,
-        )])
+        Ok(vec![BufferReq::output("out", u64::from(self.groups()) * 256 * 4)])
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let inv = u64::from(self.groups()) * 256;
         let fmas = inv * u64::from(self.iters) * FMA_PER_STEP;
         let arith = match self.elem {
-            Elem::F32 => Work {
-                f32_mul: fmas,
-                f32_add: fmas,
-                ..Work::default()
-            },
-            Elem::F16 => Work {
-                f16_mul: fmas,
-                f16_add: fmas,
-                ..Work::default()
-            },
+            Elem::F32 => Work { f32_mul: fmas, f32_add: fmas, ..Work::default() },
+            Elem::F16 => Work { f16_mul: fmas, f16_add: fmas, ..Work::default() },
         };
-        Ok(arith
-            + Work {
-                dram_write: inv * 4,
-                ..Work::default()
-            })
+        Ok(arith + Work { dram_write: inv * 4, ..Work::default() })
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
@@ -88,18 +68,11 @@ impl Kernel for FmaProbe {
         let reqs = self.requirements(caps)?;
         check_buffers(self.name(), caps, &reqs, buffers)?;
         let key = PipelineKey::new(
-            Variant::new(
-                shader("fma_probe").expect("probe shader"),
-                self.elem.define(),
-            ),
+            Variant::new(shader("fma_probe").expect("probe shader"), self.elem.define()),
             &[("ITERS", f64::from(self.iters))],
         );
         let spec = DispatchSpec {
-            params: ProbeParams {
-                mul: 0.999,
-                add: 0.001,
-                _pad: [0; 2],
-            },
+            params: ProbeParams { mul: 0.999, add: 0.001, _pad: [0; 2] },
             storage: vec![(buffers[0], reqs[0].size)],
             workgroups: grid_1d(self.groups(), caps),
         };

@@ -6,8 +6,8 @@ use half::f16;
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::probe::ProbeParams;
 use milliwatt::kernels::{
-    Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
-    MatmulNaive, MatmulParams, MatmulShape,
+    Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams,
+    MatmulShape,
 };
 use milliwatt::{Error, Gpu, Kernel};
 
@@ -20,25 +20,13 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("gemm_f32", |b| gemm_cases::<f32>(&b.gpu)),
         ("gemm_f16", |b| gemm_cases::<f16>(&b.gpu)),
-        ("gemm_split_weights", |b| {
-            split_case(&b.small_bindings, true)
-        }),
-        ("gemv_f32_subgroups", |b| {
-            gemv_cases::<f32>(&b.gpu, GemvReduce::Subgroup)
-        }),
-        ("gemv_f32_shared", |b| {
-            gemv_cases::<f32>(&b.gpu, GemvReduce::Shared)
-        }),
-        ("gemv_f16_subgroups", |b| {
-            gemv_cases::<f16>(&b.gpu, GemvReduce::Subgroup)
-        }),
-        ("gemv_f16_shared", |b| {
-            gemv_cases::<f16>(&b.gpu, GemvReduce::Shared)
-        }),
+        ("gemm_split_weights", |b| split_case(&b.small_bindings, true)),
+        ("gemv_f32_subgroups", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Subgroup)),
+        ("gemv_f32_shared", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Shared)),
+        ("gemv_f16_subgroups", |b| gemv_cases::<f16>(&b.gpu, GemvReduce::Subgroup)),
+        ("gemv_f16_shared", |b| gemv_cases::<f16>(&b.gpu, GemvReduce::Shared)),
         ("gemv_variants", |b| gemv_variant_cases(&b.gpu)),
-        ("gemv_split_weights", |b| {
-            split_case(&b.small_bindings, false)
-        }),
+        ("gemv_split_weights", |b| split_case(&b.small_bindings, false)),
         ("gemv_forced_fallback", |b| fallback_case(&b.fallback)),
         ("matmul_naive_f32", |b| naive_cases::<f32>(&b.gpu)),
         ("matmul_naive_f16", |b| naive_cases::<f16>(&b.gpu)),
@@ -99,26 +87,15 @@ fn run_matmul<E: Element>(
 ) -> Result<(Vec<E>, usize), String> {
     let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
     let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
-    let y = gpu
-        .upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize])
-        .map_err(gpu_err)?;
-    let prepared = kernel
-        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
-        .map_err(gpu_err)?;
+    let y = gpu.upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize]).map_err(gpu_err)?;
+    let prepared = kernel.prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()]).map_err(gpu_err)?;
     gpu.run(&[&prepared]).map_err(gpu_err)?;
     let out: Vec<E> = gpu.read(&y).map_err(gpu_err)?;
     Ok((out, prepared.dispatch_count()))
 }
 
 fn params(shape: MatmulShape) -> MatmulParams {
-    MatmulParams {
-        m: shape.m,
-        n: shape.n,
-        k: shape.k,
-        m_offset: 0,
-        ldy: shape.m,
-        _pad: [0; 3],
-    }
+    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, _pad: [0; 3] }
 }
 
 const GEMM_SHAPES: &[(u32, u32, u32)] = &[
@@ -142,25 +119,15 @@ fn gemm_cases<E: Element>(gpu: &Gpu) -> Outcome {
         let d = matmul_data::<E>(shape, 100 + i as u64);
         let mut twin = vec![E::default(); (m * n) as usize];
         cpu::matmul::gemm(&params(shape), &d.x, &d.w, &mut twin);
+        // The chosen variant, and scalar loads where vec4 would be chosen.
         let mut variants = vec![None];
         if k % 4 == 0 {
             variants.push(Some(GemmVariant { vec4: false }));
         }
         for v in variants {
-            let kernel = Gemm {
-                shape,
-                elem: E::ELEM,
-                variant: v,
-            };
+            let kernel = Gemm { shape, elem: E::ELEM, variant: v };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
-            compare(
-                &format!("gemm {shape:?} {:?}", kernel.choose()),
-                &out,
-                &twin,
-                &d.scale,
-                rel_tol(E::ELEM),
-                1e-6,
-            )?;
+            compare(&format!("gemm {shape:?} {:?}", kernel.choose()), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
     }
     Ok(Ok(()))
@@ -190,32 +157,19 @@ fn gemv_cases<E: Element>(gpu: &Gpu, reduce: GemvReduce) -> Outcome {
     for (i, &(m, n, k)) in GEMV_SHAPES.iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
         let d = matmul_data::<E>(shape, 200 + i as u64);
-        let base = Gemv::new(shape, E::ELEM).choose(gpu.capabilities());
+        // What the choice function picks for this reduction.
+        let caps = milliwatt::Capabilities { subgroups: reduce == GemvReduce::Subgroup, ..gpu.capabilities().clone() };
+        let base = Gemv::new(shape, E::ELEM).choose(&caps);
         let mut variants = vec![GemvVariant { reduce, ..base }];
         if k % 4 == 0 {
-            variants.push(GemvVariant {
-                reduce,
-                vec4: false,
-                ..base
-            });
+            variants.push(GemvVariant { reduce, vec4: false, ..base });
         }
         for v in variants {
             let mut twin = vec![E::default(); (m * n) as usize];
             cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
-            let kernel = Gemv {
-                shape,
-                elem: E::ELEM,
-                variant: Some(v),
-            };
+            let kernel = Gemv { shape, elem: E::ELEM, variant: Some(v) };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
-            compare(
-                &format!("gemv {shape:?} {v:?}"),
-                &out,
-                &twin,
-                &d.scale,
-                rel_tol(E::ELEM),
-                1e-6,
-            )?;
+            compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
     }
     Ok(Ok(()))
@@ -228,40 +182,20 @@ fn gemv_variant_cases(gpu: &Gpu) -> Outcome {
     if caps.subgroups {
         reduces.push(GemvReduce::Subgroup);
     }
-    for (i, &(m, n, k, wg, rows)) in [
-        (77u32, 1u32, 516u32, 32u32, 8u32),
-        (33, 2, 1000, 256, 1),
-        (9, 4, 129, 64, 8),
-        (300, 1, 2048, 256, 4),
-    ]
-    .iter()
-    .enumerate()
+    for (i, &(m, n, k, wg, rows)) in
+        [(77u32, 1u32, 516u32, 32u32, 8u32), (33, 2, 1000, 256, 1), (9, 4, 129, 64, 8), (300, 1, 2048, 256, 4)]
+            .iter()
+            .enumerate()
     {
         for &reduce in &reduces {
             let shape = MatmulShape::new(m, n, k);
             let d = matmul_data::<f32>(shape, 300 + i as u64);
-            let v = GemvVariant {
-                reduce,
-                vec4: k % 4 == 0,
-                wg,
-                rows,
-            };
+            let v = GemvVariant { reduce, vec4: k % 4 == 0, wg, rows };
             let mut twin = vec![0f32; (m * n) as usize];
             cpu::matmul::gemv(&params(shape), wg as usize, v.vec4, &d.x, &d.w, &mut twin);
-            let kernel = Gemv {
-                shape,
-                elem: Elem::F32,
-                variant: Some(v),
-            };
+            let kernel = Gemv { shape, elem: Elem::F32, variant: Some(v) };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
-            compare(
-                &format!("gemv {shape:?} {v:?}"),
-                &out,
-                &twin,
-                &d.scale,
-                1e-5,
-                1e-6,
-            )?;
+            compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, 1e-5, 1e-6)?;
         }
     }
     Ok(Ok(()))
@@ -271,10 +205,7 @@ fn gemv_variant_cases(gpu: &Gpu) -> Outcome {
 /// into several bindings and dispatches, with the same result.
 fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
     // Every binding but the weight must fit the 64 KiB limit: the split is along M only.
-    for (i, &(m, n, k)) in [(500u32, 32u32, 128u32), (333, 12, 1001)]
-        .iter()
-        .enumerate()
-    {
+    for (i, &(m, n, k)) in [(500u32, 32u32, 128u32), (333, 12, 1001)].iter().enumerate() {
         let n = if gemm { n } else { n.min(8) };
         let shape = MatmulShape::new(m, n, k);
         let d = matmul_data::<f32>(shape, 400 + i as u64);
@@ -295,14 +226,7 @@ fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
                 "{shape:?}: {weight_bytes} weight bytes over a 64 KiB limit gave {dispatches} dispatches"
             ));
         }
-        compare(
-            &format!("split {shape:?}"),
-            &out,
-            &twin,
-            &d.scale,
-            1e-5,
-            1e-6,
-        )?;
+        compare(&format!("split {shape:?}"), &out, &twin, &d.scale, 1e-5, 1e-6)?;
     }
     Ok(Ok(()))
 }
@@ -334,31 +258,13 @@ fn naive_cases<E: Element>(gpu: &Gpu) -> Outcome {
     if let Err(u) = need_f16::<E>(gpu) {
         return Ok(Err(u));
     }
-    for (i, &(m, n, k)) in [(1u32, 1u32, 1u32), (33, 7, 127), (100, 9, 1001)]
-        .iter()
-        .enumerate()
-    {
+    for (i, &(m, n, k)) in [(1u32, 1u32, 1u32), (33, 7, 127), (100, 9, 1001)].iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
         let d = matmul_data::<E>(shape, 600 + i as u64);
         let mut twin = vec![E::default(); (m * n) as usize];
         cpu::matmul::matmul_naive(&params(shape), &d.x, &d.w, &mut twin);
-        let (out, _) = run_matmul(
-            gpu,
-            &MatmulNaive {
-                shape,
-                elem: E::ELEM,
-            },
-            shape,
-            &d,
-        )?;
-        compare(
-            &format!("naive {shape:?}"),
-            &out,
-            &twin,
-            &d.scale,
-            rel_tol(E::ELEM),
-            1e-6,
-        )?;
+        let (out, _) = run_matmul(gpu, &MatmulNaive { shape, elem: E::ELEM }, shape, &d)?;
+        compare(&format!("naive {shape:?}"), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
     }
     Ok(Ok(()))
 }
@@ -371,19 +277,10 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
         let mut rng = Rng::new(700 + i as u64);
         let a: Vec<E> = rng.vec(len as usize);
         let b: Vec<E> = rng.vec(len as usize);
-        for op in [
-            EltOp::Add,
-            EltOp::Mul,
-            EltOp::Scale {
-                alpha: 0.75,
-                beta: -0.25,
-            },
-        ] {
+        for op in [EltOp::Add, EltOp::Mul, EltOp::Scale { alpha: 0.75, beta: -0.25 }] {
             let ab = gpu.upload("a", &a).map_err(gpu_err)?;
             let bb = gpu.upload("b", &b).map_err(gpu_err)?;
-            let out = gpu
-                .upload("out", &vec![E::from_f32(7.0); len as usize])
-                .map_err(gpu_err)?;
+            let out = gpu.upload("out", &vec![E::from_f32(7.0); len as usize]).map_err(gpu_err)?;
             let kernel = Elementwise::new(op, len, E::ELEM);
             let bufs: Vec<milliwatt::TensorRef<'_>> = if op.inputs() == 2 {
                 vec![(&ab).into(), (&bb).into(), (&out).into()]
@@ -398,14 +295,7 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
             let scale = vec![1.0; len as usize];
             // Element-wise results are single roundings: equal up to one ulp of the element type.
             let rel = if E::ELEM == Elem::F16 { 1e-3 } else { 1e-7 };
-            compare(
-                &format!("elementwise {op:?} len {len}"),
-                &got,
-                &twin,
-                &scale,
-                rel,
-                0.0,
-            )?;
+            compare(&format!("elementwise {op:?} len {len}"), &got, &twin, &scale, rel, 0.0)?;
         }
     }
     Ok(Ok(()))
@@ -415,23 +305,13 @@ fn probe_case<E: Element>(gpu: &Gpu) -> Outcome {
     if let Err(u) = need_f16::<E>(gpu) {
         return Ok(Err(u));
     }
-    let probe = FmaProbe {
-        invocations: 512,
-        iters: 100,
-        elem: E::ELEM,
-    };
+    let probe = FmaProbe { invocations: 512, iters: 100, elem: E::ELEM };
     let out = gpu.upload("out", &vec![0f32; 512]).map_err(gpu_err)?;
     let p = probe.prepare(gpu, &[(&out).into()]).map_err(gpu_err)?;
     gpu.run(&[&p]).map_err(gpu_err)?;
     let got: Vec<f32> = gpu.read(&out).map_err(gpu_err)?;
-    let pp = ProbeParams {
-        mul: 0.999,
-        add: 0.001,
-        _pad: [0; 2],
-    };
-    let twin: Vec<f32> = (0..512)
-        .map(|id| cpu::probe::fma_probe::<E>(&pp, 100, id))
-        .collect();
+    let pp = ProbeParams { mul: 0.999, add: 0.001, _pad: [0; 2] };
+    let twin: Vec<f32> = (0..512).map(|id| cpu::probe::fma_probe::<E>(&pp, 100, id)).collect();
     // The chains round at every step, and whether the GPU fuses f16 (or even f32) multiply-adds is
     // up to the driver: 100 steps drift by tens of ulps.
     let rel = if E::ELEM == Elem::F16 { 5e-3 } else { 1e-4 };
@@ -448,9 +328,7 @@ fn reuse_case(gpu: &Gpu) -> Outcome {
     let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
     let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
     let y = gpu.upload("y", &vec![0f32; 4000]).map_err(gpu_err)?;
-    let p = Gemm::new(shape, Elem::F32)
-        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
-        .map_err(gpu_err)?;
+    let p = Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()]).map_err(gpu_err)?;
     gpu.run(&[&p]).map_err(gpu_err)?;
     let first: Vec<f32> = gpu.read(&y).map_err(gpu_err)?;
     let before = gpu.object_counts();
@@ -459,14 +337,10 @@ fn reuse_case(gpu: &Gpu) -> Outcome {
     }
     let after = gpu.object_counts();
     if before != after {
-        return Err(format!(
-            "re-running a prepared kernel created objects: {before:?} -> {after:?}"
-        ));
+        return Err(format!("re-running a prepared kernel created objects: {before:?} -> {after:?}"));
     }
     // Preparing the same kernel again reuses the cached pipeline.
-    let p2 = Gemm::new(shape, Elem::F32)
-        .prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])
-        .map_err(gpu_err)?;
+    let p2 = Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()]).map_err(gpu_err)?;
     if gpu.object_counts().pipelines != before.pipelines {
         return Err("re-preparing the same kernel compiled a new pipeline".into());
     }
@@ -485,20 +359,11 @@ fn error_cases(b: &Backend) -> Outcome {
     let w_small = gpu.upload("w", &[0f32; 100]).map_err(gpu_err)?;
     let y = gpu.upload("y", &[0f32; 32]).map_err(gpu_err)?;
     match Gemv::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w_small).into(), (&y).into()]) {
-        Err(Error::BufferTooSmall {
-            binding: "w",
-            needed: 2048,
-            got: 400,
-            ..
-        }) => {}
+        Err(Error::BufferTooSmall { binding: "w", needed: 2048, got: 400, .. }) => {}
         other => return Err(format!("short weight buffer gave {other:?}")),
     }
     match Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&y).into()]) {
-        Err(Error::BindingCount {
-            expected: 3,
-            got: 2,
-            ..
-        }) => {}
+        Err(Error::BindingCount { expected: 3, got: 2, .. }) => {}
         other => return Err(format!("two buffers for gemm gave {other:?}")),
     }
     match Gemv::new(MatmulShape::new(16, 9, 32), Elem::F32).requirements(gpu.capabilities()) {
@@ -510,10 +375,9 @@ fn error_cases(b: &Backend) -> Outcome {
         other => return Err(format!("empty gemm gave {other:?}")),
     }
     let uniform = gpu.uniform("not_storage", &[0u32; 64]).map_err(gpu_err)?;
-    match Gemm::new(MatmulShape::new(4, 4, 4), Elem::F32).prepare(
-        gpu,
-        &[(&uniform).into(), (&uniform).into(), (&uniform).into()],
-    ) {
+    match Gemm::new(MatmulShape::new(4, 4, 4), Elem::F32)
+        .prepare(gpu, &[(&uniform).into(), (&uniform).into(), (&uniform).into()])
+    {
         Err(Error::BadBinding { binding: "x", .. }) => {}
         other => return Err(format!("a uniform buffer as storage gave {other:?}")),
     }

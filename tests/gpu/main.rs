@@ -30,51 +30,22 @@ pub struct Backend {
 }
 
 fn open(backends: milliwatt::wgpu::Backends, name: &'static str) -> Option<Backend> {
-    let options = Options {
-        backends,
-        adapter_name: None,
-        ..Options::default()
-    };
+    let options = Options { backends, adapter_name: None, ..Options::default() };
     let gpu = Gpu::new_blocking(&options).ok()?;
     let (device, queue) = (gpu.device().clone(), gpu.queue().clone());
-    let fallback = Gpu::from_device(
-        &device,
-        &queue,
-        &Options {
-            no_subgroups: true,
-            force_f32: true,
-            ..options.clone()
-        },
-    );
-    let small_bindings = Gpu::from_device(
-        &device,
-        &queue,
-        &Options {
-            max_storage_binding: Some(64 << 10),
-            ..options
-        },
-    );
-    Some(Backend {
-        name,
-        gpu,
-        fallback,
-        small_bindings,
-    })
+    let fallback =
+        Gpu::from_device(&device, &queue, &Options { no_subgroups: true, force_f32: true, ..options.clone() });
+    let small_bindings = Gpu::from_device(&device, &queue, &Options { max_storage_binding: Some(64 << 10), ..options });
+    Some(Backend { name, gpu, fallback, small_bindings })
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
 
     let mut backends = Vec::new();
     let mut missing = Vec::new();
-    for (bits, name) in [
-        (milliwatt::wgpu::Backends::VULKAN, "vulkan"),
-        (milliwatt::wgpu::Backends::GL, "gl"),
-    ] {
+    for (bits, name) in [(milliwatt::wgpu::Backends::VULKAN, "vulkan"), (milliwatt::wgpu::Backends::GL, "gl")] {
         match open(bits, name) {
             Some(b) => {
                 println!("backend {name}: {}", b.gpu.describe());
@@ -85,10 +56,7 @@ fn main() {
         }
     }
     if backends.is_empty() {
-        eprintln!(
-            "error: no GPU adapter found on Vulkan or GL.\n{}",
-            install_hint()
-        );
+        eprintln!("error: no GPU adapter found on Vulkan or GL.\n{}", install_hint());
         std::process::exit(1);
     }
     if ci && !missing.is_empty() {
@@ -142,10 +110,7 @@ fn main() {
                 }
             }
         }
-        tally.push(format!(
-            "{:<7} {p:>4} passed, {f:>3} failed, {u:>3} unsupported",
-            b.name
-        ));
+        tally.push(format!("{:<7} {p:>4} passed, {f:>3} failed, {u:>3} unsupported", b.name));
         passed += p;
         failed += f;
         unsupported += u;

@@ -27,20 +27,9 @@ impl Rng {
 
 /// Compares GPU output with the twin element by element: |gpu - twin| <= abs + rel * |scale_i|,
 /// where `scale_i` bounds the magnitude of the terms summed for element i. Reports the worst.
-pub fn compare<E: Element>(
-    what: &str,
-    gpu: &[E],
-    twin: &[E],
-    scale: &[f32],
-    rel: f32,
-    abs: f32,
-) -> Result<(), String> {
+pub fn compare<E: Element>(what: &str, gpu: &[E], twin: &[E], scale: &[f32], rel: f32, abs: f32) -> Result<(), String> {
     if gpu.len() < twin.len() {
-        return Err(format!(
-            "{what}: gpu output has {} elements, twin {}",
-            gpu.len(),
-            twin.len()
-        ));
+        return Err(format!("{what}: gpu output has {} elements, twin {}", gpu.len(), twin.len()));
     }
     let mut worst: Option<(usize, f32, f32)> = None;
     let mut bad = 0usize;

@@ -1,0 +1,59 @@
+//! Sweeps the variants of the dense kernels on the current adapter and prints their times, so the
+//! choice functions (`Gemv::choose`, `Gemm::choose`) can be checked against measurements on a new
+//! device. `cargo run --release --example tune [-- gemv|gemm]`
+
+use milliwatt::bench::{Repeats, time_kernels};
+use milliwatt::kernels::{Elem, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulShape};
+use milliwatt::{Gpu, Kernel, Options, Result, wgpu};
+
+fn time(gpu: &Gpu, kernel: &dyn Kernel, shape: MatmulShape, elem: Elem) -> Result<f64> {
+    let usage = wgpu::BufferUsages::STORAGE;
+    let b = |n: u32, name: &str| gpu.buffer(name, elem.bytes(u64::from(n)), usage);
+    let (x, w, y) = (b(shape.n * shape.k, "x")?, b(shape.m * shape.k, "w")?, b(shape.n * shape.m, "y")?);
+    let p = kernel.prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])?;
+    Ok(time_kernels(gpu, &[&p], Repeats { warmup: 1, reps: 5 })?.median())
+}
+
+fn main() -> Result<()> {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    let gpu = Gpu::new_blocking(&Options::default())?;
+    println!("adapter: {}", gpu.describe());
+    let caps = gpu.capabilities().clone();
+    if which.is_empty() || which == "gemv" {
+        for &(m, n, k) in &[(4096u32, 1u32, 4096u32), (1152, 1, 1152), (4096, 4, 4096)] {
+            let shape = MatmulShape::new(m, n, k);
+            let chosen = Gemv::new(shape, Elem::F32).choose(&caps);
+            println!("gemv {shape:?}: chosen {chosen:?}");
+            for reduce in [GemvReduce::Subgroup, GemvReduce::Shared] {
+                for wg in [32u32, 64, 128, 256] {
+                    for rows in [1u32, 2, 4, 8] {
+                        let v = GemvVariant { reduce, vec4: true, wg, rows };
+                        let kern = Gemv { shape, elem: Elem::F32, variant: Some(v) };
+                        if kern.requirements(&caps).is_err() {
+                            continue;
+                        }
+                        let t = time(&gpu, &kern, shape, Elem::F32)?;
+                        println!("  {reduce:?} wg {wg:>3} rows {rows}: {:.3} ms", t * 1e3);
+                    }
+                }
+            }
+        }
+    }
+    if which.is_empty() || which == "gemm" {
+        for &(m, n, k) in &[(1024u32, 1024u32, 1024u32), (4608, 256, 1152), (1152, 256, 4608)] {
+            let shape = MatmulShape::new(m, n, k);
+            for elem in [Elem::F32, Elem::F16] {
+                for vec4 in [false, true] {
+                    let kern = Gemm { shape, elem, variant: Some(GemmVariant { vec4 }) };
+                    if kern.requirements(&caps).is_err() {
+                        continue;
+                    }
+                    let t = time(&gpu, &kern, shape, elem)?;
+                    let gflops = 2.0 * shape.macs() as f64 / t / 1e9;
+                    println!("gemm {shape:?} {elem:?} vec4={vec4}: {:.2} ms, {gflops:.2} GFLOP/s", t * 1e3);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The CPU twins themselves against plain references, so a mistake shared by a shader and its twin
+//! cannot hide: the matmul twins against an f64-accumulated `X W^T`, element-wise against direct
+//! arithmetic. No GPU needed.
+
+use approx::assert_relative_eq;
+use half::f16;
+use milliwatt::cpu::{self, Element};
+use milliwatt::kernels::{EltOp, MatmulParams};
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    // A small LCG: the values only need to be varied and reproducible.
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn params(m: u32, n: u32, k: u32) -> MatmulParams {
+    MatmulParams { m, n, k, m_offset: 0, ldy: m, _pad: [0; 3] }
+}
+
+const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (7, 3, 33), (65, 9, 127), (33, 2, 1000), (5, 8, 1001)];
+
+#[test]
+fn matmul_twins_match_reference_f32() {
+    for &(m, n, k) in SHAPES {
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let x = data(nu * ku, m + n);
+        let w = data(mu * ku, k);
+        let reference = cpu::matmul::reference(mu, nu, ku, &x, &w);
+        let p = params(m, n, k);
+        let mut outs = Vec::new();
+        let mut y = vec![0f32; mu * nu];
+        cpu::matmul::gemm(&p, &x, &w, &mut y);
+        outs.push(("gemm", y.clone()));
+        cpu::matmul::matmul_naive(&p, &x, &w, &mut y);
+        outs.push(("naive", y.clone()));
+        for wg in [32, 128] {
+            cpu::matmul::gemv(&p, wg, false, &x, &w, &mut y);
+            outs.push(("gemv scalar", y.clone()));
+            if k % 4 == 0 {
+                cpu::matmul::gemv(&p, wg, true, &x, &w, &mut y);
+                outs.push(("gemv vec4", y.clone()));
+            }
+        }
+        for (name, out) in outs {
+            for (a, b) in out.iter().zip(&reference) {
+                assert_relative_eq!(*a, *b, epsilon = 1e-4, max_relative = 1e-4);
+            }
+            let _ = name;
+        }
+    }
+}
+
+#[test]
+fn matmul_twins_round_products_to_f16() {
+    let (m, n, k) = (9usize, 2usize, 64usize);
+    let x: Vec<f16> = data(n * k, 1).into_iter().map(f16::from_f32).collect();
+    let w: Vec<f16> = data(m * k, 2).into_iter().map(f16::from_f32).collect();
+    let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+    let reference = cpu::matmul::reference(m, n, k, &xf, &wf);
+    let mut y = vec![f16::ZERO; m * n];
+    cpu::matmul::gemm(&params(m as u32, n as u32, k as u32), &x, &w, &mut y);
+    for (a, b) in y.iter().zip(&reference) {
+        // Products rounded to f16 (relative 2^-11 each) and the output rounded once more.
+        assert_relative_eq!(a.to_f32(), *b, epsilon = 2e-2, max_relative = 4e-3);
+    }
+    // The f16 product rule: exact f32 product, rounded once.
+    let (a, b) = (f16::from_f32(1.0 + 1.0 / 1024.0), f16::from_f32(1.0 + 1.0 / 1024.0));
+    assert_eq!(<f16 as Element>::mul(a, b), f16::from_f32((1.0 + 1.0 / 1024.0f32).powi(2)).to_f32());
+}
+
+#[test]
+fn twins_honour_m_offset_and_row_stride() {
+    // A dispatch of a split weight writes its own columns of a wider Y and nothing else.
+    let (m, n, k, ldy, off) = (3u32, 2u32, 5u32, 8u32, 4u32);
+    let x = data((n * k) as usize, 3);
+    let w = data((m * k) as usize, 4);
+    let reference = cpu::matmul::reference(m as usize, n as usize, k as usize, &x, &w);
+    let p = MatmulParams { m, n, k, m_offset: off, ldy, _pad: [0; 3] };
+    let mut y = vec![-9f32; (n * ldy) as usize];
+    cpu::matmul::gemm(&p, &x, &w, &mut y);
+    for nn in 0..n as usize {
+        for c in 0..ldy as usize {
+            let v = y[nn * ldy as usize + c];
+            if (off as usize..(off + m) as usize).contains(&c) {
+                assert_relative_eq!(v, reference[nn * m as usize + c - off as usize], max_relative = 1e-5);
+            } else {
+                assert_eq!(v, -9.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_twin_matches_direct_arithmetic() {
+    let a = data(37, 5);
+    let b = data(37, 6);
+    let mut out = vec![0f32; 37];
+    cpu::elementwise::elementwise(EltOp::Add, &a, Some(&b), &mut out);
+    for i in 0..37 {
+        assert_eq!(out[i], a[i] + b[i]);
+    }
+    cpu::elementwise::elementwise(EltOp::Mul, &a, Some(&b), &mut out);
+    for i in 0..37 {
+        assert_eq!(out[i], a[i] * b[i]);
+    }
+    cpu::elementwise::elementwise(EltOp::Scale { alpha: 3.0, beta: 0.5 }, &a, None, &mut out);
+    for i in 0..37 {
+        assert_relative_eq!(out[i], 3.0 * a[i] + 0.5, max_relative = 1e-6);
+    }
+}
