@@ -1,4 +1,5 @@
-// Element-wise out = a + b, a * b, or alpha * a + beta (OP = 0, 1, 2; for OP = 2 `b` is unused).
+// Element-wise out = a + b, a * b, or alpha * a + beta (OP = 0, 1, 2; for OP = 2 `b` is unused),
+// computed in f32 and rounded once to the element type.
 // Each invocation handles one element, or one vec4 with VEC4 (length % 4 == 0). A 2D grid of
 // workgroups covers lengths past the 65535-workgroup dimension limit.
 #import elem
@@ -17,10 +18,14 @@ override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: EltParams;
 #ifdef VEC4
+alias vf = vec4<f32>;
+alias ve = elem4;
 @group(0) @binding(1) var<storage, read> a: array<elem4>;
 @group(0) @binding(2) var<storage, read> b: array<elem4>;
 @group(0) @binding(3) var<storage, read_write> out: array<elem4>;
 #else
+alias vf = f32;
+alias ve = elem;
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;
@@ -36,15 +41,18 @@ fn main(
     if i >= p.len {
         return;
     }
+    let av = vf(a[i]);
+    var r: vf;
     switch OP {
         case 0u: {
-            out[i] = a[i] + b[i];
+            r = av + vf(b[i]);
         }
         case 1u: {
-            out[i] = a[i] * b[i];
+            r = av * vf(b[i]);
         }
         default: {
-            out[i] = a[i] * elem(p.alpha) + elem(p.beta);
+            r = fma(av, vf(p.alpha), vf(p.beta));
         }
     }
+    out[i] = ve(r);
 }

@@ -64,7 +64,7 @@ fn main(
 #ifdef VEC4
                 acc[r * NCOLS + c] = dot_acc(acc[r * NCOLS + c], wv, xv[c]);
 #else
-                acc[r * NCOLS + c] += f32(wv * xv[c]);
+                acc[r * NCOLS + c] = fma(f32(wv), f32(xv[c]), acc[r * NCOLS + c]);
 #endif
             }
         }

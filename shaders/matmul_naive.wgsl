@@ -17,7 +17,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        acc += f32(x[n * p.k + k] * w[m * p.k + k]);
+        acc += f32(x[n * p.k + k]) * f32(w[m * p.k + k]);
     }
     y[n * p.ldy + p.m_offset + m] = elem(acc);
 }

@@ -65,12 +65,10 @@ impl Work {
         self.flops() + self.i8_mul + self.i8_add + self.i32_add + self.i32_mul + self.bit_ops
     }
 
-    /// `count` multiply-adds with products in `elem` and sums in f32 (the rule of shared/elem.wgsl).
-    pub fn mul_add(elem: crate::Elem, count: u64) -> Self {
-        match elem {
-            crate::Elem::F32 => Work { f32_mul: count, f32_add: count, ..Work::default() },
-            crate::Elem::F16 => Work { f16_mul: count, f32_add: count, ..Work::default() },
-        }
+    /// `count` f32 multiply-adds (the arithmetic of every dense kernel, f16 storage included:
+    /// shared/elem.wgsl widens f16 to f32).
+    pub fn f32_mul_add(count: u64) -> Self {
+        Work { f32_mul: count, f32_add: count, ..Work::default() }
     }
 }
 

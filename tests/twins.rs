@@ -4,7 +4,7 @@
 
 use approx::assert_relative_eq;
 use half::f16;
-use milliwatt::cpu::{self, Element};
+use milliwatt::cpu;
 use milliwatt::kernels::{EltOp, MatmulParams};
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
@@ -56,7 +56,7 @@ fn matmul_twins_match_reference_f32() {
 }
 
 #[test]
-fn matmul_twins_round_products_to_f16() {
+fn matmul_twins_widen_f16_to_f32() {
     let (m, n, k) = (9usize, 2usize, 64usize);
     let x: Vec<f16> = data(n * k, 1).into_iter().map(f16::from_f32).collect();
     let w: Vec<f16> = data(m * k, 2).into_iter().map(f16::from_f32).collect();
@@ -66,12 +66,9 @@ fn matmul_twins_round_products_to_f16() {
     let mut y = vec![f16::ZERO; m * n];
     cpu::matmul::gemm(&params(m as u32, n as u32, k as u32), &x, &w, &mut y);
     for (a, b) in y.iter().zip(&reference) {
-        // Products rounded to f16 (relative 2^-11 each) and the output rounded once more.
-        assert_relative_eq!(a.to_f32(), *b, epsilon = 2e-2, max_relative = 4e-3);
+        // f32 arithmetic on f16 inputs: only the output is rounded to f16.
+        assert_relative_eq!(a.to_f32(), *b, epsilon = 1e-3, max_relative = 1e-3);
     }
-    // The f16 product rule: exact f32 product, rounded once.
-    let (a, b) = (f16::from_f32(1.0 + 1.0 / 1024.0), f16::from_f32(1.0 + 1.0 / 1024.0));
-    assert_eq!(<f16 as Element>::mul(a, b), f16::from_f32((1.0 + 1.0 / 1024.0f32).powi(2)).to_f32());
 }
 
 #[test]
@@ -111,6 +108,6 @@ fn elementwise_twin_matches_direct_arithmetic() {
     }
     cpu::elementwise::elementwise(EltOp::Scale { alpha: 3.0, beta: 0.5 }, &a, None, &mut out);
     for i in 0..37 {
-        assert_relative_eq!(out[i], 3.0 * a[i] + 0.5, max_relative = 1e-6);
+        assert_eq!(out[i], a[i].mul_add(3.0, 0.5));
     }
 }

@@ -1,6 +1,7 @@
 // Element type of a kernel's storage: f32, or f16 with the F16 define (needs SHADER_F16).
-// Arithmetic helpers keep the precision rules in one place: products are formed in the storage
-// type, sums accumulate in f32. The CPU twins (src/cpu/mod.rs, `Element`) follow the same rules.
+// f16 is a storage format here: values are widened to f32 and all arithmetic is f32, so f16 halves
+// the bytes without changing the math (the CPU twins, src/cpu/mod.rs, follow the same rule).
+// Widening is one cheap conversion per element, and dense f16 matmul is memory-bound on GPUs.
 // Must be the first import of a shader: `enable` has to precede every declaration.
 #ifdef F16
 enable f16;
@@ -11,12 +12,12 @@ alias elem = f32;
 alias elem4 = vec4<f32>;
 #endif
 
-// acc + a * b with the product rounded to the element type, the sum in f32.
+// acc + a * b, in f32.
 fn mul_acc4(acc: vec4<f32>, a: elem, b: elem4) -> vec4<f32> {
-    return acc + vec4<f32>(b * a);
+    return fma(vec4<f32>(b), vec4<f32>(f32(a)), acc);
 }
 
-// acc + dot(a, b), the dot product formed in the element type.
+// acc + dot(a, b), in f32.
 fn dot_acc(acc: f32, a: elem4, b: elem4) -> f32 {
-    return acc + f32(dot(a, b));
+    return acc + dot(vec4<f32>(a), vec4<f32>(b));
 }

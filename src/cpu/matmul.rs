@@ -1,17 +1,17 @@
 //! Twins of gemm.wgsl, gemv.wgsl and matmul_naive.wgsl.
 
-use super::Element;
+use super::{Element, dot4};
 use crate::kernels::MatmulParams;
 
-/// Twin of gemm.wgsl (either tile): every output is one f32 accumulator taking `x * w` products
-/// rounded to the element type in increasing k, as each invocation's register block does.
+/// Twin of gemm.wgsl: every output is one f32 accumulator taking `x * w` products in increasing k,
+/// as each invocation's register block does.
 pub fn gemm<E: Element>(p: &MatmulParams, x: &[E], w: &[E], y: &mut [E]) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     for nn in 0..n {
         for mm in 0..m {
             let mut acc = 0f32;
             for kk in 0..k {
-                acc += E::mul(w[mm * k + kk], x[nn * k + kk]);
+                acc = w[mm * k + kk].to_f32().mul_add(x[nn * k + kk].to_f32(), acc);
             }
             y[nn * p.ldy as usize + p.m_offset as usize + mm] = E::from_f32(acc);
         }
@@ -30,11 +30,11 @@ pub fn gemv<E: Element>(p: &MatmulParams, wg: usize, vec4: bool, x: &[E], w: &[E
                 let mut kk = li;
                 while kk < kv {
                     if vec4 {
-                        let wv: [E; 4] = std::array::from_fn(|j| w[row * k + 4 * kk + j]);
-                        let xv: [E; 4] = std::array::from_fn(|j| x[c * k + 4 * kk + j]);
-                        *acc += E::dot4(wv, xv);
+                        let wv: [f32; 4] = std::array::from_fn(|j| w[row * k + 4 * kk + j].to_f32());
+                        let xv: [f32; 4] = std::array::from_fn(|j| x[c * k + 4 * kk + j].to_f32());
+                        *acc += dot4(wv, xv);
                     } else {
-                        *acc += E::mul(w[row * k + kk], x[c * k + kk]);
+                        *acc = w[row * k + kk].to_f32().mul_add(x[c * k + kk].to_f32(), *acc);
                     }
                     kk += wg;
                 }
@@ -58,7 +58,7 @@ pub fn matmul_naive<E: Element>(p: &MatmulParams, x: &[E], w: &[E], y: &mut [E])
         for mm in 0..m {
             let mut acc = 0f32;
             for kk in 0..k {
-                acc += E::mul(x[nn * k + kk], w[mm * k + kk]);
+                acc += x[nn * k + kk].to_f32() * w[mm * k + kk].to_f32();
             }
             y[nn * p.ldy as usize + p.m_offset as usize + mm] = E::from_f32(acc);
         }

@@ -99,13 +99,11 @@ impl Kernel for Elementwise {
         let n = u64::from(self.len);
         let eb = self.elem.size();
         let inputs = self.op.inputs() as u64;
-        let arith = match (self.op, self.elem) {
-            (EltOp::Add, Elem::F32) => Work { f32_add: n, ..Work::default() },
-            (EltOp::Add, Elem::F16) => Work { f16_add: n, ..Work::default() },
-            (EltOp::Mul, Elem::F32) => Work { f32_mul: n, ..Work::default() },
-            (EltOp::Mul, Elem::F16) => Work { f16_mul: n, ..Work::default() },
-            (EltOp::Scale { .. }, Elem::F32) => Work { f32_mul: n, f32_add: n, ..Work::default() },
-            (EltOp::Scale { .. }, Elem::F16) => Work { f16_mul: n, f16_add: n, ..Work::default() },
+        // Computed in f32 whatever the storage (elementwise.wgsl).
+        let arith = match self.op {
+            EltOp::Add => Work { f32_add: n, ..Work::default() },
+            EltOp::Mul => Work { f32_mul: n, ..Work::default() },
+            EltOp::Scale { .. } => Work::f32_mul_add(n),
         };
         Ok(arith + Work { dram_read: inputs * n * eb, dram_write: n * eb, ..Work::default() })
     }

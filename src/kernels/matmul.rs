@@ -222,7 +222,7 @@ impl Kernel for Gemm {
         let sram_read = groups * slices * u64::from(bk) * 256 * u64::from((bm + bn) / 64) * 4 * eb;
         // Multiply-adds are done for the padded tile (the invocations compute zeros past the edge).
         let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
-        Ok(Work::mul_add(self.elem, padded_macs)
+        Ok(Work::f32_mul_add(padded_macs)
             + Work { dram_read, dram_write: n64 * m64 * eb, sram_read, sram_write, ..Work::default() })
     }
 
@@ -360,12 +360,8 @@ impl Kernel for Gemv {
         let partials = u64::from(v.rows) * n64;
         let dram_read = (padded_rows * k64 + groups * n64 * k64) * eb;
         let macs = padded_rows * n64 * k64;
-        // With vec4 loads the shader forms 4-wide dot products in the element type and adds
-        // each to an f32 accumulator (shared/elem.wgsl `dot_acc`).
-        let arith = match (self.elem, v.vec4) {
-            (Elem::F16, true) => Work { f16_mul: macs, f16_add: macs / 4 * 3, f32_add: macs / 4, ..Work::default() },
-            _ => Work::mul_add(self.elem, macs),
-        };
+        // vec4 steps are dot products: 4 multiplies, 3 adds and the accumulation.
+        let arith = Work::f32_mul_add(macs);
         let mut work = arith + Work { dram_read, dram_write: u64::from(m) * n64 * eb, ..Work::default() };
         let wg = u64::from(v.wg);
         let (red_adds, sram_w, sram_r) = match v.reduce {
@@ -421,7 +417,7 @@ impl Kernel for MatmulNaive {
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let MatmulShape { m, n, .. } = self.shape;
         let eb = self.elem.size();
-        Ok(Work::mul_add(self.elem, self.shape.macs())
+        Ok(Work::f32_mul_add(self.shape.macs())
             + Work {
                 dram_read: 2 * self.shape.macs() * eb,
                 dram_write: u64::from(m) * u64::from(n) * eb,

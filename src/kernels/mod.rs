@@ -16,7 +16,7 @@ use crate::gpu::Capabilities;
 pub enum Elem {
     /// 32-bit float.
     F32,
-    /// 16-bit float (needs `SHADER_F16`); products in f16, sums in f32.
+    /// 16-bit float storage (needs `SHADER_F16`); arithmetic in f32.
     F16,
 }
 
