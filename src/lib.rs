@@ -34,3 +34,16 @@ pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adap
 pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;
 pub use wgpu;
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        send_sync::<crate::Gpu>();
+        send_sync::<crate::Prepared>();
+        send_sync::<crate::Capabilities>();
+        send_sync::<crate::Error>();
+    }
+}

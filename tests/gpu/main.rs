@@ -125,7 +125,7 @@ fn main() {
     for m in &missing {
         println!("  {m:<7} no adapter");
     }
-    println!("\ngpu tests: {passed} passed, {failed} failed, {unsupported} skipped");
+    println!("\ngpu: {passed} passed, {failed} failed, {unsupported} skipped");
     if failed > 0 || passed == 0 {
         std::process::exit(1);
     }
