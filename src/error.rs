@@ -61,6 +61,15 @@ pub enum Error {
         message: String,
     },
 
+    /// Weights cannot be quantized or packed as asked (shape, group size, format mismatch).
+    #[error("weight format {format}: {message}")]
+    Format {
+        /// The format involved.
+        format: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A buffer handed to a kernel is smaller than the kernel's requirements.
     #[error("kernel `{kernel}`: binding `{binding}` needs {needed} bytes from offset {offset}, buffer has {got}")]
     BufferTooSmall {

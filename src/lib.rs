@@ -27,6 +27,7 @@ mod error;
 pub mod gpu;
 pub mod kernel;
 pub mod kernels;
+pub mod quant;
 pub mod shaders;
 
 pub use error::{Error, Result};

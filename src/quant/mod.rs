@@ -1,0 +1,1 @@
+//! Packed low-bit weight formats: quantizers, packers and unpackers. (Being written.)
