@@ -8,9 +8,12 @@
 //! a buffer-to-buffer copy) of this run; the FMA fraction divides GFLOP/s by the FMA probe's.
 
 use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
+use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
-    Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
+    Act, ActQuant, Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
+    QGemv,
 };
+use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Options, Prepared, Result};
 
 #[derive(serde::Serialize)]
@@ -125,6 +128,81 @@ impl Bench<'_> {
     }
 }
 
+impl Bench<'_> {
+    /// A low-bit GEMV row: packed weights of `format` (random values), activations `act`.
+    /// Minimum bytes: packed weights and scales, activations, output.
+    fn qgemv(&mut self, name: &str, shape: MatmulShape, format: Format, act: Act) -> Result<Option<f64>> {
+        let kernel = QGemv::new(shape, format, act);
+        if !self.wanted(name) || kernel.requirements(self.gpu.capabilities()).is_err() {
+            return Ok(None);
+        }
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        let mut seed = 0x9E37_79B9u32;
+        let w: Vec<f32> = (0..m * k)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect();
+        let packed = quantize(&w, m, k, format, ScaleMode::PerRow)?.pack()?;
+        let gpu = self.gpu;
+        let up = |name: &str, d: &[u32]| gpu.upload(name, if d.is_empty() { &[0u32][..] } else { d });
+        let (wb, sb, zb) =
+            (up("bench.w", &packed.data)?, up("bench.ws", &packed.scales)?, up("bench.wz", &packed.aux)?);
+        let usage = wgpu::BufferUsages::STORAGE;
+        let (x_bytes, mut acts) = match act {
+            Act::Float(e) => {
+                let x = gpu.buffer("bench.x", e.bytes(u64::from(n * k)), usage | wgpu::BufferUsages::COPY_DST)?;
+                let ones: Vec<u8> = match e {
+                    Elem::F32 => bytemuck::cast_slice(&vec![0.01f32; (n * k) as usize]).to_vec(),
+                    Elem::F16 => bytemuck::cast_slice(&vec![half::f16::from_f32(0.01); (n * k) as usize]).to_vec(),
+                };
+                gpu.queue().write_buffer(&x, 0, &ones[..ones.len() / 4 * 4]);
+                (e.bytes(u64::from(n * k)), vec![x])
+            }
+            Act::Int8 { .. } => {
+                let words = vec![0x0102_0304u32; (n * act_row_words(k)) as usize];
+                let xq = gpu.upload("bench.xq", &words)?;
+                let xs = gpu.upload("bench.xs", &vec![0.01f32; n as usize])?;
+                (u64::from(n * k) + u64::from(n) * 4, vec![xq, xs])
+            }
+        };
+        let out = match act {
+            Act::Float(e) | Act::Int8 { out: e } => e,
+        };
+        let y = gpu.buffer("bench.y", out.bytes(u64::from(n * m)), usage)?;
+        acts.push(wb);
+        acts.push(sb);
+        if !packed.aux.is_empty() {
+            acts.push(zb);
+        }
+        acts.push(y);
+        let refs: Vec<milliwatt::TensorRef<'_>> = acts.iter().map(|b| b.into()).collect();
+        let p = kernel.prepare(gpu, &refs)?;
+        let bytes = packed.weight_bytes() + x_bytes + out.bytes(u64::from(n * m));
+        let label = format!("{name} {}", act_label(act));
+        let t = self.row(&label, &format!("{m}x{n}x{k}"), out, &p, bytes, 2 * shape.macs())?;
+        Ok(Some(t))
+    }
+}
+
+fn act_label(act: Act) -> &'static str {
+    match act {
+        Act::Float(Elem::F32) => "xf32",
+        Act::Float(Elem::F16) => "xf16",
+        Act::Int8 { .. } => "xi8",
+    }
+}
+
+fn format_label(f: Format) -> String {
+    match f {
+        Format::Ternary2 => "ternary".into(),
+        Format::Int8 => "int8".into(),
+        Format::Int4 { group, zero_point } => format!("int4g{group}{}", if zero_point { "z" } else { "" }),
+        other => format!("{other:?}"),
+    }
+}
+
 use milliwatt::wgpu;
 
 fn main() -> Result<()> {
@@ -189,6 +267,33 @@ fn main() -> Result<()> {
             b.matmul("gemv.floor_config", &Gemv { shape, elem: Elem::F32, variant: Some(floor) }, shape, Elem::F32)?;
         }
     }
+    // Low-bit GEMV at the same shapes, with the dense f32 GEMV time of this run as the yardstick.
+    let mut speedups = Vec::new();
+    for &(m, k) in &gemv_shapes {
+        let shape = MatmulShape::new(m, 1, k);
+        let dense = b
+            .records
+            .iter()
+            .find(|r| r.kernel == "gemv" && r.shape == format!("{m}x1x{k}") && r.elem == "F32")
+            .map(|r| r.seconds);
+        for format in [Format::Ternary2, Format::Int8, Format::Int4 { group: 128, zero_point: false }] {
+            for act in [Act::Float(Elem::F32), Act::Float(Elem::F16), Act::Int8 { out: Elem::F32 }] {
+                let name = format!("qgemv.{}", format_label(format));
+                if let (Some(t), Some(d)) = (b.qgemv(&name, shape, format, act)?, dense) {
+                    speedups.push(format!("{name} {} {m}x{k}: {:.2}x dense f32", act_label(act), d / t));
+                }
+            }
+        }
+    }
+    // Activation quantization (the A8 producer) at the DiT MLP width.
+    if b.wanted("quantize_act") {
+        let (n, k) = (256u32, 4608u32);
+        let x = gpu.buffer("bench.act", u64::from(n * k) * 4, wgpu::BufferUsages::STORAGE)?;
+        let xq = gpu.buffer("bench.actq", u64::from(n * act_row_words(k)) * 4, wgpu::BufferUsages::STORAGE)?;
+        let xs = gpu.buffer("bench.acts", u64::from(n) * 4, wgpu::BufferUsages::STORAGE)?;
+        let p = ActQuant { n, k, elem: Elem::F32 }.prepare(&gpu, &[(&x).into(), (&xq).into(), (&xs).into()])?;
+        b.row("quantize_act", &format!("{n}x{k}"), Elem::F32, &p, u64::from(n * k) * 5 + u64::from(n) * 4, 0)?;
+    }
     // Small N.
     for n in [2u32, 4, 8] {
         let shape = MatmulShape::new(4096, n, 4096);
@@ -219,6 +324,39 @@ fn main() -> Result<()> {
         let (x, y, z) = (mk("bench.a")?, mk("bench.b")?, mk("bench.out")?);
         let p = k.prepare(&gpu, &[(&x).into(), (&y).into(), (&z).into()])?;
         b.row("elementwise.add", &format!("{len}"), elem, &p, 3 * bytes, u64::from(len))?;
+    }
+
+    if !speedups.is_empty() {
+        println!("\nlow-bit GEMV speedup over the dense f32 GEMV of this run:");
+        for l in &speedups {
+            println!("  {l}");
+        }
+    }
+    // Weight bytes per format at 4096 x 4096 (packed data, scales, zero points) vs. f32.
+    if b.wanted("bytes") {
+        println!("\nweight bytes at 4096 x 4096 (f32: {} bytes):", 4096u64 * 4096 * 4);
+        let w = vec![0.5f32; 4096 * 4096];
+        for format in [
+            Format::Ternary2,
+            Format::Ternary5,
+            Format::Int8,
+            Format::Int4 { group: 32, zero_point: false },
+            Format::Int4 { group: 128, zero_point: false },
+            Format::Int4 { group: 128, zero_point: true },
+            Format::Ternary24,
+            Format::Int4Sparse24 { group: 128 },
+            Format::F16Sparse24,
+        ] {
+            let packed = quantize(&w, 4096, 4096, format, ScaleMode::PerRow)?.pack()?;
+            let bytes = packed.weight_bytes();
+            println!(
+                "  {:<24} {:>10} bytes  {:>6.3} bits/weight  {:>6.1}x smaller than f32",
+                format!("{format:?}"),
+                bytes,
+                packed.bits_per_weight(),
+                (4096.0 * 4096.0 * 4.0) / bytes as f64
+            );
+        }
     }
 
     let report = Report {

@@ -131,17 +131,25 @@ pub struct BufferReq {
     pub usage: wgpu::BufferUsages,
     /// Whether the kernel writes it.
     pub written: bool,
+    /// Whether the kernel binds it in row ranges along M when it exceeds the storage-binding limit
+    /// (weights and their per-row streams); other buffers must fit one binding.
+    pub split_m: bool,
 }
 
 impl BufferReq {
     /// A read-only storage input.
     pub fn input(name: &'static str, size: u64) -> Self {
-        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: false }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: false, split_m: false }
+    }
+
+    /// A read-only weight stream, split along M past the binding limit.
+    pub fn weight(name: &'static str, size: u64) -> Self {
+        Self { split_m: true, ..Self::input(name, size) }
     }
 
     /// A storage output.
     pub fn output(name: &'static str, size: u64) -> Self {
-        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: true }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: true, split_m: false }
     }
 }
 
@@ -272,7 +280,7 @@ pub(crate) fn check_buffers(
                 ),
             });
         }
-        if r.size > caps.max_storage_binding && r.name != "w" {
+        if r.size > caps.max_storage_binding && !r.split_m {
             return Err(Error::Shape {
                 kernel,
                 message: format!(
@@ -285,12 +293,20 @@ pub(crate) fn check_buffers(
     Ok(())
 }
 
-/// One dispatch to build: a uniform parameter block, storage bindings (buffer, offset, size), and a
-/// grid. `Builder` turns these into [`Dispatch`]es.
+/// One dispatch to build: a uniform parameter block (binding 0), storage bindings (binding number,
+/// buffer and offset, size), and a grid. [`build`] turns these into [`Dispatch`]es.
 pub(crate) struct DispatchSpec<'a, P> {
     pub params: P,
-    pub storage: Vec<(TensorRef<'a>, u64)>,
+    pub storage: Vec<(u32, TensorRef<'a>, u64)>,
     pub workgroups: [u32; 3],
+}
+
+impl<'a, P> DispatchSpec<'a, P> {
+    /// A spec whose storage bindings are numbered 1, 2, … in order.
+    pub fn sequential(params: P, storage: Vec<(TensorRef<'a>, u64)>, workgroups: [u32; 3]) -> Self {
+        let storage = storage.into_iter().zip(1u32..).map(|((t, size), b)| (b, t, size)).collect();
+        Self { params, storage, workgroups }
+    }
 }
 
 /// Builds a [`Prepared`] from one pipeline and dispatch specs.
@@ -308,9 +324,9 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
     for (i, s) in specs.into_iter().enumerate() {
         let params = gpu.uniform(&format!("{name}.params{i}"), &s.params)?;
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
-        for (j, (t, size)) in s.storage.iter().enumerate() {
+        for (binding, t, size) in &s.storage {
             entries.push(wgpu::BindGroupEntry {
-                binding: j as u32 + 1,
+                binding: *binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: t.buffer,
                     offset: t.offset,

@@ -38,6 +38,10 @@ pub const SHADERS: &[Shader] = &[
     shader!("elementwise", ["F16", "VEC4"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
+    shader!("quantize_act", ["F16"]),
+    shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT"]),
 ];
 
 /// Shared snippets, imported with `#import name`.
@@ -45,6 +49,9 @@ const SHARED: &[(&str, &str)] = &[
     ("elem", include_str!("../shaders/shared/elem.wgsl")),
     ("matmul_params", include_str!("../shaders/shared/matmul_params.wgsl")),
     ("reduce", include_str!("../shaders/shared/reduce.wgsl")),
+    ("act_quant", include_str!("../shaders/shared/act_quant.wgsl")),
+    ("gemv_q", include_str!("../shaders/shared/gemv_q.wgsl")),
+    ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
 ];
 
 /// Looks a shader up by name.

@@ -4,6 +4,7 @@
 pub mod elementwise;
 pub mod matmul;
 pub mod probe;
+pub mod qmatmul;
 
 use crate::kernels::Elem;
 

@@ -132,11 +132,11 @@ impl Kernel for Elementwise {
             ),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
-        let spec = DispatchSpec {
-            params: EltParams { len, alpha, beta, _pad: 0 },
-            storage: vec![(a, bytes), (b, bytes), (out, bytes)],
-            workgroups: grid_1d(len.div_ceil(WG), caps),
-        };
+        let spec = DispatchSpec::sequential(
+            EltParams { len, alpha, beta, _pad: 0 },
+            vec![(a, bytes), (b, bytes), (out, bytes)],
+            grid_1d(len.div_ceil(WG), caps),
+        );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
     }
 }

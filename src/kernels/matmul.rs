@@ -66,26 +66,41 @@ pub(crate) fn split_rows(
     rows: u32,
     row_bytes: u64,
 ) -> Result<Vec<(u32, u32)>> {
-    let total = u64::from(rows) * row_bytes;
-    if total <= caps.max_storage_binding {
+    split_rows_multi(kernel, caps, rows, &[row_bytes])
+}
+
+/// [`split_rows`] for weights stored as several per-row streams (packed data, scales, zero
+/// points): every stream's range must fit a binding and start at an aligned offset.
+pub(crate) fn split_rows_multi(
+    kernel: &'static str,
+    caps: &Capabilities,
+    rows: u32,
+    row_bytes: &[u64],
+) -> Result<Vec<(u32, u32)>> {
+    let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
+    if u64::from(rows) * widest <= caps.max_storage_binding {
         return Ok(vec![(0, rows)]);
     }
     let align = u64::from(caps.storage_offset_alignment.max(4));
-    // Row counts whose byte size is a multiple of the offset alignment.
-    let step = align / gcd(row_bytes, align);
-    let fit = caps.max_storage_binding / row_bytes;
+    // Row counts whose byte size is a multiple of the offset alignment in every stream.
+    let step = row_bytes.iter().fold(1, |acc, &b| lcm(acc, align / gcd(b.max(1), align)));
+    let fit = caps.max_storage_binding / widest;
     let chunk = fit / step * step;
     if chunk == 0 {
         return Err(Error::Shape {
             kernel,
             message: format!(
-                "{step} weight rows of {row_bytes} bytes exceed the storage-binding limit of {} bytes",
+                "{step} weight rows of {widest} bytes exceed the storage-binding limit of {} bytes",
                 caps.max_storage_binding
             ),
         });
     }
     let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
     Ok((0..rows).step_by(chunk as usize).map(|s| (s, chunk.min(rows - s))).collect())
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -110,17 +125,19 @@ fn prepare_matmul(
     let (x, w, y) = (buffers[0], buffers[1], buffers[2]);
     let specs = split_rows(name, caps, shape.m, row_bytes)?
         .into_iter()
-        .map(|(first, count)| DispatchSpec {
-            params: MatmulParams { m: count, n: shape.n, k: shape.k, m_offset: first, ldy: shape.m, _pad: [0; 3] },
-            storage: vec![
-                (x, reqs[0].size),
-                (
-                    TensorRef { buffer: w.buffer, offset: w.offset + u64::from(first) * row_bytes },
-                    elem.bytes(u64::from(count) * u64::from(shape.k)),
-                ),
-                (y, reqs[2].size),
-            ],
-            workgroups: grid(count),
+        .map(|(first, count)| {
+            DispatchSpec::sequential(
+                MatmulParams { m: count, n: shape.n, k: shape.k, m_offset: first, ldy: shape.m, _pad: [0; 3] },
+                vec![
+                    (x, reqs[0].size),
+                    (
+                        TensorRef { buffer: w.buffer, offset: w.offset + u64::from(first) * row_bytes },
+                        elem.bytes(u64::from(count) * u64::from(shape.k)),
+                    ),
+                    (y, reqs[2].size),
+                ],
+                grid(count),
+            )
         })
         .collect();
     build(gpu, name, key, specs, kernel.work(caps)?)
@@ -130,7 +147,7 @@ fn matmul_reqs(shape: MatmulShape, elem: Elem) -> Vec<BufferReq> {
     let (m, n, k) = (u64::from(shape.m), u64::from(shape.n), u64::from(shape.k));
     vec![
         BufferReq::input("x", elem.bytes(n * k)),
-        BufferReq::input("w", elem.bytes(m * k)),
+        BufferReq::weight("w", elem.bytes(m * k)),
         BufferReq::output("y", elem.bytes(n * m)),
     ]
 }

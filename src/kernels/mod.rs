@@ -3,10 +3,12 @@
 pub mod elementwise;
 pub mod matmul;
 pub mod probe;
+pub mod qmatmul;
 
 pub use elementwise::{Elementwise, EltOp};
 pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};
 pub use probe::FmaProbe;
+pub use qmatmul::{Act, ActQuant, QGemv, QGemvVariant, QMatmulParams};
 
 use crate::error::{Error, Result};
 use crate::gpu::Capabilities;

@@ -71,11 +71,11 @@ impl Kernel for FmaProbe {
             Variant::new(shader("fma_probe").expect("probe shader"), self.elem.define()),
             &[("ITERS", f64::from(self.iters))],
         );
-        let spec = DispatchSpec {
-            params: ProbeParams { mul: 0.999, add: 0.001, _pad: [0; 2] },
-            storage: vec![(buffers[0], reqs[0].size)],
-            workgroups: grid_1d(self.groups(), caps),
-        };
+        let spec = DispatchSpec::sequential(
+            ProbeParams { mul: 0.999, add: 0.001, _pad: [0; 2] },
+            vec![(buffers[0], reqs[0].size)],
+            grid_1d(self.groups(), caps),
+        );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
     }
 }

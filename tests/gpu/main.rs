@@ -6,6 +6,7 @@
 //! adapter at all the run fails with instructions. Arguments are substring filters on case names.
 
 mod cases;
+mod qcases;
 mod util;
 
 use std::time::Instant;
@@ -70,7 +71,8 @@ fn main() {
         println!("backend {m}: no adapter (not mandatory outside CI)");
     }
 
-    let cases = cases::all();
+    let mut cases = cases::all();
+    cases.extend(qcases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

@@ -1,0 +1,136 @@
+// The body of the low-bit GEMV / small-N kernels (N = NCOLS = 1..8): Y = X * dequant(W)^T.
+//
+// K is walked in steps of 16 weights. A workgroup of WG invocations owns ROWS rows; invocation i
+// takes steps i, i + WG, …, so each step of the workgroup reads consecutive packed words of a row
+// (coalesced). The activations of a step are loaded once per column and reused from registers for
+// all ROWS rows. With ACT_I8 they are int8 (from quantize_act.wgsl) and each 4-weight slice is one
+// dot4I8Packed with i32 sums; otherwise f32/f16 activations meet weights decoded to f32.
+//
+// The importing shader binds W (bindings 3..5) and defines:
+//   fn load_step(row: u32, s: u32) -> Step      packed words, scale and zero point of step s
+//   fn decode_f(st: Step, q: u32) -> vec4<f32>  weights 4q..4q+3 of the step as levels
+//   fn decode_i8(st: Step, q: u32) -> u32       the same as four packed int8
+//   fn row_scale(row: u32) -> f32               per-row scale (1 where scales are per group)
+// The result is (sum over steps of step scale * level . x) * row scale * activation scale.
+#import matmul_params_q
+#import reduce
+
+struct Step {
+    words: vec4<u32>,
+    scale: f32,
+    zero: f32,
+}
+
+override WG: u32 = 128u;
+override ROWS: u32 = 4u;
+override NCOLS: u32 = 1u;
+
+@group(0) @binding(0) var<uniform> p: QMatmulParams;
+#ifdef ACT_I8
+// x_row_words / 4 vec4s per row, 16 int8 each.
+@group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> xs: array<f32>;
+#else
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> x: array<elem4>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+#endif
+#endif
+@group(0) @binding(6) var<storage, read_write> y: array<elem>;
+
+#ifndef ACT_I8
+// Four activations of column c from k, zero past K.
+fn load_x4(c: u32, k: u32) -> vec4<f32> {
+#ifdef VEC4
+    if k < p.k {
+        return vec4<f32>(x[(c * p.k + k) / 4u]);
+    }
+    return vec4<f32>();
+#else
+    var v = vec4<f32>();
+    for (var j = 0u; j < 4u; j++) {
+        if k + j < p.k {
+            v[j] = f32(x[c * p.k + k + j]);
+        }
+    }
+    return v;
+#endif
+}
+#endif
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(num_subgroups) n_sg: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_id = 0u;
+    let sg_lane = 0u;
+    let n_sg = 0u;
+#endif
+    let m0 = (wid.y * nwg.x + wid.x) * ROWS;
+    if m0 >= p.m {
+        return; // uniform per workgroup: safe before the barriers
+    }
+    var acc: array<f32, MAX_ACC>;
+    for (var s = li; s < p.steps; s += WG) {
+#ifdef ACT_I8
+        var xv: array<vec4<u32>, 8>;
+        for (var c = 0u; c < NCOLS; c++) {
+            xv[c] = xq[c * (p.x_row_words / 4u) + s];
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            // Rows past M re-read the last row (valid memory, never written) to keep the loop uniform.
+            let st = load_step(min(m0 + r, p.m - 1u), s);
+            let w0 = decode_i8(st, 0u);
+            let w1 = decode_i8(st, 1u);
+            let w2 = decode_i8(st, 2u);
+            let w3 = decode_i8(st, 3u);
+            for (var c = 0u; c < NCOLS; c++) {
+                let d = dot4I8Packed(w0, xv[c].x) + dot4I8Packed(w1, xv[c].y) + dot4I8Packed(w2, xv[c].z)
+                    + dot4I8Packed(w3, xv[c].w);
+                acc[r * NCOLS + c] = fma(st.scale, f32(d), acc[r * NCOLS + c]);
+            }
+        }
+#else
+        var xv: array<vec4<f32>, 32>;
+        for (var c = 0u; c < NCOLS; c++) {
+            for (var q = 0u; q < 4u; q++) {
+                xv[4u * c + q] = load_x4(c, 16u * s + 4u * q);
+            }
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            let st = load_step(min(m0 + r, p.m - 1u), s);
+            let w0 = decode_f(st, 0u);
+            let w1 = decode_f(st, 1u);
+            let w2 = decode_f(st, 2u);
+            let w3 = decode_f(st, 3u);
+            for (var c = 0u; c < NCOLS; c++) {
+                let d = dot(w0, xv[4u * c]) + dot(w1, xv[4u * c + 1u]) + dot(w2, xv[4u * c + 2u])
+                    + dot(w3, xv[4u * c + 3u]);
+                acc[r * NCOLS + c] = fma(st.scale, d, acc[r * NCOLS + c]);
+            }
+        }
+#endif
+    }
+    reduce_sums(&acc, ROWS * NCOLS, li, sg_id, sg_lane, n_sg);
+    if li < ROWS * NCOLS {
+        let r = li / NCOLS;
+        let c = li % NCOLS;
+        if m0 + r < p.m {
+#ifdef ACT_I8
+            let xscale = xs[c];
+#else
+            let xscale = 1.0;
+#endif
+            y[c * p.ldy + p.m_offset + m0 + r] = elem(reduced(li) * row_scale(m0 + r) * xscale);
+        }
+    }
+}

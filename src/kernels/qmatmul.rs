@@ -1,0 +1,441 @@
+//! Low-bit matmul kernels: activation quantization (A8) and GEMV / small-N over packed ternary,
+//! int8 and int4 weights (`crate::quant`), with f32/f16 or int8 activations.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernels::Elem;
+use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape, split_rows_multi};
+use crate::quant::Format;
+use crate::shaders::{Variant, shader};
+
+/// Weights per step of the low-bit GEMV (one decode unit; see shaders/shared/gemv_q.wgsl).
+pub const STEP: u32 = 16;
+
+/// u32 words per row of int8 activations: ceil(K / 16) * 4 (whole vec4<u32>, zero past K).
+pub fn act_row_words(k: u32) -> u32 {
+    k.div_ceil(16) * 4
+}
+
+/// Parameter block of shaders/quantize_act.wgsl. Keep in sync with `ActQuantParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ActQuantParams {
+    /// Rows (tokens).
+    pub n: u32,
+    /// Features per row.
+    pub k: u32,
+    /// Output words per row, [`act_row_words`].
+    pub x_row_words: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// Per-token absmax int8 quantization of activations (BitNet's A8).
+/// Buffers: `x` (N x K of `elem`), `xq` (N x [`act_row_words`] u32), `scales` (N f32).
+#[derive(Clone, Debug)]
+pub struct ActQuant {
+    /// Rows.
+    pub n: u32,
+    /// Features.
+    pub k: u32,
+    /// Element type of `x`.
+    pub elem: Elem,
+}
+
+const ACT_QUANT_WG: u32 = 128;
+
+impl Kernel for ActQuant {
+    fn name(&self) -> &'static str {
+        "quantize_act"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.n == 0 || self.k == 0 {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("empty activations {} x {}", self.n, self.k),
+            });
+        }
+        self.elem.check(self.name(), caps)?;
+        let (n, k) = (u64::from(self.n), u64::from(self.k));
+        Ok(vec![
+            BufferReq::input("x", self.elem.bytes(n * k)),
+            BufferReq::output("xq", n * u64::from(act_row_words(self.k)) * 4),
+            BufferReq::output("scales", n * 4),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let (n, k) = (u64::from(self.n), u64::from(self.k));
+        let words = u64::from(act_row_words(self.k));
+        let eb = self.elem.size();
+        // x is read twice (absmax, then quantize); per element: abs + max (2 f32 ops), divide,
+        // round and clamp (counted as 1 multiply and 3 adds), and packing (3 bit ops).
+        let wg = u64::from(ACT_QUANT_WG);
+        Ok(Work {
+            f32_add: n * (2 * k + 3 * k + (wg - 1)),
+            f32_mul: n * k,
+            bit_ops: n * 3 * k,
+            dram_read: 2 * n * k * eb,
+            dram_write: n * (words * 4 + 4),
+            sram_write: n * (wg + (wg - 1)) * 4,
+            sram_read: n * (2 * (wg - 1) + 1) * 4,
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let key = PipelineKey::new(
+            Variant::new(shader("quantize_act").expect("quantize_act shader"), self.elem.define()),
+            &[("WG", f64::from(ACT_QUANT_WG))],
+        );
+        let spec = DispatchSpec::sequential(
+            ActQuantParams { n: self.n, k: self.k, x_row_words: act_row_words(self.k), _pad: 0 },
+            buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(),
+            grid_1d(self.n, caps),
+        );
+        build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
+    }
+}
+
+/// Parameter block of the low-bit matmuls. Keep in sync with `QMatmulParams` in
+/// shaders/shared/matmul_params_q.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct QMatmulParams {
+    /// Rows of W in this dispatch.
+    pub m: u32,
+    /// Activation rows.
+    pub n: u32,
+    /// Input features.
+    pub k: u32,
+    /// First output column this dispatch writes.
+    pub m_offset: u32,
+    /// Row stride of Y, elements.
+    pub ldy: u32,
+    /// 16-weight steps per row, ceil(K / 16).
+    pub steps: u32,
+    /// u32 words per row of the packed weights.
+    pub w_row_words: u32,
+    /// u32 words per row of the scales.
+    pub s_row_words: u32,
+    /// u32 words per row of the auxiliary stream (zero points).
+    pub a_row_words: u32,
+    /// u32 words per row of int8 activations.
+    pub x_row_words: u32,
+    /// Weights per scale group (int4), else 0.
+    pub group: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// Row geometry of a packed weight format that has a GEMV kernel, in u32 words: weights, scales,
+/// auxiliary stream (from [`Format::layout`]).
+pub fn row_words(format: Format, k: u32) -> Result<(u32, u32, u32)> {
+    match format {
+        Format::Ternary2 | Format::Int8 | Format::Int4 { .. } => {
+            let l = format.layout(k)?;
+            Ok((l.row_words, l.scale_row_words, l.aux_row_words))
+        }
+        other => Err(Error::Format {
+            format: format!("{other:?}"),
+            message: "no low-bit GEMV kernel for this format yet".into(),
+        }),
+    }
+}
+
+/// Activations of a low-bit matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Act {
+    /// Float activations of this element type (the output has the same type).
+    Float(Elem),
+    /// Int8 activations from [`ActQuant`] with per-row scales; output of the given type.
+    Int8 {
+        /// Output element type.
+        out: Elem,
+    },
+}
+
+impl Act {
+    fn out(self) -> Elem {
+        match self {
+            Act::Float(e) | Act::Int8 { out: e } => e,
+        }
+    }
+}
+
+/// Variant of [`QGemv`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QGemvVariant {
+    /// Reduction.
+    pub reduce: GemvReduce,
+    /// 4-wide activation loads (float activations with `k % 4 == 0`).
+    pub vec4: bool,
+    /// Invocations per workgroup (power of two, 32..=256).
+    pub wg: u32,
+    /// Rows of W per workgroup.
+    pub rows: u32,
+}
+
+/// Low-bit GEMV and small-N matmul (N = 1..=8) over packed weights.
+///
+/// Buffers: `x` (N x K floats, or N x [`act_row_words`] u32 of int8), `x_scales` (int8 activations
+/// only, N f32), `w`, `w_scales`, `w_zeros` (int4 with zero point only), `y` (N x M of the output
+/// type). The weight streams are `crate::quant::Packed`'s `data`, `scales` and `aux`.
+#[derive(Clone, Debug)]
+pub struct QGemv {
+    /// Shape.
+    pub shape: MatmulShape,
+    /// Weight format.
+    pub format: Format,
+    /// Activations.
+    pub act: Act,
+    /// Forced variant; `None` chooses with [`QGemv::choose`].
+    pub variant: Option<QGemvVariant>,
+}
+
+impl QGemv {
+    /// A low-bit GEMV of `shape` over `format` weights and `act` activations.
+    pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
+        Self { shape, format, act, variant: None }
+    }
+
+    /// The variant for this device and shape: subgroups when present; vec4 activation loads when
+    /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows); about four steps per invocation.
+    pub fn choose(&self, caps: &Capabilities) -> QGemvVariant {
+        if let Some(v) = self.variant {
+            return v;
+        }
+        let n = self.shape.n.clamp(1, GEMV_MAX_N);
+        let rows = (32 / n).clamp(1, 4);
+        let steps = self.shape.k.div_ceil(STEP);
+        let reduce = if caps.subgroups { GemvReduce::Subgroup } else { GemvReduce::Shared };
+        let mut wg = (steps / 4).max(1).next_power_of_two().clamp(32, 256).min(caps.max_invocations.max(32));
+        if reduce == GemvReduce::Shared {
+            while rows * n * wg > 4096 {
+                wg /= 2;
+            }
+        }
+        let vec4 = matches!(self.act, Act::Float(_)) && self.shape.k.is_multiple_of(4);
+        QGemvVariant { reduce, vec4, wg, rows }
+    }
+
+    fn shader_name(&self) -> &'static str {
+        match self.format {
+            Format::Ternary2 => "gemv_ternary",
+            Format::Int8 => "gemv_int8",
+            _ => "gemv_int4",
+        }
+    }
+
+    fn key(&self, v: QGemvVariant) -> PipelineKey {
+        let int8_act = matches!(self.act, Act::Int8 { .. });
+        let zero = matches!(self.format, Format::Int4 { zero_point: true, .. });
+        let defines = self
+            .act
+            .out()
+            .define()
+            .into_iter()
+            .chain((v.vec4 && !int8_act).then_some("VEC4"))
+            .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"))
+            .chain(int8_act.then_some("ACT_I8"))
+            .chain(zero.then_some("ZERO_POINT"));
+        PipelineKey::new(
+            Variant::new(shader(self.shader_name()).expect("gemv shader"), defines),
+            &[("WG", f64::from(v.wg)), ("ROWS", f64::from(v.rows)), ("NCOLS", f64::from(self.shape.n))],
+        )
+    }
+
+    fn group(&self) -> u32 {
+        match self.format {
+            Format::Int4 { group, .. } => group,
+            _ => 0,
+        }
+    }
+
+    /// Bytes per step and row of the weight stream, and decode operations per step (see the
+    /// shaders' decode functions): (bit ops, f32 adds, i32 adds, i32 multiplies).
+    fn decode_cost(&self) -> (u64, u64, u64, u64) {
+        let int8_act = matches!(self.act, Act::Int8 { .. });
+        match (self.format, int8_act) {
+            // Per 4 weights: shifts and masks of 4 codes, then plus - minus.
+            (Format::Ternary2, false) => (4 * 17, 16, 0, 0),
+            // Per 4 weights: spread a byte to byte lanes, split plus and minus bits, one multiply.
+            (Format::Ternary2, true) => (4 * 15, 0, 0, 4),
+            // unpack4xI8: a shift and a sign extension per weight.
+            (Format::Int8, false) => (32, 0, 0, 0),
+            (Format::Int8, true) => (0, 0, 0, 0),
+            // Per 4 weights: select the half word, 4 shifts, 4 masks; subtract the zero point; plus
+            // the scale and zero-point unpack of the step.
+            (_, false) => (4 * 9 + 4, 16, 0, 0),
+            // ... and pack4xI8 instead of the float subtract.
+            (_, true) => (4 * 19 + 4, 0, 16, 0),
+        }
+    }
+}
+
+impl Kernel for QGemv {
+    fn name(&self) -> &'static str {
+        "gemv_q"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        let name = self.name();
+        let MatmulShape { m, n, k } = self.shape;
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::Shape { kernel: name, message: format!("empty shape {:?}", self.shape) });
+        }
+        if n > GEMV_MAX_N {
+            return Err(Error::Shape { kernel: name, message: format!("n = {n} > {GEMV_MAX_N}") });
+        }
+        self.act.out().check(name, caps)?;
+        let v = self.choose(caps);
+        if v.reduce == GemvReduce::Subgroup && !caps.subgroups {
+            return Err(Error::Unsupported { kernel: name, needs: "SUBGROUP (unset MILLIWATT_NO_SUBGROUPS)" });
+        }
+        if !v.wg.is_power_of_two() || !(32..=256).contains(&v.wg) || v.rows == 0 || v.rows * n > 32 {
+            return Err(Error::Shape { kernel: name, message: format!("invalid variant {v:?} for n = {n}") });
+        }
+        if v.reduce == GemvReduce::Shared && v.rows * n * v.wg > 4096 {
+            return Err(Error::Shape { kernel: name, message: format!("variant {v:?} exceeds the reduction space") });
+        }
+        if v.vec4 && (!k.is_multiple_of(4) || !matches!(self.act, Act::Float(_))) {
+            return Err(Error::Shape {
+                kernel: name,
+                message: "vec4 loads need float activations and k % 4 == 0".into(),
+            });
+        }
+        let (wr, sr, ar) = row_words(self.format, k)?;
+        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
+        let mut reqs = match self.act {
+            Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
+            Act::Int8 { .. } => vec![
+                BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
+                BufferReq::input("x_scales", n64 * 4),
+            ],
+        };
+        reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
+        reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
+        if ar > 0 {
+            reqs.push(BufferReq::weight("w_zeros", m64 * u64::from(ar) * 4));
+        }
+        reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
+        Ok(reqs)
+    }
+
+    fn work(&self, caps: &Capabilities) -> Result<Work> {
+        let v = self.choose(caps);
+        let MatmulShape { m, n, k } = self.shape;
+        let (_, _, ar) = row_words(self.format, k)?;
+        let n64 = u64::from(n);
+        let steps = u64::from(k.div_ceil(STEP));
+        let groups = u64::from(m.div_ceil(v.rows));
+        let rows = groups * u64::from(v.rows);
+        let (bits, fadd, iadd, imul) = self.decode_cost();
+        // Weights: every row's ceil(K/16) steps (padding past them is never read), plus one scale
+        // (and zero-point) word per step for int4, or one scale per row.
+        let weight_row_bytes = match self.format {
+            Format::Ternary2 => steps * 4,
+            Format::Int8 => steps * 16,
+            _ => steps * 8,
+        };
+        let scale_row_bytes = match self.format {
+            Format::Int4 { .. } => steps * 4 * (1 + u64::from(ar > 0)),
+            _ => 4,
+        };
+        let x_bytes = match self.act {
+            Act::Float(e) => groups * n64 * steps * 16 * e.size(),
+            Act::Int8 { .. } => groups * n64 * (steps * 16 + 4),
+        };
+        let out = self.act.out().size();
+        let mut work = Work {
+            dram_read: rows * (weight_row_bytes + scale_row_bytes) + x_bytes,
+            dram_write: u64::from(m) * n64 * out,
+            bit_ops: rows * steps * bits,
+            f32_add: rows * steps * fadd,
+            i32_add: rows * steps * iadd,
+            i32_mul: rows * steps * imul,
+            ..Work::default()
+        };
+        // Per step, row and column: the 16-weight dot product and the scaled accumulation.
+        let per = rows * steps * n64;
+        work += match self.act {
+            Act::Float(_) => Work { f32_mul: per * 17, f32_add: per * 16, ..Work::default() },
+            Act::Int8 { .. } => {
+                Work { i8_mul: per * 16, i32_add: per * 16, f32_mul: per, f32_add: per, ..Work::default() }
+            }
+        };
+        // Final scaling and the workgroup reduction (as the dense GEMV).
+        let partials = u64::from(v.rows) * n64;
+        let wg = u64::from(v.wg);
+        work += Work { f32_mul: u64::from(m) * n64 * 2, f32_add: groups * partials * (wg - 1), ..Work::default() };
+        work += match v.reduce {
+            GemvReduce::Subgroup => {
+                let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
+                Work {
+                    sram_write: groups * (partials * sgs * 4 + partials * 4),
+                    sram_read: groups * partials * sgs * 4,
+                    ..Work::default()
+                }
+            }
+            GemvReduce::Shared => Work {
+                sram_write: groups * partials * (2 * wg - 1) * 4,
+                sram_read: groups * partials * (2 * (wg - 1) + 1) * 4,
+                ..Work::default()
+            },
+        };
+        Ok(work)
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let name = self.name();
+        let reqs = self.requirements(caps)?;
+        check_buffers(name, caps, &reqs, buffers)?;
+        let v = self.choose(caps);
+        let MatmulShape { m, n, k } = self.shape;
+        let (wr, sr, ar) = row_words(self.format, k)?;
+        let row_bytes: Vec<u64> = [wr, sr, ar].iter().filter(|&&w| w > 0).map(|&w| u64::from(w) * 4).collect();
+        // Bindings: x (1), x_scales (2, int8 activations), w (3), w_scales (4), w_zeros (5), y (6).
+        let int8_act = matches!(self.act, Act::Int8 { .. });
+        let (fixed, weights) = buffers.split_at(if int8_act { 2 } else { 1 });
+        let y = buffers[buffers.len() - 1];
+        let weights = &weights[..weights.len() - 1];
+        let specs = split_rows_multi(name, caps, m, &row_bytes)?
+            .into_iter()
+            .map(|(first, count)| {
+                let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
+                    fixed.iter().zip(&reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
+                for ((b, words), binding) in weights.iter().zip([wr, sr, ar]).zip(3u32..) {
+                    let bytes = u64::from(words) * 4;
+                    storage.push((
+                        binding,
+                        TensorRef { buffer: b.buffer, offset: b.offset + u64::from(first) * bytes },
+                        u64::from(count) * bytes,
+                    ));
+                }
+                storage.push((6, y, reqs[reqs.len() - 1].size));
+                let params = QMatmulParams {
+                    m: count,
+                    n,
+                    k,
+                    m_offset: first,
+                    ldy: m,
+                    steps: k.div_ceil(STEP),
+                    w_row_words: wr,
+                    s_row_words: sr,
+                    a_row_words: ar,
+                    x_row_words: act_row_words(k),
+                    group: self.group(),
+                    _pad: 0,
+                };
+                DispatchSpec { params, storage, workgroups: grid_1d(count.div_ceil(v.rows), caps) }
+            })
+            .collect();
+        build(gpu, name, &self.key(v), specs, self.work(caps)?)
+    }
+}

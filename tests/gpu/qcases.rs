@@ -1,0 +1,309 @@
+//! Low-bit kernels against their twins: activation quantization, and GEMV / small-N over every
+//! packed format with f32, f16 and int8 activations, subgroups on and off, on odd shapes. The
+//! twins decode the packed words themselves; each is also checked against a plain f32 matmul on
+//! `crate::quant`'s dequantized weights, so a packing mistake cannot hide in shader and twin alike.
+
+use half::f16;
+use milliwatt::cpu::qmatmul::{ActIn, qgemv, quantize_act};
+use milliwatt::cpu::{self, Element};
+use milliwatt::kernels::qmatmul::{QMatmulParams, STEP, act_row_words, row_words};
+use milliwatt::kernels::{Act, ActQuant, Elem, GemvReduce, MatmulShape, QGemv, QGemvVariant};
+use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
+use milliwatt::{Gpu, Kernel};
+
+use crate::util::{Rng, compare};
+use crate::{Backend, Outcome, Unsupported};
+
+type Case = fn(&Backend) -> Outcome;
+
+pub fn all() -> Vec<(&'static str, Case)> {
+    vec![
+        ("quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
+        ("quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
+        ("qgemv_ternary", |b| qgemv_cases(&b.gpu, &[Format::Ternary2])),
+        ("qgemv_int8", |b| qgemv_cases(&b.gpu, &[Format::Int8])),
+        ("qgemv_int4", |b| {
+            qgemv_cases(
+                &b.gpu,
+                &[
+                    Format::Int4 { group: 32, zero_point: false },
+                    Format::Int4 { group: 64, zero_point: true },
+                    Format::Int4 { group: 128, zero_point: false },
+                ],
+            )
+        }),
+        ("qgemv_split_weights", |b| qgemv_split_case(&b.small_bindings)),
+    ]
+}
+
+fn err(e: milliwatt::Error) -> String {
+    e.to_string()
+}
+
+/// GPU activation quantization of `x` (N x K): (xq words, scales).
+fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<u32>, Vec<f32>), String> {
+    let xb = gpu.upload("x", x).map_err(err)?;
+    let xq = gpu.upload("xq", &vec![0xDEAD_BEEFu32; (n * act_row_words(k)) as usize]).map_err(err)?;
+    let xs = gpu.upload("xs", &vec![-1f32; n as usize]).map_err(err)?;
+    let p = ActQuant { n, k, elem: E::ELEM }.prepare(gpu, &[(&xb).into(), (&xq).into(), (&xs).into()]).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    Ok((gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?))
+}
+
+fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
+    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
+        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+    }
+    for (i, &(n, k)) in [(1u32, 1u32), (3, 7), (5, 1000), (2, 4095), (8, 64)].iter().enumerate() {
+        let mut rng = Rng::new(1000 + i as u64);
+        let mut x: Vec<E> = (0..n * k).map(|_| E::from_f32(rng.f32() * 3.0)).collect();
+        if n > 2 {
+            // An all-zero row takes scale 1.
+            for v in &mut x[..k as usize] {
+                *v = E::from_f32(0.0);
+            }
+        }
+        let (xq, xs) = gpu_act_quant(gpu, n, k, &x)?;
+        let words = act_row_words(k) as usize;
+        let mut tq = vec![0u32; n as usize * words];
+        let mut ts = vec![0f32; n as usize];
+        quantize_act(n as usize, k as usize, words, &x, &mut tq, &mut ts);
+        for r in 0..n as usize {
+            // WGSL division may be off by an ulp or two: scales agree to 1e-6, levels within 1 LSB.
+            if (xs[r] - ts[r]).abs() > 1e-6 * ts[r].abs() {
+                return Err(format!("({n}, {k}) row {r}: scale {} vs twin {}", xs[r], ts[r]));
+            }
+            for w in 0..words {
+                let (g, t) = (xq[r * words + w], tq[r * words + w]);
+                for j in 0..4 {
+                    let (a, b) = ((g >> (8 * j)) as u8 as i8, (t >> (8 * j)) as u8 as i8);
+                    if (i16::from(a) - i16::from(b)).abs() > 1 {
+                        return Err(format!("({n}, {k}) row {r} element {}: level {a} vs twin {b}", 4 * w + j));
+                    }
+                    if 4 * w + j >= k as usize && a != 0 {
+                        return Err(format!("({n}, {k}) row {r}: padding element {} is {a}", 4 * w + j));
+                    }
+                }
+            }
+            // The twin itself: levels are round(x / scale) of the plain definition.
+            let absmax = x[r * k as usize..(r + 1) * k as usize].iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+            let scale = if absmax == 0.0 { 1.0 } else { absmax / 127.0 };
+            if ts[r] != scale {
+                return Err(format!("twin scale {} vs definition {scale}", ts[r]));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
+    let (wr, sr, ar) = row_words(format, shape.k).expect("format with a kernel");
+    QMatmulParams {
+        m: shape.m,
+        n: shape.n,
+        k: shape.k,
+        m_offset: 0,
+        ldy: shape.m,
+        steps: shape.k.div_ceil(STEP),
+        w_row_words: wr,
+        s_row_words: sr,
+        a_row_words: ar,
+        x_row_words: act_row_words(shape.k),
+        group: match format {
+            Format::Int4 { group, .. } => group,
+            _ => 0,
+        },
+        _pad: 0,
+    }
+}
+
+const SHAPES: &[(u32, u32, u32)] =
+    &[(1, 1, 1), (7, 2, 33), (127, 3, 1000), (33, 8, 1001), (300, 1, 4095), (65, 4, 64), (130, 1, 1152)];
+
+struct Problem {
+    packed: Packed,
+    /// Dequantized weights (M x K) from `crate::quant`'s unpacker: the independent reference.
+    dequant: Vec<f32>,
+    x: Vec<f32>,
+}
+
+fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
+    let mut rng = Rng::new(seed);
+    let w: Vec<f32> = (0..shape.m * shape.k).map(|_| rng.f32()).collect();
+    let x: Vec<f32> = (0..shape.n * shape.k).map(|_| rng.f32()).collect();
+    let q = quantize(&w, shape.m, shape.k, format, ScaleMode::PerRow).map_err(err)?;
+    let packed = q.pack().map_err(err)?;
+    let dequant = packed.unpack().map_err(err)?.dequantize().map_err(err)?;
+    let (wr, sr, ar) = row_words(format, shape.k).map_err(err)?;
+    let expect = (shape.m * wr, shape.m * sr, shape.m * ar);
+    let got = (packed.data.len() as u32, packed.scales.len() as u32, packed.aux.len() as u32);
+    if expect != got {
+        return Err(format!("{format:?} {shape:?}: kernel expects streams of {expect:?} words, packer wrote {got:?}"));
+    }
+    Ok(Problem { packed, dequant, x })
+}
+
+/// Runs a low-bit GEMV on the GPU with the given activation buffers; returns Y as f32.
+fn run_qgemv<E: Element>(
+    gpu: &Gpu,
+    kernel: &QGemv,
+    acts: &[&milliwatt::wgpu::Buffer],
+    pk: &Packed,
+) -> Result<(Vec<E>, usize), String> {
+    let shape = kernel.shape;
+    let w = gpu.upload("w", &pk.data).map_err(err)?;
+    let ws = gpu.upload("w_scales", &pk.scales).map_err(err)?;
+    let wz = gpu.upload("w_zeros", &pk.aux).map_err(err)?;
+    let y = gpu.upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize]).map_err(err)?;
+    let mut bufs: Vec<milliwatt::TensorRef<'_>> = acts.iter().map(|b| (*b).into()).collect();
+    bufs.push((&w).into());
+    bufs.push((&ws).into());
+    if !pk.aux.is_empty() {
+        bufs.push((&wz).into());
+    }
+    bufs.push((&y).into());
+    let p = kernel.prepare(gpu, &bufs).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    Ok((gpu.read(&y).map_err(err)?, p.dispatch_count()))
+}
+
+fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
+    let caps = gpu.capabilities().clone();
+    let mut reduces = vec![GemvReduce::Shared];
+    if caps.subgroups {
+        reduces.push(GemvReduce::Subgroup);
+    }
+    for &format in formats {
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = problem(shape, format, 2000 + i as u64)?;
+            let reference = cpu::matmul::reference(m as usize, n as usize, k as usize, &pr.x, &pr.dequant);
+            let xa: Vec<f32> = pr.x.iter().map(|v| v.abs()).collect();
+            let da: Vec<f32> = pr.dequant.iter().map(|v| v.abs()).collect();
+            let scale = cpu::matmul::reference(m as usize, n as usize, k as usize, &xa, &da);
+            let p = params(shape, format);
+            // Alternate the reduction over shapes (both are covered for every format).
+            let reduce = reduces[i % reduces.len()];
+            let vcaps = milliwatt::Capabilities { subgroups: reduce == GemvReduce::Subgroup, ..caps.clone() };
+
+            // f32 activations.
+            let kernel = QGemv::new(shape, format, Act::Float(Elem::F32));
+            let v = QGemv { variant: None, ..kernel.clone() }.choose(&vcaps);
+            let kernel = QGemv { variant: Some(v), ..kernel };
+            let mut twin = vec![0f32; (m * n) as usize];
+            qgemv(
+                format,
+                &p,
+                v.wg as usize,
+                ActIn::Float(&pr.x),
+                &pr.packed.data,
+                &pr.packed.scales,
+                &pr.packed.aux,
+                &mut twin,
+            );
+            compare(&format!("{format:?} twin vs f32 reference {shape:?}"), &twin, &reference, &scale, 1e-5, 1e-6)?;
+            let xb = gpu.upload("x", &pr.x).map_err(err)?;
+            let (out, _) = run_qgemv::<f32>(gpu, &kernel, &[&xb], &pr.packed)?;
+            compare(&format!("{format:?} f32 {shape:?} {v:?}"), &out, &twin, &scale, 1e-5, 1e-6)?;
+            if k % 4 == 0 {
+                let scalar = QGemv { variant: Some(QGemvVariant { vec4: false, ..v }), ..kernel.clone() };
+                let (out, _) = run_qgemv::<f32>(gpu, &scalar, &[&xb], &pr.packed)?;
+                compare(&format!("{format:?} f32 scalar loads {shape:?}"), &out, &twin, &scale, 1e-5, 1e-6)?;
+            }
+
+            // f16 activations and output.
+            if caps.f16 {
+                let x16: Vec<f16> = pr.x.iter().map(|&v| f16::from_f32(v)).collect();
+                let kernel = QGemv { act: Act::Float(Elem::F16), variant: Some(v), ..kernel.clone() };
+                let mut twin = vec![f16::ZERO; (m * n) as usize];
+                qgemv(
+                    format,
+                    &p,
+                    v.wg as usize,
+                    ActIn::Float(&x16),
+                    &pr.packed.data,
+                    &pr.packed.scales,
+                    &pr.packed.aux,
+                    &mut twin,
+                );
+                let xb = gpu.upload("x16", &x16).map_err(err)?;
+                let (out, _) = run_qgemv::<f16>(gpu, &kernel, &[&xb], &pr.packed)?;
+                compare(&format!("{format:?} f16 {shape:?}"), &out, &twin, &scale, 1e-3, 1e-4)?;
+            }
+
+            // int8 activations from the GPU quantizer: the same int8 inputs for GPU and twin.
+            let (xq, xs) = gpu_act_quant(gpu, n, k, &pr.x)?;
+            let kernel = QGemv {
+                act: Act::Int8 { out: Elem::F32 },
+                variant: Some(QGemvVariant { vec4: false, ..v }),
+                ..kernel.clone()
+            };
+            let mut twin = vec![0f32; (m * n) as usize];
+            qgemv::<f32>(
+                format,
+                &p,
+                v.wg as usize,
+                ActIn::Int8(&xq, &xs),
+                &pr.packed.data,
+                &pr.packed.scales,
+                &pr.packed.aux,
+                &mut twin,
+            );
+            let xqb = gpu.upload("xq", &xq).map_err(err)?;
+            let xsb = gpu.upload("xs", &xs).map_err(err)?;
+            let (out, _) = run_qgemv::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed)?;
+            if matches!(format, Format::Ternary2 | Format::Int8) {
+                // Integer dot products, integer-valued f32 sums, the same two final multiplies.
+                if out != twin {
+                    let i = out.iter().zip(&twin).position(|(a, b)| a != b).unwrap_or(0);
+                    return Err(format!(
+                        "{format:?} A8 {shape:?} {v:?}: not bit-exact at {i}: {} vs twin {}",
+                        out[i], twin[i]
+                    ));
+                }
+            } else {
+                compare(&format!("{format:?} A8 {shape:?}"), &out, &twin, &scale, 1e-5, 1e-6)?;
+            }
+            // The A8 twin against the f32 reference on dequantized activations.
+            let words = act_row_words(k) as usize;
+            let xd: Vec<f32> = (0..(n * k) as usize)
+                .map(|i| {
+                    let (r, kk) = (i / k as usize, i % k as usize);
+                    f32::from((xq[r * words + kk / 4] >> (8 * (kk % 4))) as u8 as i8) * xs[r]
+                })
+                .collect();
+            let ref8 = cpu::matmul::reference(m as usize, n as usize, k as usize, &xd, &pr.dequant);
+            compare(&format!("{format:?} A8 twin vs reference {shape:?}"), &twin, &ref8, &scale, 1e-5, 1e-6)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Packed weights past a (pretend) 64 KiB binding limit are split along M, scales included.
+fn qgemv_split_case(gpu: &Gpu) -> Outcome {
+    for (i, &format) in [Format::Int8, Format::Int4 { group: 32, zero_point: true }].iter().enumerate() {
+        let shape = MatmulShape::new(2000, 2, 256);
+        let pr = problem(shape, format, 3000 + i as u64)?;
+        let kernel = QGemv::new(shape, format, Act::Float(Elem::F32));
+        let v = kernel.choose(gpu.capabilities());
+        let mut twin = vec![0f32; 4000];
+        qgemv(
+            format,
+            &params(shape, format),
+            v.wg as usize,
+            ActIn::Float(&pr.x),
+            &pr.packed.data,
+            &pr.packed.scales,
+            &pr.packed.aux,
+            &mut twin,
+        );
+        let xb = gpu.upload("x", &pr.x).map_err(err)?;
+        let (out, dispatches) = run_qgemv::<f32>(gpu, &kernel, &[&xb], &pr.packed)?;
+        if dispatches < 2 {
+            return Err(format!("{format:?}: {} weight bytes gave one dispatch", pr.packed.data.len() * 4));
+        }
+        let scale = vec![256.0f32; 4000];
+        compare(&format!("{format:?} split"), &out, &twin, &scale, 1e-6, 1e-6)?;
+    }
+    Ok(Ok(()))
+}
