@@ -218,7 +218,11 @@ fn main() -> Result<()> {
     let gpu = Gpu::new_blocking(&Options::default())?;
     let info = gpu.adapter_info().clone();
     println!("adapter: {}", gpu.describe());
-    let repeats = if quick { Repeats { warmup: 1, reps: 5 } } else { Repeats { warmup: 2, reps: 9 } };
+    let repeats = if quick {
+        Repeats { warmup: 1, reps: 5, min_seconds: 0.1 }
+    } else {
+        Repeats { warmup: 2, reps: 9, min_seconds: 0.3 }
+    };
 
     // Probes first: the roofs every row is judged against.
     let copy_bytes: u64 = if quick { 64 << 20 } else { 256 << 20 };

@@ -3,7 +3,11 @@
 //! device. `cargo run --release --example tune [-- gemv|gemm]`
 
 use milliwatt::bench::{Repeats, time_kernels};
-use milliwatt::kernels::{Elem, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulShape};
+use milliwatt::kernels::qmatmul::act_row_words;
+use milliwatt::kernels::{
+    Act, Elem, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulShape, QGemv, QGemvVariant,
+};
+use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Options, Result, wgpu};
 
 fn time(gpu: &Gpu, kernel: &dyn Kernel, shape: MatmulShape, elem: Elem) -> Result<f64> {
@@ -11,7 +15,7 @@ fn time(gpu: &Gpu, kernel: &dyn Kernel, shape: MatmulShape, elem: Elem) -> Resul
     let b = |n: u32, name: &str| gpu.buffer(name, elem.bytes(u64::from(n)), usage);
     let (x, w, y) = (b(shape.n * shape.k, "x")?, b(shape.m * shape.k, "w")?, b(shape.n * shape.m, "y")?);
     let p = kernel.prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()])?;
-    Ok(time_kernels(gpu, &[&p], Repeats { warmup: 1, reps: 5 })?.median())
+    Ok(time_kernels(gpu, &[&p], Repeats { warmup: 1, reps: 5, min_seconds: 0.1 })?.median())
 }
 
 fn main() -> Result<()> {
@@ -35,6 +39,43 @@ fn main() -> Result<()> {
                         let t = time(&gpu, &kern, shape, Elem::F32)?;
                         println!("  {reduce:?} wg {wg:>3} rows {rows}: {:.3} ms", t * 1e3);
                     }
+                }
+            }
+        }
+    }
+    if which.is_empty() || which == "qgemv" {
+        for &(m, k) in &[(4096u32, 4096u32), (1152, 1152)] {
+            let shape = MatmulShape::new(m, 1, k);
+            let w: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+            for format in [Format::Ternary2, Format::Int8, Format::Int4 { group: 128, zero_point: false }] {
+                let packed = quantize(&w, m, k, format, ScaleMode::PerRow)?.pack()?;
+                let up = |n: &str, d: &[u32]| gpu.upload(n, if d.is_empty() { &[0u32][..] } else { d });
+                let (wb, sb) = (up("w", &packed.data)?, up("ws", &packed.scales)?);
+                for act in [Act::Float(Elem::F32), Act::Int8 { out: Elem::F32 }] {
+                    let x = match act {
+                        Act::Float(_) => vec![gpu.upload("x", &vec![0.01f32; k as usize])?],
+                        Act::Int8 { .. } => vec![
+                            gpu.upload("xq", &vec![0x0102_0304u32; act_row_words(k) as usize])?,
+                            gpu.upload("xs", &[0.01f32])?,
+                        ],
+                    };
+                    let y = gpu.buffer("y", u64::from(m) * 4, wgpu::BufferUsages::STORAGE)?;
+                    let chosen = QGemv::new(shape, format, act).choose(&caps);
+                    let mut line =
+                        format!("qgemv {format:?} {act:?} {m}x{k} (chosen wg {} rows {}):", chosen.wg, chosen.rows);
+                    for wg in [32u32, 64, 128, 256] {
+                        for rows in [2u32, 4, 8] {
+                            let v = QGemvVariant { wg, rows, ..chosen };
+                            let kern = QGemv { variant: Some(v), ..QGemv::new(shape, format, act) };
+                            let mut bufs: Vec<milliwatt::TensorRef<'_>> = x.iter().map(|b| b.into()).collect();
+                            bufs.extend([milliwatt::TensorRef::from(&wb), (&sb).into(), (&y).into()]);
+                            let p = kern.prepare(&gpu, &bufs)?;
+                            let t =
+                                time_kernels(&gpu, &[&p], Repeats { warmup: 1, reps: 5, min_seconds: 0.1 })?.median();
+                            line += &format!(" {wg}x{rows} {:.2}", t * 1e3);
+                        }
+                    }
+                    println!("{line} ms");
                 }
             }
         }

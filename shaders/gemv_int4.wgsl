@@ -5,6 +5,7 @@
 // group scale applied per 16-weight step). Layout: src/quant (Int4).
 #import elem
 #import gemv_q
+#import dense_slice
 
 // Step s of a row: words 2s and 2s + 1 (rows are whole vec4<u32>, so vec2 loads are aligned).
 @group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;
@@ -31,11 +32,11 @@ fn nibbles(st: Step, q: u32) -> vec4<u32> {
     return (vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu);
 }
 
-fn decode_f(st: Step, q: u32) -> vec4<f32> {
+fn decode_f(st: Step, q: u32) -> DecF {
     return vec4<f32>(nibbles(st, q)) - vec4<f32>(st.zero);
 }
 
-fn decode_i8(st: Step, q: u32) -> u32 {
+fn decode_i8(st: Step, q: u32) -> DecI {
     return pack4xI8(vec4<i32>(nibbles(st, q)) - vec4<i32>(i32(st.zero)));
 }
 

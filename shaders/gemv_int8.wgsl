@@ -3,6 +3,7 @@
 // Layout: src/quant (Int8).
 #import elem
 #import gemv_q
+#import dense_slice
 
 // Rows are whole vec4<u32> (16 weights): step s of a row is one 16-byte load.
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
@@ -12,11 +13,11 @@ fn load_step(row: u32, s: u32) -> Step {
     return Step(w[row * (p.w_row_words / 4u) + s], 1.0, 0.0);
 }
 
-fn decode_f(st: Step, q: u32) -> vec4<f32> {
+fn decode_f(st: Step, q: u32) -> DecF {
     return vec4<f32>(unpack4xI8(st.words[q]));
 }
 
-fn decode_i8(st: Step, q: u32) -> u32 {
+fn decode_i8(st: Step, q: u32) -> DecI {
     return st.words[q];
 }
 

@@ -4,6 +4,7 @@
 // bits 2*(k % 16) of word k / 16 of the row; one f32 scale per row.
 #import elem
 #import gemv_q
+#import dense_slice
 
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
@@ -17,14 +18,14 @@ fn codes(st: Step, q: u32) -> vec4<u32> {
     return (vec4<u32>(st.words.x >> (8u * q)) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
 }
 
-fn decode_f(st: Step, q: u32) -> vec4<f32> {
+fn decode_f(st: Step, q: u32) -> DecF {
     let c = codes(st, q);
     return vec4<f32>(c & vec4<u32>(1u)) - vec4<f32>(c >> vec4<u32>(1u));
 }
 
 // Four codes (one byte) to four int8 without a table: spread the 2-bit fields to byte lanes, then
 // byte = plus-bit | minus-bit * 0xFF (the two are never both set, so no lane carries).
-fn decode_i8(st: Step, q: u32) -> u32 {
+fn decode_i8(st: Step, q: u32) -> DecI {
     let b = (st.words.x >> (8u * q)) & 0xFFu;
     let spread = (b & 0x3u) | ((b & 0xCu) << 6u) | ((b & 0x30u) << 12u) | ((b & 0xC0u) << 18u);
     return (spread & 0x01010101u) | (((spread >> 1u) & 0x01010101u) * 0xFFu);

@@ -38,18 +38,22 @@ impl Measurement {
     }
 }
 
-/// How many times to run: `warmup` unmeasured runs, then `reps` measured ones.
+/// How many times to run: `warmup` unmeasured runs, then at least `reps` measured ones — more
+/// for short work, until the measured runs add up to about `min_seconds` (at most 200 runs), so
+/// sub-millisecond kernels get enough samples for a stable median.
 #[derive(Clone, Copy, Debug)]
 pub struct Repeats {
     /// Unmeasured runs first.
     pub warmup: u32,
-    /// Measured runs.
+    /// Minimum measured runs.
     pub reps: u32,
+    /// Target total measured time, seconds.
+    pub min_seconds: f64,
 }
 
 impl Default for Repeats {
     fn default() -> Self {
-        Self { warmup: 2, reps: 7 }
+        Self { warmup: 2, reps: 7, min_seconds: 0.25 }
     }
 }
 
@@ -105,13 +109,17 @@ fn time_with_clock(
 ) -> Result<Measurement> {
     let device = gpu.device();
     let encoder = || device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.bench") });
-    for _ in 0..repeats.warmup {
+    let mut last = f64::INFINITY;
+    for _ in 0..repeats.warmup.max(1) {
         let mut enc = encoder();
         record(&mut enc, None);
+        let t = Instant::now();
         gpu.queue().submit([enc.finish()]);
         gpu.wait()?;
+        last = t.elapsed().as_secs_f64();
     }
-    let reps = repeats.reps.max(1);
+    let wanted = (repeats.min_seconds / last.max(1e-6)).ceil().min(200.0) as u32;
+    let reps = repeats.reps.max(wanted).max(1);
     if !timestamps {
         let mut samples = Vec::with_capacity(reps as usize);
         for _ in 0..reps {

@@ -51,6 +51,7 @@ const SHARED: &[(&str, &str)] = &[
     ("reduce", include_str!("../shaders/shared/reduce.wgsl")),
     ("act_quant", include_str!("../shaders/shared/act_quant.wgsl")),
     ("gemv_q", include_str!("../shaders/shared/gemv_q.wgsl")),
+    ("dense_slice", include_str!("../shaders/shared/dense_slice.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
 ];
 

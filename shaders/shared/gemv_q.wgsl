@@ -6,11 +6,13 @@
 // all ROWS rows. With ACT_I8 they are int8 (from quantize_act.wgsl) and each 4-weight slice is one
 // dot4I8Packed with i32 sums; otherwise f32/f16 activations meet weights decoded to f32.
 //
-// The importing shader binds W (bindings 3..5) and defines:
-//   fn load_step(row: u32, s: u32) -> Step      packed words, scale and zero point of step s
-//   fn decode_f(st: Step, q: u32) -> vec4<f32>  weights 4q..4q+3 of the step as levels
-//   fn decode_i8(st: Step, q: u32) -> u32       the same as four packed int8
-//   fn row_scale(row: u32) -> f32               per-row scale (1 where scales are per group)
+// The importing shader binds W (bindings 3..5) and defines, for the 4-weight slice q of a step:
+//   fn load_step(row: u32, s: u32) -> Step            packed words, scale and zero point of step s
+//   struct DecF; fn decode_f(st: Step, q: u32) -> DecF, fn dot_f(d: DecF, x: vec4<f32>) -> f32
+//   struct DecI; fn decode_i8(st: Step, q: u32) -> DecI, fn dot_i8(d: DecI, x: u32) -> i32
+//   fn row_scale(row: u32) -> f32                     per-row scale (1 where scales are per group)
+// Decoding happens once per row and slice and is reused for every column; dot_f / dot_i8 give the
+// format its own product (a dense dot, or two multiply-adds for 2:4 sparse slices).
 // The result is (sum over steps of step scale * level . x) * row scale * activation scale.
 #import matmul_params_q
 #import reduce
@@ -20,6 +22,7 @@ struct Step {
     scale: f32,
     zero: f32,
 }
+
 
 override WG: u32 = 128u;
 override ROWS: u32 = 4u;
@@ -94,8 +97,7 @@ fn main(
             let w2 = decode_i8(st, 2u);
             let w3 = decode_i8(st, 3u);
             for (var c = 0u; c < NCOLS; c++) {
-                let d = dot4I8Packed(w0, xv[c].x) + dot4I8Packed(w1, xv[c].y) + dot4I8Packed(w2, xv[c].z)
-                    + dot4I8Packed(w3, xv[c].w);
+                let d = dot_i8(w0, xv[c].x) + dot_i8(w1, xv[c].y) + dot_i8(w2, xv[c].z) + dot_i8(w3, xv[c].w);
                 acc[r * NCOLS + c] = fma(st.scale, f32(d), acc[r * NCOLS + c]);
             }
         }
@@ -113,8 +115,8 @@ fn main(
             let w2 = decode_f(st, 2u);
             let w3 = decode_f(st, 3u);
             for (var c = 0u; c < NCOLS; c++) {
-                let d = dot(w0, xv[4u * c]) + dot(w1, xv[4u * c + 1u]) + dot(w2, xv[4u * c + 2u])
-                    + dot(w3, xv[4u * c + 3u]);
+                let d = dot_f(w0, xv[4u * c]) + dot_f(w1, xv[4u * c + 1u]) + dot_f(w2, xv[4u * c + 2u])
+                    + dot_f(w3, xv[4u * c + 3u]);
                 acc[r * NCOLS + c] = fma(st.scale, d, acc[r * NCOLS + c]);
             }
         }
