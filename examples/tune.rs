@@ -85,7 +85,7 @@ fn main() -> Result<()> {
             let shape = MatmulShape::new(m, n, k);
             for elem in [Elem::F32, Elem::F16] {
                 for vec4 in [false, true] {
-                    let kern = Gemm { shape, elem, variant: Some(GemmVariant { vec4 }) };
+                    let kern = Gemm { variant: Some(GemmVariant { vec4 }), ..Gemm::new(shape, elem) };
                     if kern.requirements(&caps).is_err() {
                         continue;
                     }

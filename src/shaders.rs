@@ -33,12 +33,15 @@ macro_rules! shader {
 
 /// Every kernel shader of the crate.
 pub const SHADERS: &[Shader] = &[
-    shader!("gemm", ["F16", "VEC4"]),
+    shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv", ["F16", "VEC4", "SUBGROUPS"]),
     shader!("elementwise", ["F16", "VEC4"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
     shader!("quantize_act", ["F16"]),
+    shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemm_qf", ["F16", "VEC4", "W_TERNARY", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
     shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
     shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT"]),
@@ -52,6 +55,9 @@ const SHARED: &[(&str, &str)] = &[
     ("act_quant", include_str!("../shaders/shared/act_quant.wgsl")),
     ("gemv_q", include_str!("../shaders/shared/gemv_q.wgsl")),
     ("dense_slice", include_str!("../shaders/shared/dense_slice.wgsl")),
+    ("gemm_tile", include_str!("../shaders/shared/gemm_tile.wgsl")),
+    ("gemm_a8", include_str!("../shaders/shared/gemm_a8.wgsl")),
+    ("epilogue", include_str!("../shaders/shared/epilogue.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
 ];
 

@@ -19,7 +19,7 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn params(m: u32, n: u32, k: u32) -> MatmulParams {
-    MatmulParams { m, n, k, m_offset: 0, ldy: m, _pad: [0; 3] }
+    MatmulParams { m, n, k, m_offset: 0, ldy: m, gate_rows: 0, _pad: [0; 2] }
 }
 
 const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (7, 3, 33), (65, 9, 127), (33, 2, 1000), (5, 8, 1001)];
@@ -78,7 +78,7 @@ fn twins_honour_m_offset_and_row_stride() {
     let x = data((n * k) as usize, 3);
     let w = data((m * k) as usize, 4);
     let reference = cpu::matmul::reference(m as usize, n as usize, k as usize, &x, &w);
-    let p = MatmulParams { m, n, k, m_offset: off, ldy, _pad: [0; 3] };
+    let p = MatmulParams { m, n, k, m_offset: off, ldy, gate_rows: 0, _pad: [0; 2] };
     let mut y = vec![-9f32; (n * ldy) as usize];
     cpu::matmul::gemm(&p, &x, &w, &mut y);
     for nn in 0..n as usize {

@@ -10,7 +10,8 @@ struct MatmulParams {
     m_offset: u32,
     // Row stride of Y in elements (the full M when the weights are split).
     ldy: u32,
-    _pad0: u32,
+    // Rows of Y that share one gate row (GATED epilogue), else 0.
+    gate_rows: u32,
     _pad1: u32,
     _pad2: u32,
 }

@@ -18,5 +18,6 @@ struct QMatmulParams {
     x_row_words: u32,
     // Weights per scale group (int4), else 0.
     group: u32,
-    _pad: u32,
+    // Rows of Y that share one gate row (GATED epilogue), else 0.
+    gate_rows: u32,
 }

@@ -1,11 +1,25 @@
 //! Twins of gemm.wgsl, gemv.wgsl and matmul_naive.wgsl.
 
+use super::epilogue::{EpilogueInputs, epilogue};
 use super::{Element, dot4};
 use crate::kernels::MatmulParams;
+use crate::kernels::epilogue::Epilogue;
 
 /// Twin of gemm.wgsl: every output is one f32 accumulator taking `x * w` products in increasing k,
 /// as each invocation's register block does.
 pub fn gemm<E: Element>(p: &MatmulParams, x: &[E], w: &[E], y: &mut [E]) {
+    gemm_epilogue(p, &Epilogue::default(), &EpilogueInputs::default(), x, w, y);
+}
+
+/// [`gemm`] with a fused epilogue applied to the f32 accumulator before the store.
+pub fn gemm_epilogue<E: Element>(
+    p: &MatmulParams,
+    e: &Epilogue,
+    t: &EpilogueInputs<'_>,
+    x: &[E],
+    w: &[E],
+    y: &mut [E],
+) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     for nn in 0..n {
         for mm in 0..m {
@@ -13,7 +27,9 @@ pub fn gemm<E: Element>(p: &MatmulParams, x: &[E], w: &[E], y: &mut [E]) {
             for kk in 0..k {
                 acc = w[mm * k + kk].to_f32().mul_add(x[nn * k + kk].to_f32(), acc);
             }
-            y[nn * p.ldy as usize + p.m_offset as usize + mm] = E::from_f32(acc);
+            let col = p.m_offset as usize + mm;
+            let at = nn * p.ldy as usize + col;
+            y[at] = E::from_f32(epilogue(e, t, p.ldy as usize, acc, nn, col, at));
         }
     }
 }

@@ -2,8 +2,10 @@
 //! and written to read like it, so tests can compare the two on the same data.
 
 pub mod elementwise;
+pub mod epilogue;
 pub mod matmul;
 pub mod probe;
+pub mod qgemm;
 pub mod qmatmul;
 
 use crate::kernels::Elem;

@@ -44,6 +44,13 @@ pub struct Step {
     zero: f32,
 }
 
+impl Step {
+    /// The step's scale (the int4 group scale; 1 for per-row formats).
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+}
+
 /// Twin of the shaders' `load_step`.
 pub fn load_step(format: Format, p: &QMatmulParams, w: &[u32], ws: &[u32], wz: &[u32], row: usize, s: usize) -> Step {
     let wr = p.w_row_words as usize;

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
+use crate::kernels::epilogue::Epilogue;
 use crate::shaders::{Variant, shader};
 
 /// Matmul shape: `m` output features (rows of W), `n` activation rows (tokens), `k` input features.
@@ -54,8 +55,10 @@ pub struct MatmulParams {
     pub m_offset: u32,
     /// Row stride of Y, elements.
     pub ldy: u32,
+    /// Rows of Y sharing one gate row (gated epilogue), else 0.
+    pub gate_rows: u32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// Ranges of W rows `(first, count)` such that each fits one storage binding and starts at an
@@ -108,6 +111,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 /// Shared preparation of the three matmul kernels: checks, split along M, dispatch specs.
+#[expect(clippy::too_many_arguments, reason = "private helper shared by the three dense matmul kernels")]
 fn prepare_matmul(
     gpu: &Gpu,
     kernel: &(impl Kernel + ?Sized),
@@ -115,19 +119,35 @@ fn prepare_matmul(
     elem: Elem,
     key: &PipelineKey,
     buffers: &[TensorRef<'_>],
+    epilogue: Epilogue,
     grid: impl Fn(u32) -> [u32; 3],
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     let name = kernel.name();
     let reqs = kernel.requirements(caps)?;
     check_buffers(name, caps, &reqs, buffers)?;
+    // Epilogue tensors follow x, w, y, at bindings 7.. (shaders/shared/epilogue.wgsl).
+    let extra: Vec<(u32, TensorRef<'_>, u64)> = epilogue
+        .requirements(shape.n, shape.m, elem)
+        .into_iter()
+        .zip(&buffers[3..])
+        .map(|((binding, r), b)| (binding, *b, r.size))
+        .collect();
     let row_bytes = u64::from(shape.k) * elem.size();
     let (x, w, y) = (buffers[0], buffers[1], buffers[2]);
     let specs = split_rows(name, caps, shape.m, row_bytes)?
         .into_iter()
         .map(|(first, count)| {
-            DispatchSpec::sequential(
-                MatmulParams { m: count, n: shape.n, k: shape.k, m_offset: first, ldy: shape.m, _pad: [0; 3] },
+            let mut spec = DispatchSpec::sequential(
+                MatmulParams {
+                    m: count,
+                    n: shape.n,
+                    k: shape.k,
+                    m_offset: first,
+                    ldy: shape.m,
+                    gate_rows: epilogue.gate_rows.unwrap_or(0),
+                    _pad: [0; 2],
+                },
                 vec![
                     (x, reqs[0].size),
                     (
@@ -137,7 +157,9 @@ fn prepare_matmul(
                     (y, reqs[2].size),
                 ],
                 grid(count),
-            )
+            );
+            spec.storage.extend(extra.iter().copied());
+            spec
         })
         .collect();
     build(gpu, name, key, specs, kernel.work(caps)?)
@@ -181,12 +203,19 @@ pub struct Gemm {
     pub elem: Elem,
     /// Forced variant; `None` chooses with [`Gemm::choose`].
     pub variant: Option<GemmVariant>,
+    /// Fused output epilogue.
+    pub epilogue: Epilogue,
 }
 
 impl Gemm {
     /// A GEMM of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self { shape, elem, variant: None }
+        Self { shape, elem, variant: None, epilogue: Epilogue::default() }
+    }
+
+    /// The same GEMM with an epilogue.
+    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
+        Self { epilogue, ..self }
     }
 
     /// The tile of the shader. Keep in sync with the constants of shaders/gemm.wgsl.
@@ -199,8 +228,11 @@ impl Gemm {
 
     fn key(&self) -> PipelineKey {
         let v = self.choose();
-        let defines = self.elem.define().into_iter().chain(v.vec4.then_some("VEC4"));
-        PipelineKey::new(Variant::new(shader("gemm").expect("gemm shader"), defines), &[])
+        let defines = self.elem.define().into_iter().chain(v.vec4.then_some("VEC4")).chain(self.epilogue.defines());
+        PipelineKey::new(
+            Variant::new(shader("gemm").expect("gemm shader"), defines),
+            &[("ACT", f64::from(self.epilogue.act.code()))],
+        )
     }
 }
 
@@ -218,7 +250,10 @@ impl Kernel for Gemm {
                 message: format!("vec4 variant needs k % 4 == 0, k = {}", self.shape.k),
             });
         }
-        Ok(matmul_reqs(self.shape, self.elem))
+        self.epilogue.check(self.name(), self.shape.n)?;
+        let mut reqs = matmul_reqs(self.shape, self.elem);
+        reqs.extend(self.epilogue.requirements(self.shape.n, self.shape.m, self.elem).into_iter().map(|(_, r)| r));
+        Ok(reqs)
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
@@ -233,6 +268,7 @@ impl Kernel for Gemm {
         // column, W once per tile row. Zero padding is not loaded.
         let dram_read = (tiles_m * n64 * k64 + tiles_n * m64 * k64) * eb;
         // Every workgroup writes full BK x (BM + BN) slices, padding included; per k each of the
+        // Every workgroup writes full BK x (BM + BN) slices, padding included; per k each of the
         // 256 invocations reads (BM + BN) / 64 vec4s.
         let groups = tiles_m * tiles_n;
         let sram_write = groups * slices * u64::from(bk * (bm + bn)) * eb;
@@ -240,13 +276,14 @@ impl Kernel for Gemm {
         // Multiply-adds are done for the padded tile (the invocations compute zeros past the edge).
         let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
         Ok(Work::f32_mul_add(padded_macs)
-            + Work { dram_read, dram_write: n64 * m64 * eb, sram_read, sram_write, ..Work::default() })
+            + Work { dram_read, dram_write: n64 * m64 * eb, sram_read, sram_write, ..Work::default() }
+            + self.epilogue.work(n, m, self.elem))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let GemmTile { bm, bn, .. } = Self::TILE;
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(), buffers, |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(), buffers, self.epilogue, |rows| {
             [rows.div_ceil(bm), n.div_ceil(bn), 1]
         })
     }
@@ -404,7 +441,7 @@ impl Kernel for Gemv {
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, Epilogue::default(), |rows| {
             grid_1d(rows.div_ceil(v.rows), caps)
         })
     }
@@ -446,6 +483,8 @@ impl Kernel for MatmulNaive {
         let key =
             PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, |rows| [rows.div_ceil(8), n.div_ceil(8), 1])
+        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, Epilogue::default(), |rows| {
+            [rows.div_ceil(8), n.div_ceil(8), 1]
+        })
     }
 }

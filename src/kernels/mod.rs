@@ -1,13 +1,17 @@
 //! Typed wrappers of the WGSL kernels, each implementing [`crate::Kernel`].
 
 pub mod elementwise;
+pub mod epilogue;
 pub mod matmul;
 pub mod probe;
+pub mod qgemm;
 pub mod qmatmul;
 
 pub use elementwise::{Elementwise, EltOp};
+pub use epilogue::{Activation, Epilogue};
 pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};
 pub use probe::FmaProbe;
+pub use qgemm::QGemm;
 pub use qmatmul::{Act, ActQuant, QGemv, QGemvVariant, QMatmulParams};
 
 use crate::error::{Error, Result};

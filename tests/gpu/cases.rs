@@ -21,6 +21,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("gemm_f32", |b| gemm_cases::<f32>(&b.gpu)),
         ("gemm_f16", |b| gemm_cases::<f16>(&b.gpu)),
         ("gemm_split_weights", |b| split_case(&b.small_bindings, true)),
+        ("gemm_epilogues_f32", |b| epilogue_cases::<f32>(&b.gpu)),
+        ("gemm_epilogues_f16", |b| epilogue_cases::<f16>(&b.gpu)),
         ("gemv_f32_subgroups", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Subgroup)),
         ("gemv_f32_shared", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Shared)),
         ("gemv_f16_subgroups", |b| gemv_cases::<f16>(&b.gpu, GemvReduce::Subgroup)),
@@ -98,7 +100,7 @@ fn run_matmul<E: Element>(
 }
 
 fn params(shape: MatmulShape) -> MatmulParams {
-    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, _pad: [0; 3] }
+    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, gate_rows: 0, _pad: [0; 2] }
 }
 
 const GEMM_SHAPES: &[(u32, u32, u32)] = &[
@@ -128,7 +130,7 @@ fn gemm_cases<E: Element>(gpu: &Gpu) -> Outcome {
             variants.push(Some(GemmVariant { vec4: false }));
         }
         for v in variants {
-            let kernel = Gemm { shape, elem: E::ELEM, variant: v };
+            let kernel = Gemm { shape, elem: E::ELEM, variant: v, epilogue: Default::default() };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
             compare(&format!("gemm {shape:?} {:?}", kernel.choose()), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
@@ -437,6 +439,83 @@ fn list_case(gpu: &Gpu) -> Outcome {
     let list = pollster::block_on(milliwatt::list_adapters(&options));
     if !list.iter().any(|a| a.info.name == gpu.adapter_info().name && a.info.backend == gpu.adapter_info().backend) {
         return Err(format!("list_adapters did not report {}: {list:?}", gpu.describe()));
+    }
+    Ok(Ok(()))
+}
+
+/// Every epilogue (bias, GELU, SiLU, residual, gated residual) fused into the GEMM against the
+/// twin, and fused against unfused: the same GEMM followed by the epilogue on the CPU.
+fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
+    use milliwatt::cpu::epilogue::EpilogueInputs;
+    use milliwatt::kernels::{Activation, Epilogue};
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    let epilogues = [
+        Epilogue::bias_act(Activation::None),
+        Epilogue::bias_act(Activation::GeluTanh),
+        Epilogue::bias_act(Activation::Silu),
+        Epilogue { act: Activation::GeluTanh, ..Epilogue::default() },
+        Epilogue { residual: true, ..Epilogue::default() },
+        Epilogue { bias: true, residual: true, gate_rows: Some(7), ..Epilogue::default() },
+    ];
+    for (i, e) in epilogues.iter().enumerate() {
+        let shape = MatmulShape::new(70, 33, 1 + 40 * i as u32);
+        let (m, n) = (shape.m as usize, shape.n as usize);
+        let d = matmul_data::<E>(shape, 1100 + i as u64);
+        let mut rng = Rng::new(1200 + i as u64);
+        let bias: Vec<E> = rng.vec(m);
+        let residual: Vec<E> = rng.vec(m * n);
+        let gate: Vec<E> = rng.vec(n.div_ceil(7) * m);
+        let f = |v: &[E]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let (bf, rf, gf) = (f(&bias), f(&residual), f(&gate));
+        let inputs = EpilogueInputs { bias: &bf, residual: &rf, gate: &gf };
+        let mut twin = vec![E::default(); m * n];
+        cpu::matmul::gemm_epilogue(&params(shape), e, &inputs, &d.x, &d.w, &mut twin);
+
+        let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
+        let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
+        let y = gpu.upload("y", &vec![E::from_f32(7.0); m * n]).map_err(gpu_err)?;
+        let bb = gpu.upload("bias", &bias).map_err(gpu_err)?;
+        let rb = gpu.upload("residual", &residual).map_err(gpu_err)?;
+        let gb = gpu.upload("gate", &gate).map_err(gpu_err)?;
+        let mut bufs: Vec<milliwatt::TensorRef<'_>> = vec![(&x).into(), (&w).into(), (&y).into()];
+        if e.bias {
+            bufs.push((&bb).into());
+        }
+        if e.residual {
+            bufs.push((&rb).into());
+        }
+        if e.gate_rows.is_some() {
+            bufs.push((&gb).into());
+        }
+        let kernel = Gemm::new(shape, E::ELEM).with_epilogue(*e);
+        let p = kernel.prepare(gpu, &bufs).map_err(gpu_err)?;
+        gpu.run(&[&p]).map_err(gpu_err)?;
+        let out: Vec<E> = gpu.read(&y).map_err(gpu_err)?;
+        // Scale: the matmul's terms plus the epilogue's inputs (GELU and SiLU are 1-Lipschitz-ish).
+        let scale: Vec<f32> =
+            (0..m * n).map(|j| d.scale[j] * (1.0 + gf.iter().fold(0f32, |a, v| a.max(v.abs()))) + 2.0).collect();
+        compare(&format!("gemm epilogue {e:?} {shape:?}"), &out, &twin, &scale, rel_tol(E::ELEM) * 2.0, 1e-5)?;
+
+        // Unfused: plain GEMM, then the epilogue on the CPU, equals fused.
+        let mut plain = vec![E::default(); m * n];
+        cpu::matmul::gemm(&params(shape), &d.x, &d.w, &mut plain);
+        let mut unfused = vec![0f32; m * n];
+        let mut acc_only = vec![0f32; m * n];
+        cpu::matmul::gemm_epilogue(&params(shape), &Epilogue::default(), &inputs, &f(&d.x), &f(&d.w), &mut acc_only);
+        for j in 0..m * n {
+            unfused[j] = milliwatt::cpu::epilogue::epilogue(e, &inputs, m, acc_only[j], j / m, j % m, j);
+        }
+        let unfused: Vec<E> = unfused.into_iter().map(E::from_f32).collect();
+        compare(&format!("fused vs unfused {e:?}"), &out, &unfused, &scale, rel_tol(E::ELEM) * 2.0, 1e-5)?;
+    }
+    // A gated epilogue without the residual it gates is a typed error.
+    let bad = Gemm::new(MatmulShape::new(4, 4, 4), Elem::F32)
+        .with_epilogue(Epilogue { gate_rows: Some(2), ..Epilogue::default() });
+    match bad.requirements(gpu.capabilities()) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("gate without residual gave {other:?}")),
     }
     Ok(Ok(()))
 }

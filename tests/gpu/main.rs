@@ -7,6 +7,7 @@
 
 mod cases;
 mod qcases;
+mod qgemm_cases;
 mod util;
 
 use std::time::Instant;
@@ -73,6 +74,7 @@ fn main() {
 
     let mut cases = cases::all();
     cases.extend(qcases::all());
+    cases.extend(qgemm_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

@@ -1,0 +1,68 @@
+// Low-bit weights with float activations, tiled: ternary (W_TERNARY), int8 (W_INT8) or
+// group-wise int4 (otherwise; ZERO_POINT for asymmetric groups) weights are dequantized into the
+// workgroup-memory tile of shared/gemm_tile.wgsl while staging, so the inner loop is the dense
+// f32/f16 one. Ternary and int8 stage their integer levels and apply the row scale once per output;
+// int4 stages level * group scale. Layouts: src/quant.
+#import elem
+#import matmul_params_q
+
+@group(0) @binding(0) var<uniform> p: QMatmulParams;
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> x: array<elem4>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+#endif
+@group(0) @binding(3) var<storage, read> w: array<u32>;
+#ifdef W_TERNARY
+@group(0) @binding(4) var<storage, read> ws: array<f32>;
+#else
+#ifdef W_INT8
+@group(0) @binding(4) var<storage, read> ws: array<f32>;
+#else
+@group(0) @binding(4) var<storage, read> ws: array<u32>;
+#endif
+#endif
+#ifdef ZERO_POINT
+@group(0) @binding(5) var<storage, read> wz: array<u32>;
+#endif
+@group(0) @binding(6) var<storage, read_write> y: array<elem>;
+
+#import epilogue
+#import gemm_tile
+
+// W[row, k .. k+3] (k a multiple of 4): levels, or dequantized values for int4.
+fn load_w(row: u32, k: u32) -> elem4 {
+    if k >= p.k {
+        return elem4();
+    }
+#ifdef W_TERNARY
+    let c = (vec4<u32>(w[row * p.w_row_words + k / 16u] >> (2u * (k % 16u))) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
+    return elem4(vec4<f32>(c & vec4<u32>(1u)) - vec4<f32>(c >> vec4<u32>(1u)));
+#else
+#ifdef W_INT8
+    return elem4(vec4<f32>(unpack4xI8(w[row * p.w_row_words + k / 4u])));
+#else
+    let g = k / p.group;
+    let scale = unpack2x16float(ws[row * p.s_row_words + g / 2u])[g % 2u];
+#ifdef ZERO_POINT
+    let zero = f32((wz[row * p.a_row_words + g / 8u] >> (4u * (g % 8u))) & 0xFu);
+#else
+    let zero = 8.0;
+#endif
+    let nib = (vec4<u32>(w[row * p.w_row_words + k / 8u] >> (4u * (k % 8u))) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu);
+    return elem4((vec4<f32>(nib) - vec4<f32>(zero)) * scale);
+#endif
+#endif
+}
+
+fn out_scale(m: u32) -> f32 {
+#ifdef W_TERNARY
+    return ws[m];
+#else
+#ifdef W_INT8
+    return ws[m];
+#else
+    return 1.0;
+#endif
+#endif
+}

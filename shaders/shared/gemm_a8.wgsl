@@ -1,0 +1,96 @@
+// The body of the int8-activation tiled GEMMs (W1.58A8, W8A8): Y = epilogue(X * W^T) with X int8
+// (quantize_act.wgsl: four per u32, rows of x_row_words words) and W decoded to packed int8.
+//
+// A 16 x 16 workgroup computes a 64 x 64 tile of Y with 4 x 4 i32 accumulators per invocation.
+// K is walked in slices of 64 (16 words): each invocation stages one vec4<u32> (16 int8) of X and
+// of W per slice, transposed word-major into workgroup memory, so the inner loop reads one vec4 of
+// X words and one of W words per word of K and does 16 dot4I8Packed (64 multiply-adds) with them.
+// Integer sums are exact; scales (row of W, row of X) are applied once in the epilogue.
+//
+// The importing shader declares the weight bindings and
+//   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
+//   fn w_scale(row: u32) -> f32
+// (row < p.m is checked by the caller).
+#import matmul_params_q
+
+@group(0) @binding(0) var<uniform> p: QMatmulParams;
+@group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> xs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<elem>;
+
+#import epilogue
+
+// Keep in sync with `QGemm::TILE` in src/kernels/qgemm.rs.
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+// Words of K per slice (64 int8).
+const BKW: u32 = 16u;
+
+// Word-major slices: xt[kw][n] and wt[kw][m], read as vec4 along n and m.
+var<workgroup> xt: array<vec4<u32>, 256>; // BKW * BN / 4
+var<workgroup> wt: array<vec4<u32>, 256>; // BKW * BM / 4
+
+fn load_x_words(row: u32, q: u32) -> vec4<u32> {
+    if row < p.n && 4u * q < p.x_row_words {
+        return xq[row * (p.x_row_words / 4u) + q];
+    }
+    return vec4<u32>();
+}
+
+fn dot_row(a: u32, b: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(dot4I8Packed(a, b.x), dot4I8Packed(a, b.y), dot4I8Packed(a, b.z), dot4I8Packed(a, b.w));
+}
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let m0 = wid.x * BM;
+    let n0 = wid.y * BN;
+    // Staging role: row `sr` of the tile, words 4*sc .. 4*sc+3 of the slice.
+    let sr = li / 4u;
+    let sc = li % 4u;
+    var acc0 = vec4<i32>();
+    var acc1 = vec4<i32>();
+    var acc2 = vec4<i32>();
+    var acc3 = vec4<i32>();
+    for (var kw0 = 0u; kw0 < p.x_row_words; kw0 += BKW) {
+        let q = kw0 / 4u + sc;
+        let xv = load_x_words(n0 + sr, q);
+        var wv = vec4<u32>();
+        if m0 + sr < p.m && 4u * q < p.x_row_words {
+            wv = load_w_words(m0 + sr, q);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let at = (4u * sc + j) * BN + sr;
+            xt[at / 4u][at % 4u] = xv[j];
+            wt[at / 4u][at % 4u] = wv[j];
+        }
+        workgroupBarrier();
+        for (var kw = 0u; kw < BKW; kw++) {
+            let a = xt[(kw * BN) / 4u + lid.y];
+            let b = wt[(kw * BM) / 4u + lid.x];
+            acc0 += dot_row(a.x, b);
+            acc1 += dot_row(a.y, b);
+            acc2 += dot_row(a.z, b);
+            acc3 += dot_row(a.w, b);
+        }
+        workgroupBarrier();
+    }
+    let mm = m0 + lid.x * 4u;
+    let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i++) {
+        let n = n0 + lid.y * 4u + i;
+        if n < p.n {
+            for (var j = 0u; j < 4u; j++) {
+                if mm + j < p.m {
+                    let at = n * p.ldy + p.m_offset + mm + j;
+                    let v = f32(acc[i][j]) * w_scale(mm + j) * xs[n];
+                    y[at] = elem(epilogue(v, n, p.m_offset + mm + j, at));
+                }
+            }
+        }
+    }
+}

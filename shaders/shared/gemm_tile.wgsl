@@ -1,0 +1,101 @@
+// The body of the float tiled GEMMs: Y = epilogue(X * W^T), X float (f32/f16), W dense or
+// dequantized on the fly (gemm.wgsl, gemm_int4.wgsl, gemm_ternary.wgsl).
+//
+// A 16 x 16 workgroup computes a 64 (rows of X) x 64 (rows of W) tile of Y; each invocation holds a
+// 4 x 4 register block. K is walked in slices of BK = 16: the X and W slices are staged in
+// workgroup memory k-major, so the inner loop reads one vec4 of X and one vec4 of W per k and does
+// 16 multiply-adds with them. Low-bit weights are dequantized once per slice while staging, so
+// the inner loop is the dense one. Out-of-range elements are staged as zero: any M, N, K work.
+//
+// The importing shader declares `p` (with fields m, n, k, m_offset, ldy), the bindings `x` (elem4
+// with VEC4, else elem) and `y`, the weights, and
+//   fn load_w(row: u32, k: u32) -> elem4   W[row, k .. k+3] dequantized, zero outside M x K
+// (k is a multiple of 4; row < p.m is checked by the caller).
+
+// Keep in sync with `Gemm::TILE` in src/kernels/matmul.rs.
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+
+// k-major slices: x_tile[k][n] and w_tile[k][m], read as vec4 along n and m.
+var<workgroup> x_tile: array<elem4, 256>; // BK * BN / 4
+var<workgroup> w_tile: array<elem4, 256>; // BK * BM / 4
+
+// Four consecutive k of row `row` of X, zero outside N x K.
+fn load_x(row: u32, k: u32) -> elem4 {
+    if row >= p.n {
+        return elem4();
+    }
+#ifdef VEC4
+    if k < p.k {
+        return x[(row * p.k + k) / 4u];
+    }
+    return elem4();
+#else
+    var v = elem4();
+    for (var j = 0u; j < 4u; j++) {
+        if k + j < p.k {
+            v[j] = x[row * p.k + k + j];
+        }
+    }
+    return v;
+#endif
+}
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let m0 = wid.x * BM;
+    let n0 = wid.y * BN;
+    // Staging role: row `sr` of the tile, k columns 4*sc .. 4*sc+3 of the slice.
+    let sr = li / 4u;
+    let sc = li % 4u;
+
+    // The 4 x 4 register block, one vec4 (4 consecutive m) per row n; explicit variables rather
+    // than an array so no compiler has to prove the indexing away.
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        let xv = load_x(n0 + sr, k0 + 4u * sc);
+        var wv = elem4();
+        if m0 + sr < p.m {
+            wv = load_w(m0 + sr, k0 + 4u * sc);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let at = (4u * sc + j) * BN + sr;
+            x_tile[at / 4u][at % 4u] = xv[j];
+            w_tile[at / 4u][at % 4u] = wv[j];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a = x_tile[(kk * BN) / 4u + lid.y];
+            let b = w_tile[(kk * BM) / 4u + lid.x];
+            acc0 = mul_acc4(acc0, a.x, b);
+            acc1 = mul_acc4(acc1, a.y, b);
+            acc2 = mul_acc4(acc2, a.z, b);
+            acc3 = mul_acc4(acc3, a.w, b);
+        }
+        workgroupBarrier();
+    }
+
+    let mm = m0 + lid.x * TM;
+    let acc = array<vec4<f32>, TN>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < TN; i++) {
+        let n = n0 + lid.y * TN + i;
+        if n < p.n {
+            for (var j = 0u; j < TM; j++) {
+                if mm + j < p.m {
+                    let at = n * p.ldy + p.m_offset + mm + j;
+                    y[at] = elem(epilogue(acc[i][j] * out_scale(mm + j), n, p.m_offset + mm + j, at));
+                }
+            }
+        }
+    }
+}

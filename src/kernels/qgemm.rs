@@ -1,0 +1,253 @@
+//! Tiled low-bit GEMMs (N >= 32; 256 tokens is the DiT case): W1.58A8 and W8A8 with
+//! `dot4I8Packed` and i32 accumulation (gemm_ternary_a8.wgsl, gemm_int8_a8.wgsl), and ternary, int8
+//! and int4 weights with f32/f16 activations dequantized into workgroup-memory tiles
+//! (gemm_qf.wgsl). Scales are applied in the epilogue, which can also fuse bias, activation and
+//! (gated) residual.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernels::Elem;
+use crate::kernels::epilogue::Epilogue;
+use crate::kernels::matmul::{GemmTile, MatmulShape, split_rows_multi};
+use crate::kernels::qmatmul::{Act, QMatmulParams, STEP, act_row_words};
+use crate::quant::Format;
+use crate::shaders::{Variant, shader};
+
+/// Tiled low-bit GEMM. Buffers: `x` (floats N x K, or int8 words N x [`act_row_words`]),
+/// `x_scales` (int8 activations only), `w`, `w_scales`, `w_zeros` (int4 with zero point only),
+/// `y` (N x M), then the epilogue's `bias`, `residual`, `gate` as enabled.
+#[derive(Clone, Debug)]
+pub struct QGemm {
+    /// Shape.
+    pub shape: MatmulShape,
+    /// Weight format: Ternary2, Int8 (any activations) or Int4 (float activations).
+    pub format: Format,
+    /// Activations.
+    pub act: Act,
+    /// Fused output epilogue.
+    pub epilogue: Epilogue,
+}
+
+impl QGemm {
+    /// Tile of the shaders. Keep in sync with gemm_a8.wgsl (64 x 64, 64 int8 of K per slice) and
+    /// gemm_tile.wgsl (64 x 64, 16 of K per slice).
+    pub const TILE: GemmTile = GemmTile { bm: 64, bn: 64, bk: 16 };
+
+    /// A low-bit GEMM of `shape`.
+    pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
+        Self { shape, format, act, epilogue: Epilogue::default() }
+    }
+
+    /// The same GEMM with an epilogue.
+    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
+        Self { epilogue, ..self }
+    }
+
+    fn out(&self) -> Elem {
+        match self.act {
+            Act::Float(e) | Act::Int8 { out: e } => e,
+        }
+    }
+
+    fn int8_act(&self) -> bool {
+        matches!(self.act, Act::Int8 { .. })
+    }
+
+    fn key(&self) -> Result<PipelineKey> {
+        let (name, defines): (&str, Vec<&'static str>) = match (self.format, self.int8_act()) {
+            (Format::Ternary2, true) => ("gemm_ternary_a8", vec![]),
+            (Format::Int8, true) => ("gemm_int8_a8", vec![]),
+            (Format::Ternary2, false) => ("gemm_qf", vec!["W_TERNARY"]),
+            (Format::Int8, false) => ("gemm_qf", vec!["W_INT8"]),
+            (Format::Int4 { zero_point, .. }, false) => {
+                ("gemm_qf", zero_point.then_some("ZERO_POINT").into_iter().collect())
+            }
+            (other, _) => {
+                return Err(Error::Format {
+                    format: format!("{other:?}"),
+                    message: format!("no tiled GEMM for this format with {:?} activations", self.act),
+                });
+            }
+        };
+        let vec4 = !self.int8_act() && self.shape.k.is_multiple_of(4);
+        let defines =
+            self.out().define().into_iter().chain(defines).chain(vec4.then_some("VEC4")).chain(self.epilogue.defines());
+        Ok(PipelineKey::new(
+            Variant::new(shader(name).expect("registered shader"), defines),
+            &[("ACT", f64::from(self.epilogue.act.code()))],
+        ))
+    }
+
+    fn layout(&self) -> Result<(u32, u32, u32)> {
+        let l = self.format.layout(self.shape.k)?;
+        Ok((l.row_words, l.scale_row_words, l.aux_row_words))
+    }
+}
+
+impl Kernel for QGemm {
+    fn name(&self) -> &'static str {
+        "gemm_q"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        let name = self.name();
+        let MatmulShape { m, n, k } = self.shape;
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::Shape { kernel: name, message: format!("empty shape {:?}", self.shape) });
+        }
+        self.out().check(name, caps)?;
+        self.key()?;
+        self.epilogue.check(name, n)?;
+        let (wr, sr, ar) = self.layout()?;
+        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
+        let mut reqs = match self.act {
+            Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
+            Act::Int8 { .. } => vec![
+                BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
+                BufferReq::input("x_scales", n64 * 4),
+            ],
+        };
+        reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
+        reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
+        if ar > 0 {
+            reqs.push(BufferReq::weight("w_zeros", m64 * u64::from(ar) * 4));
+        }
+        reqs.push(BufferReq::output("y", self.out().bytes(n64 * m64)));
+        reqs.extend(self.epilogue.requirements(n, m, self.out()).into_iter().map(|(_, r)| r));
+        Ok(reqs)
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let MatmulShape { m, n, k } = self.shape;
+        let (wr, _, ar) = self.layout()?;
+        let (m64, n64) = (u64::from(m), u64::from(n));
+        let tiles_m = u64::from(m.div_ceil(64));
+        let tiles_n = u64::from(n.div_ceil(64));
+        let groups = tiles_m * tiles_n;
+        let out = self.out().size();
+        let mut work = Work { dram_write: m64 * n64 * out, ..Work::default() } + self.epilogue.work(n, m, self.out());
+        if self.int8_act() {
+            // Slices of 64 K; every workgroup stages its rows of X (16 int8 per invocation) and W
+            // (decoded to int8 in the same shape), then 16 x 16 dot4 per invocation per slice word.
+            let words = u64::from(act_row_words(k));
+            let slices = words.div_ceil(16);
+            let w_row_bytes = match self.format {
+                Format::Ternary2 => words, // 2 bits per weight
+                _ => words * 4,            // 8 bits per weight
+            };
+            work.dram_read += tiles_m * n64 * (words * 4 + 4) + tiles_n * m64 * (w_row_bytes + 4);
+            let padded_words = groups * 64 * 64 * slices * 16;
+            work.i8_mul += padded_words * 4;
+            work.i32_add += padded_words * 4;
+            work.sram_write += groups * slices * 16 * 128 * 4;
+            work.sram_read += groups * slices * 16 * 256 * 2 * 16;
+            if self.format == Format::Ternary2 {
+                // Decoding one byte of codes to four int8: 15 bit operations and a multiply.
+                work.bit_ops += tiles_n * m64 * words * 15;
+                work.i32_mul += tiles_n * m64 * words;
+            }
+            // Output: two scale multiplies per value.
+            work.f32_mul += 2 * m64 * n64;
+        } else {
+            let GemmTile { bm, bn, bk } = Self::TILE;
+            let slices = u64::from(k.div_ceil(bk));
+            let x_elem = self.out().size();
+            let k64 = u64::from(k);
+            // Packed weight bytes per row actually read (K rounded up to the staging width of 4).
+            let w_bytes = u64::from(wr) * 4 * u64::from(k.div_ceil(4) * 4) / u64::from(self.format.layout(k)?.padded_k);
+            let scale_bytes = match self.format {
+                // One scale (and zero-point) word per staged group of 4.
+                Format::Int4 { .. } => u64::from(k.div_ceil(4)) * 4 * (1 + u64::from(ar > 0)),
+                _ => 0,
+            };
+            work.dram_read += tiles_m * n64 * k64 * x_elem + tiles_n * m64 * (w_bytes + scale_bytes);
+            if !matches!(self.format, Format::Int4 { .. }) {
+                work.dram_read += tiles_n * m64 * 4;
+            }
+            let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
+            work += Work::f32_mul_add(padded_macs);
+            // Decode per staged group of 4 weights.
+            let staged = tiles_n * m64 * u64::from(k.div_ceil(4));
+            match self.format {
+                Format::Ternary2 => {
+                    work.bit_ops += staged * 13;
+                    work.f32_add += staged * 4;
+                    work.f32_mul += m64 * n64;
+                }
+                Format::Int8 => {
+                    work.bit_ops += staged * 8;
+                    work.f32_mul += m64 * n64;
+                }
+                _ => {
+                    work.bit_ops += staged * 13;
+                    work.f32_add += staged * 4;
+                    work.f32_mul += staged * 4;
+                }
+            }
+            let eb = self.out().size();
+            work.sram_write += groups * slices * u64::from(bk * (bm + bn)) * eb;
+            work.sram_read += groups * slices * u64::from(bk) * 256 * 2 * 4 * eb;
+        }
+        Ok(work)
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let name = self.name();
+        let reqs = self.requirements(caps)?;
+        check_buffers(name, caps, &reqs, buffers)?;
+        let MatmulShape { m, n, k } = self.shape;
+        let (wr, sr, ar) = self.layout()?;
+        let row_bytes: Vec<u64> = [wr, sr, ar].iter().filter(|&&w| w > 0).map(|&w| u64::from(w) * 4).collect();
+        // Bindings: x 1, x_scales 2, w 3, w_scales 4, w_zeros 5, y 6, bias 7, residual 8, gate 9.
+        let n_act = if self.int8_act() { 2 } else { 1 };
+        let n_w = 2 + usize::from(ar > 0);
+        let acts = &buffers[..n_act];
+        let weights = &buffers[n_act..n_act + n_w];
+        let y = buffers[n_act + n_w];
+        let extra: Vec<(u32, TensorRef<'_>, u64)> = self
+            .epilogue
+            .requirements(n, m, self.out())
+            .into_iter()
+            .zip(&buffers[n_act + n_w + 1..])
+            .map(|((b, r), t)| (b, *t, r.size))
+            .collect();
+        let specs = split_rows_multi(name, caps, m, &row_bytes)?
+            .into_iter()
+            .map(|(first, count)| {
+                let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
+                    acts.iter().zip(&reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
+                for ((b, words), binding) in weights.iter().zip([wr, sr, ar]).zip(3u32..) {
+                    let bytes = u64::from(words) * 4;
+                    storage.push((
+                        binding,
+                        TensorRef { buffer: b.buffer, offset: b.offset + u64::from(first) * bytes },
+                        u64::from(count) * bytes,
+                    ));
+                }
+                storage.push((6, y, reqs[n_act + n_w].size));
+                storage.extend(extra.iter().copied());
+                let params = QMatmulParams {
+                    m: count,
+                    n,
+                    k,
+                    m_offset: first,
+                    ldy: m,
+                    steps: k.div_ceil(STEP),
+                    w_row_words: wr,
+                    s_row_words: sr,
+                    a_row_words: ar,
+                    x_row_words: act_row_words(k),
+                    group: match self.format {
+                        Format::Int4 { group, .. } => group,
+                        _ => 0,
+                    },
+                    _pad: self.epilogue.gate_rows.unwrap_or(0),
+                };
+                DispatchSpec { params, storage, workgroups: [count.div_ceil(64), n.div_ceil(64), 1] }
+            })
+            .collect();
+        build(gpu, name, &self.key()?, specs, self.work(caps)?)
+    }
+}

@@ -1,0 +1,278 @@
+//! Tiled low-bit GEMMs against their twins: W1.58A8 and W8A8 bit-exact given the same int8
+//! activations, ternary / int8 / int4 with f32 and f16 activations within tolerance, fused
+//! epilogues; every twin also against a plain f32 matmul on `crate::quant`'s dequantized weights.
+
+use half::f16;
+use milliwatt::cpu::epilogue::EpilogueInputs;
+use milliwatt::cpu::qgemm::{Weights, qgemm_a8, qgemm_float};
+use milliwatt::cpu::{self, Element};
+use milliwatt::kernels::qmatmul::{QMatmulParams, STEP, act_row_words};
+use milliwatt::kernels::{Act, ActQuant, Activation, Elem, Epilogue, MatmulShape, QGemm};
+use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
+use milliwatt::{Gpu, Kernel};
+
+use crate::util::{Rng, compare};
+use crate::{Backend, Outcome, Unsupported};
+
+type Case = fn(&Backend) -> Outcome;
+
+pub fn all() -> Vec<(&'static str, Case)> {
+    vec![
+        ("qgemm_a8_ternary_int8", |b| a8_cases(&b.gpu)),
+        ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
+        ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
+        ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
+        ("qgemm_split_weights", |b| split_case(&b.small_bindings)),
+    ]
+}
+
+fn err(e: milliwatt::Error) -> String {
+    e.to_string()
+}
+
+const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (70, 33, 127), (65, 257, 1000), (130, 40, 1001), (33, 64, 4095)];
+
+fn params(shape: MatmulShape, format: Format, gate_rows: u32) -> QMatmulParams {
+    let l = format.layout(shape.k).expect("valid format");
+    QMatmulParams {
+        m: shape.m,
+        n: shape.n,
+        k: shape.k,
+        m_offset: 0,
+        ldy: shape.m,
+        steps: shape.k.div_ceil(STEP),
+        w_row_words: l.row_words,
+        s_row_words: l.scale_row_words,
+        a_row_words: l.aux_row_words,
+        x_row_words: act_row_words(shape.k),
+        group: match format {
+            Format::Int4 { group, .. } => group,
+            _ => 0,
+        },
+        _pad: gate_rows,
+    }
+}
+
+struct Problem {
+    packed: Packed,
+    dequant: Vec<f32>,
+    x: Vec<f32>,
+    /// Per output, the sum over k of |x| |w|.
+    scale: Vec<f32>,
+}
+
+fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
+    let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+    let mut rng = Rng::new(seed);
+    let w: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
+    let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+    let packed = quantize(&w, shape.m, shape.k, format, ScaleMode::PerRow).map_err(err)?.pack().map_err(err)?;
+    let dequant = packed.unpack().map_err(err)?.dequantize().map_err(err)?;
+    let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let da: Vec<f32> = dequant.iter().map(|v| v.abs()).collect();
+    let scale = cpu::matmul::reference(m, n, k, &xa, &da);
+    Ok(Problem { packed, dequant, x, scale })
+}
+
+fn weights(pr: &Problem) -> Weights<'_> {
+    Weights { format: pr.packed.format, w: &pr.packed.data, ws: &pr.packed.scales, wz: &pr.packed.aux }
+}
+
+struct EpiBuffers {
+    bias: Vec<f32>,
+    residual: Vec<f32>,
+    gate: Vec<f32>,
+}
+
+fn epi_data(shape: MatmulShape, gate_rows: u32, seed: u64) -> EpiBuffers {
+    let mut rng = Rng::new(seed);
+    let (m, n) = (shape.m as usize, shape.n as usize);
+    EpiBuffers { bias: rng.vec(m), residual: rng.vec(m * n), gate: rng.vec(n.div_ceil(gate_rows as usize) * m) }
+}
+
+/// Runs a QGemm on the GPU; returns Y.
+fn run<E: Element>(
+    gpu: &Gpu,
+    kernel: &QGemm,
+    acts: &[&milliwatt::wgpu::Buffer],
+    pk: &Packed,
+    epi: &EpiBuffers,
+) -> Result<(Vec<E>, usize), String> {
+    let shape = kernel.shape;
+    let up = |n: &str, d: &[u32]| gpu.upload(n, if d.is_empty() { &[0u32][..] } else { d }).map_err(err);
+    let (w, ws, wz) = (up("w", &pk.data)?, up("ws", &pk.scales)?, up("wz", &pk.aux)?);
+    let y = gpu.upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize]).map_err(err)?;
+    let cast = |v: &[f32]| -> Vec<E> { v.iter().map(|&a| E::from_f32(a)).collect() };
+    let bias = gpu.upload("bias", &cast(&epi.bias)).map_err(err)?;
+    let residual = gpu.upload("residual", &cast(&epi.residual)).map_err(err)?;
+    let gate = gpu.upload("gate", &cast(&epi.gate)).map_err(err)?;
+    let mut bufs: Vec<milliwatt::TensorRef<'_>> = acts.iter().map(|b| (*b).into()).collect();
+    bufs.push((&w).into());
+    bufs.push((&ws).into());
+    if !pk.aux.is_empty() {
+        bufs.push((&wz).into());
+    }
+    bufs.push((&y).into());
+    let e = kernel.epilogue;
+    if e.bias {
+        bufs.push((&bias).into());
+    }
+    if e.residual {
+        bufs.push((&residual).into());
+    }
+    if e.gate_rows.is_some() {
+        bufs.push((&gate).into());
+    }
+    let p = kernel.prepare(gpu, &bufs).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    Ok((gpu.read(&y).map_err(err)?, p.dispatch_count()))
+}
+
+fn act_quant(gpu: &Gpu, n: u32, k: u32, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>), String> {
+    let xb = gpu.upload("x", x).map_err(err)?;
+    let xq = gpu.upload("xq", &vec![0u32; (n * act_row_words(k)) as usize]).map_err(err)?;
+    let xs = gpu.upload("xs", &vec![0f32; n as usize]).map_err(err)?;
+    let p =
+        ActQuant { n, k, elem: Elem::F32 }.prepare(gpu, &[(&xb).into(), (&xq).into(), (&xs).into()]).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    Ok((gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?))
+}
+
+fn dequant_acts(n: u32, k: u32, xq: &[u32], xs: &[f32]) -> Vec<f32> {
+    let words = act_row_words(k) as usize;
+    (0..(n * k) as usize)
+        .map(|i| {
+            let (r, kk) = (i / k as usize, i % k as usize);
+            f32::from((xq[r * words + kk / 4] >> (8 * (kk % 4))) as u8 as i8) * xs[r]
+        })
+        .collect()
+}
+
+fn a8_cases(gpu: &Gpu) -> Outcome {
+    let none = EpilogueInputs::default();
+    for format in [Format::Ternary2, Format::Int8] {
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = problem(shape, format, 5000 + i as u64)?;
+            let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+            let mut twin = vec![0f32; (m * n) as usize];
+            qgemm_a8(&params(shape, format, 0), weights(&pr), &Epilogue::default(), &none, &xq, &xs, &mut twin);
+            let xd = dequant_acts(n, k, &xq, &xs);
+            let reference = cpu::matmul::reference(m as usize, n as usize, k as usize, &xd, &pr.dequant);
+            compare(&format!("{format:?} A8 twin vs reference {shape:?}"), &twin, &reference, &pr.scale, 1e-5, 1e-6)?;
+            let kernel = QGemm::new(shape, format, Act::Int8 { out: Elem::F32 });
+            let xqb = gpu.upload("xq", &xq).map_err(err)?;
+            let xsb = gpu.upload("xs", &xs).map_err(err)?;
+            let epi = epi_data(shape, 1, 0);
+            let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
+            if out != twin {
+                let j = out.iter().zip(&twin).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(format!(
+                    "{format:?} A8 GEMM {shape:?} not bit-exact at {j}: {} vs twin {}",
+                    out[j], twin[j]
+                ));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn float_cases<E: Element>(gpu: &Gpu) -> Outcome {
+    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
+        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+    }
+    let none = EpilogueInputs::default();
+    let formats = [
+        Format::Ternary2,
+        Format::Int8,
+        Format::Int4 { group: 32, zero_point: false },
+        Format::Int4 { group: 64, zero_point: true },
+        Format::Int4 { group: 128, zero_point: false },
+    ];
+    for (fi, &format) in formats.iter().enumerate() {
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = problem(shape, format, 6000 + 10 * fi as u64 + i as u64)?;
+            let x: Vec<E> = pr.x.iter().map(|&v| E::from_f32(v)).collect();
+            let mut twin = vec![E::default(); (m * n) as usize];
+            qgemm_float(&params(shape, format, 0), weights(&pr), &Epilogue::default(), &none, &x, &mut twin);
+            let tol = if E::ELEM == Elem::F16 { 2e-3 } else { 1e-5 };
+            if E::ELEM == Elem::F32 {
+                let reference = cpu::matmul::reference(m as usize, n as usize, k as usize, &pr.x, &pr.dequant);
+                let twin32: Vec<f32> = twin.iter().map(|v| v.to_f32()).collect();
+                compare(
+                    &format!("{format:?} float twin vs reference {shape:?}"),
+                    &twin32,
+                    &reference,
+                    &pr.scale,
+                    tol,
+                    1e-6,
+                )?;
+            }
+            let xb = gpu.upload("x", &x).map_err(err)?;
+            let kernel = QGemm::new(shape, format, Act::Float(E::ELEM));
+            let (out, _) = run::<E>(gpu, &kernel, &[&xb], &pr.packed, &epi_data(shape, 1, 0))?;
+            compare(&format!("{format:?} {:?} GEMM {shape:?}", E::ELEM), &out, &twin, &pr.scale, tol, 1e-6)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn epilogue_cases(gpu: &Gpu) -> Outcome {
+    let epilogues = [
+        Epilogue::bias_act(Activation::GeluTanh),
+        Epilogue::bias_act(Activation::Silu),
+        Epilogue { residual: true, ..Epilogue::default() },
+        Epilogue { bias: true, residual: true, gate_rows: Some(16), ..Epilogue::default() },
+    ];
+    for (i, e) in epilogues.iter().enumerate() {
+        let shape = MatmulShape::new(97, 48, 300);
+        let gate_rows = e.gate_rows.unwrap_or(1);
+        let epi = epi_data(shape, gate_rows, 7100 + i as u64);
+        let t = EpilogueInputs { bias: &epi.bias, residual: &epi.residual, gate: &epi.gate };
+        let scale_of = |pr: &Problem| -> Vec<f32> { pr.scale.iter().map(|s| s * 1.5 + 2.0).collect() };
+        // W1.58A8 with the epilogue.
+        let pr = problem(shape, Format::Ternary2, 7000 + i as u64)?;
+        let (xq, xs) = act_quant(gpu, shape.n, shape.k, &pr.x)?;
+        let mut twin = vec![0f32; (shape.m * shape.n) as usize];
+        qgemm_a8(&params(shape, Format::Ternary2, gate_rows), weights(&pr), e, &t, &xq, &xs, &mut twin);
+        let xqb = gpu.upload("xq", &xq).map_err(err)?;
+        let xsb = gpu.upload("xs", &xs).map_err(err)?;
+        let kernel = QGemm::new(shape, Format::Ternary2, Act::Int8 { out: Elem::F32 }).with_epilogue(*e);
+        let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
+        compare(&format!("A8 epilogue {e:?}"), &out, &twin, &scale_of(&pr), 1e-5, 1e-5)?;
+        // Int4 with f32 activations and the epilogue.
+        let format = Format::Int4 { group: 64, zero_point: false };
+        let pr = problem(shape, format, 7200 + i as u64)?;
+        let mut twin = vec![0f32; (shape.m * shape.n) as usize];
+        qgemm_float(&params(shape, format, gate_rows), weights(&pr), e, &t, &pr.x, &mut twin);
+        let xb = gpu.upload("x", &pr.x).map_err(err)?;
+        let kernel = QGemm::new(shape, format, Act::Float(Elem::F32)).with_epilogue(*e);
+        let (out, _) = run::<f32>(gpu, &kernel, &[&xb], &pr.packed, &epi)?;
+        compare(&format!("int4 epilogue {e:?}"), &out, &twin, &scale_of(&pr), 1e-5, 1e-5)?;
+    }
+    Ok(Ok(()))
+}
+
+fn split_case(gpu: &Gpu) -> Outcome {
+    let shape = MatmulShape::new(1000, 12, 256);
+    let format = Format::Int4 { group: 32, zero_point: true };
+    let pr = problem(shape, format, 7300)?;
+    let mut twin = vec![0f32; (shape.m * shape.n) as usize];
+    qgemm_float(
+        &params(shape, format, 0),
+        weights(&pr),
+        &Epilogue::default(),
+        &EpilogueInputs::default(),
+        &pr.x,
+        &mut twin,
+    );
+    let xb = gpu.upload("x", &pr.x).map_err(err)?;
+    let (out, dispatches) =
+        run::<f32>(gpu, &QGemm::new(shape, format, Act::Float(Elem::F32)), &[&xb], &pr.packed, &epi_data(shape, 1, 0))?;
+    if dispatches < 2 {
+        return Err("int4 weights past a 64 KiB binding limit were not split".into());
+    }
+    compare("split int4 GEMM", &out, &twin, &pr.scale, 1e-5, 1e-6)?;
+    Ok(Ok(()))
+}
