@@ -11,7 +11,7 @@ use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
     Act, ActQuant, Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
-    QGemv,
+    QGemm, QGemv,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Options, Prepared, Result};
@@ -132,7 +132,18 @@ impl Bench<'_> {
     /// A low-bit GEMV row: packed weights of `format` (random values), activations `act`.
     /// Minimum bytes: packed weights and scales, activations, output.
     fn qgemv(&mut self, name: &str, shape: MatmulShape, format: Format, act: Act) -> Result<Option<f64>> {
-        let kernel = QGemv::new(shape, format, act);
+        self.quant_row(name, &QGemv::new(shape, format, act), shape, format, act)
+    }
+
+    /// A row for any low-bit matmul kernel taking (activations, packed weights, y).
+    fn quant_row(
+        &mut self,
+        name: &str,
+        kernel: &dyn Kernel,
+        shape: MatmulShape,
+        format: Format,
+        act: Act,
+    ) -> Result<Option<f64>> {
         if !self.wanted(name) || kernel.requirements(self.gpu.capabilities()).is_err() {
             return Ok(None);
         }
@@ -303,6 +314,23 @@ fn main() -> Result<()> {
         let shape = MatmulShape::new(4096, n, 4096);
         b.matmul("gemv.small_n", &Gemv::new(shape, Elem::F32), shape, Elem::F32)?;
     }
+    // Low-bit tiled GEMM at the DiT shapes (256 tokens), against the dense GEMMs of this run.
+    let mut gemm_speedups = Vec::new();
+    for (m, k) in [(4608u32, 1152u32), (1152, 4608)] {
+        let shape = MatmulShape::new(m, 256, k);
+        for (format, act) in [
+            (Format::Ternary2, Act::Int8 { out: Elem::F32 }),
+            (Format::Int8, Act::Int8 { out: Elem::F32 }),
+            (Format::Ternary2, Act::Float(Elem::F32)),
+            (Format::Int4 { group: 128, zero_point: false }, Act::Float(Elem::F32)),
+            (Format::Int4 { group: 128, zero_point: false }, Act::Float(Elem::F16)),
+        ] {
+            let name = format!("qgemm.{}", format_label(format));
+            if let Some(t) = b.quant_row(&name, &QGemm::new(shape, format, act), shape, format, act)? {
+                gemm_speedups.push((name, act, m, k, t));
+            }
+        }
+    }
     // Tiled GEMM against the naive reference.
     let cube = MatmulShape::new(1024, 1024, 1024);
     for elem in [Elem::F32, Elem::F16] {
@@ -330,6 +358,14 @@ fn main() -> Result<()> {
         b.row("elementwise.add", &format!("{len}"), elem, &p, 3 * bytes, u64::from(len))?;
     }
 
+    for (name, act, m, k, t) in &gemm_speedups {
+        let dense = |e: &str| {
+            b.records.iter().find(|r| r.kernel == "gemm.dit" && r.shape == format!("{m}x256x{k}") && r.elem == e).map(|r| r.seconds)
+        };
+        if let (Some(d32), Some(d16)) = (dense("F32"), dense("F16")) {
+            speedups.push(format!("{name} {} {m}x256x{k}: {:.2}x dense f32 GEMM, {:.2}x dense f16 GEMM", act_label(*act), d32 / t, d16 / t));
+        }
+    }
     if !speedups.is_empty() {
         println!("\nlow-bit GEMV speedup over the dense f32 GEMV of this run:");
         for l in &speedups {
