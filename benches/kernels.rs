@@ -279,7 +279,12 @@ fn main() -> Result<()> {
         }
         if (m, k) == (4096, 4096) {
             let floor = GemvVariant { reduce: GemvReduce::Shared, vec4: true, wg: 64, rows: 1 };
-            b.matmul("gemv.floor_config", &Gemv { shape, elem: Elem::F32, variant: Some(floor) }, shape, Elem::F32)?;
+            b.matmul(
+                "gemv.floor_config",
+                &Gemv { variant: Some(floor), ..Gemv::new(shape, Elem::F32) },
+                shape,
+                Elem::F32,
+            )?;
         }
     }
     // Low-bit GEMV at the same shapes, with the dense f32 GEMV time of this run as the yardstick.
@@ -360,10 +365,18 @@ fn main() -> Result<()> {
 
     for (name, act, m, k, t) in &gemm_speedups {
         let dense = |e: &str| {
-            b.records.iter().find(|r| r.kernel == "gemm.dit" && r.shape == format!("{m}x256x{k}") && r.elem == e).map(|r| r.seconds)
+            b.records
+                .iter()
+                .find(|r| r.kernel == "gemm.dit" && r.shape == format!("{m}x256x{k}") && r.elem == e)
+                .map(|r| r.seconds)
         };
         if let (Some(d32), Some(d16)) = (dense("F32"), dense("F16")) {
-            speedups.push(format!("{name} {} {m}x256x{k}: {:.2}x dense f32 GEMM, {:.2}x dense f16 GEMM", act_label(*act), d32 / t, d16 / t));
+            speedups.push(format!(
+                "{name} {} {m}x256x{k}: {:.2}x dense f32 GEMM, {:.2}x dense f16 GEMM",
+                act_label(*act),
+                d32 / t,
+                d16 / t
+            ));
         }
     }
     if !speedups.is_empty() {

@@ -32,7 +32,7 @@ fn main() -> Result<()> {
                 for wg in [32u32, 64, 128, 256] {
                     for rows in [1u32, 2, 4, 8] {
                         let v = GemvVariant { reduce, vec4: true, wg, rows };
-                        let kern = Gemv { shape, elem: Elem::F32, variant: Some(v) };
+                        let kern = Gemv { variant: Some(v), ..Gemv::new(shape, Elem::F32) };
                         if kern.requirements(&caps).is_err() {
                             continue;
                         }

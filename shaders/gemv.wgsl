@@ -4,7 +4,7 @@
 // together, so each step of the workgroup reads WG consecutive vec4 of a row (coalesced); the NCOLS
 // activation vectors loaded at a step are reused from registers for all ROWS rows, and each weight
 // element is read exactly once. The ROWS * NCOLS partial sums are then reduced across the
-// workgroup (shared/reduce.wgsl), and invocation i writes value i.
+// workgroup (shared/reduce.wgsl), and invocation i writes value i through the epilogue.
 // VEC4 (K % 4 == 0) reads 4 elements per load; otherwise scalars.
 #import elem
 #import matmul_params
@@ -23,6 +23,8 @@ override NCOLS: u32 = 1u;
 @group(0) @binding(2) var<storage, read> w: array<elem>;
 #endif
 @group(0) @binding(3) var<storage, read_write> y: array<elem>;
+
+#import epilogue
 
 @compute @workgroup_size(WG)
 fn main(
@@ -74,7 +76,8 @@ fn main(
         let r = li / NCOLS;
         let c = li % NCOLS;
         if m0 + r < p.m {
-            y[c * p.ldy + p.m_offset + m0 + r] = elem(reduced(li));
+            let at = c * p.ldy + p.m_offset + m0 + r;
+            y[at] = elem(epilogue(reduced(li), c, p.m_offset + m0 + r, at));
         }
     }
 }

@@ -34,7 +34,7 @@ macro_rules! shader {
 /// Every kernel shader of the crate.
 pub const SHADERS: &[Shader] = &[
     shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv", ["F16", "VEC4", "SUBGROUPS"]),
+    shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED"]),
     shader!("elementwise", ["F16", "VEC4"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),

@@ -321,6 +321,8 @@ pub struct Gemv {
     pub elem: Elem,
     /// Forced variant; `None` chooses with [`Gemv::choose`].
     pub variant: Option<GemvVariant>,
+    /// Fused output epilogue.
+    pub epilogue: Epilogue,
 }
 
 /// Largest N the GEMV kernel handles; larger N goes to [`Gemm`].
@@ -329,7 +331,12 @@ pub const GEMV_MAX_N: u32 = 8;
 impl Gemv {
     /// A GEMV / small-N matmul of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self { shape, elem, variant: None }
+        Self { shape, elem, variant: None, epilogue: Epilogue::default() }
+    }
+
+    /// The same GEMV with an epilogue.
+    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
+        Self { epilogue, ..self }
     }
 
     /// The variant for this device and shape: subgroups when present; vec4 loads when
@@ -362,10 +369,16 @@ impl Gemv {
             .define()
             .into_iter()
             .chain(v.vec4.then_some("VEC4"))
-            .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"));
+            .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"))
+            .chain(self.epilogue.defines());
         PipelineKey::new(
             Variant::new(shader("gemv").expect("gemv shader"), defines),
-            &[("WG", f64::from(v.wg)), ("ROWS", f64::from(v.rows)), ("NCOLS", f64::from(self.shape.n))],
+            &[
+                ("WG", f64::from(v.wg)),
+                ("ROWS", f64::from(v.rows)),
+                ("NCOLS", f64::from(self.shape.n)),
+                ("ACT", f64::from(self.epilogue.act.code())),
+            ],
         )
     }
 }
@@ -400,7 +413,10 @@ impl Kernel for Gemv {
         if v.reduce == GemvReduce::Subgroup && !caps.subgroups {
             return Err(Error::Unsupported { kernel: name, needs: "SUBGROUP (unset MILLIWATT_NO_SUBGROUPS)" });
         }
-        Ok(matmul_reqs(self.shape, self.elem))
+        self.epilogue.check(name, self.shape.n)?;
+        let mut reqs = matmul_reqs(self.shape, self.elem);
+        reqs.extend(self.epilogue.requirements(self.shape.n, self.shape.m, self.elem).into_iter().map(|(_, r)| r));
+        Ok(reqs)
     }
 
     fn work(&self, caps: &Capabilities) -> Result<Work> {
@@ -435,13 +451,13 @@ impl Kernel for Gemv {
             sram_read: groups * sram_r,
             ..Work::default()
         };
-        Ok(work)
+        Ok(work + self.epilogue.work(n, m, self.elem))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, Epilogue::default(), |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, self.epilogue, |rows| {
             grid_1d(rows.div_ceil(v.rows), caps)
         })
     }

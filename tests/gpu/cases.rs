@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("gemm_split_weights", |b| split_case(&b.small_bindings, true)),
         ("gemm_epilogues_f32", |b| epilogue_cases::<f32>(&b.gpu)),
         ("gemm_epilogues_f16", |b| epilogue_cases::<f16>(&b.gpu)),
+        ("gemv_epilogues", |b| gemv_epilogue_case(&b.gpu)),
         ("gemv_f32_subgroups", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Subgroup)),
         ("gemv_f32_shared", |b| gemv_cases::<f32>(&b.gpu, GemvReduce::Shared)),
         ("gemv_f16_subgroups", |b| gemv_cases::<f16>(&b.gpu, GemvReduce::Subgroup)),
@@ -172,7 +173,7 @@ fn gemv_cases<E: Element>(gpu: &Gpu, reduce: GemvReduce) -> Outcome {
         for v in variants {
             let mut twin = vec![E::default(); (m * n) as usize];
             cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
-            let kernel = Gemv { shape, elem: E::ELEM, variant: Some(v) };
+            let kernel = Gemv { variant: Some(v), ..Gemv::new(shape, E::ELEM) };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
             compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
@@ -198,7 +199,7 @@ fn gemv_variant_cases(gpu: &Gpu) -> Outcome {
             let v = GemvVariant { reduce, vec4: k % 4 == 0, wg, rows };
             let mut twin = vec![0f32; (m * n) as usize];
             cpu::matmul::gemv(&params(shape), wg as usize, v.vec4, &d.x, &d.w, &mut twin);
-            let kernel = Gemv { shape, elem: Elem::F32, variant: Some(v) };
+            let kernel = Gemv { variant: Some(v), ..Gemv::new(shape, Elem::F32) };
             let (out, _) = run_matmul(gpu, &kernel, shape, &d)?;
             compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, 1e-5, 1e-6)?;
         }
@@ -516,6 +517,55 @@ fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
     match bad.requirements(gpu.capabilities()) {
         Err(Error::Shape { .. }) => {}
         other => return Err(format!("gate without residual gave {other:?}")),
+    }
+    Ok(Ok(()))
+}
+
+/// The GEMV with fused epilogues (the DiT's timestep MLP and adaLN linears run at N = batch).
+fn gemv_epilogue_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
+    use milliwatt::kernels::{Activation, Epilogue};
+    let epilogues = [
+        Epilogue::bias_act(Activation::Silu),
+        Epilogue::bias_act(Activation::GeluTanh),
+        Epilogue { bias: true, residual: true, gate_rows: Some(2), ..Epilogue::default() },
+    ];
+    for (i, e) in epilogues.iter().enumerate() {
+        let shape = MatmulShape::new(129, 3 + i as u32, 1001);
+        let (m, n) = (shape.m as usize, shape.n as usize);
+        let d = matmul_data::<f32>(shape, 1300 + i as u64);
+        let mut rng = Rng::new(1400 + i as u64);
+        let (bias, residual, gate): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (rng.vec(m), rng.vec(m * n), rng.vec(n.div_ceil(2) * m));
+        let t = EpilogueInputs { bias: &bias, residual: &residual, gate: &gate };
+        let kernel = Gemv::new(shape, Elem::F32).with_epilogue(*e);
+        let v = kernel.choose(gpu.capabilities());
+        let mut plain = vec![0f32; m * n];
+        cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut plain);
+        let twin: Vec<f32> = (0..m * n).map(|j| epilogue(e, &t, m, plain[j], j / m, j % m, j)).collect();
+        let x = gpu.upload("x", &d.x).map_err(gpu_err)?;
+        let w = gpu.upload("w", &d.w).map_err(gpu_err)?;
+        let y = gpu.upload("y", &vec![7f32; m * n]).map_err(gpu_err)?;
+        let (bb, rb, gb) = (
+            gpu.upload("bias", &bias).map_err(gpu_err)?,
+            gpu.upload("residual", &residual).map_err(gpu_err)?,
+            gpu.upload("gate", &gate).map_err(gpu_err)?,
+        );
+        let mut bufs: Vec<milliwatt::TensorRef<'_>> = vec![(&x).into(), (&w).into(), (&y).into()];
+        if e.bias {
+            bufs.push((&bb).into());
+        }
+        if e.residual {
+            bufs.push((&rb).into());
+        }
+        if e.gate_rows.is_some() {
+            bufs.push((&gb).into());
+        }
+        let p = kernel.prepare(gpu, &bufs).map_err(gpu_err)?;
+        gpu.run(&[&p]).map_err(gpu_err)?;
+        let out: Vec<f32> = gpu.read(&y).map_err(gpu_err)?;
+        let scale: Vec<f32> = d.scale.iter().map(|s| s * 2.0 + 2.0).collect();
+        compare(&format!("gemv epilogue {e:?}"), &out, &twin, &scale, 1e-5, 1e-5)?;
     }
     Ok(Ok(()))
 }
