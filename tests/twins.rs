@@ -111,3 +111,65 @@ fn elementwise_twin_matches_direct_arithmetic() {
         assert_eq!(out[i], a[i].mul_add(3.0, 0.5));
     }
 }
+
+mod properties {
+    use milliwatt::cpu::qmatmul::{ActIn, qgemv};
+    use milliwatt::cpu::{self};
+    use milliwatt::kernels::MatmulParams;
+    use milliwatt::kernels::qmatmul::{QMatmulParams, STEP, act_row_words, row_words};
+    use milliwatt::quant::{Format, ScaleMode, quantize};
+    use proptest::prelude::*;
+
+    fn format_strategy() -> impl Strategy<Value = Format> {
+        prop_oneof![
+            Just(Format::Ternary2),
+            Just(Format::Int8),
+            (prop_oneof![Just(32u32), Just(64), Just(128)], any::<bool>())
+                .prop_map(|(group, zero_point)| Format::Int4 { group, zero_point }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Over random shapes, the dense GEMM twin is the f32 matmul.
+        #[test]
+        fn gemm_twin_is_a_matmul(m in 1u32..40, n in 1u32..12, k in 1u32..300, seed in any::<u32>()) {
+            let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+            let x = super::data(nu * ku, seed);
+            let w = super::data(mu * ku, seed ^ 0x5555);
+            let reference = cpu::matmul::reference(mu, nu, ku, &x, &w);
+            let mut y = vec![0f32; mu * nu];
+            cpu::matmul::gemm(&MatmulParams { m, n, k, m_offset: 0, ldy: m, gate_rows: 0, _pad: [0; 2] }, &x, &w, &mut y);
+            for (a, b) in y.iter().zip(&reference) {
+                prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()) + 1e-4 * k as f32 * 1e-2);
+            }
+        }
+
+        /// Over random shapes and formats, the low-bit GEMV twin (which decodes the packed words
+        /// itself) equals the f32 matmul on the quantizer's own dequantized weights.
+        #[test]
+        fn qgemv_twin_matches_dequantized_matmul(
+            m in 1u32..24, n in 1u32..9, k in 1u32..400, format in format_strategy(), seed in any::<u32>(), wg in 0usize..3,
+        ) {
+            let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+            let w = super::data(mu * ku, seed);
+            let x = super::data(nu * ku, seed ^ 0xABCD);
+            let packed = quantize(&w, m, k, format, ScaleMode::PerRow).unwrap().pack().unwrap();
+            let dequant = packed.unpack().unwrap().dequantize().unwrap();
+            let reference = cpu::matmul::reference(mu, nu, ku, &x, &dequant);
+            let (wr, sr, ar) = row_words(format, k).unwrap();
+            let group = if let Format::Int4 { group, .. } = format { group } else { 0 };
+            let p = QMatmulParams {
+                m, n, k, m_offset: 0, ldy: m, steps: k.div_ceil(STEP), w_row_words: wr, s_row_words: sr,
+                a_row_words: ar, x_row_words: act_row_words(k), group, _pad: 0,
+            };
+            let mut y = vec![0f32; mu * nu];
+            qgemv(format, &p, [32, 64, 256][wg], ActIn::Float(&x), &packed.data, &packed.scales, &packed.aux, &mut y);
+            let scale: f32 = dequant.iter().fold(0f32, |a, v| a.max(v.abs())) * k as f32;
+            for (a, b) in y.iter().zip(&reference) {
+                prop_assert!((a - b).abs() <= 1e-5 * scale + 1e-6, "{a} vs {b}");
+            }
+        }
+    }
+}
