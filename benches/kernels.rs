@@ -183,7 +183,10 @@ impl Bench<'_> {
         };
         let y = gpu.buffer("bench.y", out.bytes(u64::from(n * m)), usage)?;
         acts.push(wb);
-        acts.push(sb);
+        // F16Sparse24 has no scales: its kernels take no w_scales buffer.
+        if !packed.scales.is_empty() {
+            acts.push(sb);
+        }
         if !packed.aux.is_empty() {
             acts.push(zb);
         }
@@ -210,7 +213,10 @@ fn format_label(f: Format) -> String {
         Format::Ternary2 => "ternary".into(),
         Format::Int8 => "int8".into(),
         Format::Int4 { group, zero_point } => format!("int4g{group}{}", if zero_point { "z" } else { "" }),
-        other => format!("{other:?}"),
+        Format::Ternary5 => "ternary5".into(),
+        Format::Ternary24 => "ternary24".into(),
+        Format::Int4Sparse24 { group } => format!("int4s24g{group}"),
+        Format::F16Sparse24 => "f16s24".into(),
     }
 }
 
@@ -289,6 +295,7 @@ fn main() -> Result<()> {
     }
     // Low-bit GEMV at the same shapes, with the dense f32 GEMV time of this run as the yardstick.
     let mut speedups = Vec::new();
+    let mut sparse_speedups = Vec::new();
     for &(m, k) in &gemv_shapes {
         let shape = MatmulShape::new(m, 1, k);
         let dense = b
@@ -296,12 +303,54 @@ fn main() -> Result<()> {
             .iter()
             .find(|r| r.kernel == "gemv" && r.shape == format!("{m}x1x{k}") && r.elem == "F32")
             .map(|r| r.seconds);
-        for format in [Format::Ternary2, Format::Int8, Format::Int4 { group: 128, zero_point: false }] {
+        // The dense f16 GEMV (f16 weights and activations), yardstick of F16Sparse24: this run's
+        // `gemv` row, or its own row when a filter left that out.
+        let dense16 =
+            match b.records.iter().find(|r| r.kernel == "gemv" && r.shape == format!("{m}x1x{k}") && r.elem == "F16") {
+                Some(r) => Some(r.seconds),
+                None if b.wanted("qgemv") => {
+                    b.matmul("qgemv.dense_f16_gemv", &Gemv::new(shape, Elem::F16), shape, Elem::F16)?
+                }
+                None => None,
+            };
+        let int4 = Format::Int4 { group: 128, zero_point: false };
+        let formats = [
+            Format::Ternary2,
+            Format::Ternary5,
+            Format::Int8,
+            int4,
+            Format::Ternary24,
+            Format::Int4Sparse24 { group: 128 },
+            Format::F16Sparse24,
+        ];
+        let mut times = Vec::new();
+        for format in formats {
             for act in [Act::Float(Elem::F32), Act::Float(Elem::F16), Act::Int8 { out: Elem::F32 }] {
                 let name = format!("qgemv.{}", format_label(format));
-                if let (Some(t), Some(d)) = (b.qgemv(&name, shape, format, act)?, dense) {
+                let Some(t) = b.qgemv(&name, shape, format, act)? else { continue };
+                if let Some(d) = dense {
                     speedups.push(format!("{name} {} {m}x{k}: {:.2}x dense f32", act_label(act), d / t));
                 }
+                // Beside the row: the 2:4 formats against the dense format of the same values and
+                // activations (the goal is >= 1.3x), Ternary5 against Ternary2.
+                let same_act =
+                    |f: Format| times.iter().find(|x: &&(Format, Act, f64)| x.0 == f && x.1 == act).map(|x| x.2);
+                let base = match format {
+                    Format::Ternary5 | Format::Ternary24 => {
+                        Some((format!("qgemv.ternary {}", act_label(act)), same_act(Format::Ternary2)))
+                    }
+                    Format::Int4Sparse24 { .. } => {
+                        Some((format!("qgemv.{} {}", format_label(int4), act_label(act)), same_act(int4)))
+                    }
+                    Format::F16Sparse24 => Some(("dense f16 gemv (f16 weights, xf16)".to_string(), dense16)),
+                    _ => None,
+                };
+                if let Some((label, Some(bt))) = base {
+                    let line = format!("{name} {} {m}x{k}: {:.2}x {label}", act_label(act), bt / t);
+                    println!("    {line}");
+                    sparse_speedups.push(line);
+                }
+                times.push((format, act, t));
             }
         }
     }
@@ -382,6 +431,12 @@ fn main() -> Result<()> {
     if !speedups.is_empty() {
         println!("\nlow-bit GEMV speedup over the dense f32 GEMV of this run:");
         for l in &speedups {
+            println!("  {l}");
+        }
+    }
+    if !sparse_speedups.is_empty() {
+        println!("\n2:4 GEMV over the dense format of the same values (goal >= 1.3x), Ternary5 over Ternary2:");
+        for l in &sparse_speedups {
             println!("  {l}");
         }
     }

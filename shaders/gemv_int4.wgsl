@@ -23,7 +23,7 @@ fn load_step(row: u32, s: u32) -> Step {
     let zero = 8.0;
 #endif
     let words = w[row * (p.w_row_words / 2u) + s];
-    return Step(vec4<u32>(words, 0u, 0u), scale, zero);
+    return Step(vec4<u32>(words, 0u, 0u), scale, zero, 0u);
 }
 
 // The four nibbles of weights 4q..4q+3.

@@ -10,7 +10,7 @@
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
 fn load_step(row: u32, s: u32) -> Step {
-    return Step(w[row * (p.w_row_words / 4u) + s], 1.0, 0.0);
+    return Step(w[row * (p.w_row_words / 4u) + s], 1.0, 0.0, 0u);
 }
 
 fn decode_f(st: Step, q: u32) -> DecF {

@@ -10,7 +10,7 @@
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
 fn load_step(row: u32, s: u32) -> Step {
-    return Step(vec4<u32>(w[row * p.w_row_words + s], 0u, 0u, 0u), 1.0, 0.0);
+    return Step(vec4<u32>(w[row * p.w_row_words + s], 0u, 0u, 0u), 1.0, 0.0, 0u);
 }
 
 // The four 2-bit codes of weights 4q..4q+3.

@@ -39,12 +39,22 @@ pub const SHADERS: &[Shader] = &[
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
     shader!("quantize_act", ["F16"]),
+    shader!("noise", ["NORMAL"]),
+    shader!("patchify", ["F16"]),
+    shader!("unpatchify", ["F16"]),
+    shader!("timestep_embed", ["F16"]),
+    shader!("class_embed", ["F16"]),
+    shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_qf", ["F16", "VEC4", "W_TERNARY", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
     shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
     shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT"]),
+    shader!("gemv_ternary5", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_ternary24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_int4s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_f16s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
 ];
 
 /// Shared snippets, imported with `#import name`.
@@ -55,9 +65,11 @@ const SHARED: &[(&str, &str)] = &[
     ("act_quant", include_str!("../shaders/shared/act_quant.wgsl")),
     ("gemv_q", include_str!("../shaders/shared/gemv_q.wgsl")),
     ("dense_slice", include_str!("../shaders/shared/dense_slice.wgsl")),
+    ("sparse24_slice", include_str!("../shaders/shared/sparse24_slice.wgsl")),
     ("gemm_tile", include_str!("../shaders/shared/gemm_tile.wgsl")),
     ("gemm_a8", include_str!("../shaders/shared/gemm_a8.wgsl")),
     ("epilogue", include_str!("../shaders/shared/epilogue.wgsl")),
+    ("trig", include_str!("../shaders/shared/trig.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
 ];
 

@@ -123,9 +123,13 @@ mod properties {
     fn format_strategy() -> impl Strategy<Value = Format> {
         prop_oneof![
             Just(Format::Ternary2),
+            Just(Format::Ternary5),
             Just(Format::Int8),
             (prop_oneof![Just(32u32), Just(64), Just(128)], any::<bool>())
                 .prop_map(|(group, zero_point)| Format::Int4 { group, zero_point }),
+            Just(Format::Ternary24),
+            prop_oneof![Just(32u32), Just(64), Just(128)].prop_map(|group| Format::Int4Sparse24 { group }),
+            Just(Format::F16Sparse24),
         ]
     }
 
@@ -159,7 +163,10 @@ mod properties {
             let dequant = packed.unpack().unwrap().dequantize().unwrap();
             let reference = cpu::matmul::reference(mu, nu, ku, &x, &dequant);
             let (wr, sr, ar) = row_words(format, k).unwrap();
-            let group = if let Format::Int4 { group, .. } = format { group } else { 0 };
+            let group = match format {
+                Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
+                _ => 0,
+            };
             let p = QMatmulParams {
                 m, n, k, m_offset: 0, ldy: m, steps: k.div_ceil(STEP), w_row_words: wr, s_row_words: sr,
                 a_row_words: ar, x_row_words: act_row_words(k), group, _pad: 0,
@@ -172,4 +179,33 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn philox_matches_random123_known_answers() {
+    use milliwatt::cpu::noise::philox4x32_10;
+    // Known-answer vectors of Random123 (kat_vectors, philox4x32 with 10 rounds).
+    assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
+    assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]);
+    assert_eq!(
+        philox4x32_10([0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344], [0xa409_3822, 0x299f_31d0]),
+        [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
+    );
+}
+
+#[test]
+fn noise_math_is_accurate() {
+    use milliwatt::cpu::noise::{cos_sin, ln_f32};
+    let mut worst_ln = 0f64;
+    let mut worst_trig = 0f64;
+    for i in 1..20_000u32 {
+        let u = i as f32 / 20_000.0;
+        worst_ln = worst_ln.max((f64::from(ln_f32(u)) - f64::from(u).ln()).abs());
+        let a = (u - 0.5) * std::f32::consts::TAU;
+        let (c, s) = cos_sin(a);
+        worst_trig =
+            worst_trig.max((f64::from(c) - f64::from(a).cos()).abs()).max((f64::from(s) - f64::from(a).sin()).abs());
+    }
+    assert!(worst_ln < 1e-6, "ln error {worst_ln}");
+    assert!(worst_trig < 3e-7, "cos/sin error {worst_trig}");
 }

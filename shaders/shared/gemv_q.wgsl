@@ -4,12 +4,14 @@
 // takes steps i, i + WG, …, so each step of the workgroup reads consecutive packed words of a row
 // (coalesced). The activations of a step are loaded once per column and reused from registers for
 // all ROWS rows. With ACT_I8 they are int8 (from quantize_act.wgsl) and each 4-weight slice is one
-// dot4I8Packed with i32 sums; otherwise f32/f16 activations meet weights decoded to f32.
+// integer product (dot4I8Packed, or two multiply-adds for 2:4) with i32 sums; otherwise f32/f16
+// activations meet weights decoded to f32.
 //
 // The importing shader binds W (bindings 3..5) and defines, for the 4-weight slice q of a step:
-//   fn load_step(row: u32, s: u32) -> Step            packed words, scale and zero point of step s
+//   fn load_step(row: u32, s: u32) -> Step            packed words, scale, zero point and aux bits
 //   struct DecF; fn decode_f(st: Step, q: u32) -> DecF, fn dot_f(d: DecF, x: vec4<f32>) -> f32
 //   struct DecI; fn decode_i8(st: Step, q: u32) -> DecI, fn dot_i8(d: DecI, x: u32) -> i32
+//                                                     (f32 where weights are no integers: F16Sparse24)
 //   fn row_scale(row: u32) -> f32                     per-row scale (1 where scales are per group)
 // Decoding happens once per row and slice and is reused for every column; dot_f / dot_i8 give the
 // format its own product (a dense dot, or two multiply-adds for 2:4 sparse slices).
@@ -21,6 +23,9 @@ struct Step {
     words: vec4<u32>,
     scale: f32,
     zero: f32,
+    // Format-specific bits beside the words: the 2:4 position nibbles of the step's four groups
+    // (F16Sparse24 fills all four words with values), or the Ternary5 byte phase.
+    aux: u32,
 }
 
 

@@ -2,11 +2,15 @@
 //! and written to read like it, so tests can compare the two on the same data.
 
 pub mod elementwise;
+pub mod embed;
 pub mod epilogue;
 pub mod matmul;
+pub mod noise;
+pub mod norm;
 pub mod probe;
 pub mod qgemm;
 pub mod qmatmul;
+pub mod trig;
 
 use crate::kernels::Elem;
 

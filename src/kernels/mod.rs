@@ -1,15 +1,21 @@
 //! Typed wrappers of the WGSL kernels, each implementing [`crate::Kernel`].
 
 pub mod elementwise;
+pub mod embed;
 pub mod epilogue;
 pub mod matmul;
+pub mod noise;
+pub mod norm;
 pub mod probe;
 pub mod qgemm;
 pub mod qmatmul;
 
 pub use elementwise::{Elementwise, EltOp};
+pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};
 pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};
+pub use noise::{Noise, NoiseKind};
+pub use norm::{Modulation, Norm, NormKind};
 pub use probe::FmaProbe;
 pub use qgemm::QGemm;
 pub use qmatmul::{Act, ActQuant, QGemv, QGemvVariant, QMatmulParams};

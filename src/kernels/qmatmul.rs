@@ -1,5 +1,6 @@
-//! Low-bit matmul kernels: activation quantization (A8) and GEMV / small-N over packed ternary,
-//! int8 and int4 weights (`crate::quant`), with f32/f16 or int8 activations.
+//! Low-bit matmul kernels: activation quantization (A8) and GEMV / small-N over every packed format
+//! of `crate::quant` (ternary 2-bit and 1.6-bit, int8, int4, and the 2:4 sparse ternary, int4 and
+//! f16), with f32/f16 or int8 activations.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
@@ -133,19 +134,12 @@ pub struct QMatmulParams {
     pub _pad: u32,
 }
 
-/// Row geometry of a packed weight format that has a GEMV kernel, in u32 words: weights, scales,
-/// auxiliary stream (from [`Format::layout`]).
+/// Row geometry of a packed weight format, in u32 words: weights, scales (0 for
+/// [`Format::F16Sparse24`], which has none), auxiliary stream (int4 zero points, 2:4 positions; 0
+/// when absent). From [`Format::layout`]; errors as it does (bad group size, K = 0, K too large).
 pub fn row_words(format: Format, k: u32) -> Result<(u32, u32, u32)> {
-    match format {
-        Format::Ternary2 | Format::Int8 | Format::Int4 { .. } => {
-            let l = format.layout(k)?;
-            Ok((l.row_words, l.scale_row_words, l.aux_row_words))
-        }
-        other => Err(Error::Format {
-            format: format!("{other:?}"),
-            message: "no low-bit GEMV kernel for this format yet".into(),
-        }),
-    }
+    let l = format.layout(k)?;
+    Ok((l.row_words, l.scale_row_words, l.aux_row_words))
 }
 
 /// Activations of a low-bit matmul.
@@ -184,8 +178,10 @@ pub struct QGemvVariant {
 /// Low-bit GEMV and small-N matmul (N = 1..=8) over packed weights.
 ///
 /// Buffers: `x` (N x K floats, or N x [`act_row_words`] u32 of int8), `x_scales` (int8 activations
-/// only, N f32), `w`, `w_scales`, `w_zeros` (int4 with zero point only), `y` (N x M of the output
-/// type). The weight streams are `crate::quant::Packed`'s `data`, `scales` and `aux`.
+/// only, N f32), `w`, `w_scales` (absent for [`Format::F16Sparse24`], which has no scales),
+/// `w_zeros` (int4 with zero point) or `w_positions` (the 2:4 formats except Ternary24, whose
+/// positions live in its states), `y` (N x M of the output type). The weight streams are
+/// `crate::quant::Packed`'s `data`, `scales` and `aux`; those that are empty are not passed.
 #[derive(Clone, Debug)]
 pub struct QGemv {
     /// Shape.
@@ -227,9 +223,18 @@ impl QGemv {
     fn shader_name(&self) -> &'static str {
         match self.format {
             Format::Ternary2 => "gemv_ternary",
+            Format::Ternary5 => "gemv_ternary5",
             Format::Int8 => "gemv_int8",
-            _ => "gemv_int4",
+            Format::Int4 { .. } => "gemv_int4",
+            Format::Ternary24 => "gemv_ternary24",
+            Format::Int4Sparse24 { .. } => "gemv_int4s24",
+            Format::F16Sparse24 => "gemv_f16s24",
         }
+    }
+
+    /// Whether slices are 2:4 groups (two multiply-adds per 4 weights instead of four).
+    fn sparse24(&self) -> bool {
+        matches!(self.format, Format::Ternary24 | Format::Int4Sparse24 { .. } | Format::F16Sparse24)
     }
 
     fn key(&self, v: QGemvVariant) -> PipelineKey {
@@ -252,7 +257,7 @@ impl QGemv {
 
     fn group(&self) -> u32 {
         match self.format {
-            Format::Int4 { group, .. } => group,
+            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
             _ => 0,
         }
     }
@@ -271,9 +276,17 @@ impl QGemv {
             (Format::Int8, true) => (0, 0, 0, 0),
             // Per 4 weights: select the half word, 4 shifts, 4 masks; subtract the zero point; plus
             // the scale and zero-point unpack of the step.
-            (_, false) => (4 * 9 + 4, 16, 0, 0),
+            (Format::Int4 { .. }, false) => (4 * 9 + 4, 16, 0, 0),
             // ... and pack4xI8 instead of the float subtract.
-            (_, true) => (4 * 19 + 4, 0, 16, 0),
+            (Format::Int4 { .. }, true) => (4 * 19 + 4, 0, 16, 0),
+            (Format::Ternary5, false) => (0, 0, 0, 0),
+            (Format::Ternary5, true) => (0, 0, 0, 0),
+            (Format::Ternary24, false) => (0, 0, 0, 0),
+            (Format::Ternary24, true) => (0, 0, 0, 0),
+            (Format::Int4Sparse24 { .. }, false) => (0, 0, 0, 0),
+            (Format::Int4Sparse24 { .. }, true) => (0, 0, 0, 0),
+            (Format::F16Sparse24, false) => (0, 0, 0, 0),
+            (Format::F16Sparse24, true) => (0, 0, 0, 0),
         }
     }
 }
@@ -319,9 +332,12 @@ impl Kernel for QGemv {
             ],
         };
         reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
-        reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
+        if sr > 0 {
+            reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
+        }
         if ar > 0 {
-            reqs.push(BufferReq::weight("w_zeros", m64 * u64::from(ar) * 4));
+            let name = if matches!(self.format, Format::Int4 { .. }) { "w_zeros" } else { "w_positions" };
+            reqs.push(BufferReq::weight(name, m64 * u64::from(ar) * 4));
         }
         reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
         Ok(reqs)
@@ -336,15 +352,28 @@ impl Kernel for QGemv {
         let groups = u64::from(m.div_ceil(v.rows));
         let rows = groups * u64::from(v.rows);
         let (bits, fadd, iadd, imul) = self.decode_cost();
-        // Weights: every row's ceil(K/16) steps (padding past them is never read), plus one scale
-        // (and zero-point) word per step for int4, or one scale per row.
+        // Weights: the words every row's ceil(K/16) steps touch (padding past them is never read),
+        // plus one scale word per step for the group scales (and one zero-point or position word
+        // per step), or one scale per row.
         let weight_row_bytes = match self.format {
-            Format::Ternary2 => steps * 4,
-            Format::Int8 => steps * 16,
-            _ => steps * 8,
+            Format::Ternary2 | Format::Int4Sparse24 { .. } => steps * 4,
+            // Step s reads words a = 3 (s % 5) / 4 and a + 1 (at most 3) of vec4 s / 5.
+            Format::Ternary5 => {
+                let tail = match steps % 5 {
+                    0 => 0,
+                    r => ((3 * (r - 1)) / 4 + 2).min(4),
+                };
+                (steps / 5 * 4 + tail) * 4
+            }
+            Format::Int8 | Format::F16Sparse24 => steps * 16,
+            Format::Int4 { .. } => steps * 8,
+            // One vec2 per three steps.
+            Format::Ternary24 => steps.div_ceil(3) * 8,
         };
         let scale_row_bytes = match self.format {
             Format::Int4 { .. } => steps * 4 * (1 + u64::from(ar > 0)),
+            Format::Int4Sparse24 { .. } => steps * 4 * 2,
+            Format::F16Sparse24 => steps * 4,
             _ => 4,
         };
         let x_bytes = match self.act {
@@ -361,13 +390,28 @@ impl Kernel for QGemv {
             i32_mul: rows * steps * imul,
             ..Work::default()
         };
-        // Per step, row and column: the 16-weight dot product and the scaled accumulation.
+        // Per step, row and column: the 16-weight dot product and the scaled accumulation. The 2:4
+        // formats do 8 multiply-adds per 16 weights instead of 16, and pick their two activations
+        // per slice with 4 selects (float) or 4 shifts (int8 bytes; F16Sparse24 then converts the
+        // two bytes to f32 and multiplies in f32, counted with the shifts as 6 bit ops per slice).
         let per = rows * steps * n64;
-        work += match self.act {
-            Act::Float(_) => Work { f32_mul: per * 17, f32_add: per * 16, ..Work::default() },
-            Act::Int8 { .. } => {
+        work += match (self.act, self.sparse24()) {
+            (Act::Float(_), false) => Work { f32_mul: per * 17, f32_add: per * 16, ..Work::default() },
+            (Act::Int8 { .. }, false) => {
                 Work { i8_mul: per * 16, i32_add: per * 16, f32_mul: per, f32_add: per, ..Work::default() }
             }
+            (Act::Float(_), true) => Work { f32_mul: per * 9, f32_add: per * 8, bit_ops: per * 16, ..Work::default() },
+            (Act::Int8 { .. }, true) if self.format == Format::F16Sparse24 => {
+                Work { f32_mul: per * 9, f32_add: per * 8, bit_ops: per * 24, ..Work::default() }
+            }
+            (Act::Int8 { .. }, true) => Work {
+                i8_mul: per * 8,
+                i32_add: per * 8,
+                f32_mul: per,
+                f32_add: per,
+                bit_ops: per * 16,
+                ..Work::default()
+            },
         };
         // Final scaling and the workgroup reduction (as the dense GEMV).
         let partials = u64::from(v.rows) * n64;
@@ -399,8 +443,15 @@ impl Kernel for QGemv {
         let v = self.choose(caps);
         let MatmulShape { m, n, k } = self.shape;
         let (wr, sr, ar) = row_words(self.format, k)?;
-        let row_bytes: Vec<u64> = [wr, sr, ar].iter().filter(|&&w| w > 0).map(|&w| u64::from(w) * 4).collect();
-        // Bindings: x (1), x_scales (2, int8 activations), w (3), w_scales (4), w_zeros (5), y (6).
+        // The weight streams present, with their bindings: w (3), w_scales (4), w_zeros or
+        // w_positions (5). Absent streams are neither passed nor declared by the shader.
+        let streams: Vec<(u32, u64)> = [(3u32, wr), (4, sr), (5, ar)]
+            .into_iter()
+            .filter(|&(_, w)| w > 0)
+            .map(|(b, w)| (b, u64::from(w) * 4))
+            .collect();
+        let row_bytes: Vec<u64> = streams.iter().map(|&(_, bytes)| bytes).collect();
+        // Bindings: x (1), x_scales (2, int8 activations), the weight streams, y (6).
         let int8_act = matches!(self.act, Act::Int8 { .. });
         let (fixed, weights) = buffers.split_at(if int8_act { 2 } else { 1 });
         let y = buffers[buffers.len() - 1];
@@ -410,8 +461,7 @@ impl Kernel for QGemv {
             .map(|(first, count)| {
                 let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
                     fixed.iter().zip(&reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
-                for ((b, words), binding) in weights.iter().zip([wr, sr, ar]).zip(3u32..) {
-                    let bytes = u64::from(words) * 4;
+                for (b, &(binding, bytes)) in weights.iter().zip(&streams) {
                     storage.push((
                         binding,
                         TensorRef { buffer: b.buffer, offset: b.offset + u64::from(first) * bytes },

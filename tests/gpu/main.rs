@@ -6,6 +6,9 @@
 //! adapter at all the run fails with instructions. Arguments are substring filters on case names.
 
 mod cases;
+mod embed_cases;
+mod noise_cases;
+mod norm_cases;
 mod qcases;
 mod qgemm_cases;
 mod util;
@@ -75,6 +78,9 @@ fn main() {
     let mut cases = cases::all();
     cases.extend(qcases::all());
     cases.extend(qgemm_cases::all());
+    cases.extend(noise_cases::all());
+    cases.extend(embed_cases::all());
+    cases.extend(norm_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

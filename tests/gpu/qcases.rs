@@ -32,6 +32,19 @@ pub fn all() -> Vec<(&'static str, Case)> {
                 ],
             )
         }),
+        ("qgemv_ternary5", |b| qgemv_cases(&b.gpu, &[Format::Ternary5])),
+        ("qgemv_ternary24", |b| qgemv_cases(&b.gpu, &[Format::Ternary24])),
+        ("qgemv_int4s24", |b| {
+            qgemv_cases(
+                &b.gpu,
+                &[
+                    Format::Int4Sparse24 { group: 32 },
+                    Format::Int4Sparse24 { group: 64 },
+                    Format::Int4Sparse24 { group: 128 },
+                ],
+            )
+        }),
+        ("qgemv_f16s24", |b| qgemv_cases(&b.gpu, &[Format::F16Sparse24])),
         ("qgemv_split_weights", |b| qgemv_split_case(&b.small_bindings)),
     ]
 }
@@ -110,7 +123,7 @@ fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
         a_row_words: ar,
         x_row_words: act_row_words(shape.k),
         group: match format {
-            Format::Int4 { group, .. } => group,
+            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
             _ => 0,
         },
         _pad: 0,
@@ -157,7 +170,10 @@ fn run_qgemv<E: Element>(
     let y = gpu.upload("y", &vec![E::from_f32(7.0); (shape.m * shape.n) as usize]).map_err(err)?;
     let mut bufs: Vec<milliwatt::TensorRef<'_>> = acts.iter().map(|b| (*b).into()).collect();
     bufs.push((&w).into());
-    bufs.push((&ws).into());
+    // F16Sparse24 has no scales: the kernel takes no w_scales buffer then.
+    if !pk.scales.is_empty() {
+        bufs.push((&ws).into());
+    }
     if !pk.aux.is_empty() {
         bufs.push((&wz).into());
     }
@@ -252,7 +268,7 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
             let xqb = gpu.upload("xq", &xq).map_err(err)?;
             let xsb = gpu.upload("xs", &xs).map_err(err)?;
             let (out, _) = run_qgemv::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed)?;
-            if matches!(format, Format::Ternary2 | Format::Int8) {
+            if matches!(format, Format::Ternary2 | Format::Ternary5 | Format::Int8 | Format::Ternary24) {
                 // Integer dot products, integer-valued f32 sums, the same two final multiplies.
                 if out != twin {
                     let i = out.iter().zip(&twin).position(|(a, b)| a != b).unwrap_or(0);
@@ -281,7 +297,9 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
 
 /// Packed weights past a (pretend) 64 KiB binding limit are split along M, scales included.
 fn qgemv_split_case(gpu: &Gpu) -> Outcome {
-    for (i, &format) in [Format::Int8, Format::Int4 { group: 32, zero_point: true }].iter().enumerate() {
+    // F16Sparse24 splits data and positions with no scales stream; Ternary5's steps straddle words.
+    let formats = [Format::Int8, Format::Int4 { group: 32, zero_point: true }, Format::F16Sparse24, Format::Ternary5];
+    for (i, &format) in formats.iter().enumerate() {
         let shape = MatmulShape::new(2000, 2, 256);
         let pr = problem(shape, format, 3000 + i as u64)?;
         let kernel = QGemv::new(shape, format, Act::Float(Elem::F32));

@@ -1,0 +1,149 @@
+// Row normalisation of token states, one workgroup per row (token):
+//   LayerNorm without affine (DiT's norm1 / norm2 / final norm, eps from the params, 1e-6 there),
+//   or RMSNorm (RMS; with AFFINE, times a per-feature weight);
+//   MODULATE: adaLN modulation  y = n * (1 + scale[image]) + shift[image], the shift and scale
+//   rows read from the adaLN projection of the row's image (rows_per_image tokens share one);
+//   EMIT_I8: instead of writing floats, quantize the row to int8 (per-token absmax, as
+//   quantize_act.wgsl) for the next W1.58A8 / W8A8 matmul, in the same pass.
+// LayerNorm statistics are two-pass (mean, then centred variance) for accuracy. The CPU twin is
+// src/cpu/norm.rs.
+#import elem
+#import reduce
+#import act_quant
+
+// Keep in sync with `NormParams` in src/kernels/norm.rs.
+struct NormParams {
+    rows: u32,
+    d: u32,
+    rows_per_image: u32,
+    eps: f32,
+    // adaLN projection: row stride, and offsets of the shift and scale chunks within a row.
+    mod_stride: u32,
+    shift_offset: u32,
+    scale_offset: u32,
+    // u32 words per int8 output row (ceil(d / 16) * 4).
+    x_row_words: u32,
+}
+
+override WG: u32 = 128u;
+
+@group(0) @binding(0) var<uniform> p: NormParams;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+#ifdef MODULATE
+@group(0) @binding(2) var<storage, read> modulation: array<elem>;
+#endif
+#ifdef AFFINE
+@group(0) @binding(3) var<storage, read> weight: array<elem>;
+#endif
+#ifdef EMIT_I8
+@group(0) @binding(4) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(5) var<storage, read_write> xs: array<f32>;
+#else
+@group(0) @binding(4) var<storage, read_write> y: array<elem>;
+#endif
+
+// The whole workgroup's sum of one value per invocation.
+fn workgroup_sum(v: f32, li: u32, sg_id: u32, sg_lane: u32, n_sg: u32) -> f32 {
+    var acc: array<f32, MAX_ACC>;
+    acc[0] = v;
+    reduce_sums(&acc, 1u, li, sg_id, sg_lane, n_sg);
+    let s = reduced(0u);
+    workgroupBarrier(); // everyone has read the result before the space is reused
+    return s;
+}
+
+// Normalised (and modulated) value of feature j of `row`, given the row statistics.
+fn normalized(row: u32, j: u32, mean: f32, inv: f32) -> f32 {
+    var v = (f32(x[row * p.d + j]) - mean) * inv;
+#ifdef AFFINE
+    v *= f32(weight[j]);
+#endif
+#ifdef MODULATE
+    let base = (row / p.rows_per_image) * p.mod_stride;
+    v = fma(v, 1.0 + f32(modulation[base + p.scale_offset + j]), f32(modulation[base + p.shift_offset + j]));
+#endif
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(num_subgroups) n_sg: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_id = 0u;
+    let sg_lane = 0u;
+    let n_sg = 0u;
+#endif
+    let row = wid.y * nwg.x + wid.x;
+    if row >= p.rows {
+        return; // uniform per workgroup
+    }
+    let d = f32(p.d);
+#ifdef RMS
+    let mean = 0.0;
+#else
+    var s = 0.0;
+    for (var j = li; j < p.d; j += WG) {
+        s += f32(x[row * p.d + j]);
+    }
+    let mean = workgroup_sum(s, li, sg_id, sg_lane, n_sg) / d;
+#endif
+    var q = 0.0;
+    for (var j = li; j < p.d; j += WG) {
+        let c = f32(x[row * p.d + j]) - mean;
+        q = fma(c, c, q);
+    }
+    let inv = inverseSqrt(workgroup_sum(q, li, sg_id, sg_lane, n_sg) / d + p.eps);
+#ifdef EMIT_I8
+    // Absmax of the output row (a max over non-negative values, via the same reduction space).
+    var m = 0.0;
+    for (var j = li; j < p.d; j += WG) {
+        m = max(m, abs(normalized(row, j, mean, inv)));
+    }
+    red_max_store(m, li);
+    workgroupBarrier();
+    let scale = act_scale(red_max_result(li));
+    for (var w = li; w < p.x_row_words; w += WG) {
+        var v = vec4<f32>();
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * w + t < p.d {
+                v[t] = normalized(row, 4u * w + t, mean, inv);
+            }
+        }
+        xq[row * p.x_row_words + w] = quantize4(v, scale);
+    }
+    if li == 0u {
+        xs[row] = scale;
+    }
+#else
+    for (var j = li; j < p.d; j += WG) {
+        y[row * p.d + j] = elem(normalized(row, j, mean, inv));
+    }
+#endif
+}
+
+#ifdef EMIT_I8
+var<workgroup> maxes: array<f32, 256>;
+
+fn red_max_store(v: f32, li: u32) {
+    maxes[li] = v;
+}
+
+// Tree maximum over the WG values (WG a power of two); the caller has synchronised after the store.
+fn red_max_result(li: u32) -> f32 {
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if li < s {
+            maxes[li] = max(maxes[li], maxes[li + s]);
+        }
+        workgroupBarrier();
+    }
+    return maxes[0];
+}
+#endif

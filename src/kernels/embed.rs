@@ -1,0 +1,378 @@
+//! Embeddings with the exact conventions of the original DiT: patchify / unpatchify, the
+//! sinusoidal timestep embedding, the class-embedding lookup, and the fixed 2D sin-cos position
+//! embedding (computed once on the host, in f64 like DiT's numpy code).
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernels::Elem;
+use crate::shaders::{Variant, shader};
+
+const WG: u32 = 256;
+
+/// Image geometry of patchify / unpatchify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PatchGeometry {
+    /// Images.
+    pub images: u32,
+    /// Image channels.
+    pub channels: u32,
+    /// Height in pixels (a multiple of `patch`).
+    pub height: u32,
+    /// Width in pixels (a multiple of `patch`).
+    pub width: u32,
+    /// Patch size p.
+    pub patch: u32,
+}
+
+impl PatchGeometry {
+    /// Tokens per image.
+    pub fn tokens(&self) -> u32 {
+        (self.height / self.patch.max(1)) * (self.width / self.patch.max(1))
+    }
+
+    fn pixels(&self) -> u64 {
+        u64::from(self.images) * u64::from(self.channels) * u64::from(self.height) * u64::from(self.width)
+    }
+
+    fn check(&self, kernel: &'static str) -> Result<()> {
+        let ok = self.images > 0
+            && self.channels > 0
+            && self.patch > 0
+            && self.height > 0
+            && self.width > 0
+            && self.height.is_multiple_of(self.patch)
+            && self.width.is_multiple_of(self.patch);
+        if !ok {
+            return Err(Error::Shape { kernel, message: format!("invalid patch geometry {self:?}") });
+        }
+        Ok(())
+    }
+}
+
+/// Parameter block of patchify.wgsl. Keep in sync with `PatchParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PatchParams {
+    /// Images.
+    pub images: u32,
+    /// Channels.
+    pub channels: u32,
+    /// Height.
+    pub height: u32,
+    /// Width.
+    pub width: u32,
+    /// Patch size.
+    pub patch_size: u32,
+    /// Padding.
+    pub _pad: [u32; 3],
+}
+
+/// Parameter block of unpatchify.wgsl. Keep in sync with `UnpatchParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct UnpatchParams {
+    /// Images.
+    pub images: u32,
+    /// Output channels.
+    pub channels: u32,
+    /// Height.
+    pub height: u32,
+    /// Width.
+    pub width: u32,
+    /// Patch size.
+    pub patch_size: u32,
+    /// Channels per patch position in the tokens (2C for learn_sigma models).
+    pub token_channels: u32,
+    /// Padding.
+    pub _pad: [u32; 2],
+}
+
+fn simple(
+    gpu: &Gpu,
+    kernel: &dyn Kernel,
+    key: PipelineKey,
+    params: impl bytemuck::NoUninit,
+    buffers: &[TensorRef<'_>],
+    grid: [u32; 3],
+) -> Result<Prepared> {
+    let caps = gpu.capabilities();
+    let reqs = kernel.requirements(caps)?;
+    check_buffers(kernel.name(), caps, &reqs, buffers)?;
+    let spec = DispatchSpec::sequential(params, buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+    build(gpu, kernel.name(), &key, vec![spec], kernel.work(caps)?)
+}
+
+/// Images (B, C, H, W) to patch tokens (B, T, C p p). Buffers: `image`, `tokens`.
+#[derive(Clone, Debug)]
+pub struct Patchify {
+    /// Geometry.
+    pub geometry: PatchGeometry,
+    /// Element type.
+    pub elem: Elem,
+}
+
+impl Kernel for Patchify {
+    fn name(&self) -> &'static str {
+        "patchify"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        self.geometry.check(self.name())?;
+        self.elem.check(self.name(), caps)?;
+        let n = self.geometry.pixels();
+        Ok(vec![BufferReq::input("image", self.elem.bytes(n)), BufferReq::output("tokens", self.elem.bytes(n))])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = self.geometry.pixels();
+        // Index arithmetic only (not priced: address computation), one read and one write each.
+        Ok(Work { dram_read: n * self.elem.size(), dram_write: n * self.elem.size(), ..Work::default() })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let g = self.geometry;
+        let key = PipelineKey::new(
+            Variant::new(shader("patchify").expect("shader"), self.elem.define()),
+            &[("WG", f64::from(WG))],
+        );
+        let params = PatchParams {
+            images: g.images,
+            channels: g.channels,
+            height: g.height,
+            width: g.width,
+            patch_size: g.patch,
+            _pad: [0; 3],
+        };
+        let groups = u32::try_from(g.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        simple(gpu, self, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+    }
+}
+
+/// Patch tokens (B, T, p p C') to images (B, C, H, W), reading the first C of C' channels.
+/// Buffers: `tokens`, `image`.
+#[derive(Clone, Debug)]
+pub struct Unpatchify {
+    /// Geometry (channels = the image's C).
+    pub geometry: PatchGeometry,
+    /// Channels per patch position in the tokens (C, or 2C for learn_sigma).
+    pub token_channels: u32,
+    /// Element type.
+    pub elem: Elem,
+}
+
+impl Kernel for Unpatchify {
+    fn name(&self) -> &'static str {
+        "unpatchify"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        self.geometry.check(self.name())?;
+        self.elem.check(self.name(), caps)?;
+        if self.token_channels < self.geometry.channels {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("token channels {} < image channels {}", self.token_channels, self.geometry.channels),
+            });
+        }
+        let g = self.geometry;
+        let token_elems =
+            u64::from(g.images) * u64::from(g.tokens()) * u64::from(g.patch * g.patch * self.token_channels);
+        Ok(vec![
+            BufferReq::input("tokens", self.elem.bytes(token_elems)),
+            BufferReq::output("image", self.elem.bytes(g.pixels())),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = self.geometry.pixels();
+        Ok(Work { dram_read: n * self.elem.size(), dram_write: n * self.elem.size(), ..Work::default() })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let g = self.geometry;
+        let key = PipelineKey::new(
+            Variant::new(shader("unpatchify").expect("shader"), self.elem.define()),
+            &[("WG", f64::from(WG))],
+        );
+        let params = UnpatchParams {
+            images: g.images,
+            channels: g.channels,
+            height: g.height,
+            width: g.width,
+            patch_size: g.patch,
+            token_channels: self.token_channels,
+            _pad: [0; 2],
+        };
+        let groups = u32::try_from(g.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        simple(gpu, self, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+    }
+}
+
+/// Parameter block of timestep_embed.wgsl. Keep in sync with `TimestepParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TimestepParams {
+    /// Images.
+    pub images: u32,
+    /// Embedding width (256 for DiT).
+    pub dim: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Sampler time to model time (1000 for DiT).
+    pub time_scale: f32,
+}
+
+/// The frequency table of the timestep embedding, f_i = exp(-ln(max_period) i / (dim / 2)),
+/// computed in f64 and rounded once. Upload it once as the `freqs` buffer of [`TimestepEmbed`].
+pub fn timestep_freqs(dim: u32, max_period: f32) -> Vec<f32> {
+    let half = dim / 2;
+    (0..half).map(|i| (-(f64::from(max_period)).ln() * f64::from(i) / f64::from(half)).exp() as f32).collect()
+}
+
+/// Sinusoidal timestep embedding, cos before sin. Buffers: `t` (B f32, sampler time), `freqs`
+/// (dim / 2 f32, from [`timestep_freqs`]), `emb` (B x dim).
+#[derive(Clone, Debug)]
+pub struct TimestepEmbed {
+    /// Images.
+    pub images: u32,
+    /// Width (256 for DiT).
+    pub dim: u32,
+    /// Max period (10000 for DiT): checked here, used by [`timestep_freqs`].
+    pub max_period: f32,
+    /// Model time per unit of sampler time (1000 for DiT's rectified flow: t in [0, 1]).
+    pub time_scale: f32,
+    /// Output element type.
+    pub elem: Elem,
+}
+
+impl Kernel for TimestepEmbed {
+    fn name(&self) -> &'static str {
+        "timestep_embed"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.images == 0 || self.dim == 0 || self.max_period.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("{} images x {} dims, max period {}", self.images, self.dim, self.max_period),
+            });
+        }
+        self.elem.check(self.name(), caps)?;
+        let (b, d) = (u64::from(self.images), u64::from(self.dim));
+        Ok(vec![
+            BufferReq::input("t", b * 4),
+            BufferReq::input("freqs", (d / 2).max(1) * 4),
+            BufferReq::output("emb", self.elem.bytes(b * d)),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = u64::from(self.images) * u64::from(self.dim);
+        // Per value: two products, the 2 pi reduction (3 fma) and the cos/sin polynomials (~12 fma).
+        Ok(Work {
+            f32_mul: n * 18,
+            f32_add: n * 15,
+            dram_read: n * 8,
+            dram_write: n * self.elem.size(),
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let key = PipelineKey::new(
+            Variant::new(shader("timestep_embed").expect("shader"), self.elem.define()),
+            &[("WG", 64.0)],
+        );
+        let params = TimestepParams { images: self.images, dim: self.dim, _pad: 0, time_scale: self.time_scale };
+        simple(gpu, self, key, params, buffers, [self.dim.div_ceil(64), self.images, 1])
+    }
+}
+
+/// Parameter block of class_embed.wgsl. Keep in sync with `ClassEmbedParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ClassEmbedParams {
+    /// Images.
+    pub images: u32,
+    /// Embedding width.
+    pub dim: u32,
+    /// Table rows (classes + 1).
+    pub rows: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// Class-embedding lookup; the last table row is the null class. Buffers: `labels` (B u32),
+/// `table` ((classes + 1) x dim), `emb` (B x dim).
+#[derive(Clone, Debug)]
+pub struct ClassEmbed {
+    /// Images.
+    pub images: u32,
+    /// Width.
+    pub dim: u32,
+    /// Classes (the null class is `classes`).
+    pub classes: u32,
+    /// Element type.
+    pub elem: Elem,
+}
+
+impl Kernel for ClassEmbed {
+    fn name(&self) -> &'static str {
+        "class_embed"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.images == 0 || self.dim == 0 {
+            return Err(Error::Shape { kernel: self.name(), message: "zero images or width".into() });
+        }
+        self.elem.check(self.name(), caps)?;
+        let (b, d) = (u64::from(self.images), u64::from(self.dim));
+        Ok(vec![
+            BufferReq::input("labels", b * 4),
+            BufferReq::input("table", self.elem.bytes((u64::from(self.classes) + 1) * d)),
+            BufferReq::output("emb", self.elem.bytes(b * d)),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = u64::from(self.images) * u64::from(self.dim);
+        Ok(Work {
+            dram_read: n * self.elem.size() + u64::from(self.images) * 4,
+            dram_write: n * self.elem.size(),
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let key =
+            PipelineKey::new(Variant::new(shader("class_embed").expect("shader"), self.elem.define()), &[("WG", 64.0)]);
+        let params = ClassEmbedParams { images: self.images, dim: self.dim, rows: self.classes + 1, _pad: 0 };
+        simple(gpu, self, key, params, buffers, [self.dim.div_ceil(64), self.images, 1])
+    }
+}
+
+/// DiT's fixed 2D sin-cos position embedding for a `grid_h x grid_w` token grid, (T, dim) row-major,
+/// computed in f64 as DiT's numpy code does, then rounded to f32. The first half of the channels
+/// encodes the column (w) index, the second half the row; each half is [sin, cos] of
+/// pos * 10000^(-i / (dim / 4)).
+pub fn pos_embed_2d(dim: u32, grid_h: u32, grid_w: u32) -> Result<Vec<f32>> {
+    if dim == 0 || !dim.is_multiple_of(4) {
+        return Err(Error::Shape {
+            kernel: "pos_embed_2d",
+            message: format!("dim {dim} is not a positive multiple of 4"),
+        });
+    }
+    let quarter = (dim / 4) as usize;
+    let mut out = Vec::with_capacity((grid_h * grid_w * dim) as usize);
+    for h in 0..grid_h {
+        for w in 0..grid_w {
+            for pos in [f64::from(w), f64::from(h)] {
+                let args: Vec<f64> = (0..quarter).map(|i| pos / 10000f64.powf(i as f64 / quarter as f64)).collect();
+                out.extend(args.iter().map(|a| a.sin() as f32));
+                out.extend(args.iter().map(|a| a.cos() as f32));
+            }
+        }
+    }
+    Ok(out)
+}
