@@ -1,6 +1,6 @@
 //! Sweeps the variants of the dense kernels on the current adapter and prints their times, so the
 //! choice functions (`Gemv::choose`, `Gemm::choose`) can be checked against measurements on a new
-//! device. `cargo run --release --example tune [-- gemv|gemm]`
+//! device. `cargo run --release --example tune [-- gemv|gemm|qgemv [FORMAT]]`
 
 use milliwatt::bench::{Repeats, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
@@ -47,10 +47,26 @@ fn main() -> Result<()> {
         for &(m, k) in &[(4096u32, 4096u32), (1152, 1152)] {
             let shape = MatmulShape::new(m, 1, k);
             let w: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
-            for format in [Format::Ternary2, Format::Int8, Format::Int4 { group: 128, zero_point: false }] {
+            let formats = [
+                Format::Ternary2,
+                Format::Ternary5,
+                Format::Int8,
+                Format::Int4 { group: 128, zero_point: false },
+                Format::Ternary24,
+                Format::Int4Sparse24 { group: 128 },
+                Format::F16Sparse24,
+            ];
+            // `-- qgemv FORMAT` sweeps only the formats whose name (Display) contains FORMAT.
+            let only = std::env::args().nth(2).unwrap_or_default();
+            for format in formats.into_iter().filter(|f| f.to_string().contains(only.as_str())) {
                 let packed = quantize(&w, m, k, format, ScaleMode::PerRow)?.pack()?;
-                let up = |n: &str, d: &[u32]| gpu.upload(n, if d.is_empty() { &[0u32][..] } else { d });
-                let (wb, sb) = (up("w", &packed.data)?, up("ws", &packed.scales)?);
+                // The weight streams the kernel binds: data, then scales and aux where present.
+                let streams: Vec<wgpu::Buffer> = [&packed.data, &packed.scales, &packed.aux]
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, d)| *i == 0 || !d.is_empty())
+                    .map(|(_, d)| gpu.upload("w", d))
+                    .collect::<Result<_>>()?;
                 for act in [Act::Float(Elem::F32), Act::Int8 { out: Elem::F32 }] {
                     let x = match act {
                         Act::Float(_) => vec![gpu.upload("x", &vec![0.01f32; k as usize])?],
@@ -68,7 +84,8 @@ fn main() -> Result<()> {
                             let v = QGemvVariant { wg, rows, ..chosen };
                             let kern = QGemv { variant: Some(v), ..QGemv::new(shape, format, act) };
                             let mut bufs: Vec<milliwatt::TensorRef<'_>> = x.iter().map(|b| b.into()).collect();
-                            bufs.extend([milliwatt::TensorRef::from(&wb), (&sb).into(), (&y).into()]);
+                            bufs.extend(streams.iter().map(milliwatt::TensorRef::from));
+                            bufs.push((&y).into());
                             let p = kern.prepare(&gpu, &bufs)?;
                             let t =
                                 time_kernels(&gpu, &[&p], Repeats { warmup: 1, reps: 5, min_seconds: 0.1 })?.median();

@@ -401,7 +401,7 @@ impl Gpu {
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(e) = v {
-            return Err(Error::Validation { context: context.into(), message: e.to_string() });
+            return Err(Error::Validation { context: context.into(), message: error_chain(&e) });
         }
         if o.is_some() {
             return Err(Error::OutOfMemory { context: context.into() });
@@ -541,4 +541,19 @@ impl Gpu {
         self.scoped("submitting kernels", || self.queue.submit([enc.finish()]))?;
         self.wait()
     }
+}
+
+/// An error and its sources, joined: wgpu's top-level message alone is often just "Validation Error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }

@@ -186,6 +186,8 @@ pub struct Prepared {
     label: String,
     dispatches: Vec<Dispatch>,
     work: Work,
+    // Buffers the kernel made for itself at preparation (placeholders), kept for the bind groups.
+    owned: Vec<wgpu::Buffer>,
 }
 
 impl Prepared {
@@ -202,6 +204,11 @@ impl Prepared {
     /// The work all dispatches together do.
     pub fn work(&self) -> Work {
         self.work
+    }
+
+    /// Keeps a buffer the kernel created during preparation alive as long as its bind groups.
+    pub(crate) fn keep_alive(&mut self, buffer: wgpu::Buffer) {
+        self.owned.push(buffer);
     }
 
     /// Number of dispatches (more than one when weights were split past the binding limit).
@@ -341,7 +348,7 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
         })?;
         dispatches.push(Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: s.workgroups, _params: params });
     }
-    Ok(Prepared { name, label, dispatches, work })
+    Ok(Prepared { name, label, dispatches, work, owned: Vec::new() })
 }
 
 /// Splits a 1D count of workgroups into a grid within the per-dimension limit.

@@ -44,6 +44,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("unpatchify", ["F16"]),
     shader!("timestep_embed", ["F16"]),
     shader!("class_embed", ["F16"]),
+    shader!("sampler", []),
     shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),

@@ -10,6 +10,7 @@ pub mod norm;
 pub mod probe;
 pub mod qgemm;
 pub mod qmatmul;
+pub mod sampler;
 pub mod trig;
 
 use crate::kernels::Elem;

@@ -9,6 +9,7 @@ pub mod norm;
 pub mod probe;
 pub mod qgemm;
 pub mod qmatmul;
+pub mod sampler;
 
 pub use elementwise::{Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
@@ -19,6 +20,7 @@ pub use norm::{Modulation, Norm, NormKind};
 pub use probe::FmaProbe;
 pub use qgemm::QGemm;
 pub use qmatmul::{Act, ActQuant, QGemv, QGemvVariant, QMatmulParams};
+pub use sampler::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 
 use crate::error::{Error, Result};
 use crate::gpu::Capabilities;

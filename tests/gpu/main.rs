@@ -11,6 +11,7 @@ mod noise_cases;
 mod norm_cases;
 mod qcases;
 mod qgemm_cases;
+mod sampler_cases;
 mod util;
 
 use std::time::Instant;
@@ -80,6 +81,7 @@ fn main() {
     cases.extend(qgemm_cases::all());
     cases.extend(noise_cases::all());
     cases.extend(embed_cases::all());
+    cases.extend(sampler_cases::all());
     cases.extend(norm_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();

@@ -1,0 +1,73 @@
+// Sampler updates, element-wise over the latent (or pixel) tensors of a batch. The per-step
+// values come from `schedule[step]` with `step` read from a one-word state buffer, so one prepared
+// dispatch serves every step: the host writes the step number, not a new bind group.
+//   OP 0 GUIDE:        out = u + s (c - u), model output a = [cond rows; uncond rows] (2B x len)
+//   OP 1 EULER:        x += (t_next - t) a                      (rectified flow, v = eps - x0)
+//   OP 2 HEUN_PREDICT: out = x + (t_next - t) a
+//   OP 3 HEUN_CORRECT: x += (t_next - t) (a + b) / 2            (a = v(x, t), b = v(out, t_next))
+//   OP 4 DDIM:         eps-prediction DDIM (eta 0): x0 = (x - sqrt(1 - ab) a) / sqrt(ab),
+//                      x = sqrt(ab_next) x0 + sqrt(1 - ab_next) a
+//   OP 5 NOISE_INIT:   x = (1 - t) a + t x                      (img2img: a image, x noise)
+// Unused bindings of an op are bound to a placeholder by the host. The CPU twin is
+// src/cpu/sampler.rs.
+
+// Keep in sync with `SamplerParams` in src/kernels/sampler.rs.
+struct SamplerParams {
+    // Elements per image.
+    len: u32,
+    images: u32,
+    guidance: f32,
+    _pad: u32,
+}
+
+// Keep in sync with `ScheduleEntry` in src/kernels/sampler.rs.
+struct ScheduleEntry {
+    t: f32,
+    t_next: f32,
+    alpha_bar: f32,
+    alpha_bar_next: f32,
+}
+
+override OP: u32 = 1u;
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: SamplerParams;
+@group(0) @binding(1) var<storage, read> schedule: array<ScheduleEntry>;
+@group(0) @binding(2) var<storage, read> state: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(4) var<storage, read> a: array<f32>;
+@group(0) @binding(5) var<storage, read> b: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let total = p.len * p.images;
+    if i >= total {
+        return;
+    }
+    let e = schedule[state[0]];
+    let dt = e.t_next - e.t;
+    switch OP {
+        case 0u: {
+            let u = a[total + i];
+            out[i] = fma(p.guidance, a[i] - u, u);
+        }
+        case 1u: {
+            x[i] = fma(dt, a[i], x[i]);
+        }
+        case 2u: {
+            out[i] = fma(dt, a[i], x[i]);
+        }
+        case 3u: {
+            x[i] = fma(dt * 0.5, a[i] + b[i], x[i]);
+        }
+        case 4u: {
+            let x0 = (x[i] - sqrt(1.0 - e.alpha_bar) * a[i]) / sqrt(e.alpha_bar);
+            x[i] = fma(sqrt(e.alpha_bar_next), x0, sqrt(1.0 - e.alpha_bar_next) * a[i]);
+        }
+        default: {
+            x[i] = fma(1.0 - e.t, a[i], e.t * x[i]);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Sampler math on the GPU (sampler.wgsl): rectified-flow Euler and Heun updates, the guidance
+//! combine, DDIM for epsilon-prediction models, and img2img noising — one prepared dispatch per
+//! operation that reads its step's values from a schedule buffer.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::shaders::{Variant, shader};
+use crate::wgpu;
+
+/// Parameter block of sampler.wgsl. Keep in sync with `SamplerParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SamplerParams {
+    /// Elements per image.
+    pub len: u32,
+    /// Images (the conditional half of a guided batch).
+    pub images: u32,
+    /// Guidance scale.
+    pub guidance: f32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// One step of a schedule. Keep in sync with `ScheduleEntry` in sampler.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ScheduleEntry {
+    /// Time of this step (rectified flow: 1 is noise, 0 is data).
+    pub t: f32,
+    /// Time of the next step.
+    pub t_next: f32,
+    /// DDIM: cumulative alpha of this step.
+    pub alpha_bar: f32,
+    /// DDIM: cumulative alpha of the next step (1 at the end).
+    pub alpha_bar_next: f32,
+}
+
+/// The update a [`SamplerStep`] performs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SamplerOp {
+    /// `out = u + s (c - u)` from a model output `[cond; uncond]`.
+    Guide {
+        /// Guidance scale s.
+        scale: f32,
+    },
+    /// `x += (t_next - t) v`.
+    Euler,
+    /// `out = x + (t_next - t) v`.
+    HeunPredict,
+    /// `x += (t_next - t) (v1 + v2) / 2`.
+    HeunCorrect,
+    /// Deterministic DDIM for epsilon prediction.
+    Ddim,
+    /// `x = (1 - t) image + t noise` (x holds the noise).
+    NoiseInit,
+}
+
+impl SamplerOp {
+    fn code(self) -> u32 {
+        match self {
+            SamplerOp::Guide { .. } => 0,
+            SamplerOp::Euler => 1,
+            SamplerOp::HeunPredict => 2,
+            SamplerOp::HeunCorrect => 3,
+            SamplerOp::Ddim => 4,
+            SamplerOp::NoiseInit => 5,
+        }
+    }
+
+    /// Names of the caller's buffers after `schedule` and `state`, in binding order.
+    pub fn buffers(self) -> &'static [&'static str] {
+        match self {
+            SamplerOp::Guide { .. } => &["model_out", "out"],
+            SamplerOp::Euler | SamplerOp::Ddim => &["x", "v"],
+            SamplerOp::HeunPredict => &["x", "v", "out"],
+            SamplerOp::HeunCorrect => &["x", "v1", "v2"],
+            SamplerOp::NoiseInit => &["x", "image"],
+        }
+    }
+}
+
+/// A sampler update over `images` x `len` f32. Buffers: `schedule` ([`ScheduleEntry`] per step),
+/// `state` (u32: the current step), then [`SamplerOp::buffers`].
+#[derive(Clone, Debug)]
+pub struct SamplerStep {
+    /// The update.
+    pub op: SamplerOp,
+    /// Images.
+    pub images: u32,
+    /// Elements per image.
+    pub len: u32,
+    /// Steps in the schedule buffer.
+    pub steps: u32,
+}
+
+const WG: u32 = 256;
+
+impl Kernel for SamplerStep {
+    fn name(&self) -> &'static str {
+        "sampler"
+    }
+
+    fn requirements(&self, _caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.images == 0 || self.len == 0 || self.steps == 0 {
+            return Err(Error::Shape { kernel: self.name(), message: "zero images, elements or steps".into() });
+        }
+        let n = u64::from(self.images) * u64::from(self.len) * 4;
+        let mut reqs = vec![BufferReq::input("schedule", u64::from(self.steps) * 16), BufferReq::input("state", 4)];
+        for &name in self.op.buffers() {
+            reqs.push(match name {
+                "model_out" => BufferReq::input(name, 2 * n),
+                "x" => BufferReq { written: true, ..BufferReq::input(name, n) },
+                "out" => BufferReq::output(name, n),
+                _ => BufferReq::input(name, n),
+            });
+        }
+        Ok(reqs)
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = u64::from(self.images) * u64::from(self.len);
+        let (mul, add, reads, writes) = match self.op {
+            SamplerOp::Guide { .. } => (1, 2, 2, 1),
+            SamplerOp::Euler | SamplerOp::HeunPredict => (1, 1, 2, 1),
+            SamplerOp::HeunCorrect => (2, 2, 3, 1),
+            SamplerOp::Ddim => (4, 2, 2, 1),
+            SamplerOp::NoiseInit => (2, 1, 2, 1),
+        };
+        Ok(Work {
+            f32_mul: n * mul,
+            f32_add: n * add,
+            dram_read: n * 4 * reads,
+            dram_write: n * 4 * writes,
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        // Bindings 1 schedule, 2 state, 3 x, 4 a, 5 b, 6 out; an op's unused ones get a placeholder.
+        let slots: &[u32] = match self.op {
+            SamplerOp::Guide { .. } => &[4, 6],
+            SamplerOp::Euler | SamplerOp::Ddim => &[3, 4],
+            SamplerOp::HeunPredict => &[3, 4, 6],
+            SamplerOp::HeunCorrect => &[3, 4, 5],
+            SamplerOp::NoiseInit => &[3, 4],
+        };
+        // Read-write and read-only slots get different placeholders: one buffer may not be both
+        // in a dispatch.
+        let placeholder_rw = gpu.buffer("sampler.placeholder_rw", 16, wgpu::BufferUsages::STORAGE)?;
+        let placeholder_ro = gpu.buffer("sampler.placeholder_ro", 16, wgpu::BufferUsages::STORAGE)?;
+        let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
+            vec![(1, buffers[0], reqs[0].size), (2, buffers[1], reqs[1].size)];
+        for (slot, (b, r)) in slots.iter().zip(buffers[2..].iter().zip(&reqs[2..])) {
+            storage.push((*slot, *b, r.size));
+        }
+        for slot in 3..=6 {
+            if !slots.contains(&slot) {
+                let placeholder = if slot == 3 || slot == 6 { &placeholder_rw } else { &placeholder_ro };
+                storage.push((slot, TensorRef::from(placeholder), 16));
+            }
+        }
+        let guidance = if let SamplerOp::Guide { scale } = self.op { scale } else { 0.0 };
+        let params = SamplerParams { len: self.len, images: self.images, guidance, _pad: 0 };
+        let groups =
+            u32::try_from((u64::from(self.images) * u64::from(self.len)).div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        let key = PipelineKey::new(
+            Variant::new(shader("sampler").expect("sampler shader"), []),
+            &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
+        );
+        let spec = DispatchSpec { params, storage, workgroups: grid_1d(groups, caps) };
+        let mut prepared = build(gpu, self.name(), &key, vec![spec], self.work(caps)?)?;
+        prepared.keep_alive(placeholder_rw);
+        prepared.keep_alive(placeholder_ro);
+        Ok(prepared)
+    }
+}
+
+/// The rectified-flow schedule of `steps` Euler (or Heun) steps on the uniform grid from t = 1
+/// (noise) to 0, optionally starting at `start` < 1 (img2img strength).
+pub fn rectified_flow_schedule(steps: u32, start: f32) -> Vec<ScheduleEntry> {
+    let n = steps.max(1);
+    (0..n)
+        .map(|i| ScheduleEntry {
+            t: start * (1.0 - i as f32 / n as f32),
+            t_next: start * (1.0 - (i + 1) as f32 / n as f32),
+            alpha_bar: 0.0,
+            alpha_bar_next: 0.0,
+        })
+        .collect()
+}
+
+/// The DDIM schedule of the original DiT for `steps` steps: linear betas from 1e-4 to 0.02 over
+/// 1000 training steps, respaced to evenly spaced timesteps ending at 0 (for 4 steps: 750, 500,
+/// 250, 0; DiT's "ddim4"), alpha_bar of the next step 1 after the last. `t` is timestep / 1000,
+/// so the timestep embedding with a time scale of 1000 sees the original timestep.
+pub fn ddim_schedule(steps: u32) -> Vec<ScheduleEntry> {
+    let train = 1000usize;
+    let mut alpha_bar = Vec::with_capacity(train);
+    let mut acc = 1f64;
+    for i in 0..train {
+        let beta = 1e-4 + (0.02 - 1e-4) * i as f64 / (train - 1) as f64;
+        acc *= 1.0 - beta;
+        alpha_bar.push(acc);
+    }
+    let n = steps.clamp(1, train as u32) as usize;
+    // DiT's space_timesteps with "ddimN": stride = train / N, timesteps 0, stride, 2 stride, ...
+    let stride = train / n;
+    let mut ts: Vec<usize> = (0..n).map(|i| i * stride).collect();
+    ts.reverse();
+    ts.iter()
+        .enumerate()
+        .map(|(i, &t)| ScheduleEntry {
+            t: t as f32 / 1000.0,
+            t_next: ts.get(i + 1).map_or(0.0, |&u| u as f32 / 1000.0),
+            alpha_bar: alpha_bar[t] as f32,
+            alpha_bar_next: ts.get(i + 1).map_or(1.0, |&u| alpha_bar[u] as f32),
+        })
+        .collect()
+}

@@ -1,0 +1,93 @@
+//! Sampler updates against their twin at every step of a schedule, with the step changed by
+//! writing the state word — the prepared dispatch (and its bind group) is reused; and the DDIM
+//! schedule against the original DiT's respacing.
+
+use milliwatt::cpu::sampler::{SamplerIo, sampler};
+use milliwatt::kernels::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use milliwatt::{Gpu, Kernel};
+
+use crate::util::{Rng, compare};
+use crate::{Backend, Outcome};
+
+type Case = fn(&Backend) -> Outcome;
+
+pub fn all() -> Vec<(&'static str, Case)> {
+    vec![("sampler_ops_every_step", |b| ops_case(&b.gpu)), ("ddim_schedule_matches_dit", |_| ddim_case())]
+}
+
+fn err(e: milliwatt::Error) -> String {
+    e.to_string()
+}
+
+fn ops_case(gpu: &Gpu) -> Outcome {
+    let (images, len) = (3u32, 1001u32);
+    let total = (images * len) as usize;
+    let ops = [
+        SamplerOp::Guide { scale: 2.5 },
+        SamplerOp::Euler,
+        SamplerOp::HeunPredict,
+        SamplerOp::HeunCorrect,
+        SamplerOp::Ddim,
+        SamplerOp::NoiseInit,
+    ];
+    for (oi, &op) in ops.iter().enumerate() {
+        let schedule: Vec<ScheduleEntry> =
+            if op == SamplerOp::Ddim { ddim_schedule(4) } else { rectified_flow_schedule(4, 0.8) };
+        let mut rng = Rng::new(9000 + oi as u64);
+        let mut x: Vec<f32> = rng.vec(total);
+        let a_len = if matches!(op, SamplerOp::Guide { .. }) { 2 * total } else { total };
+        let a: Vec<f32> = rng.vec(a_len);
+        let b: Vec<f32> = rng.vec(total);
+        let sb = gpu.upload("schedule", &schedule).map_err(err)?;
+        let state = gpu.upload("state", &[0u32]).map_err(err)?;
+        let xb = gpu.upload("x", &x).map_err(err)?;
+        let ab = gpu.upload("a", &a).map_err(err)?;
+        let bb = gpu.upload("b", &b).map_err(err)?;
+        let ob = gpu.upload("out", &vec![7f32; total]).map_err(err)?;
+        let bufs: Vec<milliwatt::TensorRef<'_>> = match op {
+            SamplerOp::Guide { .. } => vec![(&sb).into(), (&state).into(), (&ab).into(), (&ob).into()],
+            SamplerOp::HeunPredict => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into(), (&ob).into()],
+            SamplerOp::HeunCorrect => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into(), (&bb).into()],
+            _ => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into()],
+        };
+        let p = SamplerStep { op, images, len, steps: schedule.len() as u32 }.prepare(gpu, &bufs).map_err(err)?;
+        let before = gpu.object_counts();
+        for (step, e) in schedule.iter().enumerate() {
+            gpu.queue().write_buffer(&state, 0, bytemuck::bytes_of(&(step as u32)));
+            gpu.run(&[&p]).map_err(err)?;
+            let mut out = vec![0f32; total];
+            sampler(op, e, total, SamplerIo { x: &mut x, a: &a, b: &b, out: &mut out });
+            let scale = vec![4.0f32; total];
+            match op {
+                SamplerOp::Guide { .. } | SamplerOp::HeunPredict => {
+                    let got: Vec<f32> = gpu.read(&ob).map_err(err)?;
+                    compare(&format!("{op:?} step {step}"), &got, &out, &scale, 1e-6, 1e-6)?;
+                }
+                _ => {
+                    let got: Vec<f32> = gpu.read(&xb).map_err(err)?;
+                    compare(&format!("{op:?} step {step}"), &got, &x, &scale, 1e-6, 1e-6)?;
+                    // Continue from the GPU's state so errors cannot compound between steps.
+                    x = got;
+                }
+            }
+        }
+        let after = gpu.object_counts();
+        if after.bind_groups != before.bind_groups || after.pipelines != before.pipelines {
+            return Err(format!("{op:?}: stepping created GPU objects: {before:?} -> {after:?}"));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn ddim_case() -> Outcome {
+    let s = ddim_schedule(4);
+    let ts: Vec<f32> = s.iter().map(|e| e.t * 1000.0).collect();
+    if ts != [750.0, 500.0, 250.0, 0.0] {
+        return Err(format!("ddim4 timesteps {ts:?}, DiT uses 750, 500, 250, 0"));
+    }
+    // alpha_bar(0) = 1 - beta_0 = 0.9999; the last step goes to alpha_bar 1.
+    if (s[3].alpha_bar - 0.9999).abs() > 1e-7 || s[3].alpha_bar_next != 1.0 || s[0].alpha_bar_next != s[1].alpha_bar {
+        return Err(format!("ddim schedule {s:?}"));
+    }
+    Ok(Ok(()))
+}
