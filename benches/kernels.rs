@@ -304,14 +304,12 @@ fn main() -> Result<()> {
             .find(|r| r.kernel == "gemv" && r.shape == format!("{m}x1x{k}") && r.elem == "F32")
             .map(|r| r.seconds);
         // The dense f16 GEMV (f16 weights and activations), yardstick of F16Sparse24: this run's
-        // `gemv` row, or its own row when a filter left that out.
+        // `gemv` row, or its own row (named so that the filters selecting F16Sparse24 select it)
+        // when a filter left that out.
         let dense16 =
             match b.records.iter().find(|r| r.kernel == "gemv" && r.shape == format!("{m}x1x{k}") && r.elem == "F16") {
                 Some(r) => Some(r.seconds),
-                None if b.wanted("qgemv") => {
-                    b.matmul("qgemv.dense_f16_gemv", &Gemv::new(shape, Elem::F16), shape, Elem::F16)?
-                }
-                None => None,
+                None => b.matmul("qgemv.f16s24.dense_gemv", &Gemv::new(shape, Elem::F16), shape, Elem::F16)?,
             };
         let int4 = Format::Int4 { group: 128, zero_point: false };
         let formats = [

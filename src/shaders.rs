@@ -45,6 +45,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("timestep_embed", ["F16"]),
     shader!("class_embed", ["F16"]),
     shader!("sampler", []),
+    shader!("attention", ["F16", "BLOCK_LIST", "NEIGHBOURHOOD"]),
     shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),

@@ -1,6 +1,7 @@
 //! CPU twins: one function per kernel, taking the same parameter block and bindings as the shader
 //! and written to read like it, so tests can compare the two on the same data.
 
+pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;

@@ -79,13 +79,19 @@ pub fn load_step(format: Format, p: &QMatmulParams, w: &[u32], ws: &[u32], wa: &
             Step { words: [w[row * wr + 2 * s], w[row * wr + 2 * s + 1], 0, 0], scale: group_scale(g), zero, aux: 0 }
         }
         Format::Ternary5 => {
-            // Window of bytes 3o..3o+3 of vec4 s / 5: words a = 3o / 4 and a + 1 (clamped).
+            // Window of bytes 3o..3o+3 of vec4 s / 5 (words a = 3o / 4 and a + 1, clamped), its 20
+            // digits as 2-bit codes of window positions 0..19, shifted to the step's o..o+15.
             let o = (s % 5) as u32;
             let base = row * wr + 4 * (s / 5);
             let a = ((3 * o) >> 2) as usize;
             let sh = (24 * o) & 31;
             let (lo, hi) = (w[base + a], w[base + (a + 1).min(3)]);
-            Step { words: [(lo >> sh) | ((hi << 1) << (31 - sh)), 0, 0, 0], scale: 1.0, zero: 0.0, aux: o }
+            let win = (lo >> sh) | ((hi << 1) << (31 - sh));
+            let ev = ternary5_digits5((win & 0xFF) | ((win & 0xFF_0000) << 4));
+            let od = ternary5_digits5(((win >> 8) & 0xFF) | (((win >> 8) & 0xFF_0000) << 4));
+            let (low, high) = (ev | (od << 10), od >> 22);
+            let so = 2 * o;
+            plain([(low >> so) | ((high << 1) << (31 - so)), 0, 0, 0])
         }
         Format::Ternary24 => {
             // Groups 4o..4o+3 of the 12 in vec2 s / 3, funnel-shifted to bits 0..19.
@@ -114,18 +120,20 @@ fn int4_nibbles(st: &Step, q: usize) -> [u32; 4] {
     std::array::from_fn(|j| (word >> (4 * j)) & 0xF)
 }
 
-/// Twin of gemv_ternary5's `digits`: digits (level + 1) of weights 4q..4q+3 of the step. Weight i is
-/// window position p = o + i, digit d = p - 5k of byte k = p / 5 = (13 p) >> 6, extracted as
-/// `(((byte * 3^d) & 255) * 3) >> 8` ([`crate::quant::ternary5_digit`]).
+/// Twin of gemv_ternary5's `digit_pair`: digit d of two bytes held in 20-bit lanes (bits 0 and 20),
+/// `(((byte * 3^d) & 255) * 3) >> 8` for both at once ([`crate::quant::ternary5_digit`]).
+fn ternary5_digit_pair(lanes: u32, pow3: u32) -> u32 {
+    (((lanes.wrapping_mul(pow3) & 0x0FF0_00FF) * 3) >> 8) & 0x0030_0003
+}
+
+/// Twin of `digits5`: the five digits of two bytes, digit d at bits 2d and 20 + 2d.
+fn ternary5_digits5(lanes: u32) -> u32 {
+    [1, 3, 9, 27, 81].iter().enumerate().fold(0, |acc, (d, &pow3)| acc | ternary5_digit_pair(lanes, pow3) << (2 * d))
+}
+
+/// Digits (level + 1) of weights 4q..4q+3 of a Ternary5 step: 2-bit codes, as Ternary2's.
 fn ternary5_digits(st: &Step, q: usize) -> [u32; 4] {
-    std::array::from_fn(|j| {
-        let pos = st.aux + 4 * q as u32 + j as u32;
-        let k = (pos * 13) >> 6;
-        let d = pos - 5 * k;
-        let pow3 = if d == 4 { 81 } else { (0x1B09_0301u32 >> (8 * (d & 3))) & 0xFF };
-        let t = (st.words[0] >> (8 * k)).wrapping_mul(pow3) & 0xFF;
-        (t * 3) >> 8
-    })
+    std::array::from_fn(|j| (st.words[0] >> (8 * q + 2 * j)) & 3)
 }
 
 /// (3 - a) | (3 - b) << 2 of Ternary24 pair p in nibble p (nibble 6, state 24, is 0): the shifts
@@ -291,9 +299,9 @@ pub fn decode_slice_i8(format: Format, st: &Step, q: usize) -> DecI {
             DecI::Packed((spread & 0x0101_0101) | (((spread >> 1) & 0x0101_0101) * 0xFF))
         }
         Format::Ternary5 => {
-            let d = ternary5_digits(st, q);
-            let bytes = d[0] | (d[1] << 8) | (d[2] << 16) | (d[3] << 24);
-            DecI::Packed(((bytes | 0x8080_8080) - 0x0101_0101) ^ 0x8080_8080)
+            let b = (st.words[0] >> (8 * q)) & 0xFF;
+            let spread = (b & 0x3) | ((b & 0xC) << 6) | ((b & 0x30) << 12) | ((b & 0xC0) << 18);
+            DecI::Packed(((spread | 0x8080_8080) - 0x0101_0101) ^ 0x8080_8080)
         }
         Format::Int8 => DecI::Packed(st.words[q]),
         Format::Int4 { .. } => DecI::Packed(

@@ -1,5 +1,6 @@
 //! Typed wrappers of the WGSL kernels, each implementing [`crate::Kernel`].
 
+pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;
@@ -11,6 +12,7 @@ pub mod qgemm;
 pub mod qmatmul;
 pub mod sampler;
 
+pub use attention::{Attention, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
 pub use elementwise::{Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};

@@ -262,31 +262,51 @@ impl QGemv {
         }
     }
 
-    /// Bytes per step and row of the weight stream, and decode operations per step (see the
-    /// shaders' decode functions): (bit ops, f32 adds, i32 adds, i32 multiplies).
-    fn decode_cost(&self) -> (u64, u64, u64, u64) {
+    /// Decode operations per step and row (see the shaders' `load_step`, `decode_f` and
+    /// `decode_i8`; conversions between integers and floats are not counted, address arithmetic
+    /// neither): (bit ops, f32 adds, f32 multiplies, i32 adds, i32 multiplies). Bit ops include
+    /// compares and selects.
+    fn decode_cost(&self) -> (u64, u64, u64, u64, u64) {
         let int8_act = matches!(self.act, Act::Int8 { .. });
         match (self.format, int8_act) {
             // Per 4 weights: shifts and masks of 4 codes, then plus - minus.
-            (Format::Ternary2, false) => (4 * 17, 16, 0, 0),
+            (Format::Ternary2, false) => (4 * 17, 16, 0, 0, 0),
             // Per 4 weights: spread a byte to byte lanes, split plus and minus bits, one multiply.
-            (Format::Ternary2, true) => (4 * 15, 0, 0, 4),
+            (Format::Ternary2, true) => (4 * 15, 0, 0, 0, 4),
             // unpack4xI8: a shift and a sign extension per weight.
-            (Format::Int8, false) => (32, 0, 0, 0),
-            (Format::Int8, true) => (0, 0, 0, 0),
+            (Format::Int8, false) => (32, 0, 0, 0, 0),
+            (Format::Int8, true) => (0, 0, 0, 0, 0),
             // Per 4 weights: select the half word, 4 shifts, 4 masks; subtract the zero point; plus
             // the scale and zero-point unpack of the step.
-            (Format::Int4 { .. }, false) => (4 * 9 + 4, 16, 0, 0),
+            (Format::Int4 { .. }, false) => (4 * 9 + 4, 16, 0, 0, 0),
             // ... and pack4xI8 instead of the float subtract.
-            (Format::Int4 { .. }, true) => (4 * 19 + 4, 0, 16, 0),
-            (Format::Ternary5, false) => (0, 0, 0, 0),
-            (Format::Ternary5, true) => (0, 0, 0, 0),
-            (Format::Ternary24, false) => (0, 0, 0, 0),
-            (Format::Ternary24, true) => (0, 0, 0, 0),
-            (Format::Int4Sparse24 { .. }, false) => (0, 0, 0, 0),
-            (Format::Int4Sparse24 { .. }, true) => (0, 0, 0, 0),
-            (Format::F16Sparse24, false) => (0, 0, 0, 0),
-            (Format::F16Sparse24, true) => (0, 0, 0, 0),
+            (Format::Int4 { .. }, true) => (4 * 19 + 4, 0, 0, 16, 0),
+            // Per step: the window funnel shift (4), the two 20-bit-lane words (9), 5 digit pairs
+            // per word (d = 0: x 3, shift, mask; d > 0: x 3^d, mask, x 3, shift, mask, place, or:
+            // 22 bit ops and 9 multiplies per word), joining (3) and the funnel shift by 2o (4):
+            // 64 bit ops, 18 multiplies. Per 4 weights: a shift of the codes, 4 shifts, 4 masks,
+            // then code - 1 in f32 ...
+            (Format::Ternary5, false) => (64 + 4 * 9, 16, 0, 0, 18),
+            // ... or: byte of codes (2), spread to byte lanes (10), code - 1 per byte (or, xor and
+            // one subtract).
+            (Format::Ternary5, true) => (64 + 4 * 14, 0, 0, 4, 18),
+            // Per step: the funnel shift of the vec2 (8). Per group: the state (2), live (2), the
+            // four masks (5), sign bits (2), va = live - 2 neg (a multiply-add), vb = live - neg.
+            (Format::Ternary24, false) => (8 + 4 * 11, 8, 4, 0, 0),
+            // Per group: the state (2), the shift-table nibble (3), the two shifts (4), live (2),
+            // sign bits (2 and 1), va and vb (2 subtracts).
+            (Format::Ternary24, true) => (8 + 4 * 15, 0, 0, 8, 0),
+            // Per step: the scale unpack (4) and the half of the position word (1). Per group:
+            // values (shift and 3 masks and shifts) and - 8, positions (shift) and their four masks
+            // (7).
+            (Format::Int4Sparse24 { .. }, false) => (5 + 4 * 12, 8, 0, 0, 0),
+            // ... or the two byte shifts (and, shift and subtract each) and integer values - 8.
+            (Format::Int4Sparse24 { .. }, true) => (5 + 4 * 11, 0, 0, 8, 0),
+            // Per step: the half of the position word. Per group: the f16 halves (2), positions
+            // (shift) and their four masks (7) ...
+            (Format::F16Sparse24, false) => (1 + 4 * 10, 0, 0, 0, 0),
+            // ... or the two byte shifts (3 each).
+            (Format::F16Sparse24, true) => (1 + 4 * 9, 0, 0, 0, 0),
         }
     }
 }
@@ -351,7 +371,7 @@ impl Kernel for QGemv {
         let steps = u64::from(k.div_ceil(STEP));
         let groups = u64::from(m.div_ceil(v.rows));
         let rows = groups * u64::from(v.rows);
-        let (bits, fadd, iadd, imul) = self.decode_cost();
+        let (bits, fadd, fmul, iadd, imul) = self.decode_cost();
         // Weights: the words every row's ceil(K/16) steps touch (padding past them is never read),
         // plus one scale word per step for the group scales (and one zero-point or position word
         // per step), or one scale per row.
@@ -386,6 +406,7 @@ impl Kernel for QGemv {
             dram_write: u64::from(m) * n64 * out,
             bit_ops: rows * steps * bits,
             f32_add: rows * steps * fadd,
+            f32_mul: rows * steps * fmul,
             i32_add: rows * steps * iadd,
             i32_mul: rows * steps * imul,
             ..Work::default()
@@ -487,5 +508,76 @@ impl Kernel for QGemv {
             })
             .collect();
         build(gpu, name, &self.key(v), specs, self.work(caps)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Capabilities {
+        Capabilities {
+            f16: true,
+            subgroups: true,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            packed_dot4: true,
+            timestamps: false,
+            timestamps_inside: false,
+            pipeline_cache: false,
+            max_storage_binding: 1 << 27,
+            max_buffer_size: 1 << 31,
+            max_workgroup_storage: 32768,
+            max_invocations: 256,
+            max_workgroups_per_dim: 65535,
+            max_storage_buffers: 8,
+            storage_offset_alignment: 32,
+        }
+    }
+
+    #[test]
+    fn sparse_formats_do_half_the_multiply_adds() {
+        let shape = MatmulShape::new(64, 2, 4096);
+        let work = |format, act| QGemv::new(shape, format, act).work(&caps()).unwrap();
+        let f = Act::Float(Elem::F32);
+        let i = Act::Int8 { out: Elem::F32 };
+        let int4 = Format::Int4 { group: 128, zero_point: false };
+        for (sparse, dense) in [(Format::Ternary24, Format::Ternary2), (Format::Int4Sparse24 { group: 128 }, int4)] {
+            // Per step and column: 8 products instead of 16 (the step scale and the decode aside).
+            assert!(work(sparse, i).i8_mul * 2 == work(dense, i).i8_mul, "{sparse}");
+            assert!(work(sparse, f).f32_mul < work(dense, f).f32_mul, "{sparse}");
+        }
+        assert!(work(Format::F16Sparse24, f).f32_mul < work(Format::Int8, f).f32_mul);
+    }
+
+    #[test]
+    fn weight_bytes_follow_the_formats() {
+        let shape = MatmulShape::new(64, 1, 4096);
+        let read = |format| QGemv::new(shape, format, Act::Int8 { out: Elem::F32 }).work(&caps()).unwrap().dram_read;
+        // 1.6 bits < 2 bits; 2:4 ternary's 20 bits per 16 weights sit in whole vec2 per 3 steps.
+        assert!(read(Format::Ternary5) < read(Format::Ternary2));
+        assert!(read(Format::Ternary24) < read(Format::Ternary2) * 3 / 2);
+        assert!(read(Format::F16Sparse24) < read(Format::Int8) * 2);
+    }
+
+    #[test]
+    fn streams_follow_the_format() {
+        let shape = MatmulShape::new(8, 1, 100);
+        let names = |format| -> Vec<&'static str> {
+            QGemv::new(shape, format, Act::Float(Elem::F32))
+                .requirements(&caps())
+                .unwrap()
+                .iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(Format::F16Sparse24), ["x", "w", "w_positions", "y"]);
+        assert_eq!(names(Format::Int4Sparse24 { group: 64 }), ["x", "w", "w_scales", "w_positions", "y"]);
+        assert_eq!(names(Format::Int4 { group: 64, zero_point: true }), ["x", "w", "w_scales", "w_zeros", "y"]);
+        assert_eq!(names(Format::Ternary24), ["x", "w", "w_scales", "y"]);
+        // Bad group sizes are errors, not panics.
+        assert!(
+            QGemv::new(shape, Format::Int4Sparse24 { group: 48 }, Act::Float(Elem::F32)).requirements(&caps()).is_err()
+        );
     }
 }

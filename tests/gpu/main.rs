@@ -5,6 +5,7 @@
 //! and the run ends with a tally per backend. With `CI=true` both adapters are mandatory; with no
 //! adapter at all the run fails with instructions. Arguments are substring filters on case names.
 
+mod attention_cases;
 mod cases;
 mod embed_cases;
 mod noise_cases;
@@ -82,6 +83,7 @@ fn main() {
     cases.extend(noise_cases::all());
     cases.extend(embed_cases::all());
     cases.extend(sampler_cases::all());
+    cases.extend(attention_cases::all());
     cases.extend(norm_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();

@@ -1,0 +1,254 @@
+//! Fused multi-head attention (attention.wgsl): dense, block-sparse from a list of key tiles per
+//! query block, and 2D neighbourhood attention (NATTEN windows) that visits only the tiles a block's
+//! windows reach.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Capabilities, Gpu, PipelineKey};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernels::Elem;
+use crate::shaders::{Variant, shader};
+
+/// Queries per workgroup. Keep in sync with attention.wgsl's WG.
+pub const QUERY_BLOCK: u32 = 64;
+/// Keys per staged tile. Keep in sync with attention.wgsl's BK.
+pub const KEY_TILE: u32 = 16;
+/// Largest head dimension the kernel's registers and tiles hold.
+pub const MAX_HEAD_DIM: u32 = 128;
+
+/// Parameter block of attention.wgsl. Keep in sync with `AttentionParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    /// Tokens per image.
+    pub tokens: u32,
+    /// Heads.
+    pub heads: u32,
+    /// Head dimension.
+    pub head_dim: u32,
+    /// Softmax scale, 1 / sqrt(head_dim).
+    pub scale: f32,
+    /// Token grid rows (neighbourhood).
+    pub grid_h: u32,
+    /// Token grid columns (neighbourhood).
+    pub grid_w: u32,
+    /// Window size k (odd).
+    pub window: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// Which keys each query attends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sparsity {
+    /// All keys.
+    Dense,
+    /// The k x k window around the query on a `grid_h x grid_w` token grid (row-major tokens),
+    /// shifted inward at the borders. Buffer `blocks` from [`neighbourhood_blocks`].
+    Neighbourhood {
+        /// Grid rows.
+        grid_h: u32,
+        /// Grid columns.
+        grid_w: u32,
+        /// Window size k (odd, at most the grid).
+        window: u32,
+    },
+    /// Every key of the listed key tiles. Buffer `blocks` from [`block_list`].
+    Blocks,
+}
+
+/// Fused attention over `images` x `tokens` tokens. Buffers: `qkv` (images, tokens, 3, heads,
+/// head_dim), `blocks` (sparse variants), `out` (images, tokens, heads, head_dim).
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// Images.
+    pub images: u32,
+    /// Tokens per image.
+    pub tokens: u32,
+    /// Heads.
+    pub heads: u32,
+    /// Head dimension (a multiple of 4, at most 128: 32, 64, 72 and 128 are the DiT sizes).
+    pub head_dim: u32,
+    /// Which keys each query sees.
+    pub sparsity: Sparsity,
+    /// Element type of qkv and out (arithmetic in f32).
+    pub elem: Elem,
+    /// Key tiles visited per query block (sparse variants; from the block list), for the work
+    /// count. `None` means all.
+    pub visited_tiles: Option<u64>,
+}
+
+impl Attention {
+    /// Dense attention.
+    pub fn dense(images: u32, tokens: u32, heads: u32, head_dim: u32, elem: Elem) -> Self {
+        Self { images, tokens, heads, head_dim, sparsity: Sparsity::Dense, elem, visited_tiles: None }
+    }
+
+    fn key(&self) -> PipelineKey {
+        let defines = self.elem.define().into_iter().chain(match self.sparsity {
+            Sparsity::Dense => vec![],
+            Sparsity::Neighbourhood { .. } => vec!["BLOCK_LIST", "NEIGHBOURHOOD"],
+            Sparsity::Blocks => vec!["BLOCK_LIST"],
+        });
+        PipelineKey::new(
+            Variant::new(shader("attention").expect("attention shader"), defines),
+            &[("WG", f64::from(QUERY_BLOCK)), ("D", f64::from(self.head_dim))],
+        )
+    }
+
+    /// Query blocks per image.
+    pub fn query_blocks(&self) -> u32 {
+        self.tokens.div_ceil(QUERY_BLOCK)
+    }
+
+    /// Key tiles per image.
+    pub fn key_tiles(&self) -> u32 {
+        self.tokens.div_ceil(KEY_TILE)
+    }
+}
+
+/// A block list for the `blocks` buffer: `n + 1` offsets (n query blocks) then the key-tile
+/// indices of each query block.
+pub fn block_list(per_query_block: &[Vec<u32>]) -> Vec<u32> {
+    let n = per_query_block.len();
+    let mut out = Vec::with_capacity(n + 1 + per_query_block.iter().map(Vec::len).sum::<usize>());
+    let mut acc = 0u32;
+    out.push(0);
+    for tiles in per_query_block {
+        acc += tiles.len() as u32;
+        out.push(acc);
+    }
+    for tiles in per_query_block {
+        out.extend_from_slice(tiles);
+    }
+    out
+}
+
+/// NATTEN window start along an axis of length `n` for position `i`.
+pub fn window_start(i: u32, n: u32, window: u32) -> u32 {
+    let half = window / 2;
+    i.max(half).saturating_sub(half).min(n - window)
+}
+
+/// The key tiles each query block of a neighbourhood attention can reach: the union of its
+/// queries' windows, as tile indices in increasing order.
+pub fn neighbourhood_tiles(tokens: u32, grid_h: u32, grid_w: u32, window: u32) -> Vec<Vec<u32>> {
+    let blocks = tokens.div_ceil(QUERY_BLOCK);
+    (0..blocks)
+        .map(|qb| {
+            let mut tiles = std::collections::BTreeSet::new();
+            for q in qb * QUERY_BLOCK..((qb + 1) * QUERY_BLOCK).min(tokens) {
+                let (r0, c0) = (window_start(q / grid_w, grid_h, window), window_start(q % grid_w, grid_w, window));
+                for r in r0..r0 + window {
+                    tiles.insert((r * grid_w + c0) / KEY_TILE);
+                    tiles.insert((r * grid_w + c0 + window - 1) / KEY_TILE);
+                    // Tiles strictly between the window row's first and last key.
+                    for t in (r * grid_w + c0) / KEY_TILE..=(r * grid_w + c0 + window - 1) / KEY_TILE {
+                        tiles.insert(t);
+                    }
+                }
+            }
+            tiles.into_iter().collect()
+        })
+        .collect()
+}
+
+/// [`block_list`] of [`neighbourhood_tiles`].
+pub fn neighbourhood_blocks(tokens: u32, grid_h: u32, grid_w: u32, window: u32) -> Vec<u32> {
+    block_list(&neighbourhood_tiles(tokens, grid_h, grid_w, window))
+}
+
+impl Kernel for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        let name = self.name();
+        if self.images == 0 || self.tokens == 0 || self.heads == 0 {
+            return Err(Error::Shape { kernel: name, message: "zero images, tokens or heads".into() });
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(4) || self.head_dim > MAX_HEAD_DIM {
+            return Err(Error::Shape {
+                kernel: name,
+                message: format!("head dim {} is not a multiple of 4 up to {MAX_HEAD_DIM}", self.head_dim),
+            });
+        }
+        if let Sparsity::Neighbourhood { grid_h, grid_w, window } = self.sparsity
+            && (grid_h * grid_w != self.tokens || window.is_multiple_of(2) || window > grid_h || window > grid_w)
+        {
+            return Err(Error::Shape {
+                kernel: name,
+                message: format!("window {window} on a {grid_h} x {grid_w} grid of {} tokens", self.tokens),
+            });
+        }
+        self.elem.check(name, caps)?;
+        let per_image = u64::from(self.tokens) * u64::from(self.heads) * u64::from(self.head_dim);
+        let n = u64::from(self.images) * per_image;
+        let mut reqs = vec![BufferReq::input("qkv", self.elem.bytes(3 * n))];
+        if self.sparsity != Sparsity::Dense {
+            reqs.push(BufferReq::input("blocks", (u64::from(self.query_blocks()) + 2) * 4));
+        }
+        reqs.push(BufferReq::output("out", self.elem.bytes(n)));
+        Ok(reqs)
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let (b, h, d) = (u64::from(self.images), u64::from(self.heads), u64::from(self.head_dim));
+        let qbs = u64::from(self.query_blocks());
+        let tiles_per_qb = self.visited_tiles.map_or(u64::from(self.key_tiles()) * qbs, |v| v);
+        let groups = b * h;
+        // Per query (QUERY_BLOCK per block, padding included) and visited key: d MACs for the
+        // score, d for the value, an exp, and the online-softmax bookkeeping; per tile and query a
+        // rescale of the output (d multiplies).
+        let pairs = groups * tiles_per_qb * u64::from(QUERY_BLOCK) * u64::from(KEY_TILE);
+        let rescales = groups * tiles_per_qb * u64::from(QUERY_BLOCK);
+        let eb = self.elem.size();
+        Ok(Work {
+            f32_mul: pairs * (2 * d + 2) + rescales * (d + 1),
+            f32_add: pairs * (2 * d + 3),
+            // Each workgroup stages each visited tile's keys and values; reads its queries once.
+            dram_read: groups * tiles_per_qb * u64::from(KEY_TILE) * 2 * d * eb
+                + groups * u64::from(self.tokens) * d * eb,
+            dram_write: groups * u64::from(self.tokens) * d * eb,
+            sram_write: groups * tiles_per_qb * u64::from(KEY_TILE) * 2 * d * 4,
+            sram_read: pairs * 2 * d * 4,
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let (grid_h, grid_w, window) = match self.sparsity {
+            Sparsity::Neighbourhood { grid_h, grid_w, window } => (grid_h, grid_w, window),
+            _ => (1, self.tokens, 1),
+        };
+        let params = AttentionParams {
+            tokens: self.tokens,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            grid_h,
+            grid_w,
+            window,
+            _pad: 0,
+        };
+        let mut storage = vec![(1, buffers[0], reqs[0].size)];
+        if self.sparsity != Sparsity::Dense {
+            // The list's length is data: bind the whole buffer from its offset.
+            let b = buffers[1];
+            storage.push((2, b, b.buffer.size() - b.offset));
+        }
+        let out = buffers[buffers.len() - 1];
+        storage.push((3, out, reqs[reqs.len() - 1].size));
+        if self.images > caps.max_workgroups_per_dim || self.heads > caps.max_workgroups_per_dim {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: "too many images or heads for one dispatch".into(),
+            });
+        }
+        let spec = DispatchSpec { params, storage, workgroups: [self.query_blocks(), self.heads, self.images] };
+        build(gpu, self.name(), &self.key(), vec![spec], self.work(caps)?)
+    }
+}
