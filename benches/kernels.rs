@@ -213,7 +213,6 @@ fn format_label(f: Format) -> String {
         Format::Ternary2 => "ternary".into(),
         Format::Int8 => "int8".into(),
         Format::Int4 { group, zero_point } => format!("int4g{group}{}", if zero_point { "z" } else { "" }),
-        Format::Ternary5 => "ternary5".into(),
         Format::Ternary24 => "ternary24".into(),
         Format::Int4Sparse24 { group } => format!("int4s24g{group}"),
         Format::F16Sparse24 => "f16s24".into(),
@@ -314,7 +313,6 @@ fn main() -> Result<()> {
         let int4 = Format::Int4 { group: 128, zero_point: false };
         let formats = [
             Format::Ternary2,
-            Format::Ternary5,
             Format::Int8,
             int4,
             Format::Ternary24,
@@ -330,11 +328,11 @@ fn main() -> Result<()> {
                     speedups.push(format!("{name} {} {m}x{k}: {:.2}x dense f32", act_label(act), d / t));
                 }
                 // Beside the row: the 2:4 formats against the dense format of the same values and
-                // activations (the goal is >= 1.3x), Ternary5 against Ternary2.
+                // activations (the goal is >= 1.3x).
                 let same_act =
                     |f: Format| times.iter().find(|x: &&(Format, Act, f64)| x.0 == f && x.1 == act).map(|x| x.2);
                 let base = match format {
-                    Format::Ternary5 | Format::Ternary24 => {
+                    Format::Ternary24 => {
                         Some((format!("qgemv.ternary {}", act_label(act)), same_act(Format::Ternary2)))
                     }
                     Format::Int4Sparse24 { .. } => {
@@ -433,7 +431,7 @@ fn main() -> Result<()> {
         }
     }
     if !sparse_speedups.is_empty() {
-        println!("\n2:4 GEMV over the dense format of the same values (goal >= 1.3x), Ternary5 over Ternary2:");
+        println!("\n2:4 GEMV over the dense format of the same values (goal >= 1.3x):");
         for l in &sparse_speedups {
             println!("  {l}");
         }
@@ -444,7 +442,6 @@ fn main() -> Result<()> {
         let w = vec![0.5f32; 4096 * 4096];
         for format in [
             Format::Ternary2,
-            Format::Ternary5,
             Format::Int8,
             Format::Int4 { group: 32, zero_point: false },
             Format::Int4 { group: 128, zero_point: false },

@@ -49,7 +49,6 @@ fn main() -> Result<()> {
             let w: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
             let formats = [
                 Format::Ternary2,
-                Format::Ternary5,
                 Format::Int8,
                 Format::Int4 { group: 128, zero_point: false },
                 Format::Ternary24,

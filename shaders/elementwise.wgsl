@@ -1,5 +1,7 @@
-// Element-wise out = a + b, a * b, or alpha * a + beta (OP = 0, 1, 2; for OP = 2 `b` is unused),
-// computed in f32 and rounded once to the element type.
+// Element-wise out = a + b, a * b, alpha * a + beta, SiLU(a) or GELU-tanh(a) (OP = 0 .. 4; `b` is
+// unused from OP = 2 on), computed in f32 and rounded once to the element type. The activations are
+// those of shared/epilogue.wgsl (DiT applies SiLU to the conditioning vector before every adaLN
+// projection, which is why it exists apart from the matmul epilogues).
 // Each invocation handles one element, or one vec4 with VEC4 (length % 4 == 0). A 2D grid of
 // workgroups covers lengths past the 65535-workgroup dimension limit.
 #import elem
@@ -50,8 +52,15 @@ fn main(
         case 1u: {
             r = av * vf(b[i]);
         }
-        default: {
+        case 2u: {
             r = fma(av, vf(p.alpha), vf(p.beta));
+        }
+        case 3u: {
+            r = av / (vf(1.0) + exp(-av));
+        }
+        default: {
+            let c = 0.7978845608028654; // sqrt(2 / pi)
+            r = 0.5 * av * (vf(1.0) + tanh(c * (av + 0.044715 * av * av * av)));
         }
     }
     out[i] = ve(r);

@@ -206,6 +206,13 @@ impl Prepared {
         self.work
     }
 
+    /// Appends another prepared kernel's dispatches (run after this one's; works add up).
+    pub(crate) fn append(&mut self, other: Prepared) {
+        self.dispatches.extend(other.dispatches);
+        self.owned.extend(other.owned);
+        self.work += other.work;
+    }
+
     /// Keeps a buffer the kernel created during preparation alive as long as its bind groups.
     pub(crate) fn keep_alive(&mut self, buffer: wgpu::Buffer) {
         self.owned.push(buffer);

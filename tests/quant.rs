@@ -1,11 +1,10 @@
 //! Packed weight formats (`milliwatt::quant`): round trips, error bounds, known-answer bit layouts,
-//! the Ternary5 digit trick, rounding, bad input, and sizes. No GPU.
+//! rounding, bad input, and sizes. No GPU.
 
 use half::f16;
 use milliwatt::Error;
 use milliwatt::quant::{
-    Format, Packed, Quantized, ScaleMode, TERNARY24_ZERO_STATE, quantize, round_half_even, ternary5_digit,
-    ternary5_encode, ternary24_state,
+    Format, Packed, Quantized, ScaleMode, TERNARY24_ZERO_STATE, quantize, round_half_even, ternary24_state,
 };
 use proptest::prelude::*;
 
@@ -14,7 +13,7 @@ const MS: [u32; 2] = [1, 7];
 
 /// Every format, every group size and zero-point choice.
 fn all_formats() -> Vec<Format> {
-    let mut v = vec![Format::Ternary2, Format::Ternary5, Format::Int8, Format::Ternary24, Format::F16Sparse24];
+    let mut v = vec![Format::Ternary2, Format::Int8, Format::Ternary24, Format::F16Sparse24];
     for group in [32, 64, 128] {
         v.push(Format::Int4 { group, zero_point: false });
         v.push(Format::Int4 { group, zero_point: true });
@@ -70,7 +69,7 @@ fn check_quantization(w: &[f32], q: &Quantized, mode: ScaleMode) {
     assert_eq!(dq.len(), w.len());
     let mean_abs = |xs: &[f32]| xs.iter().map(|&x| f64::from(x.abs())).sum::<f64>() / xs.len() as f64;
     match f {
-        Format::Ternary2 | Format::Ternary5 => {
+        Format::Ternary2 => {
             for (i, (&l, &d)) in q.levels.iter().zip(&dq).enumerate() {
                 let gamma = q.scales[i / k];
                 assert!((-1..=1).contains(&l));
@@ -213,7 +212,7 @@ proptest! {
 
     #[test]
     fn random_shapes_round_trip(
-        fi in 0usize..14,
+        fi in 0..all_formats().len(),
         per_tensor in any::<bool>(),
         m in 1u32..5,
         k in 1u32..300,
@@ -229,7 +228,7 @@ proptest! {
 
     #[test]
     fn arbitrary_values_round_trip(
-        fi in 0usize..14,
+        fi in 0..all_formats().len(),
         k in 1u32..200,
         w in prop::collection::vec(-1000.0f32..1000.0, 200),
     ) {
@@ -269,16 +268,6 @@ fn ternary2_known_row() {
     assert_eq!(p.data, [0x4000_0009, 0, 0, 0]);
     assert_eq!(p.scales, [0.1875f32.to_bits()]);
     assert!(p.aux.is_empty());
-}
-
-#[test]
-fn ternary5_known_byte() {
-    // gamma = 0.8; levels 1, -1, 0, 1, -1 -> digits 2, 0, 1, 2, 0 -> v = 162 + 9 + 6 = 177 ->
-    // byte ceil(177 * 256 / 243) = 187 = 0xBB; padding bytes (five zero levels) 128.
-    let p = pack(&[1.0, -1.0, 0.0, 1.0, -1.0], 1, 5, Format::Ternary5);
-    assert_eq!(p.data, [0x8080_80BB, 0x8080_8080, 0x8080_8080, 0x8080_8080]);
-    assert_eq!(p.scales, [0.8f32.to_bits()]);
-    assert_eq!(ternary5_encode([1, -1, 0, 1, -1]), 187);
 }
 
 #[test]
@@ -383,26 +372,7 @@ fn f16_sparse24_known_word() {
     assert!(p.scales.is_empty());
 }
 
-// ---- Ternary5 digit trick and rounding ---------------------------------------------------------
-
-#[test]
-fn ternary5_digit_trick_is_exact_for_all_243_values() {
-    let mut seen = std::collections::HashSet::new();
-    for v in 0u32..243 {
-        // Digits by plain base-3 division, most significant (weight 5j) first.
-        let digits: [u32; 5] = std::array::from_fn(|i| v / 3u32.pow(4 - i as u32) % 3);
-        let byte = ternary5_encode(digits.map(|d| d as i8 - 1));
-        assert_eq!(u32::from(byte), (v * 256).div_ceil(243), "v = {v}");
-        assert!(seen.insert(byte), "v = {v}: byte {byte} is not unique");
-        for (i, &d) in digits.iter().enumerate() {
-            // The shader's formula written out, and the library function.
-            let t = (u32::from(byte) * 3u32.pow(i as u32)) & 255;
-            assert_eq!((t * 3) >> 8, d, "v = {v}, digit {i}");
-            assert_eq!(u32::from(ternary5_digit(byte, i as u32)), d, "v = {v}, digit {i}");
-        }
-    }
-    assert_eq!(seen.len(), 243);
-}
+// ---- Rounding ----------------------------------------------------------------------------------
 
 #[test]
 fn round_half_to_even_everywhere() {
@@ -530,16 +500,6 @@ fn invalid_codes_are_format_errors() {
     let mut p = packed16(Format::Ternary2);
     p.data[1] = 1;
     assert_format_err(p.unpack());
-    // Ternary5: a byte that is no encoding (not in the image of ceil(v * 256 / 243)).
-    let image: Vec<u8> = (0u32..243).map(|v| ((v * 256).div_ceil(243)) as u8).collect();
-    let hole = (0..=255u8).find(|b| !image.contains(b)).unwrap();
-    let mut p = packed16(Format::Ternary5);
-    p.data[0] = (p.data[0] & !0xFF) | u32::from(hole);
-    assert_format_err(p.unpack());
-    // Ternary5: padding byte not 128.
-    let mut p = packed16(Format::Ternary5);
-    p.data[3] = 0;
-    assert_format_err(p.unpack());
     // Int8 -128 and nonzero padding.
     let mut p = packed16(Format::Int8);
     p.data[0] = (p.data[0] & !0xFF) | 0x80;
@@ -656,8 +616,6 @@ fn sizes_at_4096_by_4096() {
     let row_scale = 32.0 / 4096.0;
     let cases = [
         (Format::Ternary2, 2.0 + row_scale),
-        // 52 vec4s of 80 weights cover 4160 >= 4096: 1.6 * 4160 / 4096.
-        (Format::Ternary5, 1.625 + row_scale),
         (Format::Int8, 8.0 + row_scale),
         (Format::Int4 { group: 128, zero_point: false }, 4.0 + 16.0 / 128.0),
         (Format::Int4 { group: 128, zero_point: true }, 4.0 + 16.0 / 128.0 + 4.0 / 128.0),
@@ -678,7 +636,6 @@ fn sizes_at_4096_by_4096() {
 fn padding_granularity_is_exposed() {
     let cases = [
         (Format::Ternary2, 64),
-        (Format::Ternary5, 80),
         (Format::Int8, 16),
         (Format::Int4 { group: 32, zero_point: false }, 32),
         (Format::Int4 { group: 128, zero_point: true }, 128),

@@ -123,7 +123,6 @@ mod properties {
     fn format_strategy() -> impl Strategy<Value = Format> {
         prop_oneof![
             Just(Format::Ternary2),
-            Just(Format::Ternary5),
             Just(Format::Int8),
             (prop_oneof![Just(32u32), Just(64), Just(128)], any::<bool>())
                 .prop_map(|(group, zero_point)| Format::Int4 { group, zero_point }),

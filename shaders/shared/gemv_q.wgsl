@@ -24,7 +24,7 @@ struct Step {
     scale: f32,
     zero: f32,
     // Format-specific bits beside the words: the 2:4 position nibbles of the step's four groups
-    // (F16Sparse24 fills all four words with values), or the Ternary5 byte phase.
+    // (F16Sparse24 fills all four words with values).
     aux: u32,
 }
 

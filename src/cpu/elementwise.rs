@@ -12,6 +12,8 @@ pub fn elementwise<E: Element>(op: EltOp, a: &[E], b: Option<&[E]>, out: &mut [E
             EltOp::Add => av + b.expect("add needs b")[i].to_f32(),
             EltOp::Mul => av * b.expect("mul needs b")[i].to_f32(),
             EltOp::Scale { alpha, beta } => av.mul_add(alpha, beta),
+            EltOp::Silu => super::epilogue::silu(av),
+            EltOp::GeluTanh => super::epilogue::gelu_tanh(av),
         });
     }
 }

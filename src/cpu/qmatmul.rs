@@ -1,5 +1,5 @@
-//! Twins of quantize_act.wgsl and the low-bit GEMVs (gemv_ternary, gemv_ternary5, gemv_int8,
-//! gemv_int4, gemv_ternary24, gemv_int4s24, gemv_f16s24 over shared/gemv_q.wgsl). They decode the
+//! Twins of quantize_act.wgsl and the low-bit GEMVs (gemv_ternary, gemv_int8, gemv_int4,
+//! gemv_ternary24, gemv_int4s24, gemv_f16s24 over shared/gemv_q.wgsl). They decode the
 //! packed words exactly as the shaders do, so a layout mistake shows against `crate::quant`'s own
 //! unpacker in the tests.
 
@@ -38,7 +38,7 @@ pub fn quantize_act<E: Element>(n: usize, k: usize, x_row_words: usize, x: &[E],
 }
 
 /// One step of a packed row as the shaders' `load_step` sees it: words, scale, zero point, and the
-/// format's aux bits (2:4 positions, the Ternary5 byte phase).
+/// format's aux bits (2:4 positions).
 #[derive(Clone, Copy, Debug)]
 pub struct Step {
     words: [u32; 4],
@@ -78,21 +78,6 @@ pub fn load_step(format: Format, p: &QMatmulParams, w: &[u32], ws: &[u32], wa: &
             };
             Step { words: [w[row * wr + 2 * s], w[row * wr + 2 * s + 1], 0, 0], scale: group_scale(g), zero, aux: 0 }
         }
-        Format::Ternary5 => {
-            // Window of bytes 3o..3o+3 of vec4 s / 5 (words a = 3o / 4 and a + 1, clamped), its 20
-            // digits as 2-bit codes of window positions 0..19, shifted to the step's o..o+15.
-            let o = (s % 5) as u32;
-            let base = row * wr + 4 * (s / 5);
-            let a = ((3 * o) >> 2) as usize;
-            let sh = (24 * o) & 31;
-            let (lo, hi) = (w[base + a], w[base + (a + 1).min(3)]);
-            let win = (lo >> sh) | ((hi << 1) << (31 - sh));
-            let ev = ternary5_digits5((win & 0xFF) | ((win & 0xFF_0000) << 4));
-            let od = ternary5_digits5(((win >> 8) & 0xFF) | (((win >> 8) & 0xFF_0000) << 4));
-            let (low, high) = (ev | (od << 10), od >> 22);
-            let so = 2 * o;
-            plain([(low >> so) | ((high << 1) << (31 - so)), 0, 0, 0])
-        }
         Format::Ternary24 => {
             // Groups 4o..4o+3 of the 12 in vec2 s / 3, funnel-shifted to bits 0..19.
             let o = (s % 3) as u32;
@@ -118,22 +103,6 @@ fn ternary_codes(st: &Step, q: usize) -> [u32; 4] {
 fn int4_nibbles(st: &Step, q: usize) -> [u32; 4] {
     let word = st.words[q / 2] >> (16 * (q % 2));
     std::array::from_fn(|j| (word >> (4 * j)) & 0xF)
-}
-
-/// Twin of gemv_ternary5's `digit_pair`: digit d of two bytes held in 20-bit lanes (bits 0 and 20),
-/// `(((byte * 3^d) & 255) * 3) >> 8` for both at once ([`crate::quant::ternary5_digit`]).
-fn ternary5_digit_pair(lanes: u32, pow3: u32) -> u32 {
-    (((lanes.wrapping_mul(pow3) & 0x0FF0_00FF) * 3) >> 8) & 0x0030_0003
-}
-
-/// Twin of `digits5`: the five digits of two bytes, digit d at bits 2d and 20 + 2d.
-fn ternary5_digits5(lanes: u32) -> u32 {
-    [1, 3, 9, 27, 81].iter().enumerate().fold(0, |acc, (d, &pow3)| acc | ternary5_digit_pair(lanes, pow3) << (2 * d))
-}
-
-/// Digits (level + 1) of weights 4q..4q+3 of a Ternary5 step: 2-bit codes, as Ternary2's.
-fn ternary5_digits(st: &Step, q: usize) -> [u32; 4] {
-    std::array::from_fn(|j| (st.words[0] >> (8 * q + 2 * j)) & 3)
 }
 
 /// (3 - a) | (3 - b) << 2 of Ternary24 pair p in nibble p (nibble 6, state 24, is 0): the shifts
@@ -203,7 +172,6 @@ fn pair_f(n: u32, va: f32, vb: f32) -> DecF {
 pub fn decode_slice_f(format: Format, st: &Step, q: usize) -> DecF {
     match format {
         Format::Ternary2 => DecF::Dense(ternary_codes(st, q).map(|c| (c & 1) as f32 - (c >> 1) as f32)),
-        Format::Ternary5 => DecF::Dense(ternary5_digits(st, q).map(|d| d as f32 - 1.0)),
         Format::Int8 => DecF::Dense(std::array::from_fn(|j| f32::from((st.words[q] >> (8 * j)) as u8 as i8))),
         Format::Int4 { .. } => DecF::Dense(int4_nibbles(st, q).map(|v| v as f32 - st.zero)),
         Format::Ternary24 => {
@@ -297,11 +265,6 @@ pub fn decode_slice_i8(format: Format, st: &Step, q: usize) -> DecI {
             let b = (st.words[0] >> (8 * q)) & 0xFF;
             let spread = (b & 0x3) | ((b & 0xC) << 6) | ((b & 0x30) << 12) | ((b & 0xC0) << 18);
             DecI::Packed((spread & 0x0101_0101) | (((spread >> 1) & 0x0101_0101) * 0xFF))
-        }
-        Format::Ternary5 => {
-            let b = (st.words[0] >> (8 * q)) & 0xFF;
-            let spread = (b & 0x3) | ((b & 0xC) << 6) | ((b & 0x30) << 12) | ((b & 0xC0) << 18);
-            DecI::Packed(((spread | 0x8080_8080) - 0x0101_0101) ^ 0x8080_8080)
         }
         Format::Int8 => DecI::Packed(st.words[q]),
         Format::Int4 { .. } => DecI::Packed(
@@ -420,7 +383,7 @@ pub fn qgemv<E: Element>(
 ) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let row_scale = |row: usize| match format {
-        Format::Ternary2 | Format::Ternary5 | Format::Int8 | Format::Ternary24 => f32::from_bits(ws[row]),
+        Format::Ternary2 | Format::Int8 | Format::Ternary24 => f32::from_bits(ws[row]),
         Format::Int4 { .. } | Format::Int4Sparse24 { .. } | Format::F16Sparse24 => 1.0,
     };
     for row in 0..m {
@@ -468,7 +431,7 @@ pub fn qgemv<E: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{TERNARY24_PAIRS, ternary5_digit, ternary5_encode, ternary24_levels};
+    use crate::quant::{TERNARY24_PAIRS, ternary24_levels};
 
     fn params(format: Format, k: u32) -> QMatmulParams {
         let (wr, sr, ar) = crate::kernels::qmatmul::row_words(format, k).unwrap();
@@ -495,33 +458,6 @@ mod tests {
             assert_eq!(n, u32::from(3 - a) | u32::from(3 - b) << 2, "pair {p}");
         }
         assert_eq!(T24_SHIFTS >> 24, 0);
-    }
-
-    /// Every step phase of a row of 400 bytes (all 243 encodings, shuffled): the step decode gives
-    /// `ternary5_digit` of byte (16 s + i) / 5, digit (16 s + i) % 5, as floats and as int8.
-    #[test]
-    fn ternary5_steps_decode_every_byte_and_phase() {
-        let k = 2000u32;
-        let p = params(Format::Ternary5, k);
-        let bytes: Vec<u8> = (0..p.w_row_words * 4).map(|j| ternary5_encode_index((j * 97 + 13) % 243)).collect();
-        let w: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        for s in 0..p.steps as usize {
-            let st = load_step(Format::Ternary5, &p, &w, &[], &[], 0, s);
-            for q in 0..4 {
-                let want: [f32; 4] = std::array::from_fn(|j| {
-                    let i = 16 * s + 4 * q + j;
-                    f32::from(ternary5_digit(bytes[i / 5], (i % 5) as u32)) - 1.0
-                });
-                assert_eq!(decode_f(Format::Ternary5, &st, q), want, "step {s} slice {q}");
-                let packed = want.iter().enumerate().fold(0u32, |a, (j, &l)| a | u32::from(l as i8 as u8) << (8 * j));
-                assert_eq!(decode_i8(Format::Ternary5, &st, q), packed, "step {s} slice {q}");
-            }
-        }
-    }
-
-    /// The encoding of v = 0..=242 (digits of v in base 3).
-    fn ternary5_encode_index(v: u32) -> u8 {
-        ternary5_encode(std::array::from_fn(|i| ((v / [81, 27, 9, 3, 1][i]) % 3) as i8 - 1))
     }
 
     /// Every state in every group slot of every step phase decodes to `ternary24_levels`, as floats

@@ -252,3 +252,89 @@ impl Kernel for Attention {
         build(gpu, self.name(), &self.key(), vec![spec], self.work(caps)?)
     }
 }
+
+/// The deliberately naive three-dispatch attention (scores to memory, softmax, values): a
+/// benchmark reference for [`Attention`] only. f32. Buffers: `qkv`, `scores` (images x heads x
+/// tokens^2 f32), `out`.
+#[derive(Clone, Debug)]
+pub struct AttentionNaive {
+    /// Images.
+    pub images: u32,
+    /// Tokens.
+    pub tokens: u32,
+    /// Heads.
+    pub heads: u32,
+    /// Head dimension.
+    pub head_dim: u32,
+}
+
+impl Kernel for AttentionNaive {
+    fn name(&self) -> &'static str {
+        "attention_naive"
+    }
+
+    fn requirements(&self, _caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.images == 0 || self.tokens == 0 || self.heads == 0 || self.head_dim == 0 {
+            return Err(Error::Shape { kernel: self.name(), message: "empty attention".into() });
+        }
+        let (b, t, h, d) =
+            (u64::from(self.images), u64::from(self.tokens), u64::from(self.heads), u64::from(self.head_dim));
+        Ok(vec![
+            BufferReq::input("qkv", 3 * b * t * h * d * 4),
+            BufferReq::output("scores", b * h * t * t * 4),
+            BufferReq::output("out", b * t * h * d * 4),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let (b, t, h, d) =
+            (u64::from(self.images), u64::from(self.tokens), u64::from(self.heads), u64::from(self.head_dim));
+        let pairs = b * h * t * t;
+        Ok(Work {
+            f32_mul: pairs * (2 * d + 2),
+            f32_add: pairs * (2 * d + 3),
+            dram_read: pairs * (2 * d * 4 + 3 * 4 + d * 4 * 2),
+            dram_write: pairs * 4 * 2 + b * t * h * d * 4,
+            ..Work::default()
+        })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let params = AttentionParams {
+            tokens: self.tokens,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            grid_h: 1,
+            grid_w: self.tokens,
+            window: 1,
+            _pad: 0,
+        };
+        let bh = self.images * self.heads;
+        let t = self.tokens;
+        let grids = [[t.div_ceil(64), t, bh], [t.div_ceil(64), 1, bh], [self.head_dim.div_ceil(64), t, bh]];
+        // Three pipelines of one shader (the STAGE override), one dispatch each, in order.
+        let mut prepared: Option<Prepared> = None;
+        for (stage, grid) in grids.into_iter().enumerate() {
+            let key = PipelineKey::new(
+                Variant::new(shader("attention_naive").expect("shader"), []),
+                &[("STAGE", stage as f64)],
+            );
+            let spec =
+                DispatchSpec::sequential(params, buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+            let part =
+                build(gpu, self.name(), &key, vec![spec], if stage == 0 { self.work(caps)? } else { Work::default() })?;
+            prepared = Some(match prepared {
+                None => part,
+                Some(mut p) => {
+                    p.append(part);
+                    p
+                }
+            });
+        }
+        prepared.ok_or_else(|| Error::Shape { kernel: self.name(), message: "no stages".into() })
+    }
+}

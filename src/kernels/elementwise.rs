@@ -34,6 +34,10 @@ pub enum EltOp {
         /// Offset.
         beta: f32,
     },
+    /// `out = a * sigmoid(a)`.
+    Silu,
+    /// `out = GELU(a)`, tanh form.
+    GeluTanh,
 }
 
 impl EltOp {
@@ -42,16 +46,18 @@ impl EltOp {
             EltOp::Add => 0,
             EltOp::Mul => 1,
             EltOp::Scale { .. } => 2,
+            EltOp::Silu => 3,
+            EltOp::GeluTanh => 4,
         }
     }
 
     /// Number of input buffers.
     pub fn inputs(self) -> usize {
-        if matches!(self, EltOp::Scale { .. }) { 1 } else { 2 }
+        if matches!(self, EltOp::Add | EltOp::Mul) { 2 } else { 1 }
     }
 }
 
-/// Element-wise kernel over `len` elements. Buffers: `a`, `b` (not for `Scale`), `out`.
+/// Element-wise kernel over `len` elements. Buffers: `a`, `b` (add and mul only), `out`.
 #[derive(Clone, Debug)]
 pub struct Elementwise {
     /// Operation.
@@ -104,6 +110,9 @@ impl Kernel for Elementwise {
             EltOp::Add => Work { f32_add: n, ..Work::default() },
             EltOp::Mul => Work { f32_mul: n, ..Work::default() },
             EltOp::Scale { .. } => Work::f32_mul_add(n),
+            // As the epilogue counts them (kernels::epilogue).
+            EltOp::Silu => Work { f32_mul: 3 * n, f32_add: 2 * n, ..Work::default() },
+            EltOp::GeluTanh => Work { f32_mul: 8 * n, f32_add: 4 * n, ..Work::default() },
         };
         Ok(arith + Work { dram_read: inputs * n * eb, dram_write: n * eb, ..Work::default() })
     }

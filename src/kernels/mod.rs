@@ -12,7 +12,7 @@ pub mod qgemm;
 pub mod qmatmul;
 pub mod sampler;
 
-pub use attention::{Attention, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
+pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
 pub use elementwise::{Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};

@@ -1,6 +1,6 @@
 //! Low-bit matmul kernels: activation quantization (A8) and GEMV / small-N over every packed format
-//! of `crate::quant` (ternary 2-bit and 1.6-bit, int8, int4, and the 2:4 sparse ternary, int4 and
-//! f16), with f32/f16 or int8 activations.
+//! of `crate::quant` (ternary 2-bit, int8, int4, and the 2:4 sparse ternary, int4 and f16), with
+//! f32/f16 or int8 activations.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
@@ -223,7 +223,6 @@ impl QGemv {
     fn shader_name(&self) -> &'static str {
         match self.format {
             Format::Ternary2 => "gemv_ternary",
-            Format::Ternary5 => "gemv_ternary5",
             Format::Int8 => "gemv_int8",
             Format::Int4 { .. } => "gemv_int4",
             Format::Ternary24 => "gemv_ternary24",
@@ -281,15 +280,6 @@ impl QGemv {
             (Format::Int4 { .. }, false) => (4 * 9 + 4, 16, 0, 0, 0),
             // ... and pack4xI8 instead of the float subtract.
             (Format::Int4 { .. }, true) => (4 * 19 + 4, 0, 0, 16, 0),
-            // Per step: the window funnel shift (4), the two 20-bit-lane words (9), 5 digit pairs
-            // per word (d = 0: x 3, shift, mask; d > 0: x 3^d, mask, x 3, shift, mask, place, or:
-            // 22 bit ops and 9 multiplies per word), joining (3) and the funnel shift by 2o (4):
-            // 64 bit ops, 18 multiplies. Per 4 weights: a shift of the codes, 4 shifts, 4 masks,
-            // then code - 1 in f32 ...
-            (Format::Ternary5, false) => (64 + 4 * 9, 16, 0, 0, 18),
-            // ... or: byte of codes (2), spread to byte lanes (10), code - 1 per byte (or, xor and
-            // one subtract).
-            (Format::Ternary5, true) => (64 + 4 * 14, 0, 0, 4, 18),
             // Per step: the funnel shift of the vec2 (8). Per group: the state (2), live (2), the
             // four masks (5), sign bits (2), va = live - 2 neg (a multiply-add), vb = live - neg.
             (Format::Ternary24, false) => (8 + 4 * 11, 8, 4, 0, 0),
@@ -377,14 +367,6 @@ impl Kernel for QGemv {
         // per step), or one scale per row.
         let weight_row_bytes = match self.format {
             Format::Ternary2 | Format::Int4Sparse24 { .. } => steps * 4,
-            // Step s reads words a = 3 (s % 5) / 4 and a + 1 (at most 3) of vec4 s / 5.
-            Format::Ternary5 => {
-                let tail = match steps % 5 {
-                    0 => 0,
-                    r => ((3 * (r - 1)) / 4 + 2).min(4),
-                };
-                (steps / 5 * 4 + tail) * 4
-            }
             Format::Int8 | Format::F16Sparse24 => steps * 16,
             Format::Int4 { .. } => steps * 8,
             // One vec2 per three steps.
@@ -554,8 +536,7 @@ mod tests {
     fn weight_bytes_follow_the_formats() {
         let shape = MatmulShape::new(64, 1, 4096);
         let read = |format| QGemv::new(shape, format, Act::Int8 { out: Elem::F32 }).work(&caps()).unwrap().dram_read;
-        // 1.6 bits < 2 bits; 2:4 ternary's 20 bits per 16 weights sit in whole vec2 per 3 steps.
-        assert!(read(Format::Ternary5) < read(Format::Ternary2));
+        // 2:4 ternary's 20 bits per 16 weights sit in whole vec2 per 3 steps.
         assert!(read(Format::Ternary24) < read(Format::Ternary2) * 3 / 2);
         assert!(read(Format::F16Sparse24) < read(Format::Int8) * 2);
     }

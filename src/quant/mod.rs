@@ -35,7 +35,6 @@
 //! | format | bits / weight (4096 x 4096) | scales | zero points / positions | per-tensor scale |
 //! |---|---|---|---|---|
 //! | [`Format::Ternary2`] | 2 (+ 32 / K) | f32 per row | — | yes |
-//! | [`Format::Ternary5`] | 1.6 (1.625 padded) (+ 32 / K) | f32 per row | — | yes |
 //! | [`Format::Int8`] | 8 (+ 32 / K) | f32 per row | — | yes |
 //! | [`Format::Int4`] | 4 + 16 / G (+ 4 / G with zero point) | f16 per group | 4-bit zero per group | no |
 //! | [`Format::Ternary24`] | 1.25 (1.34 padded) (+ 32 / K) | f32 per row | in the 5-bit state | yes |
@@ -52,9 +51,9 @@
 //!   is a whole number of 16-byte `vec4<u32>` so the kernels can load vec4s. K is padded to a
 //!   multiple of [`Format::k_multiple`]; [`Format::layout`] gives every stride.
 //! - **Padding.** Positions `k >= K` hold the code for weight 0, which is not always the all-zero
-//!   bit pattern: byte 128 for [`Format::Ternary5`], state 24 for [`Format::Ternary24`], nibble 8 (or
-//!   the group's zero point) for [`Format::Int4`] and [`Format::Int4Sparse24`]. The unpacker rejects
-//!   anything else there. Kernels may still multiply padding with activations, so it must be 0.
+//!   bit pattern: state 24 for [`Format::Ternary24`], nibble 8 (or the group's zero point) for
+//!   [`Format::Int4`] and [`Format::Int4Sparse24`]. The unpacker rejects anything else there.
+//!   Kernels may still multiply padding with activations, so it must be 0.
 //! - **Rounding** is round half to even everywhere ([`round_half_even`]); f32 to f16 conversion is
 //!   round to nearest even (`half::f16::from_f32`).
 //! - **Scales** are either one f32 bit pattern per row (`scale_row_words = 1`) or one f16 per group,
@@ -65,7 +64,7 @@
 //!
 //! | format | `levels` (M x K) | `scales` | `zeros` | `values_f16` |
 //! |---|---|---|---|---|
-//! | Ternary2, Ternary5 | -1, 0, +1 | gamma per row | empty | empty |
+//! | Ternary2 | -1, 0, +1 | gamma per row | empty | empty |
 //! | Int8 | -127..=127 | per row | empty | empty |
 //! | Int4 | stored nibble 0..=15 (level + 8, or level + zero point) | per group, f16-exact | per group (zero point only) | empty |
 //! | Ternary24 | -1, 0, +1, at most 2 nonzero per 4 | gamma per row | empty | empty |
@@ -78,7 +77,6 @@ mod sparse24;
 mod ternary;
 
 pub use sparse24::{TERNARY24_PAIRS, TERNARY24_ZERO_STATE, ternary24_levels, ternary24_state};
-pub use ternary::{ternary5_digit, ternary5_encode};
 
 use crate::error::{Error, Result};
 
@@ -99,7 +97,7 @@ pub enum ScaleMode {
     PerRow,
     /// One scale for the whole matrix (BitNet b1.58's recipe), replicated to every row so the
     /// packed layout and the kernels are the same as per row. Only for [`Format::Ternary2`],
-    /// [`Format::Ternary5`], [`Format::Ternary24`] and [`Format::Int8`]; the group formats reject it.
+    /// [`Format::Ternary24`] and [`Format::Int8`]; the group formats reject it.
     PerTensor,
 }
 
@@ -121,28 +119,6 @@ pub enum Format {
     ///
     /// Padding code 0 (all-zero words). Keep in sync with shaders/gemv_ternary.wgsl.
     Ternary2,
-
-    /// Ternary weights at 1.6 bits: 5 per byte in base 3, 20 per u32 (llama.cpp's TQ1_0 packing).
-    ///
-    /// Quantization and scales as [`Format::Ternary2`]. Byte `j` of a row holds weights
-    /// `5j..5j+4`: with digits `d_i = level_i + 1` (weight `5j + i`),
-    /// `v = 81 d_0 + 27 d_1 + 9 d_2 + 3 d_3 + d_4` (0..=242) is stored as
-    /// `byte = ceil(v * 256 / 243) = (v * 256 + 242) / 243`
-    /// ([`ternary5_encode`]). Scaling up to 256 lets a shader pull digit `i` out with a multiply and
-    /// a shift instead of a base-3 division loop: `t = (byte * 3^i) & 255; d_i = (t * 3) >> 8`
-    /// ([`ternary5_digit`]; exhaustively tested for all 243 values and 5 digits). The 13 byte
-    /// values that are no encoding are rejected by the unpacker.
-    ///
-    /// | stream | words per row | content |
-    /// |---|---|---|
-    /// | `data` | `ceil(K / 80) * 4` | byte `j` = weights `5j..5j+4`, bytes little-endian in words |
-    /// | `scales` | 1 | gamma, f32 bits |
-    /// | `aux` | 0 | — |
-    ///
-    /// Padding weights have digit 1 (level 0): a byte of five padding weights is 128 (0x80), so
-    /// padding words are 0x80808080, not zero. Keep in sync with the shader decoding Ternary5
-    /// (grep `Ternary5` in shaders/).
-    Ternary5,
 
     /// Int8 weights, symmetric, one scale per row.
     ///
@@ -272,7 +248,6 @@ impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Format::Ternary2 => write!(f, "ternary2"),
-            Format::Ternary5 => write!(f, "ternary5"),
             Format::Int8 => write!(f, "int8"),
             Format::Int4 { group, zero_point: false } => write!(f, "int4-g{group}"),
             Format::Int4 { group, zero_point: true } => write!(f, "int4-g{group}-zp"),
@@ -331,17 +306,16 @@ impl Format {
 
     /// Whether [`ScaleMode::PerTensor`] applies (one f32 scale per row in the packed layout).
     pub fn supports_per_tensor(self) -> bool {
-        matches!(self, Format::Ternary2 | Format::Ternary5 | Format::Ternary24 | Format::Int8)
+        matches!(self, Format::Ternary2 | Format::Ternary24 | Format::Int8)
     }
 
     /// The padding granularity along K: each packed row covers a multiple of this many weights,
     /// so the row is a whole number of `vec4<u32>` (and, for group formats, of scale groups and
-    /// of `aux` words where the layout needs it). Ternary2 64, Ternary5 80, Int8 16, Int4 G,
-    /// Ternary24 96, Int4Sparse24 max(G, 64), F16Sparse24 16.
+    /// of `aux` words where the layout needs it). Ternary2 64, Int8 16, Int4 G, Ternary24 96,
+    /// Int4Sparse24 max(G, 64), F16Sparse24 16.
     pub const fn k_multiple(self) -> u32 {
         match self {
             Format::Ternary2 => 64,
-            Format::Ternary5 => 80,
             Format::Int8 => 16,
             Format::Int4 { group, .. } => group,
             Format::Ternary24 => 96,
@@ -381,7 +355,6 @@ impl Format {
         };
         Ok(match self {
             Format::Ternary2 => per_row(padded_k / 16),
-            Format::Ternary5 => per_row(padded_k / 20),
             Format::Int8 => per_row(padded_k / 4),
             Format::Ternary24 => per_row(padded_k / 24),
             Format::Int4 { group, zero_point } => {
@@ -494,7 +467,7 @@ pub fn quantize(w: &[f32], m: u32, k: u32, format: Format, mode: ScaleMode) -> R
     }
     let k = k as usize;
     match format {
-        Format::Ternary2 | Format::Ternary5 => Ok(ternary::quantize(w, m, k, format, mode)),
+        Format::Ternary2 => Ok(ternary::quantize(w, m, k, format, mode)),
         Format::Int8 => Ok(int8::quantize(w, m, k, mode)),
         Format::Int4 { group, zero_point } => int4::quantize(w, m, &layout, group, zero_point),
         Format::Ternary24 => Ok(sparse24::quantize_ternary(w, m, k, mode)),
@@ -535,7 +508,7 @@ impl Quantized {
         }
         let k = self.k as usize;
         let (lo, hi) = match f {
-            Format::Ternary2 | Format::Ternary5 | Format::Ternary24 => (-1, 1),
+            Format::Ternary2 | Format::Ternary24 => (-1, 1),
             Format::Int8 => (-127, 127),
             Format::Int4 { .. } => (0, 15),
             Format::Int4Sparse24 { .. } => (-8, 7),
@@ -573,7 +546,7 @@ impl Quantized {
         let layout = self.layout()?;
         let k = self.k as usize;
         Ok(match self.format {
-            Format::Ternary2 | Format::Ternary5 | Format::Ternary24 | Format::Int8 => {
+            Format::Ternary2 | Format::Ternary24 | Format::Int8 => {
                 // One scale per row; levels are the signed integers themselves.
                 self.levels.iter().enumerate().map(|(i, &l)| f32::from(l) * self.scales[i / k]).collect()
             }
@@ -607,7 +580,6 @@ impl Quantized {
         };
         match self.format {
             Format::Ternary2 => ternary::pack2(self, &layout, &mut p),
-            Format::Ternary5 => ternary::pack5(self, &layout, &mut p),
             Format::Int8 => int8::pack(self, &layout, &mut p),
             Format::Int4 { .. } => int4::pack(self, &layout, &mut p),
             Format::Ternary24 => sparse24::pack_ternary(self, &layout, &mut p)?,
@@ -626,8 +598,7 @@ impl Packed {
 
     /// Unpacks into levels and scales, the exact inverse of [`Quantized::pack`]. Errors
     /// ([`Error::Format`]) when strides or vector lengths disagree with the format and shape, or
-    /// on any code the packer never writes: Ternary2 code 3, a Ternary5 byte that is no encoding,
-    /// int8 -128, Ternary24 states 25..=31, 2:4 positions not `a < b`, nonzero weights or unused
+    /// on any code the packer never writes: Ternary2 code 3, int8 -128, Ternary24 states 25..=31, 2:4 positions not `a < b`, nonzero weights or unused
     /// bits in padding, non-finite scales or f16 values.
     pub fn unpack(&self) -> Result<Quantized> {
         let f = self.format;
@@ -651,7 +622,6 @@ impl Packed {
         }
         let q = match f {
             Format::Ternary2 => ternary::unpack2(self, &layout)?,
-            Format::Ternary5 => ternary::unpack5(self, &layout)?,
             Format::Int8 => int8::unpack(self, &layout)?,
             Format::Int4 { .. } => int4::unpack(self, &layout)?,
             Format::Ternary24 => sparse24::unpack_ternary(self, &layout)?,
@@ -757,7 +727,6 @@ mod tests {
     fn layouts_are_whole_vec4_rows() {
         let formats = [
             Format::Ternary2,
-            Format::Ternary5,
             Format::Int8,
             Format::Int4 { group: 32, zero_point: true },
             Format::Int4 { group: 128, zero_point: false },

@@ -7,7 +7,9 @@ use half::f16;
 use milliwatt::cpu::Element;
 use milliwatt::cpu::attention::attention;
 use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
-use milliwatt::kernels::{Attention, Elem, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
+use milliwatt::kernels::{
+    Attention, AttentionNaive, Elem, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles,
+};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare};
@@ -21,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("attention_dense_f16", |b| dense_case::<f16>(&b.gpu, full(b))),
         ("attention_neighbourhood", |b| neighbourhood_case(&b.gpu, full(b))),
         ("attention_block_mask", |b| block_mask_case(&b.gpu, full(b))),
+        ("attention_naive_reference", |b| naive_case(&b.gpu)),
     ]
 }
 
@@ -141,5 +144,25 @@ fn block_mask_case(gpu: &Gpu, limit: usize) -> Outcome {
     let mut twin = vec![0f32; got.len()];
     attention(1, tokens as usize, heads as usize, d as usize, &qkv, Some(&mask), &mut twin);
     compare("random block mask", &got, &twin, &vec![2.0; got.len()], 2e-5, 1e-5)?;
+    Ok(Ok(()))
+}
+
+/// The three-dispatch benchmark reference computes the same attention.
+fn naive_case(gpu: &Gpu) -> Outcome {
+    let (images, tokens, heads, d) = (2u32, 67u32, 3u32, 72u32);
+    let mut rng = Rng::new(13_000);
+    let qkv: Vec<f32> = (0..images * tokens * 3 * heads * d).map(|_| rng.f32() * 2.0).collect();
+    let n = (images * tokens * heads * d) as usize;
+    let qb = gpu.upload("qkv", &qkv).map_err(err)?;
+    let sb = gpu.upload("scores", &vec![0f32; (images * heads * tokens * tokens) as usize]).map_err(err)?;
+    let ob = gpu.upload("out", &vec![7f32; n]).map_err(err)?;
+    let p = AttentionNaive { images, tokens, heads, head_dim: d }
+        .prepare(gpu, &[(&qb).into(), (&sb).into(), (&ob).into()])
+        .map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    let got: Vec<f32> = gpu.read(&ob).map_err(err)?;
+    let mut twin = vec![0f32; n];
+    attention(images as usize, tokens as usize, heads as usize, d as usize, &qkv, None, &mut twin);
+    compare("naive attention", &got, &twin, &vec![2.0; n], 2e-5, 1e-5)?;
     Ok(Ok(()))
 }

@@ -32,7 +32,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
                 ],
             )
         }),
-        ("qgemv_ternary5", |b| qgemv_cases(&b.gpu, &[Format::Ternary5])),
         ("qgemv_ternary24", |b| qgemv_cases(&b.gpu, &[Format::Ternary24])),
         ("qgemv_int4s24", |b| {
             qgemv_cases(
@@ -268,7 +267,7 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
             let xqb = gpu.upload("xq", &xq).map_err(err)?;
             let xsb = gpu.upload("xs", &xs).map_err(err)?;
             let (out, _) = run_qgemv::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed)?;
-            if matches!(format, Format::Ternary2 | Format::Ternary5 | Format::Int8 | Format::Ternary24) {
+            if matches!(format, Format::Ternary2 | Format::Int8 | Format::Ternary24) {
                 // Integer dot products, integer-valued f32 sums, the same two final multiplies.
                 if out != twin {
                     let i = out.iter().zip(&twin).position(|(a, b)| a != b).unwrap_or(0);
@@ -297,8 +296,8 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
 
 /// Packed weights past a (pretend) 64 KiB binding limit are split along M, scales included.
 fn qgemv_split_case(gpu: &Gpu) -> Outcome {
-    // F16Sparse24 splits data and positions with no scales stream; Ternary5's steps straddle words.
-    let formats = [Format::Int8, Format::Int4 { group: 32, zero_point: true }, Format::F16Sparse24, Format::Ternary5];
+    // F16Sparse24 splits data and positions with no scales stream; Ternary24's steps share words.
+    let formats = [Format::Int8, Format::Int4 { group: 32, zero_point: true }, Format::F16Sparse24, Format::Ternary24];
     for (i, &format) in formats.iter().enumerate() {
         let shape = MatmulShape::new(2000, 2, 256);
         let pr = problem(shape, format, 3000 + i as u64)?;
