@@ -51,12 +51,12 @@ pub const SHADERS: &[Shader] = &[
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_qf", ["F16", "VEC4", "W_TERNARY", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
-    shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
-    shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT"]),
-    shader!("gemv_ternary24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
-    shader!("gemv_int4s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
-    shader!("gemv_f16s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8"]),
+    shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemv_ternary24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemv_int4s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemv_f16s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
 ];
 
 /// Shared snippets, imported with `#import name`.

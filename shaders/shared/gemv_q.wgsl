@@ -47,6 +47,8 @@ override NCOLS: u32 = 1u;
 #endif
 @group(0) @binding(6) var<storage, read_write> y: array<elem>;
 
+#import epilogue
+
 #ifndef ACT_I8
 // Four activations of column c from k, zero past K.
 fn load_x4(c: u32, k: u32) -> vec4<f32> {
@@ -137,7 +139,8 @@ fn main(
 #else
             let xscale = 1.0;
 #endif
-            y[c * p.ldy + p.m_offset + m0 + r] = elem(reduced(li) * row_scale(m0 + r) * xscale);
+            let at = c * p.ldy + p.m_offset + m0 + r;
+            y[at] = elem(epilogue(reduced(li) * row_scale(m0 + r) * xscale, c, p.m_offset + m0 + r, at));
         }
     }
 }

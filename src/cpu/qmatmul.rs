@@ -447,7 +447,7 @@ mod tests {
             a_row_words: ar,
             x_row_words: crate::kernels::qmatmul::act_row_words(k),
             group: 0,
-            _pad: 0,
+            gate_rows: 0,
         }
     }
 

@@ -243,7 +243,7 @@ impl Kernel for QGemm {
                         Format::Int4 { group, .. } => group,
                         _ => 0,
                     },
-                    _pad: self.epilogue.gate_rows.unwrap_or(0),
+                    gate_rows: self.epilogue.gate_rows.unwrap_or(0),
                 };
                 DispatchSpec { params, storage, workgroups: [count.div_ceil(64), n.div_ceil(64), 1] }
             })

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
+use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape, split_rows_multi};
 use crate::quant::Format;
 use crate::shaders::{Variant, shader};
@@ -130,8 +131,8 @@ pub struct QMatmulParams {
     pub x_row_words: u32,
     /// Weights per scale group (int4), else 0.
     pub group: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// Rows of Y sharing one gate row (gated epilogue), else 0.
+    pub gate_rows: u32,
 }
 
 /// Row geometry of a packed weight format, in u32 words: weights, scales (0 for
@@ -192,12 +193,19 @@ pub struct QGemv {
     pub act: Act,
     /// Forced variant; `None` chooses with [`QGemv::choose`].
     pub variant: Option<QGemvVariant>,
+    /// Fused output epilogue (buffers after `y`).
+    pub epilogue: Epilogue,
 }
 
 impl QGemv {
     /// A low-bit GEMV of `shape` over `format` weights and `act` activations.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
-        Self { shape, format, act, variant: None }
+        Self { shape, format, act, variant: None, epilogue: Epilogue::default() }
+    }
+
+    /// The same GEMV with an epilogue.
+    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
+        Self { epilogue, ..self }
     }
 
     /// The variant for this device and shape: subgroups when present; vec4 activation loads when
@@ -247,10 +255,16 @@ impl QGemv {
             .chain((v.vec4 && !int8_act).then_some("VEC4"))
             .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"))
             .chain(int8_act.then_some("ACT_I8"))
-            .chain(zero.then_some("ZERO_POINT"));
+            .chain(zero.then_some("ZERO_POINT"))
+            .chain(self.epilogue.defines());
         PipelineKey::new(
             Variant::new(shader(self.shader_name()).expect("gemv shader"), defines),
-            &[("WG", f64::from(v.wg)), ("ROWS", f64::from(v.rows)), ("NCOLS", f64::from(self.shape.n))],
+            &[
+                ("WG", f64::from(v.wg)),
+                ("ROWS", f64::from(v.rows)),
+                ("NCOLS", f64::from(self.shape.n)),
+                ("ACT", f64::from(self.epilogue.act.code())),
+            ],
         )
     }
 
@@ -350,6 +364,8 @@ impl Kernel for QGemv {
             reqs.push(BufferReq::weight(name, m64 * u64::from(ar) * 4));
         }
         reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
+        self.epilogue.check(name, n)?;
+        reqs.extend(self.epilogue.requirements(n, m, self.act.out()).into_iter().map(|(_, r)| r));
         Ok(reqs)
     }
 
@@ -435,7 +451,7 @@ impl Kernel for QGemv {
                 ..Work::default()
             },
         };
-        Ok(work)
+        Ok(work + self.epilogue.work(n, m, self.act.out()))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
@@ -456,9 +472,19 @@ impl Kernel for QGemv {
         let row_bytes: Vec<u64> = streams.iter().map(|&(_, bytes)| bytes).collect();
         // Bindings: x (1), x_scales (2, int8 activations), the weight streams, y (6).
         let int8_act = matches!(self.act, Act::Int8 { .. });
-        let (fixed, weights) = buffers.split_at(if int8_act { 2 } else { 1 });
-        let y = buffers[buffers.len() - 1];
-        let weights = &weights[..weights.len() - 1];
+        let n_act = if int8_act { 2 } else { 1 };
+        let fixed = &buffers[..n_act];
+        let weights = &buffers[n_act..n_act + streams.len()];
+        let y_index = n_act + streams.len();
+        let y = buffers[y_index];
+        // Epilogue tensors after y, at bindings 7.. (shaders/shared/epilogue.wgsl).
+        let extra: Vec<(u32, TensorRef<'_>, u64)> = self
+            .epilogue
+            .requirements(n, m, self.act.out())
+            .into_iter()
+            .zip(&buffers[y_index + 1..])
+            .map(|((binding, r), b)| (binding, *b, r.size))
+            .collect();
         let specs = split_rows_multi(name, caps, m, &row_bytes)?
             .into_iter()
             .map(|(first, count)| {
@@ -471,7 +497,8 @@ impl Kernel for QGemv {
                         u64::from(count) * bytes,
                     ));
                 }
-                storage.push((6, y, reqs[reqs.len() - 1].size));
+                storage.push((6, y, reqs[y_index].size));
+                storage.extend(extra.iter().copied());
                 let params = QMatmulParams {
                     m: count,
                     n,
@@ -484,7 +511,7 @@ impl Kernel for QGemv {
                     a_row_words: ar,
                     x_row_words: act_row_words(k),
                     group: self.group(),
-                    _pad: 0,
+                    gate_rows: self.epilogue.gate_rows.unwrap_or(0),
                 };
                 DispatchSpec { params, storage, workgroups: grid_1d(count.div_ceil(v.rows), caps) }
             })

@@ -45,6 +45,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         }),
         ("qgemv_f16s24", |b| qgemv_cases(&b.gpu, &[Format::F16Sparse24])),
         ("qgemv_split_weights", |b| qgemv_split_case(&b.small_bindings)),
+        ("qgemv_epilogues", |b| qgemv_epilogue_case(&b.gpu)),
     ]
 }
 
@@ -125,7 +126,7 @@ fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
             Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
             _ => 0,
         },
-        _pad: 0,
+        gate_rows: 0,
     }
 }
 
@@ -177,9 +178,86 @@ fn run_qgemv<E: Element>(
         bufs.push((&wz).into());
     }
     bufs.push((&y).into());
+    let epi: Vec<milliwatt::wgpu::Buffer> =
+        EPI.with(|e| e.borrow().iter().map(|v| gpu.upload("epilogue", v)).collect::<Result<_, _>>()).map_err(err)?;
+    bufs.extend(epi.iter().map(milliwatt::TensorRef::from));
     let p = kernel.prepare(gpu, &bufs).map_err(err)?;
     gpu.run(&[&p]).map_err(err)?;
     Ok((gpu.read(&y).map_err(err)?, p.dispatch_count()))
+}
+
+thread_local! {
+    /// Epilogue tensors (bias, residual, gate as enabled) that `run_qgemv` binds after `y`.
+    static EPI: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Low-bit GEMV with fused epilogues (bias + SiLU, gated residual) against the twin followed by
+/// the epilogue twin.
+fn qgemv_epilogue_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
+    use milliwatt::kernels::{Activation, Epilogue};
+    let epilogues = [
+        Epilogue::bias_act(Activation::Silu),
+        Epilogue { bias: true, residual: true, gate_rows: Some(2), ..Epilogue::default() },
+    ];
+    let cases = [
+        (Format::Ternary2, Act::Int8 { out: Elem::F32 }),
+        (Format::Int4 { group: 64, zero_point: true }, Act::Float(Elem::F32)),
+    ];
+    for (i, (e, &(format, act))) in epilogues.iter().zip(&cases).enumerate() {
+        let shape = MatmulShape::new(77, 3, 300);
+        let (m, n) = (shape.m as usize, shape.n as usize);
+        let pr = problem(shape, format, 3500 + i as u64)?;
+        let mut rng = Rng::new(3600 + i as u64);
+        let (bias, residual, gate): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (rng.vec(m), rng.vec(m * n), rng.vec(n.div_ceil(2) * m));
+        let kernel = QGemv::new(shape, format, act).with_epilogue(*e);
+        let v = kernel.choose(gpu.capabilities());
+        let mut plain = vec![0f32; m * n];
+        let (acts, twin_in): (Vec<milliwatt::wgpu::Buffer>, ActIn<'_, f32>);
+        let quantized;
+        match act {
+            Act::Int8 { .. } => {
+                quantized = gpu_act_quant(gpu, shape.n, shape.k, &pr.x)?;
+                acts = vec![gpu.upload("xq", &quantized.0).map_err(err)?, gpu.upload("xs", &quantized.1).map_err(err)?];
+                twin_in = ActIn::Int8(&quantized.0, &quantized.1);
+            }
+            Act::Float(_) => {
+                acts = vec![gpu.upload("x", &pr.x).map_err(err)?];
+                twin_in = ActIn::Float(&pr.x);
+            }
+        }
+        qgemv(
+            format,
+            &params(shape, format),
+            v.wg as usize,
+            twin_in,
+            &pr.packed.data,
+            &pr.packed.scales,
+            &pr.packed.aux,
+            &mut plain,
+        );
+        let t = EpilogueInputs { bias: &bias, residual: &residual, gate: &gate };
+        let twin: Vec<f32> = (0..m * n).map(|j| epilogue(e, &t, m, plain[j], j / m, j % m, j)).collect();
+        let mut tensors = Vec::new();
+        if e.bias {
+            tensors.push(bias.clone());
+        }
+        if e.residual {
+            tensors.push(residual.clone());
+        }
+        if e.gate_rows.is_some() {
+            tensors.push(gate.clone());
+        }
+        EPI.with(|c| *c.borrow_mut() = tensors);
+        let refs: Vec<&milliwatt::wgpu::Buffer> = acts.iter().collect();
+        let result = run_qgemv::<f32>(gpu, &kernel, &refs, &pr.packed);
+        EPI.with(|c| c.borrow_mut().clear());
+        let (out, _) = result?;
+        let scale: Vec<f32> = (0..m * n).map(|_| 300.0).collect();
+        compare(&format!("{format:?} {act:?} epilogue {e:?}"), &out, &twin, &scale, 1e-6, 1e-5)?;
+    }
+    Ok(Ok(()))
 }
 
 fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {

@@ -49,7 +49,7 @@ fn params(shape: MatmulShape, format: Format, gate_rows: u32) -> QMatmulParams {
             Format::Int4 { group, .. } => group,
             _ => 0,
         },
-        _pad: gate_rows,
+        gate_rows,
     }
 }
 
