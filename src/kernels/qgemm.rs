@@ -6,11 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build, check_buffers};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
-use crate::kernels::matmul::{GemmTile, MatmulShape, split_rows_multi};
-use crate::kernels::qmatmul::{Act, QMatmulParams, STEP, act_row_words};
+use crate::kernels::matmul::{GemmTile, MatmulShape};
+use crate::kernels::qmatmul::{Act, LowBitBindings, act_row_words};
 use crate::quant::Format;
 use crate::shaders::{Variant, shader};
 
@@ -194,60 +194,11 @@ impl Kernel for QGemm {
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let name = self.name();
         let reqs = self.requirements(caps)?;
-        check_buffers(name, caps, &reqs, buffers)?;
-        let MatmulShape { m, n, k } = self.shape;
-        let (wr, sr, ar) = self.layout()?;
-        let row_bytes: Vec<u64> = [wr, sr, ar].iter().filter(|&&w| w > 0).map(|&w| u64::from(w) * 4).collect();
-        // Bindings: x 1, x_scales 2, w 3, w_scales 4, w_zeros 5, y 6, bias 7, residual 8, gate 9.
-        let n_act = if self.int8_act() { 2 } else { 1 };
-        let n_w = 2 + usize::from(ar > 0);
-        let acts = &buffers[..n_act];
-        let weights = &buffers[n_act..n_act + n_w];
-        let y = buffers[n_act + n_w];
-        let extra: Vec<(u32, TensorRef<'_>, u64)> = self
-            .epilogue
-            .requirements(n, m, self.out())
-            .into_iter()
-            .zip(&buffers[n_act + n_w + 1..])
-            .map(|((b, r), t)| (b, *t, r.size))
-            .collect();
-        let specs = split_rows_multi(name, caps, m, &row_bytes)?
-            .into_iter()
-            .map(|(first, count)| {
-                let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
-                    acts.iter().zip(&reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
-                for ((b, words), binding) in weights.iter().zip([wr, sr, ar]).zip(3u32..) {
-                    let bytes = u64::from(words) * 4;
-                    storage.push((
-                        binding,
-                        TensorRef { buffer: b.buffer, offset: b.offset + u64::from(first) * bytes },
-                        u64::from(count) * bytes,
-                    ));
-                }
-                storage.push((6, y, reqs[n_act + n_w].size));
-                storage.extend(extra.iter().copied());
-                let params = QMatmulParams {
-                    m: count,
-                    n,
-                    k,
-                    m_offset: first,
-                    ldy: m,
-                    steps: k.div_ceil(STEP),
-                    w_row_words: wr,
-                    s_row_words: sr,
-                    a_row_words: ar,
-                    x_row_words: act_row_words(k),
-                    group: match self.format {
-                        Format::Int4 { group, .. } => group,
-                        _ => 0,
-                    },
-                    gate_rows: self.epilogue.gate_rows.unwrap_or(0),
-                };
-                DispatchSpec { params, storage, workgroups: [count.div_ceil(64), n.div_ceil(64), 1] }
-            })
-            .collect();
-        build(gpu, name, &self.key()?, specs, self.work(caps)?)
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let n = self.shape.n;
+        let layout = LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue };
+        let specs = layout.specs(self.name(), caps, &reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
+        build(gpu, self.name(), &self.key()?, specs, self.work(caps)?)
     }
 }

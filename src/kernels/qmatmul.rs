@@ -156,7 +156,7 @@ pub enum Act {
 }
 
 impl Act {
-    fn out(self) -> Elem {
+    pub(crate) fn out(self) -> Elem {
         match self {
             Act::Float(e) | Act::Int8 { out: e } => e,
         }
@@ -266,13 +266,6 @@ impl QGemv {
                 ("ACT", f64::from(self.epilogue.act.code())),
             ],
         )
-    }
-
-    fn group(&self) -> u32 {
-        match self.format {
-            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
-            _ => 0,
-        }
     }
 
     /// Decode operations per step and row (see the shaders' `load_step`, `decode_f` and
@@ -456,40 +449,67 @@ impl Kernel for QGemv {
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let name = self.name();
         let reqs = self.requirements(caps)?;
-        check_buffers(name, caps, &reqs, buffers)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
         let v = self.choose(caps);
+        let layout = LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue };
+        let specs = layout.specs(self.name(), caps, &reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
+        build(gpu, self.name(), &self.key(v), specs, self.work(caps)?)
+    }
+}
+
+/// How the low-bit matmuls (GEMV and GEMM) bind the caller's buffers, which come in the order of
+/// their requirements: activations (x at binding 1, x_scales at 2 for int8 activations), the
+/// weight streams present (w 3, w_scales 4, w_zeros / w_positions 5), y (6), then the epilogue's
+/// tensors (7 bias, 8 residual, 9 gate). Weight streams are split along M together, one dispatch
+/// and parameter block per row range.
+pub(crate) struct LowBitBindings {
+    pub shape: MatmulShape,
+    pub format: Format,
+    pub act: Act,
+    pub epilogue: Epilogue,
+}
+
+impl LowBitBindings {
+    pub(crate) fn specs<'a>(
+        &self,
+        name: &'static str,
+        caps: &Capabilities,
+        reqs: &[BufferReq],
+        buffers: &[TensorRef<'a>],
+        grid: impl Fn(u32) -> [u32; 3],
+    ) -> Result<Vec<DispatchSpec<'a, QMatmulParams>>> {
         let MatmulShape { m, n, k } = self.shape;
         let (wr, sr, ar) = row_words(self.format, k)?;
-        // The weight streams present, with their bindings: w (3), w_scales (4), w_zeros or
-        // w_positions (5). Absent streams are neither passed nor declared by the shader.
+        // Absent streams (no scales for F16Sparse24, no aux for most) are neither passed nor
+        // declared by the shaders.
         let streams: Vec<(u32, u64)> = [(3u32, wr), (4, sr), (5, ar)]
             .into_iter()
             .filter(|&(_, w)| w > 0)
             .map(|(b, w)| (b, u64::from(w) * 4))
             .collect();
         let row_bytes: Vec<u64> = streams.iter().map(|&(_, bytes)| bytes).collect();
-        // Bindings: x (1), x_scales (2, int8 activations), the weight streams, y (6).
-        let int8_act = matches!(self.act, Act::Int8 { .. });
-        let n_act = if int8_act { 2 } else { 1 };
-        let fixed = &buffers[..n_act];
+        let n_act = if matches!(self.act, Act::Int8 { .. }) { 2 } else { 1 };
+        let acts: Vec<(u32, TensorRef<'a>, u64)> =
+            buffers[..n_act].iter().zip(reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
         let weights = &buffers[n_act..n_act + streams.len()];
         let y_index = n_act + streams.len();
-        let y = buffers[y_index];
-        // Epilogue tensors after y, at bindings 7.. (shaders/shared/epilogue.wgsl).
-        let extra: Vec<(u32, TensorRef<'_>, u64)> = self
+        let y = (6, buffers[y_index], reqs[y_index].size);
+        let extra: Vec<(u32, TensorRef<'a>, u64)> = self
             .epilogue
             .requirements(n, m, self.act.out())
             .into_iter()
             .zip(&buffers[y_index + 1..])
             .map(|((binding, r), b)| (binding, *b, r.size))
             .collect();
-        let specs = split_rows_multi(name, caps, m, &row_bytes)?
+        let group = match self.format {
+            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
+            _ => 0,
+        };
+        Ok(split_rows_multi(name, caps, m, &row_bytes)?
             .into_iter()
             .map(|(first, count)| {
-                let mut storage: Vec<(u32, TensorRef<'_>, u64)> =
-                    fixed.iter().zip(&reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
+                let mut storage = acts.clone();
                 for (b, &(binding, bytes)) in weights.iter().zip(&streams) {
                     storage.push((
                         binding,
@@ -497,7 +517,7 @@ impl Kernel for QGemv {
                         u64::from(count) * bytes,
                     ));
                 }
-                storage.push((6, y, reqs[y_index].size));
+                storage.push(y);
                 storage.extend(extra.iter().copied());
                 let params = QMatmulParams {
                     m: count,
@@ -510,13 +530,12 @@ impl Kernel for QGemv {
                     s_row_words: sr,
                     a_row_words: ar,
                     x_row_words: act_row_words(k),
-                    group: self.group(),
+                    group,
                     gate_rows: self.epilogue.gate_rows.unwrap_or(0),
                 };
-                DispatchSpec { params, storage, workgroups: grid_1d(count.div_ceil(v.rows), caps) }
+                DispatchSpec { params, storage, workgroups: grid(count) }
             })
-            .collect();
-        build(gpu, name, &self.key(v), specs, self.work(caps)?)
+            .collect())
     }
 }
 
