@@ -27,6 +27,7 @@ mod error;
 pub mod gpu;
 pub mod kernel;
 pub mod kernels;
+pub mod ledger;
 pub mod quant;
 pub mod shaders;
 
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
 pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;
+pub use ledger::{Energy, EnergyTable, HOROWITZ_45NM, Ledger};
 pub use wgpu;
 
 #[cfg(test)]
