@@ -25,6 +25,7 @@ pub mod bench;
 pub mod cpu;
 mod error;
 pub mod gpu;
+pub mod graph;
 pub mod kernel;
 pub mod kernels;
 pub mod ledger;
