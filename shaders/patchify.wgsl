@@ -4,17 +4,7 @@
 // (hidden, C*p*p), so the patch embedding is then one GEMM. One invocation per output element.
 #import elem
 
-// Keep in sync with `PatchParams` in src/kernels/embed.rs.
-struct PatchParams {
-    images: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    patch_size: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+#import patch_params
 
 override WG: u32 = 256u;
 

@@ -4,22 +4,11 @@
 // first C channels are read. One invocation per output pixel.
 #import elem
 
-// Keep in sync with `UnpatchParams` in src/kernels/embed.rs.
-struct UnpatchParams {
-    images: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    patch_size: u32,
-    // Channels per patch position in the tokens (>= channels).
-    token_channels: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+#import patch_params
 
 override WG: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> p: UnpatchParams;
+@group(0) @binding(0) var<uniform> p: PatchParams;
 @group(0) @binding(1) var<storage, read> tokens: array<elem>;
 @group(0) @binding(2) var<storage, read_write> image: array<elem>;
 

@@ -72,6 +72,7 @@ const SHARED: &[(&str, &str)] = &[
     ("gemm_a8", include_str!("../shaders/shared/gemm_a8.wgsl")),
     ("epilogue", include_str!("../shaders/shared/epilogue.wgsl")),
     ("trig", include_str!("../shaders/shared/trig.wgsl")),
+    ("patch_params", include_str!("../shaders/shared/patch_params.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
 ];
 

@@ -50,13 +50,14 @@ impl PatchGeometry {
     }
 }
 
-/// Parameter block of patchify.wgsl. Keep in sync with `PatchParams` there.
+/// Parameter block of patchify.wgsl and unpatchify.wgsl. Keep in sync with
+/// shaders/shared/patch_params.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PatchParams {
     /// Images.
     pub images: u32,
-    /// Channels.
+    /// Image channels.
     pub channels: u32,
     /// Height.
     pub height: u32,
@@ -64,28 +65,46 @@ pub struct PatchParams {
     pub width: u32,
     /// Patch size.
     pub patch_size: u32,
-    /// Padding.
-    pub _pad: [u32; 3],
-}
-
-/// Parameter block of unpatchify.wgsl. Keep in sync with `UnpatchParams` there.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct UnpatchParams {
-    /// Images.
-    pub images: u32,
-    /// Output channels.
-    pub channels: u32,
-    /// Height.
-    pub height: u32,
-    /// Width.
-    pub width: u32,
-    /// Patch size.
-    pub patch_size: u32,
-    /// Channels per patch position in the tokens (2C for learn_sigma models).
+    /// Channels per patch position in the tokens (2C for learn_sigma outputs; C for patchify).
     pub token_channels: u32,
     /// Padding.
     pub _pad: [u32; 2],
+}
+
+impl PatchGeometry {
+    /// One invocation per pixel: the shared dispatch of patchify and unpatchify.
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        kernel: &dyn Kernel,
+        shader_name: &str,
+        elem: Elem,
+        token_channels: u32,
+        buffers: &[TensorRef<'_>],
+    ) -> Result<Prepared> {
+        let key = PipelineKey::new(
+            Variant::new(shader(shader_name).expect("registered shader"), elem.define()),
+            &[("WG", f64::from(WG))],
+        );
+        let params = PatchParams {
+            images: self.images,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            patch_size: self.patch,
+            token_channels,
+            _pad: [0; 2],
+        };
+        let groups = u32::try_from(self.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        simple(gpu, kernel, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+    }
+
+    /// Reading or writing every pixel once.
+    fn work(&self, elem: Elem) -> Work {
+        let n = self.pixels();
+        // Index arithmetic only (address computation, not priced).
+        Work { dram_read: n * elem.size(), dram_write: n * elem.size(), ..Work::default() }
+    }
 }
 
 fn simple(
@@ -125,27 +144,11 @@ impl Kernel for Patchify {
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
-        let n = self.geometry.pixels();
-        // Index arithmetic only (not priced: address computation), one read and one write each.
-        Ok(Work { dram_read: n * self.elem.size(), dram_write: n * self.elem.size(), ..Work::default() })
+        Ok(self.geometry.work(self.elem))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        let g = self.geometry;
-        let key = PipelineKey::new(
-            Variant::new(shader("patchify").expect("shader"), self.elem.define()),
-            &[("WG", f64::from(WG))],
-        );
-        let params = PatchParams {
-            images: g.images,
-            channels: g.channels,
-            height: g.height,
-            width: g.width,
-            patch_size: g.patch,
-            _pad: [0; 3],
-        };
-        let groups = u32::try_from(g.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
-        simple(gpu, self, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+        self.geometry.prepare(gpu, self, "patchify", self.elem, self.geometry.channels, buffers)
     }
 }
 
@@ -185,27 +188,11 @@ impl Kernel for Unpatchify {
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
-        let n = self.geometry.pixels();
-        Ok(Work { dram_read: n * self.elem.size(), dram_write: n * self.elem.size(), ..Work::default() })
+        Ok(self.geometry.work(self.elem))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        let g = self.geometry;
-        let key = PipelineKey::new(
-            Variant::new(shader("unpatchify").expect("shader"), self.elem.define()),
-            &[("WG", f64::from(WG))],
-        );
-        let params = UnpatchParams {
-            images: g.images,
-            channels: g.channels,
-            height: g.height,
-            width: g.width,
-            patch_size: g.patch,
-            token_channels: self.token_channels,
-            _pad: [0; 2],
-        };
-        let groups = u32::try_from(g.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
-        simple(gpu, self, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+        self.geometry.prepare(gpu, self, "unpatchify", self.elem, self.token_channels, buffers)
     }
 }
 

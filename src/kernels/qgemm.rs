@@ -10,7 +10,7 @@ use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build, check_b
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
-use crate::kernels::qmatmul::{Act, LowBitBindings, act_row_words};
+use crate::kernels::qmatmul::{Act, LowBitBindings, act_row_words, row_words};
 use crate::quant::Format;
 use crate::shaders::{Variant, shader};
 
@@ -80,8 +80,11 @@ impl QGemm {
     }
 
     fn layout(&self) -> Result<(u32, u32, u32)> {
-        let l = self.format.layout(self.shape.k)?;
-        Ok((l.row_words, l.scale_row_words, l.aux_row_words))
+        row_words(self.format, self.shape.k)
+    }
+
+    fn bindings(&self) -> LowBitBindings {
+        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
     }
 }
 
@@ -99,23 +102,7 @@ impl Kernel for QGemm {
         self.out().check(name, caps)?;
         self.key()?;
         self.epilogue.check(name, n)?;
-        let (wr, sr, ar) = self.layout()?;
-        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
-        let mut reqs = match self.act {
-            Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
-            Act::Int8 { .. } => vec![
-                BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
-                BufferReq::input("x_scales", n64 * 4),
-            ],
-        };
-        reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
-        reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
-        if ar > 0 {
-            reqs.push(BufferReq::weight("w_zeros", m64 * u64::from(ar) * 4));
-        }
-        reqs.push(BufferReq::output("y", self.out().bytes(n64 * m64)));
-        reqs.extend(self.epilogue.requirements(n, m, self.out()).into_iter().map(|(_, r)| r));
-        Ok(reqs)
+        self.bindings().requirements()
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
@@ -197,8 +184,9 @@ impl Kernel for QGemm {
         let reqs = self.requirements(caps)?;
         check_buffers(self.name(), caps, &reqs, buffers)?;
         let n = self.shape.n;
-        let layout = LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue };
-        let specs = layout.specs(self.name(), caps, &reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
+        let specs = self
+            .bindings()
+            .specs(self.name(), caps, &reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
         build(gpu, self.name(), &self.key()?, specs, self.work(caps)?)
     }
 }

@@ -208,6 +208,10 @@ impl QGemv {
         Self { epilogue, ..self }
     }
 
+    fn bindings(&self) -> LowBitBindings {
+        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
+    }
+
     /// The variant for this device and shape: subgroups when present; vec4 activation loads when
     /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows); about four steps per invocation.
     pub fn choose(&self, caps: &Capabilities) -> QGemvVariant {
@@ -339,27 +343,8 @@ impl Kernel for QGemv {
                 message: "vec4 loads need float activations and k % 4 == 0".into(),
             });
         }
-        let (wr, sr, ar) = row_words(self.format, k)?;
-        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
-        let mut reqs = match self.act {
-            Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
-            Act::Int8 { .. } => vec![
-                BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
-                BufferReq::input("x_scales", n64 * 4),
-            ],
-        };
-        reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
-        if sr > 0 {
-            reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
-        }
-        if ar > 0 {
-            let name = if matches!(self.format, Format::Int4 { .. }) { "w_zeros" } else { "w_positions" };
-            reqs.push(BufferReq::weight(name, m64 * u64::from(ar) * 4));
-        }
-        reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
         self.epilogue.check(name, n)?;
-        reqs.extend(self.epilogue.requirements(n, m, self.act.out()).into_iter().map(|(_, r)| r));
-        Ok(reqs)
+        self.bindings().requirements()
     }
 
     fn work(&self, caps: &Capabilities) -> Result<Work> {
@@ -452,8 +437,8 @@ impl Kernel for QGemv {
         let reqs = self.requirements(caps)?;
         check_buffers(self.name(), caps, &reqs, buffers)?;
         let v = self.choose(caps);
-        let layout = LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue };
-        let specs = layout.specs(self.name(), caps, &reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
+        let specs =
+            self.bindings().specs(self.name(), caps, &reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
         build(gpu, self.name(), &self.key(v), specs, self.work(caps)?)
     }
 }
@@ -471,6 +456,31 @@ pub(crate) struct LowBitBindings {
 }
 
 impl LowBitBindings {
+    /// The caller's buffers, in the order [`LowBitBindings::specs`] binds them.
+    pub(crate) fn requirements(&self) -> Result<Vec<BufferReq>> {
+        let MatmulShape { m, n, k } = self.shape;
+        let (wr, sr, ar) = row_words(self.format, k)?;
+        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
+        let mut reqs = match self.act {
+            Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
+            Act::Int8 { .. } => vec![
+                BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
+                BufferReq::input("x_scales", n64 * 4),
+            ],
+        };
+        reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));
+        if sr > 0 {
+            reqs.push(BufferReq::weight("w_scales", m64 * u64::from(sr) * 4));
+        }
+        if ar > 0 {
+            let name = if matches!(self.format, Format::Int4 { .. }) { "w_zeros" } else { "w_positions" };
+            reqs.push(BufferReq::weight(name, m64 * u64::from(ar) * 4));
+        }
+        reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
+        reqs.extend(self.epilogue.requirements(n, m, self.act.out()).into_iter().map(|(_, r)| r));
+        Ok(reqs)
+    }
+
     pub(crate) fn specs<'a>(
         &self,
         name: &'static str,
