@@ -2,6 +2,9 @@
 // unused from OP = 2 on), computed in f32 and rounded once to the element type. The activations are
 // those of shared/epilogue.wgsl (DiT applies SiLU to the conditioning vector before every adaLN
 // projection, which is why it exists apart from the matmul epilogues).
+// With BROADCAST, `b` is a smaller tensor repeated over `a`: rows of `b_cols` elements, each row
+// shared by `b_group` consecutive rows of `a` (a bias row: b_group >= rows; DiT's per-image gate:
+// b_group = tokens); b[(i / (b_cols * b_group)) * b_cols + i % b_cols].
 // Each invocation handles one element, or one vec4 with VEC4 (length % 4 == 0). A 2D grid of
 // workgroups covers lengths past the 65535-workgroup dimension limit.
 #import elem
@@ -12,7 +15,20 @@ struct EltParams {
     len: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    // BROADCAST: elements (or vec4s) per row of `b`, and rows of `a` sharing one row of `b`.
+    b_cols: u32,
+    b_group: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+fn b_index(i: u32) -> u32 {
+#ifdef BROADCAST
+    return (i / (p.b_cols * p.b_group)) * p.b_cols + i % p.b_cols;
+#else
+    return i;
+#endif
 }
 
 override OP: u32 = 0u;
@@ -47,10 +63,10 @@ fn main(
     var r: vf;
     switch OP {
         case 0u: {
-            r = av + vf(b[i]);
+            r = av + vf(b[b_index(i)]);
         }
         case 1u: {
-            r = av * vf(b[i]);
+            r = av * vf(b[b_index(i)]);
         }
         case 2u: {
             r = fma(av, vf(p.alpha), vf(p.beta));

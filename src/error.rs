@@ -118,6 +118,33 @@ pub enum Error {
         needs: &'static str,
     },
 
+    /// A graph was built or used wrongly (unknown tensor, read before write, wrong kind, wrong
+    /// size of data written to a tensor).
+    #[error("graph: {message}")]
+    Graph {
+        /// What is wrong, naming the op and tensor.
+        message: String,
+    },
+
+    /// Preparing or running one op of a graph failed.
+    #[error("op `{op}`: {source}")]
+    Op {
+        /// The op's name in the graph.
+        op: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A run was cancelled between steps; `completed` steps had finished.
+    #[error("cancelled after {completed} of {total} steps")]
+    Cancelled {
+        /// Steps that finished.
+        completed: u32,
+        /// Steps asked for.
+        total: u32,
+    },
+
     /// Waiting on the device failed (device lost or timeout).
     #[error("waiting for the GPU failed: {0}")]
     Poll(#[from] wgpu::PollError),

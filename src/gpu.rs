@@ -135,6 +135,28 @@ impl Capabilities {
             storage_offset_alignment: l.min_storage_buffer_offset_alignment,
         }
     }
+
+    /// Every feature and generous limits: for checking shapes and bindings without a device (the
+    /// graph does this when ops are added; the device's own capabilities decide at preparation).
+    pub fn permissive() -> Self {
+        Self {
+            f16: true,
+            subgroups: true,
+            subgroup_min_size: 4,
+            subgroup_max_size: 128,
+            packed_dot4: true,
+            timestamps: true,
+            timestamps_inside: true,
+            pipeline_cache: false,
+            max_storage_binding: u64::from(u32::MAX),
+            max_buffer_size: u64::MAX,
+            max_workgroup_storage: 32 << 10,
+            max_invocations: 1024,
+            max_workgroups_per_dim: 65535,
+            max_storage_buffers: 16,
+            storage_offset_alignment: 256,
+        }
+    }
 }
 
 /// One adapter as [`list_adapters`] reports it.

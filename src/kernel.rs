@@ -72,6 +72,28 @@ impl Work {
     }
 }
 
+impl Work {
+    /// `part / whole` of every count (rounded down; the parts of a split need not add up exactly).
+    pub fn share(self, part: u64, whole: u64) -> Work {
+        let f = |v: u64| ((u128::from(v) * u128::from(part)) / u128::from(whole.max(1))) as u64;
+        Work {
+            f32_add: f(self.f32_add),
+            f32_mul: f(self.f32_mul),
+            f16_add: f(self.f16_add),
+            f16_mul: f(self.f16_mul),
+            i8_mul: f(self.i8_mul),
+            i8_add: f(self.i8_add),
+            i32_add: f(self.i32_add),
+            i32_mul: f(self.i32_mul),
+            bit_ops: f(self.bit_ops),
+            dram_read: f(self.dram_read),
+            dram_write: f(self.dram_write),
+            sram_read: f(self.sram_read),
+            sram_write: f(self.sram_write),
+        }
+    }
+}
+
 impl Add for Work {
     type Output = Work;
     fn add(self, o: Work) -> Work {
@@ -131,6 +153,9 @@ pub struct BufferReq {
     pub usage: wgpu::BufferUsages,
     /// Whether the kernel writes it.
     pub written: bool,
+    /// Whether the kernel reads it (false for pure outputs; true for inputs and read-write
+    /// tensors, like a sampler's `x`).
+    pub read: bool,
     /// Whether the kernel binds it in row ranges along M when it exceeds the storage-binding limit
     /// (weights and their per-row streams); other buffers must fit one binding.
     pub split_m: bool,
@@ -139,7 +164,7 @@ pub struct BufferReq {
 impl BufferReq {
     /// A read-only storage input.
     pub fn input(name: &'static str, size: u64) -> Self {
-        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: false, split_m: false }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: false, read: true, split_m: false }
     }
 
     /// A read-only weight stream, split along M past the binding limit.
@@ -149,7 +174,12 @@ impl BufferReq {
 
     /// A storage output.
     pub fn output(name: &'static str, size: u64) -> Self {
-        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: true, split_m: false }
+        Self { name, size, usage: wgpu::BufferUsages::STORAGE, written: true, read: false, split_m: false }
+    }
+
+    /// A tensor the kernel reads and updates in place.
+    pub fn read_write(name: &'static str, size: u64) -> Self {
+        Self { written: true, ..Self::input(name, size) }
     }
 }
 
@@ -225,11 +255,30 @@ impl Prepared {
 
     /// Records the dispatches into the caller's compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
+        for i in 0..self.dispatches.len() {
+            self.record_dispatch(i, pass);
+        }
+    }
+
+    /// Records dispatch `i` alone (profilers time each dispatch in a pass of its own).
+    /// Does nothing past [`Prepared::dispatch_count`].
+    pub fn record_dispatch(&self, i: usize, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(d) = self.dispatches.get(i) {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             let [x, y, z] = d.workgroups;
             pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Work of dispatch `i`: the kernel's work shared out by workgroup count (the dispatches of
+    /// a weight split run the same code over row ranges).
+    pub fn dispatch_work(&self, i: usize) -> Work {
+        let groups = |d: &Dispatch| d.workgroups.iter().map(|&g| u64::from(g)).product::<u64>();
+        let total: u64 = self.dispatches.iter().map(groups).sum();
+        match self.dispatches.get(i) {
+            Some(d) if total > 0 => self.work.share(groups(d), total),
+            _ => Work::default(),
         }
     }
 
@@ -242,7 +291,10 @@ impl Prepared {
 }
 
 /// What every kernel offers: requirements, work, preparation.
-pub trait Kernel {
+///
+/// Kernels are plain descriptions (shapes, formats, options), so a graph can hold them as
+/// `Arc<dyn Kernel + Send + Sync>` and its fusion pass can look at the concrete type (`Any`).
+pub trait Kernel: std::any::Any {
     /// Kernel name, as used in errors, labels and the ledger.
     fn name(&self) -> &'static str;
 

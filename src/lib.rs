@@ -29,6 +29,7 @@ pub mod graph;
 pub mod kernel;
 pub mod kernels;
 pub mod ledger;
+pub mod profile;
 pub mod quant;
 pub mod shaders;
 

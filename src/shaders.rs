@@ -35,7 +35,7 @@ macro_rules! shader {
 pub const SHADERS: &[Shader] = &[
     shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("elementwise", ["F16", "VEC4"]),
+    shader!("elementwise", ["F16", "VEC4", "BROADCAST"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
     shader!("quantize_act", ["F16"]),

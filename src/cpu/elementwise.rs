@@ -2,15 +2,28 @@
 
 use super::Element;
 use crate::kernels::EltOp;
+use crate::kernels::elementwise::Broadcast;
 
 /// `out[i] = a[i] op b[i]` (or `alpha * a[i] + beta`, fused), computed in f32 and rounded once to
 /// the element type. The vec4 and scalar variants compute the same values.
 pub fn elementwise<E: Element>(op: EltOp, a: &[E], b: Option<&[E]>, out: &mut [E]) {
+    elementwise_broadcast(op, a, b, None, out);
+}
+
+/// [`elementwise`] with `b` repeated over `a` as `broadcast` says.
+pub fn elementwise_broadcast<E: Element>(
+    op: EltOp,
+    a: &[E],
+    b: Option<&[E]>,
+    broadcast: Option<Broadcast>,
+    out: &mut [E],
+) {
+    let bi = |i: usize| broadcast.map_or(i, |br| br.index(i));
     for i in 0..out.len() {
         let av = a[i].to_f32();
         out[i] = E::from_f32(match op {
-            EltOp::Add => av + b.expect("add needs b")[i].to_f32(),
-            EltOp::Mul => av * b.expect("mul needs b")[i].to_f32(),
+            EltOp::Add => av + b.expect("add needs b")[bi(i)].to_f32(),
+            EltOp::Mul => av * b.expect("mul needs b")[bi(i)].to_f32(),
             EltOp::Scale { alpha, beta } => av.mul_add(alpha, beta),
             EltOp::Silu => super::epilogue::silu(av),
             EltOp::GeluTanh => super::epilogue::gelu_tanh(av),

@@ -1,4 +1,6 @@
-//! Element-wise add, multiply and scale.
+//! Element-wise add, multiply, scale and activations, with an optional broadcast second operand
+//! (a bias row or a per-image gate), which is what the graph's fusion pass folds into matmul
+//! epilogues.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
@@ -16,8 +18,42 @@ pub struct EltParams {
     pub alpha: f32,
     /// Offset of `Scale`.
     pub beta: f32,
+    /// With a broadcast `b`: elements (vec4s in the VEC4 variant) per row of `b`.
+    pub b_cols: u32,
+    /// With a broadcast `b`: rows of `a` sharing one row of `b`.
+    pub b_group: u32,
     /// Padding.
-    pub _pad: u32,
+    pub _pad: [u32; 3],
+}
+
+/// How a smaller `b` repeats over `a` (row-major, rows of `cols` elements): row `r` of `a` uses
+/// row `r / group` of `b`. A bias is `{ cols: M, group: N }`; DiT's gate is `{ cols: M, group:
+/// tokens }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Broadcast {
+    /// Elements per row.
+    pub cols: u32,
+    /// Rows of `a` per row of `b`.
+    pub group: u32,
+}
+
+impl Broadcast {
+    /// A single row of `cols` elements shared by every row (a bias).
+    pub fn row(cols: u32, rows: u32) -> Self {
+        Self { cols, group: rows.max(1) }
+    }
+
+    /// Elements of `b` for `len` elements of `a`.
+    pub fn b_len(self, len: u32) -> u64 {
+        let rows = len.div_ceil(self.cols.max(1));
+        u64::from(rows.div_ceil(self.group.max(1))) * u64::from(self.cols)
+    }
+
+    /// The index into `b` of element `i` of `a`.
+    pub fn index(self, i: usize) -> usize {
+        let (c, g) = (self.cols as usize, self.group as usize);
+        (i / (c * g)) * c + i % c
+    }
 }
 
 /// The operation of an [`Elementwise`] kernel.
@@ -57,7 +93,8 @@ impl EltOp {
     }
 }
 
-/// Element-wise kernel over `len` elements. Buffers: `a`, `b` (add and mul only), `out`.
+/// Element-wise kernel over `len` elements. Buffers: `a`, `b` (add and mul only; smaller with a
+/// [`Broadcast`]), `out`.
 #[derive(Clone, Debug)]
 pub struct Elementwise {
     /// Operation.
@@ -66,6 +103,8 @@ pub struct Elementwise {
     pub len: u32,
     /// Element type.
     pub elem: Elem,
+    /// `b` repeats over `a` (add and mul only).
+    pub broadcast: Option<Broadcast>,
 }
 
 const WG: u32 = 256;
@@ -73,12 +112,21 @@ const WG: u32 = 256;
 impl Elementwise {
     /// An element-wise `op` over `len` elements of `elem`.
     pub fn new(op: EltOp, len: u32, elem: Elem) -> Self {
-        Self { op, len, elem }
+        Self { op, len, elem, broadcast: None }
     }
 
-    /// vec4 loads when the length is a multiple of 4.
+    /// The same kernel with `b` broadcast over `a`.
+    pub fn with_broadcast(self, broadcast: Broadcast) -> Self {
+        Self { broadcast: Some(broadcast), ..self }
+    }
+
+    /// vec4 loads when the length (and a broadcast row) is a multiple of 4.
     pub fn vec4(&self) -> bool {
-        self.len.is_multiple_of(4)
+        self.len.is_multiple_of(4) && self.broadcast.is_none_or(|b| b.cols.is_multiple_of(4))
+    }
+
+    fn b_bytes(&self) -> u64 {
+        self.elem.bytes(self.broadcast.map_or(u64::from(self.len), |b| b.b_len(self.len)))
     }
 }
 
@@ -92,10 +140,18 @@ impl Kernel for Elementwise {
             return Err(Error::Shape { kernel: self.name(), message: "zero elements".into() });
         }
         self.elem.check(self.name(), caps)?;
+        if let Some(b) = self.broadcast
+            && (self.op.inputs() != 2 || b.cols == 0 || b.group == 0 || !self.len.is_multiple_of(b.cols))
+        {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("broadcast {b:?} over {} elements of {:?}", self.len, self.op),
+            });
+        }
         let bytes = self.elem.bytes(u64::from(self.len));
         let mut reqs = vec![BufferReq::input("a", bytes)];
         if self.op.inputs() == 2 {
-            reqs.push(BufferReq::input("b", bytes));
+            reqs.push(BufferReq::input("b", self.b_bytes()));
         }
         reqs.push(BufferReq::output("out", bytes));
         Ok(reqs)
@@ -104,7 +160,7 @@ impl Kernel for Elementwise {
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let n = u64::from(self.len);
         let eb = self.elem.size();
-        let inputs = self.op.inputs() as u64;
+        let b_reads = if self.op.inputs() == 2 { n } else { 0 };
         // Computed in f32 whatever the storage (elementwise.wgsl).
         let arith = match self.op {
             EltOp::Add => Work { f32_add: n, ..Work::default() },
@@ -114,7 +170,8 @@ impl Kernel for Elementwise {
             EltOp::Silu => Work { f32_mul: 3 * n, f32_add: 2 * n, ..Work::default() },
             EltOp::GeluTanh => Work { f32_mul: 8 * n, f32_add: 4 * n, ..Work::default() },
         };
-        Ok(arith + Work { dram_read: inputs * n * eb, dram_write: n * eb, ..Work::default() })
+        // Every element reads `b` (a broadcast `b` is re-read from memory, as the shader does).
+        Ok(arith + Work { dram_read: (n + b_reads) * eb, dram_write: n * eb, ..Work::default() })
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
@@ -129,21 +186,27 @@ impl Kernel for Elementwise {
         };
         // `Scale` binds `a` a second time in the unused `b` slot.
         let bytes = reqs[0].size;
-        let (a, b, out) = match buffers {
-            [a, out] => (*a, *a, *out),
-            [a, b, out] => (*a, *b, *out),
+        let (a, b, b_bytes, out) = match buffers {
+            [a, out] => (*a, *a, bytes, *out),
+            [a, b, out] => (*a, *b, reqs[1].size, *out),
             _ => unreachable!("checked by check_buffers"),
         };
+        let width = if vec4 { 4 } else { 1 };
+        let (b_cols, b_group) = self.broadcast.map_or((0, 0), |b| (b.cols / width, b.group));
         let key = PipelineKey::new(
             Variant::new(
                 shader("elementwise").expect("elementwise shader"),
-                self.elem.define().into_iter().chain(vec4.then_some("VEC4")),
+                self.elem
+                    .define()
+                    .into_iter()
+                    .chain(vec4.then_some("VEC4"))
+                    .chain(self.broadcast.map(|_| "BROADCAST")),
             ),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
         let spec = DispatchSpec::sequential(
-            EltParams { len, alpha, beta, _pad: 0 },
-            vec![(a, bytes), (b, bytes), (out, bytes)],
+            EltParams { len, alpha, beta, b_cols, b_group, _pad: [0; 3] },
+            vec![(a, bytes), (b, b_bytes), (out, bytes)],
             grid_1d(len.div_ceil(WG), caps),
         );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)

@@ -110,7 +110,7 @@ impl Kernel for SamplerStep {
         for &name in self.op.buffers() {
             reqs.push(match name {
                 "model_out" => BufferReq::input(name, 2 * n),
-                "x" => BufferReq { written: true, ..BufferReq::input(name, n) },
+                "x" => BufferReq::read_write(name, n),
                 "out" => BufferReq::output(name, n),
                 _ => BufferReq::input(name, n),
             });

@@ -6,7 +6,7 @@ use half::f16;
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::probe::ProbeParams;
 use milliwatt::kernels::{
-    Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams,
+    Broadcast, Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams,
     MatmulShape,
 };
 use milliwatt::{Error, Gpu, Kernel};
@@ -309,6 +309,33 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
             };
             compare(&format!("elementwise {op:?} len {len}"), &got, &twin, &scale, rel, 0.0)?;
         }
+    }
+    // Broadcast `b`: a bias row over odd and vec4-friendly shapes, and a per-image gate.
+    for (i, &(rows, cols, group)) in [(5u32, 7u32, 5u32), (9, 12, 3), (64, 36, 64), (3, 1, 1), (10, 8, 4)].iter().enumerate()
+    {
+        let len = rows * cols;
+        let br = Broadcast { cols, group };
+        let mut rng = Rng::new(800 + i as u64);
+        let a: Vec<E> = rng.vec(len as usize);
+        let b: Vec<E> = rng.vec(br.b_len(len) as usize);
+        for op in [EltOp::Add, EltOp::Mul] {
+            let ab = gpu.upload("a", &a).map_err(gpu_err)?;
+            let bb = gpu.upload("b", &b).map_err(gpu_err)?;
+            let out = gpu.upload("out", &vec![E::from_f32(7.0); len as usize]).map_err(gpu_err)?;
+            let kernel = Elementwise::new(op, len, E::ELEM).with_broadcast(br);
+            let p = kernel.prepare(gpu, &[(&ab).into(), (&bb).into(), (&out).into()]).map_err(gpu_err)?;
+            gpu.run(&[&p]).map_err(gpu_err)?;
+            let got: Vec<E> = gpu.read(&out).map_err(gpu_err)?;
+            let mut twin = vec![E::default(); len as usize];
+            cpu::elementwise::elementwise_broadcast(op, &a, Some(&b), Some(br), &mut twin);
+            let rel = if E::ELEM == Elem::F16 { 1e-3 } else { 2e-7 };
+            compare(&format!("elementwise {op:?} broadcast {br:?} x {rows}"), &got, &twin, &vec![1.0; len as usize], rel, 0.0)?;
+        }
+    }
+    // A broadcast that does not tile `a` is a typed error.
+    let bad = Elementwise::new(EltOp::Add, 10, E::ELEM).with_broadcast(Broadcast { cols: 3, group: 1 });
+    if bad.requirements(gpu.capabilities()).is_ok() {
+        return Err("broadcast rows of 3 over 10 elements accepted".into());
     }
     Ok(Ok(()))
 }

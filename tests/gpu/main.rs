@@ -8,6 +8,7 @@
 mod attention_cases;
 mod cases;
 mod embed_cases;
+mod graph_cases;
 mod noise_cases;
 mod norm_cases;
 mod qcases;
@@ -85,6 +86,7 @@ fn main() {
     cases.extend(sampler_cases::all());
     cases.extend(attention_cases::all());
     cases.extend(norm_cases::all());
+    cases.extend(graph_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();
