@@ -136,6 +136,13 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An energy meter (NVML) could not be opened or read.
+    #[error("energy meter: {message}")]
+    Meter {
+        /// What failed.
+        message: String,
+    },
+
     /// A run was cancelled between steps; `completed` steps had finished.
     #[error("cancelled after {completed} of {total} steps")]
     Cancelled {

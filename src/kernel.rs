@@ -72,28 +72,6 @@ impl Work {
     }
 }
 
-impl Work {
-    /// `part / whole` of every count (rounded down; the parts of a split need not add up exactly).
-    pub fn share(self, part: u64, whole: u64) -> Work {
-        let f = |v: u64| ((u128::from(v) * u128::from(part)) / u128::from(whole.max(1))) as u64;
-        Work {
-            f32_add: f(self.f32_add),
-            f32_mul: f(self.f32_mul),
-            f16_add: f(self.f16_add),
-            f16_mul: f(self.f16_mul),
-            i8_mul: f(self.i8_mul),
-            i8_add: f(self.i8_add),
-            i32_add: f(self.i32_add),
-            i32_mul: f(self.i32_mul),
-            bit_ops: f(self.bit_ops),
-            dram_read: f(self.dram_read),
-            dram_write: f(self.dram_write),
-            sram_read: f(self.sram_read),
-            sram_write: f(self.sram_write),
-        }
-    }
-}
-
 impl Add for Work {
     type Output = Work;
     fn add(self, o: Work) -> Work {
@@ -268,17 +246,6 @@ impl Prepared {
             pass.set_bind_group(0, &d.bind_group, &[]);
             let [x, y, z] = d.workgroups;
             pass.dispatch_workgroups(x, y, z);
-        }
-    }
-
-    /// Work of dispatch `i`: the kernel's work shared out by workgroup count (the dispatches of
-    /// a weight split run the same code over row ranges).
-    pub fn dispatch_work(&self, i: usize) -> Work {
-        let groups = |d: &Dispatch| d.workgroups.iter().map(|&g| u64::from(g)).product::<u64>();
-        let total: u64 = self.dispatches.iter().map(groups).sum();
-        match self.dispatches.get(i) {
-            Some(d) if total > 0 => self.work.share(groups(d), total),
-            _ => Work::default(),
         }
     }
 

@@ -97,6 +97,7 @@ impl Energy {
 pub struct Ledger {
     table: EnergyTable,
     entries: Vec<(String, Work, u64)>,
+    measured: Option<(f64, String)>,
 }
 
 impl Default for Ledger {
@@ -108,7 +109,18 @@ impl Default for Ledger {
 impl Ledger {
     /// An empty ledger priced with `table`.
     pub fn new(table: EnergyTable) -> Self {
-        Self { table, entries: Vec::new() }
+        Self { table, entries: Vec::new(), measured: None }
+    }
+
+    /// Attaches a measurement of the same run (joules, and what measured it, e.g. "NVML board
+    /// energy counter, NVIDIA H100"), printed beside the estimate — never added to it.
+    pub fn set_measured(&mut self, joules: f64, source: impl Into<String>) {
+        self.measured = Some((joules, source.into()));
+    }
+
+    /// The attached measurement, joules.
+    pub fn measured(&self) -> Option<f64> {
+        self.measured.as_ref().map(|m| m.0)
     }
 
     /// Records `times` dispatches of a kernel doing `work` each (from `Prepared::work`).
@@ -177,7 +189,16 @@ impl fmt::Display for Ledger {
             e.dram * 1e6,
             e.sram * 1e6
         )?;
-        write!(f, "left out: static and idle power, caches, register files, instruction issue, address arithmetic")
+        write!(f, "left out: static and idle power, caches, register files, instruction issue, address arithmetic")?;
+        if let Some((j, source)) = &self.measured {
+            write!(
+                f,
+                "\nmeasured ({source}): {:.3} µJ, {:.1}x the estimate (whole board over the run's wall time)",
+                j * 1e6,
+                j / e.total().max(f64::MIN_POSITIVE)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -219,5 +240,13 @@ mod tests {
         assert!((r - expect).abs() < 1e-12 && r < 0.1);
         let text = low.to_string();
         assert!(text.contains("left out") && text.contains("Horowitz") && text.contains("gemv_q"));
+        assert!(!text.contains("measured"));
+        // A measurement is printed beside the estimate, not added to it.
+        let before = low.energy().total();
+        low.set_measured(before * 40.0, "test meter");
+        assert_eq!(low.energy().total(), before);
+        assert_eq!(low.measured(), Some(before * 40.0));
+        let text = low.to_string();
+        assert!(text.contains("measured (test meter)") && text.contains("40.0x"), "{text}");
     }
 }

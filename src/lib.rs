@@ -29,6 +29,8 @@ pub mod graph;
 pub mod kernel;
 pub mod kernels;
 pub mod ledger;
+#[cfg(feature = "nvml")]
+pub mod nvml;
 pub mod profile;
 pub mod quant;
 pub mod shaders;

@@ -77,7 +77,9 @@ pub struct RunReport {
     pub dispatches: u64,
     /// Host time spent recording command buffers.
     pub host_record: Duration,
-    /// Host time spent in `Queue::submit` (and the step-counter writes).
+    /// Host time spent in `Queue::submit` (and the step-counter writes). Drivers may block here
+    /// while earlier work runs (lavapipe, whose "GPU" is the host's CPU, does), so this is an
+    /// upper bound on submission overhead.
     pub host_submit: Duration,
     /// Host wall time of the run, waiting included.
     pub wall: Duration,
@@ -126,7 +128,14 @@ impl Executor {
         let (graph, fusion) = if options.fuse {
             fuse(graph)?
         } else {
-            (graph.clone(), super::FusionReport { ops_before: graph.ops().len(), ops_after: graph.ops().len(), ..Default::default() })
+            (
+                graph.clone(),
+                super::FusionReport {
+                    ops_before: graph.ops().len(),
+                    ops_after: graph.ops().len(),
+                    ..Default::default()
+                },
+            )
         };
         let plan = plan_with(&graph, options.reuse);
         let caps = gpu.capabilities();
@@ -170,7 +179,10 @@ impl Executor {
             let refs: Vec<TensorRef<'_>> = op
                 .bindings
                 .iter()
-                .map(|t| TensorRef { buffer: &buffers[tensor_buffer[t.0].expect("a bound tensor has a buffer")], offset: 0 })
+                .map(|t| TensorRef {
+                    buffer: &buffers[tensor_buffer[t.0].expect("a bound tensor has a buffer")],
+                    offset: 0,
+                })
                 .collect();
             prepared.push(op.kernel.prepare(gpu, &refs).map_err(|e| op_err(&op.name, e))?);
         }
@@ -268,13 +280,21 @@ impl Executor {
     pub fn write<T: bytemuck::NoUninit>(&self, t: TensorId, data: &[T]) -> Result<()> {
         let d = self.graph.tensor_desc(t)?;
         if !matches!(d.kind, TensorKind::Weight | TensorKind::Input) {
-            return Err(Error::Graph { message: format!("tensor `{}` is a {:?}; only weights and inputs are written", d.name, d.kind) });
+            return Err(Error::Graph {
+                message: format!("tensor `{}` is a {:?}; only weights and inputs are written", d.name, d.kind),
+            });
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let want = d.shape.iter().map(|&s| u64::from(s)).product::<u64>() * d.dtype.size();
         if bytes.len() as u64 != want {
             return Err(Error::Graph {
-                message: format!("tensor `{}` ({:?} {:?}) holds {want} bytes; got {}", d.name, d.shape, d.dtype, bytes.len()),
+                message: format!(
+                    "tensor `{}` ({:?} {:?}) holds {want} bytes; got {}",
+                    d.name,
+                    d.shape,
+                    d.dtype,
+                    bytes.len()
+                ),
             });
         }
         let mut padded;
@@ -293,7 +313,9 @@ impl Executor {
     pub fn write_packed(&self, w: &PackedWeight, p: &crate::quant::Packed) -> Result<()> {
         let d = self.graph.tensor_desc(w.data)?;
         if d.dtype != super::DType::Packed(p.format) {
-            return Err(Error::Graph { message: format!("tensor `{}` is {:?}, the weight is {}", d.name, d.dtype, p.format) });
+            return Err(Error::Graph {
+                message: format!("tensor `{}` is {:?}, the weight is {}", d.name, d.dtype, p.format),
+            });
         }
         self.write(w.data, &p.data)?;
         if let Some(s) = w.scales {
@@ -321,7 +343,8 @@ impl Executor {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.read") });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.read") });
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
         let index = self.queue.submit([enc.finish()]);
         let bytes = self.map(&staging, index)?;
@@ -334,7 +357,10 @@ impl Executor {
             let _ = tx.send(r);
         });
         self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })?;
-        rx.recv().map_err(|_| Error::Validation { context: "mapping a staging buffer".into(), message: "callback dropped".into() })??;
+        rx.recv().map_err(|_| Error::Validation {
+            context: "mapping a staging buffer".into(),
+            message: "callback dropped".into(),
+        })??;
         let view = staging
             .slice(..)
             .get_mapped_range()
@@ -347,10 +373,17 @@ impl Executor {
 
     /// Records the ops of `phase` (for step `step`) into `encoder`: one compute pass, or one
     /// timed pass per dispatch when profiling. Returns the dispatch count.
-    fn record(&self, encoder: &mut wgpu::CommandEncoder, phase: Phase, step: Option<u32>, counts: &mut [u64]) -> u64 {
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        phase: Phase,
+        step: Option<u32>,
+        counts: &mut [u64],
+        profiled: bool,
+    ) -> u64 {
         let range = self.graph.phase_range(phase);
         let mut dispatches = 0;
-        match &self.profiler {
+        match self.profiler.as_ref().filter(|_| profiled) {
             None => {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("milliwatt.graph"),
@@ -384,11 +417,35 @@ impl Executor {
         dispatches
     }
 
+    /// Records the ops of one step into the caller's encoder (one compute pass, never profiled),
+    /// for applications that submit the work themselves; set the step counter first with
+    /// [`Executor::set_step`]. Returns the number of dispatches. Work recorded this way is not in
+    /// any [`RunReport`]'s ledger.
+    pub fn encode_step(&self, encoder: &mut wgpu::CommandEncoder) -> u64 {
+        let mut counts = vec![0; self.prepared.len()];
+        self.record(encoder, Phase::Step, None, &mut counts, false)
+    }
+
+    /// Writes the step counter (takes effect at the next submission on this queue).
+    pub fn set_step(&self, step: u32) -> Result<()> {
+        if let Some(counter) = self.graph.step_tensor() {
+            self.queue.write_buffer(self.buffer_of(counter)?, 0, bytemuck::bytes_of(&step));
+        }
+        Ok(())
+    }
+
     /// Encodes and submits one command buffer for `phase`.
-    fn submit(&self, phase: Phase, step: Option<u32>, report: &mut RunReport, counts: &mut [u64]) -> Result<wgpu::SubmissionIndex> {
+    fn submit(
+        &self,
+        phase: Phase,
+        step: Option<u32>,
+        report: &mut RunReport,
+        counts: &mut [u64],
+    ) -> Result<wgpu::SubmissionIndex> {
         let t0 = Instant::now();
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.step") });
-        report.dispatches += self.record(&mut enc, phase, step, counts);
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.step") });
+        report.dispatches += self.record(&mut enc, phase, step, counts, true);
         if let (Some(staging), Some(t), Some(s)) = (&self.preview, self.options.preview, step) {
             let bytes = self.graph.tensor_desc(t)?.bytes;
             enc.copy_buffer_to_buffer(self.buffer_of(t)?, 0, &staging[s as usize % 2], 0, bytes);
@@ -398,15 +455,15 @@ impl Executor {
         }
         let commands = enc.finish();
         let t1 = Instant::now();
-        if let (Some(s), Some(counter)) = (step, self.graph.step_tensor()) {
-            self.queue.write_buffer(self.buffer_of(counter)?, 0, bytemuck::bytes_of(&s));
+        if let Some(s) = step {
+            self.set_step(s)?;
         }
         let index = self.queue.submit([commands]);
         if let Some(p) = &self.profiler {
-            p.lock().expect("profiler lock").end_frame().map_err(|e| Error::Validation {
-                context: "ending a profiler frame".into(),
-                message: e.to_string(),
-            })?;
+            p.lock()
+                .expect("profiler lock")
+                .end_frame()
+                .map_err(|e| Error::Validation { context: "ending a profiler frame".into(), message: e.to_string() })?;
         }
         report.host_record += t1 - t0;
         report.host_submit += t1.elapsed();
@@ -490,6 +547,20 @@ impl Executor {
             report.profile = Some(profile);
         }
         report.wall = start.elapsed();
+        Ok(report)
+    }
+
+    /// [`Executor::run`] with the board's energy counter read around it; the measurement is
+    /// attached to the report's ledger, beside the estimate.
+    #[cfg(feature = "nvml")]
+    pub fn run_measured(
+        &self,
+        steps: u32,
+        meter: &crate::nvml::EnergyCounter,
+        on_step: impl FnMut(&StepEvent) -> ControlFlow<()>,
+    ) -> Result<RunReport> {
+        let (mut report, joules) = meter.measure(|| self.run(steps, on_step))?;
+        report.ledger.set_measured(joules, format!("NVML board energy counter, {}", meter.name()));
         Ok(report)
     }
 
