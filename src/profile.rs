@@ -73,7 +73,8 @@ impl Profile {
             e.0 += 1;
             e.1 += d.seconds();
         }
-        let mut v: Vec<KindTotal> = m.into_iter().map(|(kind, (count, seconds))| KindTotal { kind, count, seconds }).collect();
+        let mut v: Vec<KindTotal> =
+            m.into_iter().map(|(kind, (count, seconds))| KindTotal { kind, count, seconds }).collect();
         v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         v
     }

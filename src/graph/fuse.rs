@@ -15,9 +15,7 @@ use std::sync::Arc;
 use super::{DynKernel, Graph, Op, TensorId, TensorKind};
 use crate::error::Result;
 use crate::gpu::Capabilities;
-use crate::kernels::{
-    ActQuant, Activation, Elem, Elementwise, EltOp, Epilogue, Gemm, Gemv, Norm, QGemm, QGemv,
-};
+use crate::kernels::{ActQuant, Activation, Elem, Elementwise, EltOp, Epilogue, Gemm, Gemv, Norm, QGemm, QGemv};
 
 /// What [`fuse`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -126,8 +124,12 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
     let new = match (e.op, b, e.broadcast) {
         // A bias row.
         (EltOp::Add, Some(bias), Some(br))
-            if a == y && br.cols == mv.m && br.group >= mv.n
-                && !ep.bias && ep.act == Activation::None && untouched_before_residual =>
+            if a == y
+                && br.cols == mv.m
+                && br.group >= mv.n
+                && !ep.bias
+                && ep.act == Activation::None
+                && untouched_before_residual =>
         {
             names.insert("bias", bias);
             Epilogue { bias: true, ..ep }

@@ -231,7 +231,8 @@ impl Graph {
         let l = format.layout(k)?;
         let dt = DType::Packed(format);
         let data = self.weight(format!("{name}.data"), &[m, l.row_words], dt);
-        let scales = (l.scale_row_words > 0).then(|| self.weight(format!("{name}.scales"), &[m, l.scale_row_words], dt));
+        let scales =
+            (l.scale_row_words > 0).then(|| self.weight(format!("{name}.scales"), &[m, l.scale_row_words], dt));
         let aux = (l.aux_row_words > 0).then(|| self.weight(format!("{name}.aux"), &[m, l.aux_row_words], dt));
         Ok(PackedWeight { data, scales, aux })
     }
@@ -264,11 +265,22 @@ impl Graph {
     /// kernel's requirements (as on a device with every feature), that no weight is written,
     /// that every activation read was written by an earlier op, and that phases do not go
     /// backwards.
-    pub fn op(&mut self, name: impl Into<String>, kernel: impl Kernel + Send + Sync, bindings: &[TensorId]) -> Result<()> {
+    pub fn op(
+        &mut self,
+        name: impl Into<String>,
+        kernel: impl Kernel + Send + Sync,
+        bindings: &[TensorId],
+    ) -> Result<()> {
         self.push(name.into(), Arc::new(kernel), bindings.to_vec(), self.phase)
     }
 
-    pub(crate) fn push(&mut self, name: String, kernel: DynKernel, bindings: Vec<TensorId>, phase: Phase) -> Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        name: String,
+        kernel: DynKernel,
+        bindings: Vec<TensorId>,
+        phase: Phase,
+    ) -> Result<()> {
         let bad = |message: String| Err(Error::Graph { message });
         if let Some(last) = self.ops.last()
             && last.phase > phase

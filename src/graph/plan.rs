@@ -115,8 +115,7 @@ pub fn plan_with(graph: &Graph, reuse: bool) -> Plan {
         }
     }
     let unpooled_bytes = (0..n).filter(|&t| live[t].is_some()).map(|t| graph.tensors()[t].bytes).sum();
-    let own: Vec<u64> =
-        graph.tensors().iter().filter(|t| t.kind != TensorKind::Activation).map(|t| t.bytes).collect();
+    let own: Vec<u64> = graph.tensors().iter().filter(|t| t.kind != TensorKind::Activation).map(|t| t.bytes).collect();
     Plan {
         pooled_bytes: pool.iter().map(|b| b.bytes).sum(),
         slot,

@@ -196,11 +196,7 @@ impl Kernel for Elementwise {
         let key = PipelineKey::new(
             Variant::new(
                 shader("elementwise").expect("elementwise shader"),
-                self.elem
-                    .define()
-                    .into_iter()
-                    .chain(vec4.then_some("VEC4"))
-                    .chain(self.broadcast.map(|_| "BROADCAST")),
+                self.elem.define().into_iter().chain(vec4.then_some("VEC4")).chain(self.broadcast.map(|_| "BROADCAST")),
             ),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );

@@ -6,8 +6,8 @@ use half::f16;
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::probe::ProbeParams;
 use milliwatt::kernels::{
-    Broadcast, Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams,
-    MatmulShape,
+    Broadcast, Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive,
+    MatmulParams, MatmulShape,
 };
 use milliwatt::{Error, Gpu, Kernel};
 
@@ -311,7 +311,8 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
         }
     }
     // Broadcast `b`: a bias row over odd and vec4-friendly shapes, and a per-image gate.
-    for (i, &(rows, cols, group)) in [(5u32, 7u32, 5u32), (9, 12, 3), (64, 36, 64), (3, 1, 1), (10, 8, 4)].iter().enumerate()
+    for (i, &(rows, cols, group)) in
+        [(5u32, 7u32, 5u32), (9, 12, 3), (64, 36, 64), (3, 1, 1), (10, 8, 4)].iter().enumerate()
     {
         let len = rows * cols;
         let br = Broadcast { cols, group };
@@ -329,7 +330,14 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
             let mut twin = vec![E::default(); len as usize];
             cpu::elementwise::elementwise_broadcast(op, &a, Some(&b), Some(br), &mut twin);
             let rel = if E::ELEM == Elem::F16 { 1e-3 } else { 2e-7 };
-            compare(&format!("elementwise {op:?} broadcast {br:?} x {rows}"), &got, &twin, &vec![1.0; len as usize], rel, 0.0)?;
+            compare(
+                &format!("elementwise {op:?} broadcast {br:?} x {rows}"),
+                &got,
+                &twin,
+                &vec![1.0; len as usize],
+                rel,
+                0.0,
+            )?;
         }
     }
     // A broadcast that does not tile `a` is a typed error.

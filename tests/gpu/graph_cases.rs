@@ -106,7 +106,11 @@ fn block(ternary: bool) -> Result<Block, String> {
         g.op("attention", Attention::dense(1, t, HEADS, d / HEADS, e), &[qkv, att])?;
         g.op("proj", mm(d, d), &[att, wo, p0])?;
         g.op("proj.bias", bias(d), &[p0, bo, p1])?;
-        g.op("proj.gate", Elementwise::new(EltOp::Mul, t * d, e).with_broadcast(Broadcast { cols: d, group: t }), &[p1, gate, p2])?;
+        g.op(
+            "proj.gate",
+            Elementwise::new(EltOp::Mul, t * d, e).with_broadcast(Broadcast { cols: d, group: t }),
+            &[p1, gate, p2],
+        )?;
         g.op("proj.residual", Elementwise::new(EltOp::Add, t * d, e), &[x, p2, x1])?;
         g.op("norm2", Norm::layer_norm(t, d, e), &[x1, h2])?;
         if ternary {
@@ -180,7 +184,9 @@ fn reference(b: &Block) -> Vec<f32> {
     let words = milliwatt::kernels::qmatmul::act_row_words(D) as usize;
     let (mut xq, mut xs) = (vec![0u32; t * words], vec![0f32; t]);
     cpu::qmatmul::quantize_act::<f32>(t, d, words, &h2, &mut xq, &mut xs);
-    let h2_deq: Vec<f32> = (0..t * d).map(|i| f32::from(xq[(i / d) * words + (i % d) / 4].to_le_bytes()[i % 4] as i8) * xs[i / d]).collect();
+    let h2_deq: Vec<f32> = (0..t * d)
+        .map(|i| f32::from(xq[(i / d) * words + (i % d) / 4].to_le_bytes()[i % 4] as i8) * xs[i / d])
+        .collect();
     let f = lin(&h2_deq, &b.w1_q.dequantize().unwrap(), &get("b1"), 4 * d, d);
     let f: Vec<f32> = f.into_iter().map(cpu::epilogue::gelu_tanh).collect();
     let o = lin(&f, &get("w2"), &get("b2"), d, 4 * d);
@@ -198,7 +204,11 @@ fn block_case(gpu: &Gpu) -> Outcome {
         // The executor's real buffers are the plan's.
         let (m, p) = (ex.memory(), ex.plan());
         if m.buffers != p.buffers() || m.bytes != p.bytes() {
-            return Err(format!("reuse {reuse} fuse {fuse}: executor holds {m:?}, plan says {} buffers {} bytes", p.buffers(), p.bytes()));
+            return Err(format!(
+                "reuse {reuse} fuse {fuse}: executor holds {m:?}, plan says {} buffers {} bytes",
+                p.buffers(),
+                p.bytes()
+            ));
         }
         executors.push(ex);
     }
@@ -227,7 +237,8 @@ fn block_case(gpu: &Gpu) -> Outcome {
     if run.ledger.work() != estimate.work() {
         return Err(format!("ledger from dispatches {:?} != graph estimate {:?}", run.ledger.work(), estimate.work()));
     }
-    let dense = milliwatt::graph::fuse(&block(false)?.graph).map_err(err)?.0.ledger(gpu.capabilities(), 2).map_err(err)?;
+    let dense =
+        milliwatt::graph::fuse(&block(false)?.graph).map_err(err)?.0.ledger(gpu.capabilities(), 2).map_err(err)?;
     let ratio = run.ledger.ratio_to(&dense);
     if !(ratio > 0.0 && ratio < 1.0) {
         return Err(format!("ternary block energy ratio to dense {ratio}"));
@@ -237,7 +248,10 @@ fn block_case(gpu: &Gpu) -> Outcome {
 
 fn counts(gpu: &Gpu) -> (milliwatt::ObjectCounts, [i64; 3]) {
     let hal = gpu.device().get_internal_counters().hal;
-    (gpu.object_counts(), [hal.buffers.read() as i64, hal.bind_groups.read() as i64, hal.compute_pipelines.read() as i64])
+    (
+        gpu.object_counts(),
+        [hal.buffers.read() as i64, hal.bind_groups.read() as i64, hal.compute_pipelines.read() as i64],
+    )
 }
 
 fn second_run_case(gpu: &Gpu) -> Outcome {
