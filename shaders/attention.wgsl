@@ -11,8 +11,10 @@
 //   BLOCK_LIST: the tiles come from a list per query block (`blocks`: offsets then tile indices),
 //   NEIGHBOURHOOD: in addition, each key is masked to the query's k x k window on the 2D token
 //   grid, shifted inward at the borders so every query sees k^2 keys (NATTEN's definition).
-// The CPU twin is src/cpu/attention.rs.
+// The CPU twin is src/cpu/attention.rs. COUNT_WORK counts the work done (shared/work_count.wgsl)
+// for the test of `Attention::work`.
 #import elem
+#import work_count
 
 // Keep in sync with `AttentionParams` in src/kernels/attention.rs.
 struct AttentionParams {
@@ -49,6 +51,7 @@ fn qkv_at(b: u32, t: u32, s: u32, h: u32) -> u32 {
 }
 
 fn load4(at: u32) -> vec4<f32> {
+    count_dram_read(4u * ELEM_BYTES);
     return vec4<f32>(f32(qkv[at]), f32(qkv[at + 1u]), f32(qkv[at + 2u]), f32(qkv[at + 3u]));
 }
 
@@ -73,6 +76,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let q_at = qkv_at(b, qt, 0u, h);
     for (var i = 0u; i < d4; i++) {
         q[i] = load4(q_at + 4u * i) * p.scale;
+        count_f32_mul(4u);
     }
     var m = -3.0e38;
     var l = 0.0;
@@ -87,12 +91,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     let n_qb = (p.tokens + WG - 1u) / WG;
     let first = blocks[qb];
     let count = blocks[qb + 1u] - first;
+    count_dram_read(8u);
 #else
     let count = (p.tokens + BK - 1u) / BK;
 #endif
     for (var it = 0u; it < count; it++) {
 #ifdef BLOCK_LIST
         let tile = blocks[n_qb + 1u + first + it];
+        count_dram_read(4u);
 #else
         let tile = it;
 #endif
@@ -109,6 +115,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             }
             k_tile[j * D4_MAX + c] = kv;
             v_tile[j * D4_MAX + c] = vv;
+            count_sram_write(32u);
         }
         workgroupBarrier();
         var s: array<f32, BK>;
@@ -124,6 +131,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             var dot_qk = 0.0;
             for (var i = 0u; i < d4; i++) {
                 dot_qk += dot(q[i], k_tile[j * D4_MAX + i]);
+                count_sram_read(16u);
+                count_f32_mul(4u);
+                count_f32_add(4u);
             }
             s[j] = select(-3.0e38, dot_qk, ok);
             tile_max = max(tile_max, s[j]);
@@ -132,14 +142,24 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             let m_new = max(m, tile_max);
             let correction = exp(m - m_new);
             l *= correction;
+            count_f32_add(1u);
+            count_exp();
+            count_f32_mul(1u);
             for (var i = 0u; i < d4; i++) {
                 o[i] *= correction;
+                count_f32_mul(4u);
             }
             for (var j = 0u; j < BK; j++) {
+                // exp is evaluated for masked keys too (select keeps both operands).
                 let w = select(0.0, exp(s[j] - m_new), s[j] > -1.0e38);
                 l += w;
+                count_f32_add(2u);
+                count_exp();
                 for (var i = 0u; i < d4; i++) {
                     o[i] = fma(vec4<f32>(w), v_tile[j * D4_MAX + i], o[i]);
+                    count_sram_read(16u);
+                    count_f32_mul(4u);
+                    count_f32_add(4u);
                 }
             }
             m = m_new;
@@ -148,6 +168,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     }
     if valid {
         let inv = 1.0 / l;
+        count_div();
         let at = ((b * p.tokens + query) * p.heads + h) * D;
         for (var i = 0u; i < d4; i++) {
             let v = o[i] * inv;
@@ -155,6 +176,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             out[at + 4u * i + 1u] = elem(v.y);
             out[at + 4u * i + 2u] = elem(v.z);
             out[at + 4u * i + 3u] = elem(v.w);
+            count_f32_mul(4u);
+            count_dram_write(4u * ELEM_BYTES);
         }
     }
+    count_flush();
 }

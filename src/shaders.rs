@@ -33,8 +33,8 @@ macro_rules! shader {
 
 /// Every kernel shader of the crate.
 pub const SHADERS: &[Shader] = &[
-    shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
+    shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
     shader!("elementwise", ["F16", "VEC4", "BROADCAST"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
@@ -45,7 +45,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("timestep_embed", ["F16"]),
     shader!("class_embed", ["F16"]),
     shader!("sampler", []),
-    shader!("attention", ["F16", "BLOCK_LIST", "NEIGHBOURHOOD"]),
+    shader!("attention", ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"]),
     shader!("attention_naive", []),
     shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
@@ -74,6 +74,7 @@ const SHARED: &[(&str, &str)] = &[
     ("trig", include_str!("../shaders/shared/trig.wgsl")),
     ("patch_params", include_str!("../shaders/shared/patch_params.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
+    ("work_count", include_str!("../shaders/shared/work_count.wgsl")),
 ];
 
 /// Looks a shader up by name.

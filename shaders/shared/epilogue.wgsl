@@ -4,6 +4,7 @@
 // RESIDUAL adds the residual tensor (same shape and stride as Y); GATED multiplies v by a gate row
 // per group of `gate_rows` rows of Y (DiT's adaLN gate: one row per image, tokens share it).
 // Bindings 7 (bias), 8 (residual), 9 (gate). The CPU twin is src/cpu/epilogue.rs.
+// With COUNT_WORK (the importer then imports work_count) the epilogue counts its work.
 
 override ACT: u32 = 0u;
 
@@ -20,10 +21,20 @@ override ACT: u32 = 0u;
 // GELU, tanh approximation (as PyTorch's approximate="tanh" and DiT's MLP).
 fn gelu_tanh(v: f32) -> f32 {
     let c = 0.7978845608028654; // sqrt(2 / pi)
+#ifdef COUNT_WORK
+    count_f32_mul(6u);
+    count_f32_add(2u);
+    count_tanh();
+#endif
     return 0.5 * v * (1.0 + tanh(c * (v + 0.044715 * v * v * v)));
 }
 
 fn silu(v: f32) -> f32 {
+#ifdef COUNT_WORK
+    count_exp();
+    count_f32_add(1u);
+    count_div();
+#endif
     return v / (1.0 + exp(-v));
 }
 
@@ -32,6 +43,10 @@ fn epilogue(v_in: f32, n: u32, m: u32, at: u32) -> f32 {
     var v = v_in;
 #ifdef BIAS
     v += f32(bias[m]);
+#ifdef COUNT_WORK
+    count_dram_read(ELEM_BYTES);
+    count_f32_add(1u);
+#endif
 #endif
     switch ACT {
         case 1u: {
@@ -44,9 +59,17 @@ fn epilogue(v_in: f32, n: u32, m: u32, at: u32) -> f32 {
     }
 #ifdef GATED
     v *= f32(gate[(n / p.gate_rows) * p.ldy + m]);
+#ifdef COUNT_WORK
+    count_dram_read(ELEM_BYTES);
+    count_f32_mul(1u);
+#endif
 #endif
 #ifdef RESIDUAL
     v += f32(residual[at]);
+#ifdef COUNT_WORK
+    count_dram_read(ELEM_BYTES);
+    count_f32_add(1u);
+#endif
 #endif
     return v;
 }

@@ -11,6 +11,10 @@
 // with VEC4, else elem) and `y`, the weights, and
 //   fn load_w(row: u32, k: u32) -> elem4   W[row, k .. k+3] dequantized, zero outside M x K
 // (k is a multiple of 4; row < p.m is checked by the caller).
+//
+// The body counts its work with shared/work_count.wgsl (empty helpers unless COUNT_WORK): the
+// importer counts its own loads in `load_w`, and the multiply of `out_scale` where it is not 1.
+#import work_count
 
 // Keep in sync with `Gemm::TILE` in src/kernels/matmul.rs.
 const BM: u32 = 64u;
@@ -30,6 +34,7 @@ fn load_x(row: u32, k: u32) -> elem4 {
     }
 #ifdef VEC4
     if k < p.k {
+        count_dram_read(4u * ELEM_BYTES);
         return x[(row * p.k + k) / 4u];
     }
     return elem4();
@@ -38,6 +43,7 @@ fn load_x(row: u32, k: u32) -> elem4 {
     for (var j = 0u; j < 4u; j++) {
         if k + j < p.k {
             v[j] = x[row * p.k + k + j];
+            count_dram_read(ELEM_BYTES);
         }
     }
     return v;
@@ -72,6 +78,7 @@ fn main(
             let at = (4u * sc + j) * BN + sr;
             x_tile[at / 4u][at % 4u] = xv[j];
             w_tile[at / 4u][at % 4u] = wv[j];
+            count_sram_write(2u * ELEM_BYTES);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -81,6 +88,9 @@ fn main(
             acc1 = mul_acc4(acc1, a.y, b);
             acc2 = mul_acc4(acc2, a.z, b);
             acc3 = mul_acc4(acc3, a.w, b);
+            count_sram_read(8u * ELEM_BYTES);
+            count_f32_mul(16u);
+            count_f32_add(16u);
         }
         workgroupBarrier();
     }
@@ -94,8 +104,10 @@ fn main(
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;
                     y[at] = elem(epilogue(acc[i][j] * out_scale(mm + j), n, p.m_offset + mm + j, at));
+                    count_dram_write(ELEM_BYTES);
                 }
             }
         }
     }
+    count_flush();
 }

@@ -298,7 +298,7 @@ impl Executor {
             });
         }
         let mut padded;
-        let bytes = if bytes.len() % 4 != 0 {
+        let bytes = if !bytes.len().is_multiple_of(4) {
             padded = bytes.to_vec();
             padded.resize(bytes.len().next_multiple_of(4), 0);
             &padded[..]

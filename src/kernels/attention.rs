@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
 use crate::kernels::Elem;
+use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
 use crate::shaders::{Variant, shader};
 
 /// Queries per workgroup. Keep in sync with attention.wgsl's WG.
@@ -72,19 +73,56 @@ pub struct Attention {
     pub sparsity: Sparsity,
     /// Element type of qkv and out (arithmetic in f32).
     pub elem: Elem,
-    /// Key tiles visited per query block (sparse variants; from the block list), for the work
-    /// count. `None` means all.
+    /// For the work count of [`Sparsity::Blocks`] without `block_tiles`: key tiles visited,
+    /// summed over query blocks (counted as full tiles). `None` means all. Dense attention visits
+    /// every tile and neighbourhood attention the tiles of [`neighbourhood_tiles`], whatever this
+    /// says.
     pub visited_tiles: Option<u64>,
+    /// For the work count of [`Sparsity::Blocks`]: the key tiles of each query block, as the
+    /// `blocks` buffer lists them (the argument of [`block_list`]). Makes the count exact.
+    pub block_tiles: Option<Vec<Vec<u32>>>,
 }
 
 impl Attention {
     /// Dense attention.
     pub fn dense(images: u32, tokens: u32, heads: u32, head_dim: u32, elem: Elem) -> Self {
-        Self { images, tokens, heads, head_dim, sparsity: Sparsity::Dense, elem, visited_tiles: None }
+        Self {
+            images,
+            tokens,
+            heads,
+            head_dim,
+            sparsity: Sparsity::Dense,
+            elem,
+            visited_tiles: None,
+            block_tiles: None,
+        }
     }
 
-    fn key(&self) -> PipelineKey {
-        let defines = self.elem.define().into_iter().chain(match self.sparsity {
+    /// Block-sparse attention over the key tiles `per_query_block` lists (the `blocks` buffer is
+    /// [`block_list`] of the same lists).
+    pub fn block_sparse(
+        images: u32,
+        tokens: u32,
+        heads: u32,
+        head_dim: u32,
+        elem: Elem,
+        per_query_block: &[Vec<u32>],
+    ) -> Self {
+        Self {
+            sparsity: Sparsity::Blocks,
+            visited_tiles: Some(per_query_block.iter().map(|t| t.len() as u64).sum()),
+            block_tiles: Some(per_query_block.to_vec()),
+            ..Self::dense(images, tokens, heads, head_dim, elem)
+        }
+    }
+
+    /// The work-counting debug variant of this attention.
+    pub fn counting(self) -> Counting<Self> {
+        Counting(self)
+    }
+
+    fn key(&self, count: bool) -> PipelineKey {
+        let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK)).chain(match self.sparsity {
             Sparsity::Dense => vec![],
             Sparsity::Neighbourhood { .. } => vec!["BLOCK_LIST", "NEIGHBOURHOOD"],
             Sparsity::Blocks => vec!["BLOCK_LIST"],
@@ -104,6 +142,62 @@ impl Attention {
     pub fn key_tiles(&self) -> u32 {
         self.tokens.div_ceil(KEY_TILE)
     }
+
+    /// What the workgroups of one (image, head) visit, for the work count.
+    fn visits(&self) -> Visits {
+        let (tokens, bk, q) = (self.tokens, KEY_TILE, u64::from(QUERY_BLOCK));
+        // Keys of tile t inside the token range (the rest are staged as zeros).
+        let keys = |t: u32| u64::from(tokens.saturating_sub(t.saturating_mul(bk)).min(bk));
+        let from_lists = |lists: &[Vec<u32>], processed: &dyn Fn(u32, &[u32]) -> u64| {
+            let mut v = Visits::default();
+            for (qb, tiles) in (0u32..).zip(lists) {
+                v.tiles += tiles.len() as u64;
+                v.keys += tiles.iter().map(|&t| keys(t)).sum::<u64>();
+                v.processed += processed(qb, tiles);
+            }
+            v
+        };
+        // Dense and block lists: every query of the block processes every tile holding a key.
+        let all_queries = |_: u32, tiles: &[u32]| q * tiles.iter().filter(|&&t| keys(t) > 0).count() as u64;
+        match (&self.sparsity, &self.block_tiles, self.visited_tiles) {
+            (Sparsity::Neighbourhood { grid_h, grid_w, window }, _, _) => {
+                let (gh, gw, w) = (*grid_h, *grid_w, *window);
+                let lists = neighbourhood_tiles(tokens, gh, gw, w);
+                // A query processes the tiles its own window reaches; the block's padding
+                // invocations are the last token's query.
+                from_lists(&lists, &|qb, tiles| {
+                    (qb * QUERY_BLOCK..(qb + 1) * QUERY_BLOCK)
+                        .map(|query| {
+                            let qt = query.min(tokens - 1);
+                            let (r0, c0) = (window_start(qt / gw, gh, w), window_start(qt % gw, gw, w));
+                            let reached: std::collections::BTreeSet<u32> =
+                                (r0..r0 + w).flat_map(|r| (r * gw + c0) / bk..=(r * gw + c0 + w - 1) / bk).collect();
+                            tiles.iter().filter(|t| reached.contains(t)).count() as u64
+                        })
+                        .sum()
+                })
+            }
+            (Sparsity::Blocks, Some(lists), _) => from_lists(lists, &all_queries),
+            (Sparsity::Blocks, None, Some(tiles)) => {
+                Visits { tiles, keys: tiles * u64::from(bk), processed: tiles * q }
+            }
+            _ => {
+                let all: Vec<u32> = (0..self.key_tiles()).collect();
+                from_lists(&vec![all; self.query_blocks() as usize], &all_queries)
+            }
+        }
+    }
+}
+
+/// Key tiles the workgroups of one (image, head) visit, summed over query blocks.
+#[derive(Clone, Copy, Debug, Default)]
+struct Visits {
+    /// Tiles staged.
+    tiles: u64,
+    /// Keys among them inside the token range (loaded from memory).
+    keys: u64,
+    /// (query, tile) pairs past the all-masked test: softmax update and value accumulation.
+    processed: u64,
 }
 
 /// A block list for the `blocks` buffer: `n + 1` offsets (n query blocks) then the key-tile
@@ -194,31 +288,50 @@ impl Kernel for Attention {
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let (b, h, d) = (u64::from(self.images), u64::from(self.heads), u64::from(self.head_dim));
+        let (q, bk, tokens) = (u64::from(QUERY_BLOCK), u64::from(KEY_TILE), u64::from(self.tokens));
         let qbs = u64::from(self.query_blocks());
-        let tiles_per_qb = self.visited_tiles.map_or(u64::from(self.key_tiles()) * qbs, |v| v);
-        let groups = b * h;
-        // Per query (QUERY_BLOCK per block, padding included) and visited key: d MACs for the
-        // score, d for the value, an exp, and the online-softmax bookkeeping; per tile and query a
-        // rescale of the output (d multiplies).
-        let pairs = groups * tiles_per_qb * u64::from(QUERY_BLOCK) * u64::from(KEY_TILE);
-        let rescales = groups * tiles_per_qb * u64::from(QUERY_BLOCK);
+        let Visits { tiles, keys, processed } = self.visits();
         let eb = self.elem.size();
-        Ok(Work {
-            f32_mul: pairs * (2 * d + 2) + rescales * (d + 1),
-            f32_add: pairs * (2 * d + 3),
-            // Each workgroup stages each visited tile's keys and values; reads its queries once.
-            dram_read: groups * tiles_per_qb * u64::from(KEY_TILE) * 2 * d * eb
-                + groups * u64::from(self.tokens) * d * eb,
-            dram_write: groups * u64::from(self.tokens) * d * eb,
-            sram_write: groups * tiles_per_qb * u64::from(KEY_TILE) * 2 * d * 4,
-            sram_read: pairs * 2 * d * 4,
+        // Per (image, head); exp counts 2 multiplies + 1 add, a divide 1 multiply.
+        // Every invocation (the block's padding too) loads and scales its query: d multiplies.
+        // Per staged tile and query, 16 scores: d multiply-adds each. Per processed (query, tile):
+        // the rescale (m - m_new, exp, l *= c, o *= c: d + 3 multiplies, 2 adds), and per key
+        // s - m_new, exp, l += w and d multiply-adds into o: d + 2 multiplies, d + 3 adds.
+        // Per query stored: 1 / l and d multiplies.
+        let scores = tiles * q * bk * d;
+        let per_head = Work {
+            f32_mul: qbs * q * d + scores + processed * (d + 3) + processed * bk * (d + 2) + tokens * (d + 1),
+            f32_add: scores + processed * 2 + processed * bk * (d + 3),
+            // Queries (padding included), the keys and values of the staged tiles inside the
+            // token range, and the block list: every invocation reads its block's two offsets and
+            // each tile index.
+            dram_read: qbs * q * d * eb
+                + keys * 2 * d * eb
+                + if self.sparsity == Sparsity::Dense { 0 } else { q * (2 * qbs + tiles) * 4 },
+            dram_write: tokens * d * eb,
+            // Staged keys and values are f32, padding included; scores read every staged key,
+            // processed pairs every staged value.
+            sram_write: tiles * bk * 2 * d * 4,
+            sram_read: scores * 4 + processed * bk * d * 4,
             ..Work::default()
-        })
+        };
+        Ok(per_head * (b * h))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, false)
+    }
+}
+
+impl PrepareVariant for Attention {
+    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
+        let mut reqs = self.requirements(caps)?;
+        // The output is the kernel's last buffer; the counters follow it.
+        let out_index = reqs.len() - 1;
+        if count {
+            reqs.push(WorkCounters::requirement());
+        }
         check_buffers(self.name(), caps, &reqs, buffers)?;
         let (grid_h, grid_w, window) = match self.sparsity {
             Sparsity::Neighbourhood { grid_h, grid_w, window } => (grid_h, grid_w, window),
@@ -240,8 +353,10 @@ impl Kernel for Attention {
             let b = buffers[1];
             storage.push((2, b, b.buffer.size() - b.offset));
         }
-        let out = buffers[buffers.len() - 1];
-        storage.push((3, out, reqs[reqs.len() - 1].size));
+        storage.push((3, buffers[out_index], reqs[out_index].size));
+        if count {
+            storage.push((COUNTERS_BINDING, buffers[out_index + 1], WorkCounters::SIZE));
+        }
         if self.images > caps.max_workgroups_per_dim || self.heads > caps.max_workgroups_per_dim {
             return Err(Error::Shape {
                 kernel: self.name(),
@@ -249,7 +364,7 @@ impl Kernel for Attention {
             });
         }
         let spec = DispatchSpec { params, storage, workgroups: [self.query_blocks(), self.heads, self.images] };
-        build(gpu, self.name(), &self.key(), vec![spec], self.work(caps)?)
+        build(gpu, self.name(), &self.key(count), vec![spec], self.work(caps)?)
     }
 }
 

@@ -168,7 +168,7 @@ impl Kernel for Elementwise {
             EltOp::Scale { .. } => Work::f32_mul_add(n),
             // As the epilogue counts them (kernels::epilogue).
             EltOp::Silu => Work { f32_mul: 3 * n, f32_add: 2 * n, ..Work::default() },
-            EltOp::GeluTanh => Work { f32_mul: 8 * n, f32_add: 4 * n, ..Work::default() },
+            EltOp::GeluTanh => Work { f32_mul: 9 * n, f32_add: 4 * n, ..Work::default() },
         };
         // Every element reads `b` (a broadcast `b` is re-read from memory, as the shader does).
         Ok(arith + Work { dram_read: (n + b_reads) * eb, dram_write: n * eb, ..Work::default() })

@@ -99,9 +99,9 @@ impl Epilogue {
         match self.act {
             Activation::None => {}
             // 0.5 v (1 + tanh(c (v + 0.044715 v^3))): 6 multiplies, 2 adds, tanh counted as an
-            // exp, an add and a divide (as 2 multiplies + 1 add).
+            // exp (2 multiplies + 1 add), an add and a divide (1 multiply).
             Activation::GeluTanh => {
-                w.f32_mul += outs * 8;
+                w.f32_mul += outs * 9;
                 w.f32_add += outs * 4;
             }
             // v / (1 + exp(-v)): exp as 2 multiplies + 1 add, then 1 add and a divide.

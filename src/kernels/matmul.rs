@@ -8,6 +8,7 @@ use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
+use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
 use crate::shaders::{Variant, shader};
 
 /// Matmul shape: `m` output features (rows of W), `n` activation rows (tokens), `k` input features.
@@ -110,7 +111,9 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Shared preparation of the three matmul kernels: checks, split along M, dispatch specs.
+/// Shared preparation of the three matmul kernels: checks, split along M, dispatch specs. With
+/// `count` (the key is then the COUNT_WORK variant) the last buffer is the work counters, bound in
+/// every dispatch.
 #[expect(clippy::too_many_arguments, reason = "private helper shared by the three dense matmul kernels")]
 fn prepare_matmul(
     gpu: &Gpu,
@@ -120,11 +123,18 @@ fn prepare_matmul(
     key: &PipelineKey,
     buffers: &[TensorRef<'_>],
     epilogue: Epilogue,
+    count: bool,
     grid: impl Fn(u32) -> [u32; 3],
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     let name = kernel.name();
-    let reqs = kernel.requirements(caps)?;
+    let mut reqs = kernel.requirements(caps)?;
+    let counters = if count {
+        reqs.push(WorkCounters::requirement());
+        buffers.last().map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE))
+    } else {
+        None
+    };
     check_buffers(name, caps, &reqs, buffers)?;
     // Epilogue tensors follow x, w, y, at bindings 7.. (shaders/shared/epilogue.wgsl).
     let extra: Vec<(u32, TensorRef<'_>, u64)> = epilogue
@@ -158,7 +168,7 @@ fn prepare_matmul(
                 ],
                 grid(count),
             );
-            spec.storage.extend(extra.iter().copied());
+            spec.storage.extend(extra.iter().copied().chain(counters));
             spec
         })
         .collect();
@@ -218,6 +228,11 @@ impl Gemm {
         Self { epilogue, ..self }
     }
 
+    /// The work-counting debug variant of this GEMM.
+    pub fn counting(self) -> Counting<Self> {
+        Counting(self)
+    }
+
     /// The tile of the shader. Keep in sync with the constants of shaders/gemm.wgsl.
     pub const TILE: GemmTile = GemmTile { bm: 64, bn: 64, bk: 16 };
 
@@ -226,9 +241,15 @@ impl Gemm {
         self.variant.unwrap_or(GemmVariant { vec4: self.shape.k.is_multiple_of(4) })
     }
 
-    fn key(&self) -> PipelineKey {
+    fn key(&self, count: bool) -> PipelineKey {
         let v = self.choose();
-        let defines = self.elem.define().into_iter().chain(v.vec4.then_some("VEC4")).chain(self.epilogue.defines());
+        let defines = self
+            .elem
+            .define()
+            .into_iter()
+            .chain(v.vec4.then_some("VEC4"))
+            .chain(self.epilogue.defines())
+            .chain(count.then_some(COUNT_WORK));
         PipelineKey::new(
             Variant::new(shader("gemm").expect("gemm shader"), defines),
             &[("ACT", f64::from(self.epilogue.act.code()))],
@@ -256,18 +277,21 @@ impl Kernel for Gemm {
         Ok(reqs)
     }
 
-    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+    fn work(&self, caps: &Capabilities) -> Result<Work> {
         let GemmTile { bm, bn, bk } = Self::TILE;
         let MatmulShape { m, n, k } = self.shape;
         let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
         let eb = self.elem.size();
-        let tiles_m = u64::from(m.div_ceil(bm));
+        // Tile rows of every dispatch (one per range of W rows split past the binding limit).
+        let tiles_m = split_rows(self.name(), caps, m, k64 * eb)?
+            .into_iter()
+            .map(|(_, rows)| u64::from(rows.div_ceil(bm)))
+            .sum::<u64>();
         let tiles_n = u64::from(n.div_ceil(bn));
         let slices = u64::from(k.div_ceil(bk));
         // Each workgroup stages its (clamped) rows of X and W for all of K: X is read once per tile
         // column, W once per tile row. Zero padding is not loaded.
         let dram_read = (tiles_m * n64 * k64 + tiles_n * m64 * k64) * eb;
-        // Every workgroup writes full BK x (BM + BN) slices, padding included; per k each of the
         // Every workgroup writes full BK x (BM + BN) slices, padding included; per k each of the
         // 256 invocations reads (BM + BN) / 64 vec4s.
         let groups = tiles_m * tiles_n;
@@ -281,9 +305,15 @@ impl Kernel for Gemm {
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, false)
+    }
+}
+
+impl PrepareVariant for Gemm {
+    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
         let GemmTile { bm, bn, .. } = Self::TILE;
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(), buffers, self.epilogue, |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(count), buffers, self.epilogue, count, |rows| {
             [rows.div_ceil(bm), n.div_ceil(bn), 1]
         })
     }
@@ -339,6 +369,11 @@ impl Gemv {
         Self { epilogue, ..self }
     }
 
+    /// The work-counting debug variant of this GEMV.
+    pub fn counting(self) -> Counting<Self> {
+        Counting(self)
+    }
+
     /// The variant for this device and shape: subgroups when present; vec4 loads when
     /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows, so `rows * n <= 32` partial sums stay
     /// in registers); and a workgroup wide enough that each invocation makes about four loads per
@@ -363,14 +398,15 @@ impl Gemv {
         GemvVariant { reduce, vec4, wg, rows }
     }
 
-    fn key(&self, v: GemvVariant) -> PipelineKey {
+    fn key(&self, v: GemvVariant, count: bool) -> PipelineKey {
         let defines = self
             .elem
             .define()
             .into_iter()
             .chain(v.vec4.then_some("VEC4"))
             .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"))
-            .chain(self.epilogue.defines());
+            .chain(self.epilogue.defines())
+            .chain(count.then_some(COUNT_WORK));
         PipelineKey::new(
             Variant::new(shader("gemv").expect("gemv shader"), defines),
             &[
@@ -422,42 +458,53 @@ impl Kernel for Gemv {
     fn work(&self, caps: &Capabilities) -> Result<Work> {
         let v = self.choose(caps);
         let MatmulShape { m, n, k } = self.shape;
-        let (n64, k64) = (u64::from(n), u64::from(k));
+        let (m64, n64, k64) = (u64::from(m), u64::from(n), u64::from(k));
         let eb = self.elem.size();
-        let groups = u64::from(m.div_ceil(v.rows));
-        // Rows past M in the last workgroup re-read the last row.
+        // Workgroups of every dispatch (one per range of W rows split past the binding limit).
+        let groups = split_rows(self.name(), caps, m, k64 * eb)?
+            .into_iter()
+            .map(|(_, rows)| u64::from(rows.div_ceil(v.rows)))
+            .sum::<u64>();
+        // Rows past M in the last workgroup of a dispatch re-read its last row.
         let padded_rows = groups * u64::from(v.rows);
         let partials = u64::from(v.rows) * n64;
         let dram_read = (padded_rows * k64 + groups * n64 * k64) * eb;
         let macs = padded_rows * n64 * k64;
         // vec4 steps are dot products: 4 multiplies, 3 adds and the accumulation.
         let arith = Work::f32_mul_add(macs);
-        let mut work = arith + Work { dram_read, dram_write: u64::from(m) * n64 * eb, ..Work::default() };
+        let mut work = arith + Work { dram_read, dram_write: m64 * n64 * eb, ..Work::default() };
         let wg = u64::from(v.wg);
         let (red_adds, sram_w, sram_r) = match v.reduce {
-            // subgroupAdd: wg - 1 adds per value per workgroup in total; one slot per subgroup.
+            // subgroupAdd: S - 1 adds per subgroup of S, wg - sgs per value in all; one slot per
+            // subgroup, which the first `partials` invocations sum from 0.0 (sgs adds): wg adds.
+            // Exact when the subgroup size is fixed (min = max); else sgs is an upper bound.
             GemvReduce::Subgroup => {
                 let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
-                (partials * (wg - 1), partials * sgs * 4 + partials * 4, partials * sgs * 4)
+                (partials * wg, partials * (sgs + 1) * 4, partials * sgs * 4)
             }
             // Tree: wg - 1 adds per value; each add reads two and writes one.
-            GemvReduce::Shared => {
-                (partials * (wg - 1), partials * (wg + wg - 1) * 4, partials * (2 * (wg - 1) + 1) * 4)
-            }
+            GemvReduce::Shared => (partials * (wg - 1), partials * (2 * wg - 1) * 4, partials * 2 * (wg - 1) * 4),
         };
         work += Work {
             f32_add: groups * red_adds,
             sram_write: groups * sram_w,
-            sram_read: groups * sram_r,
+            // Each stored value is read back once from workgroup memory (rows past M are not).
+            sram_read: groups * sram_r + m64 * n64 * 4,
             ..Work::default()
         };
         Ok(work + self.epilogue.work(n, m, self.elem))
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, false)
+    }
+}
+
+impl PrepareVariant for Gemv {
+    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v), buffers, self.epilogue, |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v, count), buffers, self.epilogue, count, |rows| {
             grid_1d(rows.div_ceil(v.rows), caps)
         })
     }
@@ -499,7 +546,7 @@ impl Kernel for MatmulNaive {
         let key =
             PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, Epilogue::default(), |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, Epilogue::default(), false, |rows| {
             [rows.div_ceil(8), n.div_ceil(8), 1]
         })
     }

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod qgemm;
 pub mod qmatmul;
 pub mod sampler;
+pub mod work_count;
 
 pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
 pub use elementwise::{Broadcast, Elementwise, EltOp};
@@ -23,6 +24,7 @@ pub use probe::FmaProbe;
 pub use qgemm::QGemm;
 pub use qmatmul::{Act, ActQuant, QGemv, QGemvVariant, QMatmulParams};
 pub use sampler::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+pub use work_count::{COUNTERS_BINDING, Counting, WorkCounters};
 
 use crate::error::{Error, Result};
 use crate::gpu::Capabilities;

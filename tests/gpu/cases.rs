@@ -12,9 +12,7 @@ use milliwatt::kernels::{
 use milliwatt::{Error, Gpu, Kernel};
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome, Unsupported};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Backend, Case, Outcome, Unsupported};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![

@@ -12,9 +12,7 @@ use milliwatt::{Gpu, Kernel};
 use safetensors::SafeTensors;
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![

@@ -13,9 +13,9 @@ use milliwatt::quant::{Format, Packed, Quantized, ScaleMode, quantize};
 use milliwatt::{Error, Gpu};
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome, Unsupported};
+use crate::{Backend, Case, Outcome, Unsupported};
 
-pub fn all() -> Vec<(&'static str, fn(&Backend) -> Outcome)> {
+pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("graph_block_reuse_fusion_reference", |b| block_case(&b.gpu)),
         ("graph_second_run_creates_no_objects", |b| second_run_case(&b.gpu)),
@@ -366,7 +366,9 @@ fn profiler_case(gpu: &Gpu) -> Outcome {
             return Err(format!("{}: {got} timed dispatches, expected {want}", op.kind()));
         }
     }
-    if profile.by_step().len() != steps as usize || profile.dispatches.iter().any(|d| !(d.end >= d.start)) {
+    if profile.by_step().len() != steps as usize
+        || profile.dispatches.iter().any(|d| d.end.partial_cmp(&d.start).is_none_or(|o| o.is_lt()))
+    {
         return Err(format!("per-step profile {:?}", profile.by_step()));
     }
     let trace: serde_json::Value = serde_json::from_str(&profile.chrome_trace()).map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ mod attention_cases;
 mod cases;
 mod embed_cases;
 mod graph_cases;
+mod ledger_cases;
 mod noise_cases;
 mod norm_cases;
 mod qcases;
@@ -25,6 +26,9 @@ use milliwatt::{Gpu, Options};
 pub struct Unsupported(pub String);
 
 pub type Outcome = Result<Result<(), Unsupported>, String>;
+
+/// A named case: runs on one backend.
+pub type Case = fn(&Backend) -> Outcome;
 
 /// One backend under test: the shared device, plus views of it with fallbacks forced.
 #[derive(Debug)]
@@ -87,6 +91,7 @@ fn main() {
     cases.extend(attention_cases::all());
     cases.extend(norm_cases::all());
     cases.extend(graph_cases::all());
+    cases.extend(ledger_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

@@ -6,9 +6,7 @@ use milliwatt::cpu::noise;
 use milliwatt::kernels::{Noise, NoiseKind};
 use milliwatt::{Gpu, Kernel};
 
-use crate::{Backend, Outcome};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![("noise_bits_match_twin", |b| bits_case(&b.gpu)), ("noise_normals", |b| normal_case(&b.gpu))]

@@ -10,9 +10,7 @@ use milliwatt::kernels::{Elem, Modulation, Norm, NormKind};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome, Unsupported};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Case, Outcome, Unsupported};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![

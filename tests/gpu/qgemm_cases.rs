@@ -12,9 +12,7 @@ use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome, Unsupported};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Case, Outcome, Unsupported};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![

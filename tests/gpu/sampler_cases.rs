@@ -7,9 +7,7 @@ use milliwatt::kernels::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, r
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare};
-use crate::{Backend, Outcome};
-
-type Case = fn(&Backend) -> Outcome;
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![("sampler_ops_every_step", |b| ops_case(&b.gpu)), ("ddim_schedule_matches_dit", |_| ddim_case())]

@@ -1,0 +1,409 @@
+//! Ledger honesty: the COUNT_WORK variants of GEMV, GEMM and attention count their own loads,
+//! stores and operations with atomic counters (shaders/shared/work_count.wgsl), and on odd shapes
+//! the counts equal `Kernel::work` field by field — vec4 and scalar loads, subgroup and
+//! workgroup-memory reductions, f32 and f16, weights split past the binding limit, epilogues,
+//! dense, block-list and neighbourhood attention. The counting variant's output still equals the
+//! CPU twin, so it computes what the normal variant computes.
+
+use half::f16;
+use milliwatt::cpu::attention::attention;
+use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
+use milliwatt::cpu::{self, Element};
+use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
+use milliwatt::kernels::{
+    Activation, Attention, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulParams, MatmulShape,
+    Sparsity, WorkCounters, block_list, neighbourhood_blocks,
+};
+use milliwatt::{Gpu, Kernel, TensorRef, Work};
+
+use crate::util::{Rng, compare};
+use crate::{Backend, Case, Outcome, Unsupported};
+
+pub fn all() -> Vec<(&'static str, Case)> {
+    vec![
+        ("ledger_gemv_f32", |b| gemv_case::<f32>(&b.gpu)),
+        ("ledger_gemv_f32_no_subgroups", |b| gemv_case::<f32>(&b.fallback)),
+        ("ledger_gemv_f16", |b| gemv_case::<f16>(&b.gpu)),
+        ("ledger_gemv_epilogues", |b| epilogue_case(&b.gpu, false)),
+        ("ledger_gemv_split_weights", |b| split_case(&b.small_bindings, false)),
+        ("ledger_gemm_f32", |b| gemm_case::<f32>(&b.gpu)),
+        ("ledger_gemm_f16", |b| gemm_case::<f16>(&b.gpu)),
+        ("ledger_gemm_epilogues", |b| epilogue_case(&b.gpu, true)),
+        ("ledger_gemm_split_weights", |b| split_case(&b.small_bindings, true)),
+        ("ledger_attention_dense_f32", |b| attention_dense_case::<f32>(&b.gpu, full(b))),
+        ("ledger_attention_dense_f16", |b| attention_dense_case::<f16>(&b.gpu, full(b))),
+        ("ledger_attention_block_list", |b| attention_blocks_case(&b.gpu, full(b))),
+        ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
+        ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
+    ]
+}
+
+/// llvmpipe's GL compiler takes about a minute per attention pipeline without its cache (see
+/// attention_cases.rs): on GL each attention case runs its first shape only.
+fn full(b: &Backend) -> usize {
+    if b.name == "gl" { 1 } else { usize::MAX }
+}
+
+fn err(e: milliwatt::Error) -> String {
+    e.to_string()
+}
+
+fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
+    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
+        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
+    }
+    Ok(())
+}
+
+fn rel_tol(elem: Elem) -> f32 {
+    match elem {
+        Elem::F32 => 1e-5,
+        Elem::F16 => 1e-3,
+    }
+}
+
+/// The counts agree with the model, field by field; the error names every field that differs.
+fn agree(what: &str, counted: Work, model: Work) -> Result<(), String> {
+    let fields = [
+        ("f32_add", counted.f32_add, model.f32_add),
+        ("f32_mul", counted.f32_mul, model.f32_mul),
+        ("f16_add", counted.f16_add, model.f16_add),
+        ("f16_mul", counted.f16_mul, model.f16_mul),
+        ("i8_mul", counted.i8_mul, model.i8_mul),
+        ("i8_add", counted.i8_add, model.i8_add),
+        ("i32_add", counted.i32_add, model.i32_add),
+        ("i32_mul", counted.i32_mul, model.i32_mul),
+        ("bit_ops", counted.bit_ops, model.bit_ops),
+        ("dram_read", counted.dram_read, model.dram_read),
+        ("dram_write", counted.dram_write, model.dram_write),
+        ("sram_read", counted.sram_read, model.sram_read),
+        ("sram_write", counted.sram_write, model.sram_write),
+    ];
+    let diffs: Vec<String> = fields
+        .iter()
+        .filter(|(_, c, m)| c != m)
+        .map(|(f, c, m)| format!("{f}: shader counted {c}, work() says {m} ({:+})", *m as i128 - *c as i128))
+        .collect();
+    if diffs.is_empty() { Ok(()) } else { Err(format!("{what}: {}", diffs.join("; "))) }
+}
+
+/// Runs a counting kernel over `bufs` plus a zeroed counters buffer; returns the counts.
+fn run_counting(gpu: &Gpu, kernel: &dyn Kernel, bufs: &[TensorRef<'_>]) -> Result<Work, String> {
+    let counters = gpu.upload("counters", &[WorkCounters::default()]).map_err(err)?;
+    let mut all = bufs.to_vec();
+    all.push((&counters).into());
+    let p = kernel.prepare(gpu, &all).map_err(err)?;
+    if !p.label().contains("COUNT_WORK") {
+        return Err(format!("{} is not the counting variant", p.label()));
+    }
+    if p.work() != kernel.work(gpu.capabilities()).map_err(err)? {
+        return Err("the prepared work is not the kernel's model".into());
+    }
+    gpu.run(&[&p]).map_err(err)?;
+    let c: Vec<WorkCounters> = gpu.read(&counters).map_err(err)?;
+    Ok(c[0].to_work())
+}
+
+struct MatmulData<E> {
+    shape: MatmulShape,
+    x: Vec<E>,
+    w: Vec<E>,
+    bias: Vec<E>,
+    residual: Vec<E>,
+    gate: Vec<E>,
+    /// Per output element, the sum of |x| * |w| over k.
+    scale: Vec<f32>,
+}
+
+const GATE_ROWS: u32 = 2;
+
+fn matmul_data<E: Element>(shape: MatmulShape, seed: u64) -> MatmulData<E> {
+    let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+    let mut rng = Rng::new(seed);
+    let x: Vec<E> = rng.vec(n * k);
+    let w: Vec<E> = rng.vec(m * k);
+    let abs = |v: &[E]| -> Vec<f32> { v.iter().map(|e| e.to_f32().abs()).collect() };
+    let scale = cpu::matmul::reference(m, n, k, &abs(&x), &abs(&w));
+    let bias = rng.vec(m);
+    let residual = rng.vec(m * n);
+    let gate = rng.vec(n.div_ceil(GATE_ROWS as usize) * m);
+    MatmulData { shape, x, w, bias, residual, gate, scale }
+}
+
+fn params(shape: MatmulShape) -> MatmulParams {
+    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, gate_rows: GATE_ROWS, _pad: [0; 2] }
+}
+
+fn f32s<E: Element>(v: &[E]) -> Vec<f32> {
+    v.iter().map(|e| e.to_f32()).collect()
+}
+
+/// Runs the counting variant of a GEMV or GEMM with epilogue `e`: its output and its counts.
+fn run_matmul<E: Element>(
+    gpu: &Gpu,
+    kernel: &dyn Kernel,
+    e: &Epilogue,
+    d: &MatmulData<E>,
+) -> Result<(Vec<E>, Work), String> {
+    let up = |name, v: &[E]| gpu.upload(name, v).map_err(err);
+    let (x, w, y) = (up("x", &d.x)?, up("w", &d.w)?, up("y", &vec![E::from_f32(7.0); d.residual.len()])?);
+    let (bias, residual, gate) = (up("bias", &d.bias)?, up("residual", &d.residual)?, up("gate", &d.gate)?);
+    let mut bufs: Vec<TensorRef<'_>> = vec![(&x).into(), (&w).into(), (&y).into()];
+    if e.bias {
+        bufs.push((&bias).into());
+    }
+    if e.residual {
+        bufs.push((&residual).into());
+    }
+    if e.gate_rows.is_some() {
+        bufs.push((&gate).into());
+    }
+    let counted = run_counting(gpu, kernel, &bufs)?;
+    Ok((gpu.read(&y).map_err(err)?, counted))
+}
+
+/// The twin of a GEMV (`gemv: Some(variant)`) or GEMM with epilogue `e`.
+fn twin<E: Element>(d: &MatmulData<E>, e: &Epilogue, gemv: Option<GemvVariant>) -> Vec<E> {
+    let shape = d.shape;
+    let (m, n) = (shape.m as usize, shape.n as usize);
+    let (bias, residual, gate) = (f32s(&d.bias), f32s(&d.residual), f32s(&d.gate));
+    let t = EpilogueInputs { bias: &bias, residual: &residual, gate: &gate };
+    let mut acc = vec![0f32; m * n];
+    match gemv {
+        // The GEMV twin rounds to the element type: its epilogue cases are f32.
+        Some(v) => cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &f32s(&d.x), &f32s(&d.w), &mut acc),
+        None => cpu::matmul::gemm(&params(shape), &f32s(&d.x), &f32s(&d.w), &mut acc),
+    }
+    (0..m * n).map(|j| E::from_f32(epilogue(e, &t, m, acc[j], j / m, j % m, j))).collect()
+}
+
+/// Checks one counting matmul: counts against the model, output against the twin.
+fn check_matmul<E: Element>(
+    gpu: &Gpu,
+    kernel: &dyn Kernel,
+    e: &Epilogue,
+    d: &MatmulData<E>,
+    gemv: Option<GemvVariant>,
+    what: &str,
+) -> Result<(), String> {
+    let (out, counted) = run_matmul(gpu, kernel, e, d)?;
+    agree(what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+    let scale: Vec<f32> = d.scale.iter().map(|s| s * 2.0 + 2.0).collect();
+    compare(what, &out, &twin(d, e, gemv), &scale, rel_tol(E::ELEM) * 2.0, 1e-5)
+}
+
+/// GEMV shapes: M = 37 (not a multiple of the rows per workgroup), K odd and K % 4 == 0, N = 1..3
+/// and 8; the chosen variant, scalar loads, both reductions, and rows / workgroup sizes other
+/// than the chosen ones.
+fn gemv_case<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    let caps = gpu.capabilities();
+    let mut reduces = vec![GemvReduce::Shared];
+    if caps.subgroups {
+        reduces.push(GemvReduce::Subgroup);
+    }
+    let shapes = [(37u32, 1u32, 53u32), (37, 2, 52), (37, 3, 53), (37, 3, 52), (5, 8, 7), (130, 1, 1000)];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<E>(shape, 20_000 + i as u64);
+        let chosen = Gemv::new(shape, E::ELEM).choose(caps);
+        let mut variants = vec![chosen];
+        for &reduce in &reduces {
+            variants.push(GemvVariant { reduce, vec4: false, ..chosen });
+            variants.push(GemvVariant { reduce, wg: 32, rows: 3.min(32 / n), ..chosen });
+        }
+        for v in variants {
+            let kernel = Gemv { variant: Some(v), ..Gemv::new(shape, E::ELEM) };
+            let what = format!("gemv {shape:?} {v:?}");
+            check_matmul(gpu, &kernel.counting(), &Epilogue::default(), &d, Some(v), &what)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// GEMM shapes: part-filled tiles (67 x 45 x 29: two tile rows, one tile column, two slices), more
+/// than a tile in every direction, K odd (scalar loads) and K % 4 == 0 (vec4, and scalar forced).
+fn gemm_case<E: Element>(gpu: &Gpu) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    let shapes = [(67u32, 45u32, 29u32), (67, 45, 28), (130, 70, 37), (130, 70, 36), (1, 1, 1)];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let d = matmul_data::<E>(shape, 21_000 + i as u64);
+        let mut variants = vec![None];
+        if k % 4 == 0 {
+            variants.push(Some(GemmVariant { vec4: false }));
+        }
+        for v in variants {
+            let kernel = Gemm { variant: v, ..Gemm::new(shape, E::ELEM) };
+            let what = format!("gemm {shape:?} {:?}", kernel.choose());
+            check_matmul(gpu, &kernel.counting(), &Epilogue::default(), &d, None, &what)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Every epilogue part: bias, GELU, SiLU, residual, gate.
+fn epilogue_case(gpu: &Gpu, gemm: bool) -> Outcome {
+    let epilogues = [
+        Epilogue::bias_act(Activation::GeluTanh),
+        Epilogue::bias_act(Activation::Silu),
+        Epilogue { act: Activation::GeluTanh, residual: true, gate_rows: Some(GATE_ROWS), ..Epilogue::default() },
+    ];
+    for (i, e) in epilogues.iter().enumerate() {
+        let shape = if gemm { MatmulShape::new(67, 45, 29) } else { MatmulShape::new(37, 3, 53) };
+        let d = matmul_data::<f32>(shape, 22_000 + i as u64);
+        let what = format!("{} {shape:?} {e:?}", if gemm { "gemm" } else { "gemv" });
+        if gemm {
+            let kernel = Gemm::new(shape, Elem::F32).with_epilogue(*e);
+            check_matmul(gpu, &kernel.counting(), e, &d, None, &what)?;
+        } else {
+            let kernel = Gemv::new(shape, Elem::F32).with_epilogue(*e);
+            let v = kernel.choose(gpu.capabilities());
+            check_matmul(gpu, &kernel.counting(), e, &d, Some(v), &what)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A 64 KiB binding limit splits 350 rows of 384 bytes into 170 + 170 + 10: each dispatch has its
+/// own part-filled last workgroup (89 GEMV workgroups of 4 rows, not 88; 7 GEMM tile rows, not 6).
+fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
+    let shape = MatmulShape::new(350, if gemm { 45 } else { 3 }, 96);
+    let d = matmul_data::<f32>(shape, 23_000);
+    let e = Epilogue::default();
+    let what = format!("split {} {shape:?}", if gemm { "gemm" } else { "gemv" });
+    if gemm {
+        check_matmul(gpu, &Gemm::new(shape, Elem::F32).counting(), &e, &d, None, &what)?;
+    } else {
+        let kernel = Gemv::new(shape, Elem::F32);
+        let v = kernel.choose(gpu.capabilities());
+        check_matmul(gpu, &kernel.counting(), &e, &d, Some(v), &what)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Runs a counting attention and checks its counts; returns its output.
+fn run_attention<E: Element>(gpu: &Gpu, k: &Attention, qkv: &[E], blocks: Option<&[u32]>) -> Result<Vec<E>, String> {
+    let n = (k.images * k.tokens * k.heads * k.head_dim) as usize;
+    let qb = gpu.upload("qkv", qkv).map_err(err)?;
+    let ob = gpu.upload("out", &vec![E::from_f32(7.0); n]).map_err(err)?;
+    let bb = gpu.upload("blocks", blocks.unwrap_or(&[0])).map_err(err)?;
+    let mut bufs: Vec<TensorRef<'_>> = vec![(&qb).into()];
+    if blocks.is_some() {
+        bufs.push((&bb).into());
+    }
+    bufs.push((&ob).into());
+    let counting = k.clone().counting();
+    let counted = run_counting(gpu, &counting, &bufs)?;
+    let what =
+        format!("attention {}x{} heads {} d {} {:?} {:?}", k.images, k.tokens, k.heads, k.head_dim, k.sparsity, k.elem);
+    agree(&what, counted, k.work(gpu.capabilities()).map_err(err)?)?;
+    gpu.read(&ob).map_err(err)
+}
+
+type Mask<'a> = Option<&'a dyn Fn(usize, usize) -> bool>;
+
+fn check_attention<E: Element>(k: &Attention, qkv: &[E], got: &[E], mask: Mask<'_>) -> Result<(), String> {
+    let mut twin = vec![0f32; got.len()];
+    let (images, tokens, heads, d) = (k.images as usize, k.tokens as usize, k.heads as usize, k.head_dim as usize);
+    attention(images, tokens, heads, d, &f32s(qkv), mask, &mut twin);
+    let twin: Vec<E> = twin.into_iter().map(E::from_f32).collect();
+    let rel = if E::ELEM == Elem::F16 { 2e-3 } else { 2e-5 };
+    compare(&format!("attention output {:?}", k.sparsity), got, &twin, &vec![2.0; got.len()], rel, 1e-5)
+}
+
+fn attention_dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
+    if let Err(u) = need_f16::<E>(gpu) {
+        return Ok(Err(u));
+    }
+    for (i, &(images, tokens, heads, d)) in
+        [(1u32, 77u32, 3u32, 36u32), (1, 77, 3, 64), (2, 130, 2, 36), (1, 5, 1, 64)].iter().enumerate().take(limit)
+    {
+        let mut rng = Rng::new(24_000 + i as u64);
+        let qkv: Vec<E> = rng.vec((images * tokens * 3 * heads * d) as usize);
+        let k = Attention::dense(images, tokens, heads, d, E::ELEM);
+        let got = run_attention(gpu, &k, &qkv, None)?;
+        check_attention(&k, &qkv, &got, None)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Random key-tile lists per query block, the partial last tile among them, with and without the
+/// lists given to the work model (without them it assumes full tiles: exact when no list holds the
+/// partial last tile).
+fn attention_blocks_case(gpu: &Gpu, limit: usize) -> Outcome {
+    for (i, &(tokens, heads, d)) in [(77u32, 3u32, 36u32), (200, 3, 64), (130, 1, 36)].iter().enumerate().take(limit) {
+        let mut rng = Rng::new(25_000 + i as u64);
+        let qkv: Vec<f32> = rng.vec((tokens * 3 * heads * d) as usize);
+        let n_tiles = tokens.div_ceil(KEY_TILE);
+        let mut per_block: Vec<Vec<u32>> = (0..tokens.div_ceil(QUERY_BLOCK))
+            .map(|_| (0..n_tiles).filter(|_| rng.next_u64().is_multiple_of(2)).collect())
+            .collect();
+        per_block[0].retain(|&t| t != n_tiles - 1);
+        per_block[0].push(n_tiles - 1);
+        let k = Attention::block_sparse(1, tokens, heads, d, Elem::F32, &per_block);
+        let list = block_list(&per_block);
+        let got = run_attention(gpu, &k, &qkv, Some(&list))?;
+        let mask = |q: usize, key: usize| per_block[q / QUERY_BLOCK as usize].contains(&(key as u32 / KEY_TILE));
+        check_attention(&k, &qkv, &got, Some(&mask))?;
+        // Only the count of tiles: exact once the partial last tile is in no list.
+        if tokens % KEY_TILE != 0 {
+            for tiles in &mut per_block {
+                tiles.retain(|&t| t != n_tiles - 1);
+            }
+        }
+        let visited = per_block.iter().map(|t| t.len() as u64).sum();
+        let k = Attention {
+            sparsity: Sparsity::Blocks,
+            visited_tiles: Some(visited),
+            ..Attention::dense(1, tokens, heads, d, Elem::F32)
+        };
+        run_attention(gpu, &k, &qkv, Some(&block_list(&per_block)))?;
+    }
+    Ok(Ok(()))
+}
+
+/// Neighbourhood windows on grids whose query blocks reach tiles some of their queries' windows
+/// miss (those queries skip the softmax update there).
+fn attention_neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
+    for (i, &(gh, gw, window, heads, d)) in
+        [(11u32, 7u32, 3u32, 3u32, 36u32), (9, 7, 5, 3, 64), (16, 13, 5, 2, 36), (20, 20, 3, 1, 36)]
+            .iter()
+            .enumerate()
+            .take(limit)
+    {
+        let tokens = gh * gw;
+        let mut rng = Rng::new(26_000 + i as u64);
+        let qkv: Vec<f32> = rng.vec((tokens * 3 * heads * d) as usize);
+        let k = Attention {
+            sparsity: Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window },
+            ..Attention::dense(1, tokens, heads, d, Elem::F32)
+        };
+        let got = run_attention(gpu, &k, &qkv, Some(&neighbourhood_blocks(tokens, gh, gw, window)))?;
+        let mask = |q: usize, key: usize| {
+            let (q, key) = (q as u32, key as u32);
+            let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
+            (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
+        };
+        check_attention(&k, &qkv, &got, Some(&mask))?;
+    }
+    Ok(Ok(()))
+}
+
+/// A launch whose workgroup-memory reads pass 2^32 bytes: the device sums carry into the high
+/// words of the counters (counts only; the output is checked by the other cases). Head dim 36,
+/// the pipeline of the first dense case (GL compiles no other).
+fn past_u32_case(gpu: &Gpu) -> Outcome {
+    let k = Attention::dense(1, 1024, 17, 36, Elem::F32);
+    let model = k.work(gpu.capabilities()).map_err(err)?;
+    if model.sram_read <= u64::from(u32::MAX) {
+        return Err(format!("{} workgroup bytes do not pass 2^32", model.sram_read));
+    }
+    let qkv: Vec<f32> = Rng::new(27_000).vec((k.tokens * 3 * k.heads * k.head_dim) as usize);
+    run_attention(gpu, &k, &qkv, None)?;
+    Ok(Ok(()))
+}
