@@ -10,6 +10,30 @@
 //! element-wise ops into the epilogues the matmuls offer and activation quantization into the
 //! norm before it; [`Executor`] prepares the result once on a device and re-encodes it cheaply
 //! every step.
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use milliwatt::graph::{DType, ExecOptions, Executor, Graph};
+//! use milliwatt::kernels::{Activation, Elem, Epilogue, Gemm, MatmulShape};
+//!
+//! # fn main() -> milliwatt::Result<()> {
+//! # let gpu = milliwatt::Gpu::new_blocking(&milliwatt::Options::default())?;
+//! let mut g = Graph::new();                                    // no GPU needed to build it
+//! let x = g.input("x", &[64, 128], DType::F32);
+//! let w = g.weight("w", &[256, 128], DType::F32);
+//! let b = g.weight("b", &[256], DType::F32);
+//! let y = g.output("y", &[64, 256], DType::F32);
+//! let fc = Gemm::new(MatmulShape::new(256, 64, 128), Elem::F32).with_epilogue(Epilogue::bias_act(Activation::GeluTanh));
+//! g.op("fc", fc, &[x, w, y, b])?;                              // checked against the kernel's bindings now
+//! let ex = Executor::new(&gpu, &g, ExecOptions { profile: true, ..ExecOptions::default() })?;
+//! ex.write(w, &vec![0.01f32; 256 * 128])?;                     // weights: uploaded once
+//! ex.write(b, &vec![0.0f32; 256])?;
+//! ex.write(x, &vec![1.0f32; 64 * 128])?;
+//! let report = ex.run(1, |_step| ControlFlow::Continue(()))?;  // one command buffer per step
+//! println!("{}\n{}", report.ledger, report.profile.unwrap().table());
+//! let out: Vec<f32> = ex.read(y)?;
+//! # Ok(()) }
+//! ```
 
 mod exec;
 mod fuse;
