@@ -1,5 +1,5 @@
-// Element-wise out = a + b, a * b, alpha * a + beta, SiLU(a) or GELU-tanh(a) (OP = 0 .. 4; `b` is
-// unused from OP = 2 on), computed in f32 and rounded once to the element type. The activations are
+// Element-wise out = a + b, a * b, alpha * a + beta, SiLU(a), GELU-tanh(a) or a copy of `b` (OP = 0
+// .. 5; OP 2..4 read only `a`, the copy only `b`, which the host binds to the one input), computed in f32 and rounded once to the element type. The activations are
 // those of shared/epilogue.wgsl (DiT applies SiLU to the conditioning vector before every adaLN
 // projection, which is why it exists apart from the matmul epilogues).
 // With BROADCAST, `b` is a smaller tensor repeated over `a`: rows of `b_cols` elements, each row
@@ -59,8 +59,12 @@ fn main(
     if i >= p.len {
         return;
     }
-    let av = vf(a[i]);
     var r: vf;
+    if OP == 5u {
+        out[i] = b[b_index(i)];
+        return;
+    }
+    let av = vf(a[i]);
     switch OP {
         case 0u: {
             r = av + vf(b[b_index(i)]);

@@ -8,6 +8,7 @@
 //   OP 4 DDIM:         eps-prediction DDIM (eta 0): x0 = (x - sqrt(1 - ab) a) / sqrt(ab),
 //                      x = sqrt(ab_next) x0 + sqrt(1 - ab_next) a
 //   OP 5 NOISE_INIT:   x = (1 - t) a + t x                      (img2img: a image, x noise)
+//   OP 6 TIME:         out = t       OP 7 TIME_NEXT: out = t_next   (the model's timestep input)
 // Unused bindings of an op are bound to a placeholder by the host. The CPU twin is
 // src/cpu/sampler.rs.
 
@@ -66,8 +67,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let x0 = (x[i] - sqrt(1.0 - e.alpha_bar) * a[i]) / sqrt(e.alpha_bar);
             x[i] = fma(sqrt(e.alpha_bar_next), x0, sqrt(1.0 - e.alpha_bar_next) * a[i]);
         }
-        default: {
+        case 5u: {
             x[i] = fma(1.0 - e.t, a[i], e.t * x[i]);
+        }
+        case 6u: {
+            out[i] = e.t;
+        }
+        default: {
+            out[i] = e.t_next;
         }
     }
 }

@@ -160,6 +160,19 @@ pub enum Error {
     #[error("reading a buffer back failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),
 
+    /// A checkpoint (or config.json) is missing a tensor or holds a wrong one.
+    #[error("{}: tensor `{tensor}`: {problem}", path.display())]
+    Checkpoint {
+        /// File involved (`config.json` for a configuration given as text, `(in memory)` for
+        /// tensors given as values).
+        path: std::path::PathBuf,
+        /// The tensor's state-dict name; `config.json` for a bad configuration, `(header)` for a
+        /// safetensors header that cannot be read.
+        tensor: String,
+        /// What is wrong with it.
+        problem: CheckpointProblem,
+    },
+
     /// An I/O error, with the path involved.
     #[error("{path}: {source}")]
     Io {
@@ -169,6 +182,44 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What is wrong with one tensor of a checkpoint ([`Error::Checkpoint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointProblem {
+    /// The file does not hold the tensor.
+    Missing,
+    /// The tensor has another shape than the configuration implies.
+    Shape {
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        got: Vec<usize>,
+    },
+    /// The tensor's element type cannot be read here (float weights must be F32, F16 or BF16;
+    /// packed streams U32).
+    Dtype {
+        /// The element type in the file, as safetensors names it.
+        got: String,
+    },
+    /// The file ends before the tensor's data does.
+    Truncated,
+    /// Anything else, in words (a bad configuration field, inconsistent packed metadata, a
+    /// non-finite weight, a header safetensors rejects).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CheckpointProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointProblem::Missing => write!(f, "missing"),
+            CheckpointProblem::Shape { expected, got } => write!(f, "shape {got:?}, expected {expected:?}"),
+            CheckpointProblem::Dtype { got } => write!(f, "unsupported dtype {got}"),
+            CheckpointProblem::Truncated => write!(f, "truncated: the file ends before this data does"),
+            CheckpointProblem::Invalid(message) => write!(f, "{message}"),
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -29,13 +29,14 @@ pub mod graph;
 pub mod kernel;
 pub mod kernels;
 pub mod ledger;
+pub mod model;
 #[cfg(feature = "nvml")]
 pub mod nvml;
 pub mod profile;
 pub mod quant;
 pub mod shaders;
 
-pub use error::{Error, Result};
+pub use error::{CheckpointProblem, Error, Result};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
 pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;

@@ -20,6 +20,10 @@ pub fn elementwise_broadcast<E: Element>(
 ) {
     let bi = |i: usize| broadcast.map_or(i, |br| br.index(i));
     for i in 0..out.len() {
+        if op == EltOp::Copy {
+            out[i] = a[bi(i)];
+            continue;
+        }
         let av = a[i].to_f32();
         out[i] = E::from_f32(match op {
             EltOp::Add => av + b.expect("add needs b")[bi(i)].to_f32(),
@@ -27,6 +31,7 @@ pub fn elementwise_broadcast<E: Element>(
             EltOp::Scale { alpha, beta } => av.mul_add(alpha, beta),
             EltOp::Silu => super::epilogue::silu(av),
             EltOp::GeluTanh => super::epilogue::gelu_tanh(av),
+            EltOp::Copy => unreachable!("handled above"),
         });
     }
 }

@@ -32,6 +32,8 @@ pub fn sampler(op: SamplerOp, e: &ScheduleEntry, total: usize, io: SamplerIo<'_>
                 io.x[i] = e.alpha_bar_next.sqrt().mul_add(x0, (1.0 - e.alpha_bar_next).sqrt() * io.a[i]);
             }
             SamplerOp::NoiseInit => io.x[i] = (1.0 - e.t).mul_add(io.a[i], e.t * io.x[i]),
+            SamplerOp::Time => io.out[i] = e.t,
+            SamplerOp::TimeNext => io.out[i] = e.t_next,
         }
     }
 }

@@ -455,9 +455,8 @@ impl Executor {
         }
         let commands = enc.finish();
         let t1 = Instant::now();
-        if let Some(s) = step {
-            self.set_step(s)?;
-        }
+        // Setup ops see step 0 (img2img noising reads the first schedule entry).
+        self.set_step(step.unwrap_or(0))?;
         let index = self.queue.submit([commands]);
         if let Some(p) = &self.profiler {
             p.lock()

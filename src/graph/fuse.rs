@@ -224,36 +224,38 @@ fn quantize_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>> {
 pub fn fuse(graph: &Graph) -> Result<(Graph, FusionReport)> {
     let mut ops: Vec<Op> = graph.ops().to_vec();
     let mut report = FusionReport { ops_before: ops.len(), ..FusionReport::default() };
-    'search: loop {
-        for i in 0..ops.len() {
-            let fold = match elementwise_fold(graph, &ops, i)? {
-                Some(f) => Some(f),
-                None => quantize_fold(graph, &ops, i)?,
-            };
-            let Some(fold) = fold else { continue };
-            let reqs = fold.kernel.requirements(&Capabilities::permissive())?;
-            let bindings: Vec<TensorId> = reqs.iter().map(|r| fold.names[r.name]).collect();
-            let mut name = ops[fold.first].name.clone();
-            for &j in &fold.absorbed {
-                name = format!("{name}+{}", ops[j].name);
-            }
-            // A chain folds one op at a time: the line of its previous fold is replaced.
-            let line = format!("{name}: {} ({})", fold.kernel.name(), fold.what);
-            let previous = &ops[fold.first].name;
-            match report.folds.iter_mut().find(|l| l.starts_with(&format!("{previous}:"))) {
-                Some(l) => *l = line,
-                None => report.folds.push(line),
-            }
-            let phase = ops[fold.first].phase;
-            ops[fold.first] = Op::new(name, fold.kernel, bindings, phase)?;
-            let mut absorbed = fold.absorbed;
-            absorbed.sort_unstable_by(|a, b| b.cmp(a));
-            for j in absorbed {
-                ops.remove(j);
-            }
-            continue 'search;
+    // One forward scan: a fold can enable another at the same op (a chain folds link by link),
+    // so the index only advances when nothing folds there.
+    let mut i = 0;
+    while i < ops.len() {
+        let fold = match elementwise_fold(graph, &ops, i)? {
+            Some(f) => Some(f),
+            None => quantize_fold(graph, &ops, i)?,
+        };
+        let Some(fold) = fold else {
+            i += 1;
+            continue;
+        };
+        let reqs = fold.kernel.requirements(&Capabilities::permissive())?;
+        let bindings: Vec<TensorId> = reqs.iter().map(|r| fold.names[r.name]).collect();
+        let mut name = ops[fold.first].name.clone();
+        for &j in &fold.absorbed {
+            name = format!("{name}+{}", ops[j].name);
         }
-        break;
+        // A chain folds one op at a time: the line of its previous fold is replaced.
+        let line = format!("{name}: {} ({})", fold.kernel.name(), fold.what);
+        let previous = &ops[fold.first].name;
+        match report.folds.iter_mut().find(|l| l.starts_with(&format!("{previous}:"))) {
+            Some(l) => *l = line,
+            None => report.folds.push(line),
+        }
+        let phase = ops[fold.first].phase;
+        ops[fold.first] = Op::new(name, fold.kernel, bindings, phase)?;
+        let mut absorbed = fold.absorbed;
+        absorbed.sort_unstable_by(|a, b| b.cmp(a));
+        for j in absorbed {
+            ops.remove(j);
+        }
     }
     // Rebuild through the graph's own checks.
     let mut out = Graph { tensors: graph.tensors.clone(), ops: Vec::new(), phase: graph.phase, step: graph.step };

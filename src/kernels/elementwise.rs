@@ -74,6 +74,9 @@ pub enum EltOp {
     Silu,
     /// `out = GELU(a)`, tanh form.
     GeluTanh,
+    /// `out = a`, through the broadcast when there is one (`a` repeated: a guided batch's
+    /// `[x; x]` is `Copy` of `x` with `Broadcast { cols: len(x), group: 2 }`).
+    Copy,
 }
 
 impl EltOp {
@@ -84,12 +87,18 @@ impl EltOp {
             EltOp::Scale { .. } => 2,
             EltOp::Silu => 3,
             EltOp::GeluTanh => 4,
+            EltOp::Copy => 5,
         }
     }
 
     /// Number of input buffers.
     pub fn inputs(self) -> usize {
         if matches!(self, EltOp::Add | EltOp::Mul) { 2 } else { 1 }
+    }
+
+    /// Whether a [`Broadcast`] applies (to `b`, or to `a` for `Copy`).
+    fn broadcasts(self) -> bool {
+        matches!(self, EltOp::Add | EltOp::Mul | EltOp::Copy)
     }
 }
 
@@ -141,7 +150,7 @@ impl Kernel for Elementwise {
         }
         self.elem.check(self.name(), caps)?;
         if let Some(b) = self.broadcast
-            && (self.op.inputs() != 2 || b.cols == 0 || b.group == 0 || !self.len.is_multiple_of(b.cols))
+            && (!self.op.broadcasts() || b.cols == 0 || b.group == 0 || !self.len.is_multiple_of(b.cols))
         {
             return Err(Error::Shape {
                 kernel: self.name(),
@@ -149,7 +158,9 @@ impl Kernel for Elementwise {
             });
         }
         let bytes = self.elem.bytes(u64::from(self.len));
-        let mut reqs = vec![BufferReq::input("a", bytes)];
+        // `Copy` reads its one input where the others read `b`.
+        let a_bytes = if self.op == EltOp::Copy { self.b_bytes() } else { bytes };
+        let mut reqs = vec![BufferReq::input("a", a_bytes)];
         if self.op.inputs() == 2 {
             reqs.push(BufferReq::input("b", self.b_bytes()));
         }
@@ -161,6 +172,8 @@ impl Kernel for Elementwise {
         let n = u64::from(self.len);
         let eb = self.elem.size();
         let b_reads = if self.op.inputs() == 2 { n } else { 0 };
+        // `Copy` reads only through `b`; the others read all of `a`.
+        let (a_reads, b_reads) = if self.op == EltOp::Copy { (0, n) } else { (n, b_reads) };
         // Computed in f32 whatever the storage (elementwise.wgsl).
         let arith = match self.op {
             EltOp::Add => Work { f32_add: n, ..Work::default() },
@@ -169,9 +182,10 @@ impl Kernel for Elementwise {
             // As the epilogue counts them (kernels::epilogue).
             EltOp::Silu => Work { f32_mul: 3 * n, f32_add: 2 * n, ..Work::default() },
             EltOp::GeluTanh => Work { f32_mul: 9 * n, f32_add: 4 * n, ..Work::default() },
+            EltOp::Copy => Work::default(),
         };
         // Every element reads `b` (a broadcast `b` is re-read from memory, as the shader does).
-        Ok(arith + Work { dram_read: (n + b_reads) * eb, dram_write: n * eb, ..Work::default() })
+        Ok(arith + Work { dram_read: (a_reads + b_reads) * eb, dram_write: n * eb, ..Work::default() })
     }
 
     fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
@@ -185,8 +199,9 @@ impl Kernel for Elementwise {
             _ => (1.0, 0.0),
         };
         // `Scale` binds `a` a second time in the unused `b` slot.
-        let bytes = reqs[0].size;
+        let bytes = reqs[reqs.len() - 1].size;
         let (a, b, b_bytes, out) = match buffers {
+            [a, out] if self.op == EltOp::Copy => (*a, *a, reqs[0].size, *out),
             [a, out] => (*a, *a, bytes, *out),
             [a, b, out] => (*a, *b, reqs[1].size, *out),
             _ => unreachable!("checked by check_buffers"),
@@ -202,7 +217,7 @@ impl Kernel for Elementwise {
         );
         let spec = DispatchSpec::sequential(
             EltParams { len, alpha, beta, b_cols, b_group, _pad: [0; 3] },
-            vec![(a, bytes), (b, b_bytes), (out, bytes)],
+            vec![(a, reqs[0].size), (b, b_bytes), (out, bytes)],
             grid_1d(len.div_ceil(WG), caps),
         );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)

@@ -54,6 +54,10 @@ pub enum SamplerOp {
     Ddim,
     /// `x = (1 - t) image + t noise` (x holds the noise).
     NoiseInit,
+    /// `out[i] = t` of the current step for every image (`len` 1): the timestep input of a model.
+    Time,
+    /// `out[i] = t_next` (Heun's second evaluation).
+    TimeNext,
 }
 
 impl SamplerOp {
@@ -65,6 +69,8 @@ impl SamplerOp {
             SamplerOp::HeunCorrect => 3,
             SamplerOp::Ddim => 4,
             SamplerOp::NoiseInit => 5,
+            SamplerOp::Time => 6,
+            SamplerOp::TimeNext => 7,
         }
     }
 
@@ -76,6 +82,7 @@ impl SamplerOp {
             SamplerOp::HeunPredict => &["x", "v", "out"],
             SamplerOp::HeunCorrect => &["x", "v1", "v2"],
             SamplerOp::NoiseInit => &["x", "image"],
+            SamplerOp::Time | SamplerOp::TimeNext => &["out"],
         }
     }
 }
@@ -126,6 +133,7 @@ impl Kernel for SamplerStep {
             SamplerOp::HeunCorrect => (2, 2, 3, 1),
             SamplerOp::Ddim => (4, 2, 2, 1),
             SamplerOp::NoiseInit => (2, 1, 2, 1),
+            SamplerOp::Time | SamplerOp::TimeNext => (0, 0, 0, 1),
         };
         Ok(Work {
             f32_mul: n * mul,
@@ -147,6 +155,7 @@ impl Kernel for SamplerStep {
             SamplerOp::HeunPredict => &[3, 4, 6],
             SamplerOp::HeunCorrect => &[3, 4, 5],
             SamplerOp::NoiseInit => &[3, 4],
+            SamplerOp::Time | SamplerOp::TimeNext => &[6],
         };
         // Read-write and read-only slots get different placeholders: one buffer may not be both
         // in a dispatch.

@@ -258,6 +258,43 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// Parses the names [`Format`]'s `Display` writes (`ternary2`, `int8`, `int4-g64`, `int4-g32-zp`,
+/// `ternary24`, `int4-sparse24-g128`, `f16-sparse24`), so a format round-trips through text (the
+/// metadata of pre-packed checkpoints). Group sizes outside [`GROUP_SIZES`] are rejected.
+impl std::str::FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let group = |g: &str| g.parse::<u32>().ok();
+        let format = match s {
+            "ternary2" => Some(Format::Ternary2),
+            "int8" => Some(Format::Int8),
+            "ternary24" => Some(Format::Ternary24),
+            "f16-sparse24" => Some(Format::F16Sparse24),
+            _ => {
+                if let Some(rest) = s.strip_prefix("int4-sparse24-g") {
+                    group(rest).map(|group| Format::Int4Sparse24 { group })
+                } else if let Some(rest) = s.strip_prefix("int4-g") {
+                    match rest.strip_suffix("-zp") {
+                        Some(g) => group(g).map(|group| Format::Int4 { group, zero_point: true }),
+                        None => group(rest).map(|group| Format::Int4 { group, zero_point: false }),
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        let format = format.ok_or_else(|| Error::Format {
+            format: s.to_string(),
+            message: "not a format name (ternary2, int8, int4-g{32,64,128}[-zp], ternary24, \
+                      int4-sparse24-g{32,64,128}, f16-sparse24)"
+                .to_string(),
+        })?;
+        format.validate()?;
+        Ok(format)
+    }
+}
+
 /// Strides of one packed row of a [`Format`] for a given K (all in u32 words unless named
 /// otherwise). Same for every row; multiply by the row index for offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -750,6 +787,25 @@ mod tests {
         assert!(Format::Ternary24.layout(u32::MAX).is_err());
         assert!(Format::Int4 { group: 64, zero_point: false }.layout(u32::MAX - 10).is_err());
         assert_eq!(Format::Int8.layout(u32::MAX - 15).unwrap().padded_k, u32::MAX - 15);
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        let formats = [
+            Format::Ternary2,
+            Format::Int8,
+            Format::Int4 { group: 32, zero_point: true },
+            Format::Int4 { group: 128, zero_point: false },
+            Format::Ternary24,
+            Format::Int4Sparse24 { group: 64 },
+            Format::F16Sparse24,
+        ];
+        for f in formats {
+            assert_eq!(f.to_string().parse::<Format>().unwrap(), f);
+        }
+        for bad in ["", "int4", "int4-g16", "int4-g64-zp-zp", "int4-gx", "ternary", "Int8", "int4-sparse24-g0"] {
+            assert!(matches!(bad.parse::<Format>(), Err(Error::Format { .. })), "{bad}");
+        }
     }
 
     #[test]

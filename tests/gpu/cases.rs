@@ -317,16 +317,26 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
         let mut rng = Rng::new(800 + i as u64);
         let a: Vec<E> = rng.vec(len as usize);
         let b: Vec<E> = rng.vec(br.b_len(len) as usize);
-        for op in [EltOp::Add, EltOp::Mul] {
+        for op in [EltOp::Add, EltOp::Mul, EltOp::Copy] {
             let ab = gpu.upload("a", &a).map_err(gpu_err)?;
             let bb = gpu.upload("b", &b).map_err(gpu_err)?;
             let out = gpu.upload("out", &vec![E::from_f32(7.0); len as usize]).map_err(gpu_err)?;
             let kernel = Elementwise::new(op, len, E::ELEM).with_broadcast(br);
-            let p = kernel.prepare(gpu, &[(&ab).into(), (&bb).into(), (&out).into()]).map_err(gpu_err)?;
+            // `Copy` repeats its one input (here `b`, the smaller tensor).
+            let bufs: Vec<milliwatt::TensorRef<'_>> = if op == EltOp::Copy {
+                vec![(&bb).into(), (&out).into()]
+            } else {
+                vec![(&ab).into(), (&bb).into(), (&out).into()]
+            };
+            let p = kernel.prepare(gpu, &bufs).map_err(gpu_err)?;
             gpu.run(&[&p]).map_err(gpu_err)?;
             let got: Vec<E> = gpu.read(&out).map_err(gpu_err)?;
             let mut twin = vec![E::default(); len as usize];
-            cpu::elementwise::elementwise_broadcast(op, &a, Some(&b), Some(br), &mut twin);
+            if op == EltOp::Copy {
+                cpu::elementwise::elementwise_broadcast(op, &b, None, Some(br), &mut twin);
+            } else {
+                cpu::elementwise::elementwise_broadcast(op, &a, Some(&b), Some(br), &mut twin);
+            }
             let rel = if E::ELEM == Elem::F16 { 1e-3 } else { 2e-7 };
             compare(
                 &format!("elementwise {op:?} broadcast {br:?} x {rows}"),

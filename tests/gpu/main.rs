@@ -10,6 +10,7 @@ mod cases;
 mod embed_cases;
 mod graph_cases;
 mod ledger_cases;
+mod model_cases;
 mod noise_cases;
 mod norm_cases;
 mod qcases;
@@ -92,6 +93,7 @@ fn main() {
     cases.extend(norm_cases::all());
     cases.extend(graph_cases::all());
     cases.extend(ledger_cases::all());
+    cases.extend(model_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

@@ -1,0 +1,608 @@
+//! The DiT forward pass as ops of a [`Graph`], exactly as facebookresearch/DiT `models.py`
+//! computes it: patch embedding (a stride-p convolution, tokens row-major) plus the fixed 2D
+//! sin-cos position embedding; conditioning `c` = timestep embedding (256 frequencies, max period
+//! 10000, cos first, MLP with SiLU) + class embedding (null class = `num_classes`); per block
+//! adaLN-Zero — `SiLU(c)` projected to shift, scale and gate for attention and MLP —
+//! `x += gate_msa · attn(modulate(LN(x)))`, `x += gate_mlp · mlp(modulate(LN(x)))`; the final
+//! layer (modulated LN, linear) and unpatchify (first `in_channels` of a `learn_sigma` output).
+//!
+//! Written in fused form: bias, GELU, gate and residual ride in the matmul epilogues; the norm
+//! before a linear with int8 activations emits int8 itself. The adaLN projection of each block is
+//! split on load into the shift/scale rows (read strided by the norms) and one projection per
+//! gate, so each gate is a contiguous tensor for the gated-residual epilogue.
+
+use super::config::{AttentionKind, DitConfig, FloatFormat, LinearFormat};
+use super::weights::{DitWeights, WeightData};
+use crate::error::{Error, Result};
+use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
+use crate::kernels::qmatmul::act_row_words;
+use crate::kernels::{
+    Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Elem, Elementwise, EltOp, Epilogue, Gemm, Gemv,
+    MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed, Unpatchify,
+    neighbourhood_blocks, timestep_freqs,
+};
+use crate::quant::Format;
+
+/// Where the data of a graph weight comes from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// A float tensor of the checkpoint, whole.
+    Float(String),
+    /// Rows `ranges` of a float [rows, k] tensor (or of a vector, k = 1), concatenated.
+    Rows(String, Vec<std::ops::Range<usize>>, usize),
+    /// A packed weight of the checkpoint.
+    Packed(String),
+    /// Computed here.
+    F32(Vec<f32>),
+    /// Computed here.
+    U32(Vec<u32>),
+}
+
+/// A linear layer's weights in the graph.
+#[derive(Clone, Debug)]
+enum LinearWeights {
+    Dense { w: TensorId, b: TensorId, m: u32, k: u32 },
+    Packed { w: PackedWeight, format: Format, b: TensorId, m: u32, k: u32 },
+}
+
+impl LinearWeights {
+    const NONE: Self = LinearWeights::Dense { w: TensorId(0), b: TensorId(0), m: 0, k: 0 };
+
+    /// Outputs and inputs.
+    fn dims(&self) -> (u32, u32) {
+        match *self {
+            LinearWeights::Dense { m, k, .. } | LinearWeights::Packed { m, k, .. } => (m, k),
+        }
+    }
+}
+
+/// The weights of one block.
+#[derive(Clone, Debug)]
+struct BlockTensors {
+    modulation: LinearWeights,
+    gate_msa: LinearWeights,
+    gate_mlp: LinearWeights,
+    qkv: LinearWeights,
+    proj: LinearWeights,
+    fc1: LinearWeights,
+    fc2: LinearWeights,
+}
+
+/// A DiT's weights declared in a graph for a batch of `images` (the model's batch: twice the
+/// requested images under classifier-free guidance). [`DitGraph::forward`] adds one forward pass;
+/// [`DitGraph::upload`] writes the weights once an executor exists.
+#[derive(Clone, Debug)]
+pub struct DitGraph {
+    config: DitConfig,
+    images: u32,
+    elem: Elem,
+    sources: Vec<(TensorId, Source)>,
+    x_embed: LinearWeights,
+    pos_embed: TensorId,
+    t_freqs: TensorId,
+    t_mlp0: LinearWeights,
+    t_mlp2: LinearWeights,
+    y_table: TensorId,
+    blocks: Vec<BlockTensors>,
+    final_mod: LinearWeights,
+    final_linear: LinearWeights,
+    attn_blocks: Option<TensorId>,
+}
+
+/// The tensors a forward pass reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardIo {
+    /// Model input [images, C, H, W].
+    pub x: TensorId,
+    /// Timesteps [images] in sampler time (the model sees `time_scale · t`).
+    pub t: TensorId,
+    /// Class labels [images] (u32; `num_classes` is the null class).
+    pub y: TensorId,
+    /// Output [images, C, H, W].
+    pub out: TensorId,
+}
+
+/// Tensors one forward pass produced.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardTensors {
+    /// The model output, unpatchified: [images, in_channels, H, W] (a `learn_sigma` model's
+    /// first `in_channels` channels).
+    pub out: TensorId,
+    /// The conditioning vector `c` [images, hidden].
+    pub c: TensorId,
+    /// The token states after the first block [images, tokens, hidden].
+    pub block0: TensorId,
+}
+
+impl DitGraph {
+    /// Declares the weights of `weights` in `g` for batches of `images`.
+    pub fn declare(g: &mut Graph, weights: &DitWeights, images: u32) -> Result<Self> {
+        let config = weights.config.clone();
+        config.validate()?;
+        if images == 0 {
+            return Err(Error::Graph { message: "a DiT graph needs at least one image".into() });
+        }
+        let elem = match config.quantization.other {
+            FloatFormat::F32 => Elem::F32,
+            FloatFormat::F16 => {
+                return Err(Error::Unsupported {
+                    kernel: "dit",
+                    needs: "f16 activations in the DiT graph (not built yet; use the f32 policy for `other`)",
+                });
+            }
+        };
+        for f in [config.quantization.attention, config.quantization.mlp] {
+            if f == LinearFormat::F16 {
+                return Err(Error::Unsupported {
+                    kernel: "dit",
+                    needs: "f16 block linears in an f32 graph (not built yet)",
+                });
+            }
+        }
+        let d = config.hidden_size as usize;
+        let mut me = Self {
+            config: config.clone(),
+            images,
+            elem,
+            sources: Vec::new(),
+            x_embed: LinearWeights::NONE,
+            pos_embed: TensorId(0),
+            t_freqs: TensorId(0),
+            t_mlp0: LinearWeights::NONE,
+            t_mlp2: LinearWeights::NONE,
+            y_table: TensorId(0),
+            blocks: Vec::new(),
+            final_mod: LinearWeights::NONE,
+            final_linear: LinearWeights::NONE,
+            attn_blocks: None,
+        };
+        me.x_embed = me.linear(g, weights, "x_embedder.proj")?;
+        me.pos_embed = me.float(g, weights, "pos_embed", &[config.tokens(), config.hidden_size])?;
+        let freqs = timestep_freqs(256, 10000.0);
+        me.t_freqs = me.computed(g, "t_embedder.freqs", Source::F32(freqs));
+        me.t_mlp0 = me.linear(g, weights, "t_embedder.mlp.0")?;
+        me.t_mlp2 = me.linear(g, weights, "t_embedder.mlp.2")?;
+        me.y_table =
+            me.float(g, weights, "y_embedder.embedding_table.weight", &[config.num_classes + 1, config.hidden_size])?;
+        for i in 0..config.depth {
+            let p = format!("blocks.{i}");
+            let ada = format!("{p}.adaLN_modulation.1");
+            // Chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+            let chunk = |c: usize| c * d..(c + 1) * d;
+            let modulation = me.rows(g, weights, &ada, "modulation", vec![chunk(0), chunk(1), chunk(3), chunk(4)])?;
+            let gate_msa = me.rows(g, weights, &ada, "gate_msa", vec![chunk(2)])?;
+            let gate_mlp = me.rows(g, weights, &ada, "gate_mlp", vec![chunk(5)])?;
+            let block = BlockTensors {
+                modulation,
+                gate_msa,
+                gate_mlp,
+                qkv: me.linear(g, weights, &format!("{p}.attn.qkv"))?,
+                proj: me.linear(g, weights, &format!("{p}.attn.proj"))?,
+                fc1: me.linear(g, weights, &format!("{p}.mlp.fc1"))?,
+                fc2: me.linear(g, weights, &format!("{p}.mlp.fc2"))?,
+            };
+            me.blocks.push(block);
+        }
+        me.final_mod = me.linear(g, weights, "final_layer.adaLN_modulation.1")?;
+        me.final_linear = me.linear(g, weights, "final_layer.linear")?;
+        if let AttentionKind::Neighbourhood { window } = config.attention {
+            let grid = config.grid();
+            let list = neighbourhood_blocks(config.tokens(), grid, grid, window);
+            me.attn_blocks = Some(me.computed_u32(g, "attention.blocks", list));
+        }
+        Ok(me)
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &DitConfig {
+        &self.config
+    }
+
+    /// Images per forward pass.
+    pub fn images(&self) -> u32 {
+        self.images
+    }
+
+    fn computed(&mut self, g: &mut Graph, name: &str, data: Source) -> TensorId {
+        let len = match &data {
+            Source::F32(v) => v.len(),
+            Source::U32(v) => v.len(),
+            _ => unreachable!("computed sources only"),
+        };
+        let dtype = if matches!(data, Source::U32(_)) { DType::U32 } else { DType::F32 };
+        let t = g.weight(name, &[len as u32], dtype);
+        self.sources.push((t, data));
+        t
+    }
+
+    fn computed_u32(&mut self, g: &mut Graph, name: &str, data: Vec<u32>) -> TensorId {
+        self.computed(g, name, Source::U32(data))
+    }
+
+    fn float(&mut self, g: &mut Graph, weights: &DitWeights, name: &str, shape: &[u32]) -> Result<TensorId> {
+        let t = weights.float(name)?;
+        let n: usize = shape.iter().map(|&s| s as usize).product();
+        if t.data.len() != n {
+            return Err(Error::Graph {
+                message: format!("weight `{name}` has {} values, expected {shape:?}", t.data.len()),
+            });
+        }
+        let id = g.weight(name, shape, DType::F32);
+        self.sources.push((id, Source::Float(name.into())));
+        Ok(id)
+    }
+
+    /// A linear layer `<name>.weight` [m, k] (a conv weight is flattened to [m, C·p·p]) and
+    /// `<name>.bias`, dense or packed as the checkpoint holds it.
+    fn linear(&mut self, g: &mut Graph, weights: &DitWeights, name: &str) -> Result<LinearWeights> {
+        let wname = format!("{name}.weight");
+        let bias = weights.float(&format!("{name}.bias"))?;
+        let m = bias.data.len() as u32;
+        let b = g.weight(format!("{name}.bias"), &[m], DType::F32);
+        self.sources.push((b, Source::Float(format!("{name}.bias"))));
+        match weights.get(&wname)? {
+            WeightData::Float(t) => {
+                let k = (t.data.len() / m as usize) as u32;
+                let w = g.weight(wname.clone(), &[m, k], DType::F32);
+                self.sources.push((w, Source::Float(wname)));
+                Ok(LinearWeights::Dense { w, b, m, k })
+            }
+            WeightData::Packed(p) => {
+                let w = g.packed_weight(&wname, p.format, p.m, p.k)?;
+                self.sources.push((w.data, Source::Packed(wname)));
+                Ok(LinearWeights::Packed { w, format: p.format, b, m: p.m, k: p.k })
+            }
+        }
+    }
+
+    /// Rows of the adaLN projection `name` ([6d, d] weight, [6d] bias) as a dense linear.
+    fn rows(
+        &mut self,
+        g: &mut Graph,
+        weights: &DitWeights,
+        name: &str,
+        part: &str,
+        ranges: Vec<std::ops::Range<usize>>,
+    ) -> Result<LinearWeights> {
+        let k = self.config.hidden_size as usize;
+        let m: usize = ranges.iter().map(|r| r.len()).sum();
+        let w = g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], DType::F32);
+        let b = g.weight(format!("{name}.bias[{part}]"), &[m as u32], DType::F32);
+        weights.float(&format!("{name}.weight"))?;
+        weights.float(&format!("{name}.bias"))?;
+        self.sources.push((w, Source::Rows(format!("{name}.weight"), ranges.clone(), k)));
+        self.sources.push((b, Source::Rows(format!("{name}.bias"), ranges, 1)));
+        Ok(LinearWeights::Dense { w, b, m: m as u32, k: k as u32 })
+    }
+
+    /// Writes every weight into `ex` (once per executor).
+    pub fn upload(&self, ex: &Executor, weights: &DitWeights) -> Result<()> {
+        for (t, s) in &self.sources {
+            match s {
+                Source::Float(name) => ex.write(*t, &weights.float(name)?.data)?,
+                Source::Rows(name, ranges, k) => {
+                    let data = &weights.float(name)?.data;
+                    let rows: Vec<f32> =
+                        ranges.iter().flat_map(|r| data[r.start * k..r.end * k].iter().copied()).collect();
+                    ex.write(*t, &rows)?;
+                }
+                Source::Packed(name) => {
+                    let p = weights.packed(name)?;
+                    let w = self.packed_of(*t).expect("declared packed weight");
+                    ex.write_packed(&w, p)?;
+                }
+                Source::F32(v) => ex.write(*t, v)?,
+                Source::U32(v) => ex.write(*t, v)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn packed_of(&self, data: TensorId) -> Option<PackedWeight> {
+        let all = self.blocks.iter().flat_map(|b| [&b.qkv, &b.proj, &b.fc1, &b.fc2]);
+        all.chain([&self.x_embed, &self.final_linear]).find_map(|l| match l {
+            LinearWeights::Packed { w, .. } if w.data == data => Some(*w),
+            _ => None,
+        })
+    }
+
+    /// Whether a block linear takes int8 activations (ternary and int8 weights: W1.58A8, W8A8).
+    fn int8_input(l: &LinearWeights) -> bool {
+        matches!(l, LinearWeights::Packed { format: Format::Ternary2 | Format::Int8 | Format::Ternary24, .. })
+    }
+
+    /// Adds `y = epilogue(x Wᵀ + b)` over `rows` rows to `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        l: &LinearWeights,
+        input: Input,
+        rows: u32,
+        epilogue: Epilogue,
+        extras: &[TensorId],
+        y: TensorId,
+    ) -> Result<()> {
+        let e = self.elem;
+        let (m, k) = l.dims();
+        let shape = MatmulShape::new(m, rows, k);
+        let epilogue = Epilogue { bias: true, ..epilogue };
+        let mut bind = Vec::new();
+        match (l, input) {
+            (LinearWeights::Dense { w, b, .. }, Input::Float(x)) => {
+                bind.extend([x, *w, y, *b]);
+                bind.extend_from_slice(extras);
+                if rows <= 8 {
+                    g.op(name, Gemv::new(shape, e).with_epilogue(epilogue), &bind)
+                } else {
+                    g.op(name, Gemm::new(shape, e).with_epilogue(epilogue), &bind)
+                }
+            }
+            (LinearWeights::Packed { w, format, b, .. }, input) => {
+                let act = match input {
+                    Input::Float(x) => {
+                        bind.push(x);
+                        Act::Float(e)
+                    }
+                    Input::Int8 { xq, xs } => {
+                        bind.extend([xq, xs]);
+                        Act::Int8 { out: e }
+                    }
+                };
+                bind.extend(w.streams());
+                bind.push(y);
+                bind.push(*b);
+                bind.extend_from_slice(extras);
+                if rows <= 8 || matches!(format, Format::Ternary24 | Format::Int4Sparse24 { .. } | Format::F16Sparse24)
+                {
+                    if rows > 8 {
+                        return Err(Error::Unsupported {
+                            kernel: "dit",
+                            needs: "a tiled GEMM for 2:4 sparse weights (2:4 runs as GEMV, N <= 8, for now)",
+                        });
+                    }
+                    g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind)
+                } else {
+                    g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue), &bind)
+                }
+            }
+            (LinearWeights::Dense { .. }, Input::Int8 { .. }) => {
+                Err(Error::Graph { message: format!("`{name}`: int8 input to a dense linear") })
+            }
+        }
+    }
+
+    /// The input a linear wants from a float tensor `x` [rows, k]: as is, or quantized to int8 by
+    /// an `ActQuant` op.
+    fn input_for(&self, g: &mut Graph, name: &str, l: &LinearWeights, x: TensorId, rows: u32, k: u32) -> Result<Input> {
+        if !Self::int8_input(l) {
+            return Ok(Input::Float(x));
+        }
+        let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(k)], DType::U32);
+        let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
+        g.op(format!("{name}.quantize"), ActQuant { n: rows, k, elem: self.elem }, &[x, xq, xs])?;
+        Ok(Input::Int8 { xq, xs })
+    }
+
+    /// A modulated LayerNorm of `h` feeding linear `l`: emits int8 when `l` takes it.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_for(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        l: &LinearWeights,
+        h: TensorId,
+        modulation: TensorId,
+        m: Modulation,
+        rows: u32,
+    ) -> Result<Input> {
+        let d = self.config.hidden_size;
+        let norm = Norm { modulation: Some(m), ..Norm::layer_norm(rows, d, self.elem) };
+        if Self::int8_input(l) {
+            let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(d)], DType::U32);
+            let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
+            g.op(name, Norm { emit_i8: true, ..norm }, &[h, modulation, xq, xs])?;
+            Ok(Input::Int8 { xq, xs })
+        } else {
+            let y = g.activation(name, &[rows, d], DType::F32);
+            g.op(name, norm, &[h, modulation, y])?;
+            Ok(Input::Float(y))
+        }
+    }
+
+    /// Adds one forward pass over `io`. `prefix` names this pass's activations; with `taps`
+    /// the conditioning vector and the first block's output are graph outputs.
+    pub fn forward(&self, g: &mut Graph, prefix: &str, io: ForwardIo, taps: bool) -> Result<ForwardTensors> {
+        let ForwardIo { x, t, y, out } = io;
+        let c = &self.config;
+        let (b, d) = (self.images, c.hidden_size);
+        let tokens = c.tokens();
+        let rows = b * tokens;
+        let e = self.elem;
+        let f = DType::F32;
+        let geo = PatchGeometry {
+            images: b,
+            channels: c.in_channels,
+            height: c.input_size,
+            width: c.input_size,
+            patch: c.patch_size,
+        };
+        let a = |g: &mut Graph, name: &str, shape: &[u32]| g.activation(format!("{prefix}{name}"), shape, f);
+        let tap = |g: &mut Graph, name: &str, shape: &[u32]| {
+            if taps {
+                g.output(format!("{prefix}{name}"), shape, f)
+            } else {
+                g.activation(format!("{prefix}{name}"), shape, f)
+            }
+        };
+
+        // Embeddings.
+        let patches = a(g, "patches", &[rows, c.patch_dim()]);
+        g.op(format!("{prefix}patchify"), Patchify { geometry: geo, elem: e }, &[x, patches])?;
+        let h0 = a(g, "x_embed", &[rows, d]);
+        self.apply(
+            g,
+            &format!("{prefix}x_embedder"),
+            &self.x_embed,
+            Input::Float(patches),
+            rows,
+            Epilogue::default(),
+            &[],
+            h0,
+        )?;
+        let mut h = a(g, "h.embed", &[rows, d]);
+        let pos = Elementwise::new(EltOp::Add, rows * d, e).with_broadcast(Broadcast { cols: tokens * d, group: b });
+        g.op(format!("{prefix}pos_embed"), pos, &[h0, self.pos_embed, h])?;
+        let tf = a(g, "t_freq", &[b, 256]);
+        let temb = TimestepEmbed { images: b, dim: 256, max_period: 10000.0, time_scale: c.time_scale, elem: e };
+        g.op(format!("{prefix}t_embedder.freq"), temb, &[t, self.t_freqs, tf])?;
+        let t1 = a(g, "t_mlp0", &[b, d]);
+        let silu = Epilogue { act: Activation::Silu, ..Epilogue::default() };
+        self.apply(g, &format!("{prefix}t_embedder.mlp.0"), &self.t_mlp0, Input::Float(tf), b, silu, &[], t1)?;
+        let t2 = a(g, "t_emb", &[b, d]);
+        self.apply(
+            g,
+            &format!("{prefix}t_embedder.mlp.2"),
+            &self.t_mlp2,
+            Input::Float(t1),
+            b,
+            Epilogue::default(),
+            &[],
+            t2,
+        )?;
+        let ye = a(g, "y_emb", &[b, d]);
+        let classes = ClassEmbed { images: b, dim: d, classes: c.num_classes, elem: e };
+        g.op(format!("{prefix}y_embedder"), classes, &[y, self.y_table, ye])?;
+        let cond = tap(g, "c", &[b, d]);
+        g.op(format!("{prefix}c"), Elementwise::new(EltOp::Add, b * d, e), &[t2, ye, cond])?;
+        let cs = a(g, "c.silu", &[b, d]);
+        g.op(format!("{prefix}c.silu"), Elementwise::new(EltOp::Silu, b * d, e), &[cond, cs])?;
+
+        // Blocks.
+        let modulation = |shift: u32, scale: u32, stride: u32| Modulation {
+            rows_per_image: tokens,
+            stride,
+            shift_offset: shift,
+            scale_offset: scale,
+        };
+        let gated = |gate_rows: u32| Epilogue { residual: true, gate_rows: Some(gate_rows), ..Epilogue::default() };
+        let mut block0 = None;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let p = format!("{prefix}blocks.{i}");
+            let m4 = a(g, &format!("blocks.{i}.mod"), &[b, 4 * d]);
+            self.apply(
+                g,
+                &format!("{p}.adaLN.mod"),
+                &blk.modulation,
+                Input::Float(cs),
+                b,
+                Epilogue::default(),
+                &[],
+                m4,
+            )?;
+            let gate_msa = a(g, &format!("blocks.{i}.gate_msa"), &[b, d]);
+            self.apply(
+                g,
+                &format!("{p}.adaLN.gate_msa"),
+                &blk.gate_msa,
+                Input::Float(cs),
+                b,
+                Epilogue::default(),
+                &[],
+                gate_msa,
+            )?;
+            let gate_mlp = a(g, &format!("blocks.{i}.gate_mlp"), &[b, d]);
+            self.apply(
+                g,
+                &format!("{p}.adaLN.gate_mlp"),
+                &blk.gate_mlp,
+                Input::Float(cs),
+                b,
+                Epilogue::default(),
+                &[],
+                gate_mlp,
+            )?;
+
+            // Attention.
+            let hn = self.norm_for(g, &format!("{p}.norm1"), &blk.qkv, h, m4, modulation(0, d, 4 * d), rows)?;
+            let qkv = a(g, &format!("blocks.{i}.qkv"), &[rows, 3 * d]);
+            self.apply(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, Epilogue::default(), &[], qkv)?;
+            let att = a(g, &format!("blocks.{i}.attn"), &[rows, d]);
+            let mut attention = Attention::dense(b, tokens, c.num_heads, c.head_dim(), e);
+            let mut bind = vec![qkv];
+            if let (AttentionKind::Neighbourhood { window }, Some(list)) = (c.attention, self.attn_blocks) {
+                attention.sparsity = Sparsity::Neighbourhood { grid_h: c.grid(), grid_w: c.grid(), window };
+                bind.push(list);
+            }
+            bind.push(att);
+            g.op(format!("{p}.attn"), attention, &bind)?;
+            let att_in = self.input_for(g, &format!("{p}.attn.proj"), &blk.proj, att, rows, d)?;
+            let h1 = a(g, &format!("blocks.{i}.h_msa"), &[rows, d]);
+            self.apply(g, &format!("{p}.attn.proj"), &blk.proj, att_in, rows, gated(tokens), &[h, gate_msa], h1)?;
+
+            // MLP.
+            let hn =
+                self.norm_for(g, &format!("{p}.norm2"), &blk.fc1, h1, m4, modulation(2 * d, 3 * d, 4 * d), rows)?;
+            let mh = c.mlp_hidden();
+            let f1 = a(g, &format!("blocks.{i}.fc1"), &[rows, mh]);
+            let gelu = Epilogue { act: Activation::GeluTanh, ..Epilogue::default() };
+            self.apply(g, &format!("{p}.mlp.fc1"), &blk.fc1, hn, rows, gelu, &[], f1)?;
+            let f_in = self.input_for(g, &format!("{p}.mlp.fc2"), &blk.fc2, f1, rows, mh)?;
+            let h2 =
+                if i == 0 { tap(g, "block0", &[b, tokens, d]) } else { a(g, &format!("blocks.{i}.out"), &[rows, d]) };
+            self.apply(g, &format!("{p}.mlp.fc2"), &blk.fc2, f_in, rows, gated(tokens), &[h1, gate_mlp], h2)?;
+            if i == 0 {
+                block0 = Some(h2);
+            }
+            h = h2;
+        }
+
+        // Final layer.
+        let fm = a(g, "final.mod", &[b, 2 * d]);
+        self.apply(
+            g,
+            &format!("{prefix}final_layer.adaLN"),
+            &self.final_mod,
+            Input::Float(cs),
+            b,
+            Epilogue::default(),
+            &[],
+            fm,
+        )?;
+        let Input::Float(hn) = self.norm_for(
+            g,
+            &format!("{prefix}final_layer.norm"),
+            &self.final_linear,
+            h,
+            fm,
+            modulation(0, d, 2 * d),
+            rows,
+        )?
+        else {
+            unreachable!("the final linear is dense")
+        };
+        let pout = c.patch_size * c.patch_size * c.out_channels();
+        let po = a(g, "final.out", &[rows, pout]);
+        self.apply(
+            g,
+            &format!("{prefix}final_layer.linear"),
+            &self.final_linear,
+            Input::Float(hn),
+            rows,
+            Epilogue::default(),
+            &[],
+            po,
+        )?;
+        let unpatch = Unpatchify { geometry: geo, token_channels: c.out_channels(), elem: e };
+        g.op(format!("{prefix}unpatchify"), unpatch, &[po, out])?;
+        Ok(ForwardTensors { out, c: cond, block0: block0.unwrap_or(h) })
+    }
+}
+
+/// What a linear reads.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Float(TensorId),
+    Int8 { xq: TensorId, xs: TensorId },
+}
