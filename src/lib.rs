@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod cpu;
 mod error;
+pub mod generator;
 pub mod gpu;
 pub mod graph;
 pub mod kernel;
@@ -37,6 +38,7 @@ pub mod quant;
 pub mod shaders;
 
 pub use error::{CheckpointProblem, Error, Result};
+pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
 pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;
@@ -53,5 +55,7 @@ mod tests {
         send_sync::<crate::Prepared>();
         send_sync::<crate::Capabilities>();
         send_sync::<crate::Error>();
+        send_sync::<crate::Generator<'static>>();
+        send_sync::<crate::graph::Executor>();
     }
 }

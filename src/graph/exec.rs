@@ -11,8 +11,11 @@
 //! preview, copied into one of two staging buffers in the step's own command buffer.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::{Graph, PackedWeight, Phase, Plan, TensorId, TensorKind, fuse, plan_with};
@@ -122,9 +125,58 @@ fn op_err(op: &str, e: Error) -> Error {
     Error::Op { op: op.to_string(), source: Box::new(e) }
 }
 
+/// Buffers of weight tensors by name, to share between executors of graphs over the same
+/// weights (see [`Executor::new_shared`]).
+pub type SharedWeights = std::collections::HashMap<String, wgpu::Buffer>;
+
+/// Resolves when the queue has finished submission `index`: a thread blocks in `Device::poll`
+/// (which also runs the map callbacks of buffers that submission used), then wakes the task. So
+/// waiting is async without an async runtime, and a blocking caller simply parks in
+/// `pollster::block_on`.
+fn submission_done(device: &wgpu::Device, index: wgpu::SubmissionIndex) -> SubmissionDone {
+    let shared: Arc<Mutex<WaitState>> = Arc::new(Mutex::new((None, None)));
+    let (device, state) = (device.clone(), shared.clone());
+    std::thread::spawn(move || {
+        let r = device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None });
+        let mut s = state.lock().expect("wait state");
+        s.0 = Some(r.map(|_| ()).map_err(Error::from));
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    });
+    SubmissionDone(shared)
+}
+
+/// The outcome of the wait, once there is one, and the task to wake.
+type WaitState = (Option<Result<()>>, Option<Waker>);
+
+struct SubmissionDone(Arc<Mutex<WaitState>>);
+
+impl Future for SubmissionDone {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut s = self.0.lock().expect("wait state");
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl Executor {
     /// Fuses (if asked), plans and prepares `graph` on `gpu`.
     pub fn new(gpu: &Gpu, graph: &Graph, options: ExecOptions) -> Result<Self> {
+        Self::new_shared(gpu, graph, options, &SharedWeights::new())
+    }
+
+    /// [`Executor::new`], binding the weight tensors named in `shared` to those buffers instead
+    /// of creating their own (each must be at least the tensor's size): several executors of one
+    /// model (other batch sizes, concurrent requests) then hold its weights once. Activations are
+    /// never shared.
+    pub fn new_shared(gpu: &Gpu, graph: &Graph, options: ExecOptions, shared: &SharedWeights) -> Result<Self> {
         let (graph, fusion) = if options.fuse {
             fuse(graph)?
         } else {
@@ -172,7 +224,20 @@ impl Executor {
                 });
             }
             tensor_buffer[t] = Some(buffers.len());
-            buffers.push(gpu.buffer(&d.name, d.bytes, usage)?);
+            match shared.get(&d.name).filter(|_| d.kind == TensorKind::Weight) {
+                Some(b) if b.size() >= d.bytes => buffers.push(b.clone()),
+                Some(b) => {
+                    return Err(Error::Graph {
+                        message: format!(
+                            "shared buffer for `{}` holds {} bytes, the tensor {}",
+                            d.name,
+                            b.size(),
+                            d.bytes
+                        ),
+                    });
+                }
+                None => buffers.push(gpu.buffer(&d.name, d.bytes, usage)?),
+            }
         }
         let mut prepared = Vec::with_capacity(graph.ops().len());
         for op in graph.ops() {
@@ -256,6 +321,17 @@ impl Executor {
     pub fn dispatches_per_step(&self) -> usize {
         let r = self.graph.phase_range(Phase::Step);
         self.prepared[r].iter().map(Prepared::dispatch_count).sum()
+    }
+
+    /// The buffers of the weight tensors, by name, for [`Executor::new_shared`].
+    pub fn weight_buffers(&self) -> SharedWeights {
+        self.graph
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.kind == TensorKind::Weight)
+            .filter_map(|(t, d)| self.tensor_buffer[t].map(|b| (d.name.clone(), self.buffers[b].clone())))
+            .collect()
     }
 
     /// The buffers really created for tensors.
@@ -357,6 +433,14 @@ impl Executor {
             let _ = tx.send(r);
         });
         self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })?;
+        Self::mapped(staging, &rx)
+    }
+
+    /// The contents of a staging buffer whose map callback (sending to `rx`) has run; unmaps it.
+    fn mapped(
+        staging: &wgpu::Buffer,
+        rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<Vec<u8>> {
         rx.recv().map_err(|_| Error::Validation {
             context: "mapping a staging buffer".into(),
             message: "callback dropped".into(),
@@ -497,7 +581,16 @@ impl Executor {
     /// Runs the setup ops, `steps` steps and the finish ops. After each step completes on the GPU,
     /// `on_step` sees it (with the preview, if any) and may stop the run, which then returns
     /// [`Error::Cancelled`] once the step already queued behind it has finished.
-    pub fn run(&self, steps: u32, mut on_step: impl FnMut(&StepEvent) -> ControlFlow<()>) -> Result<RunReport> {
+    pub fn run(&self, steps: u32, on_step: impl FnMut(&StepEvent) -> ControlFlow<()>) -> Result<RunReport> {
+        pollster::block_on(self.run_async(steps, on_step))
+    }
+
+    /// [`Executor::run`] as a future: waiting for the GPU does not block the calling thread.
+    pub async fn run_async(
+        &self,
+        steps: u32,
+        mut on_step: impl FnMut(&StepEvent) -> ControlFlow<()>,
+    ) -> Result<RunReport> {
         let start = Instant::now();
         let mut report = RunReport {
             steps: 0,
@@ -519,23 +612,23 @@ impl Executor {
             in_flight.push_back((s, self.submit(Phase::Step, Some(s), &mut report, &mut counts)?));
             if in_flight.len() == 2 {
                 let (done, index) = in_flight.pop_front().expect("two in flight");
-                if self.complete(done, steps, index, start, &mut report, &mut profile, &mut on_step)?.is_break() {
+                if self.complete(done, steps, index, start, &mut report, &mut profile, &mut on_step).await?.is_break() {
                     cancelled = true;
                     break;
                 }
             }
         }
         while let Some((done, index)) = in_flight.pop_front() {
-            let flow = self.complete(done, steps, index, start, &mut report, &mut profile, &mut on_step)?;
+            let flow = self.complete(done, steps, index, start, &mut report, &mut profile, &mut on_step).await?;
             cancelled |= flow.is_break();
         }
         if cancelled {
             return Err(Error::Cancelled { completed: report.steps, total: steps });
         }
         if !self.graph.phase_range(Phase::Finish).is_empty() {
-            self.submit(Phase::Finish, None, &mut report, &mut counts)?;
+            let index = self.submit(Phase::Finish, None, &mut report, &mut counts)?;
+            submission_done(&self.device, index).await?;
         }
-        self.device.poll(wgpu::PollType::wait_indefinitely())?;
         self.collect_profile(&mut profile);
         for ((op, prepared), &n) in self.graph.ops().iter().zip(&self.prepared).zip(&counts) {
             if n > 0 {
@@ -565,7 +658,7 @@ impl Executor {
 
     /// Waits for step `step`, reads its preview and tells the caller.
     #[allow(clippy::too_many_arguments)]
-    fn complete(
+    async fn complete(
         &self,
         step: u32,
         steps: u32,
@@ -577,7 +670,13 @@ impl Executor {
     ) -> Result<ControlFlow<()>> {
         let preview = match (&self.preview, self.options.preview) {
             (Some(staging), Some(t)) => {
-                let bytes = self.map(&staging[step as usize % 2], index)?;
+                let staging = &staging[step as usize % 2];
+                let (tx, rx) = std::sync::mpsc::channel();
+                staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
+                submission_done(&self.device, index).await?;
+                let bytes = Self::mapped(staging, &rx)?;
                 let d = self.graph.tensor_desc(t)?;
                 let n = d.shape.iter().map(|&s| s as usize).product::<usize>();
                 Some(match d.dtype {
@@ -589,7 +688,7 @@ impl Executor {
                 })
             }
             _ => {
-                self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })?;
+                submission_done(&self.device, index).await?;
                 None
             }
         };

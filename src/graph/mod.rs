@@ -39,7 +39,7 @@ mod exec;
 mod fuse;
 mod plan;
 
-pub use exec::{ExecOptions, Executor, MemoryReport, RunReport, StepEvent};
+pub use exec::{ExecOptions, Executor, MemoryReport, RunReport, SharedWeights, StepEvent};
 pub use fuse::{FusionReport, fuse};
 pub use plan::{Plan, PoolBuffer, plan, plan_with, size_class};
 

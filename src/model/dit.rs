@@ -12,7 +12,7 @@
 //! gate, so each gate is a contiguous tensor for the gated-residual epilogue.
 
 use super::config::{AttentionKind, DitConfig, FloatFormat, LinearFormat};
-use super::weights::{DitWeights, WeightData};
+use super::weights::DitWeights;
 use crate::error::{Error, Result};
 use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
 use crate::kernels::qmatmul::act_row_words;
@@ -115,9 +115,11 @@ pub struct ForwardTensors {
 }
 
 impl DitGraph {
-    /// Declares the weights of `weights` in `g` for batches of `images`.
-    pub fn declare(g: &mut Graph, weights: &DitWeights, images: u32) -> Result<Self> {
-        let config = weights.config.clone();
+    /// Declares the weights of a model of `config` in `g` for batches of `images`. The block
+    /// linears are packed as `config.quantization` says (as [`DitWeights`] loads them); the data
+    /// comes later, with [`DitGraph::upload`].
+    pub fn declare(g: &mut Graph, config: &DitConfig, images: u32) -> Result<Self> {
+        let config = config.clone();
         config.validate()?;
         if images == 0 {
             return Err(Error::Graph { message: "a DiT graph needs at least one image".into() });
@@ -156,35 +158,38 @@ impl DitGraph {
             final_linear: LinearWeights::NONE,
             attn_blocks: None,
         };
-        me.x_embed = me.linear(g, weights, "x_embedder.proj")?;
-        me.pos_embed = me.float(g, weights, "pos_embed", &[config.tokens(), config.hidden_size])?;
+        let h = config.hidden_size;
+        me.x_embed = me.linear(g, "x_embedder.proj", h, config.patch_dim(), None);
+        me.pos_embed = me.float(g, "pos_embed", &[config.tokens(), h]);
         let freqs = timestep_freqs(256, 10000.0);
         me.t_freqs = me.computed(g, "t_embedder.freqs", Source::F32(freqs));
-        me.t_mlp0 = me.linear(g, weights, "t_embedder.mlp.0")?;
-        me.t_mlp2 = me.linear(g, weights, "t_embedder.mlp.2")?;
-        me.y_table =
-            me.float(g, weights, "y_embedder.embedding_table.weight", &[config.num_classes + 1, config.hidden_size])?;
+        me.t_mlp0 = me.linear(g, "t_embedder.mlp.0", h, 256, None);
+        me.t_mlp2 = me.linear(g, "t_embedder.mlp.2", h, h, None);
+        me.y_table = me.float(g, "y_embedder.embedding_table.weight", &[config.num_classes + 1, h]);
+        let (att, mlp) = (config.quantization.attention.packed(), config.quantization.mlp.packed());
+        let mh = config.mlp_hidden();
         for i in 0..config.depth {
             let p = format!("blocks.{i}");
             let ada = format!("{p}.adaLN_modulation.1");
             // Chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
             let chunk = |c: usize| c * d..(c + 1) * d;
-            let modulation = me.rows(g, weights, &ada, "modulation", vec![chunk(0), chunk(1), chunk(3), chunk(4)])?;
-            let gate_msa = me.rows(g, weights, &ada, "gate_msa", vec![chunk(2)])?;
-            let gate_mlp = me.rows(g, weights, &ada, "gate_mlp", vec![chunk(5)])?;
+            let modulation = me.rows(g, &ada, "modulation", vec![chunk(0), chunk(1), chunk(3), chunk(4)]);
+            let gate_msa = me.rows(g, &ada, "gate_msa", vec![chunk(2)]);
+            let gate_mlp = me.rows(g, &ada, "gate_mlp", vec![chunk(5)]);
             let block = BlockTensors {
                 modulation,
                 gate_msa,
                 gate_mlp,
-                qkv: me.linear(g, weights, &format!("{p}.attn.qkv"))?,
-                proj: me.linear(g, weights, &format!("{p}.attn.proj"))?,
-                fc1: me.linear(g, weights, &format!("{p}.mlp.fc1"))?,
-                fc2: me.linear(g, weights, &format!("{p}.mlp.fc2"))?,
+                qkv: me.linear(g, &format!("{p}.attn.qkv"), 3 * h, h, att),
+                proj: me.linear(g, &format!("{p}.attn.proj"), h, h, att),
+                fc1: me.linear(g, &format!("{p}.mlp.fc1"), mh, h, mlp),
+                fc2: me.linear(g, &format!("{p}.mlp.fc2"), h, mh, mlp),
             };
             me.blocks.push(block);
         }
-        me.final_mod = me.linear(g, weights, "final_layer.adaLN_modulation.1")?;
-        me.final_linear = me.linear(g, weights, "final_layer.linear")?;
+        me.final_mod = me.linear(g, "final_layer.adaLN_modulation.1", 2 * h, h, None);
+        let pout = config.patch_size * config.patch_size * config.out_channels();
+        me.final_linear = me.linear(g, "final_layer.linear", pout, h, None);
         if let AttentionKind::Neighbourhood { window } = config.attention {
             let grid = config.grid();
             let list = neighbourhood_blocks(config.tokens(), grid, grid, window);
@@ -219,65 +224,63 @@ impl DitGraph {
         self.computed(g, name, Source::U32(data))
     }
 
-    fn float(&mut self, g: &mut Graph, weights: &DitWeights, name: &str, shape: &[u32]) -> Result<TensorId> {
-        let t = weights.float(name)?;
-        let n: usize = shape.iter().map(|&s| s as usize).product();
-        if t.data.len() != n {
-            return Err(Error::Graph {
-                message: format!("weight `{name}` has {} values, expected {shape:?}", t.data.len()),
-            });
-        }
+    fn float(&mut self, g: &mut Graph, name: &str, shape: &[u32]) -> TensorId {
         let id = g.weight(name, shape, DType::F32);
         self.sources.push((id, Source::Float(name.into())));
-        Ok(id)
+        id
     }
 
-    /// A linear layer `<name>.weight` [m, k] (a conv weight is flattened to [m, C·p·p]) and
-    /// `<name>.bias`, dense or packed as the checkpoint holds it.
-    fn linear(&mut self, g: &mut Graph, weights: &DitWeights, name: &str) -> Result<LinearWeights> {
+    /// A linear layer `<name>.weight` [m, k] (a conv weight flattened to [m, C·p·p]) and
+    /// `<name>.bias`, dense or packed in `format`.
+    fn linear(&mut self, g: &mut Graph, name: &str, m: u32, k: u32, format: Option<Format>) -> LinearWeights {
         let wname = format!("{name}.weight");
-        let bias = weights.float(&format!("{name}.bias"))?;
-        let m = bias.data.len() as u32;
-        let b = g.weight(format!("{name}.bias"), &[m], DType::F32);
-        self.sources.push((b, Source::Float(format!("{name}.bias"))));
-        match weights.get(&wname)? {
-            WeightData::Float(t) => {
-                let k = (t.data.len() / m as usize) as u32;
-                let w = g.weight(wname.clone(), &[m, k], DType::F32);
-                self.sources.push((w, Source::Float(wname)));
-                Ok(LinearWeights::Dense { w, b, m, k })
+        let b = self.float(g, &format!("{name}.bias"), &[m]);
+        match format {
+            None => {
+                let w = self.float(g, &wname, &[m, k]);
+                LinearWeights::Dense { w, b, m, k }
             }
-            WeightData::Packed(p) => {
-                let w = g.packed_weight(&wname, p.format, p.m, p.k)?;
+            Some(format) => {
+                // `Format::layout` was checked for these K by `DitConfig::validate`.
+                let w = g.packed_weight(&wname, format, m, k).expect("layout validated with the config");
                 self.sources.push((w.data, Source::Packed(wname)));
-                Ok(LinearWeights::Packed { w, format: p.format, b, m: p.m, k: p.k })
+                LinearWeights::Packed { w, format, b, m, k }
             }
         }
     }
 
     /// Rows of the adaLN projection `name` ([6d, d] weight, [6d] bias) as a dense linear.
-    fn rows(
-        &mut self,
-        g: &mut Graph,
-        weights: &DitWeights,
-        name: &str,
-        part: &str,
-        ranges: Vec<std::ops::Range<usize>>,
-    ) -> Result<LinearWeights> {
+    fn rows(&mut self, g: &mut Graph, name: &str, part: &str, ranges: Vec<std::ops::Range<usize>>) -> LinearWeights {
         let k = self.config.hidden_size as usize;
         let m: usize = ranges.iter().map(|r| r.len()).sum();
         let w = g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], DType::F32);
         let b = g.weight(format!("{name}.bias[{part}]"), &[m as u32], DType::F32);
-        weights.float(&format!("{name}.weight"))?;
-        weights.float(&format!("{name}.bias"))?;
         self.sources.push((w, Source::Rows(format!("{name}.weight"), ranges.clone(), k)));
         self.sources.push((b, Source::Rows(format!("{name}.bias"), ranges, 1)));
-        Ok(LinearWeights::Dense { w, b, m: m as u32, k: k as u32 })
+        LinearWeights::Dense { w, b, m: m as u32, k: k as u32 }
     }
 
-    /// Writes every weight into `ex` (once per executor).
+    /// Writes every weight into `ex` (once per executor). `weights` must be of this graph's
+    /// configuration (a mismatch is an error naming the tensor).
     pub fn upload(&self, ex: &Executor, weights: &DitWeights) -> Result<()> {
+        self.upload_except(ex, weights, &Default::default())
+    }
+
+    /// [`DitGraph::upload`] of the weights not in `shared` (those the executor took from
+    /// another one, already written).
+    pub fn upload_except(
+        &self,
+        ex: &Executor,
+        weights: &DitWeights,
+        shared: &crate::graph::SharedWeights,
+    ) -> Result<()> {
+        if weights.config != self.config {
+            return Err(Error::Graph { message: "the weights' configuration differs from the graph's".into() });
+        }
         for (t, s) in &self.sources {
+            if shared.contains_key(&ex.graph().tensor_desc(*t)?.name) {
+                continue;
+            }
             match s {
                 Source::Float(name) => ex.write(*t, &weights.float(name)?.data)?,
                 Source::Rows(name, ranges, k) => {

@@ -7,8 +7,8 @@
 //! rectified-flow Euler `x += (t_next − t)·v`, Heun (predict, second forward at `t_next`,
 //! correct), or DDIM for ε-prediction. Nothing is read back between steps.
 
+use super::config::{DitConfig, Prediction};
 use super::dit::{DitGraph, ForwardIo, ForwardTensors};
-use super::weights::DitWeights;
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, Phase, TensorId};
 use crate::kernels::{Broadcast, Elem, Elementwise, EltOp, SamplerOp, SamplerStep};
@@ -65,15 +65,30 @@ pub struct SampleGraph {
 
 impl SampleGraph {
     /// Builds the graph for `spec`.
-    pub fn new(weights: &DitWeights, spec: &SampleSpec) -> Result<Self> {
-        let c = &weights.config;
+    pub fn new(config: &DitConfig, spec: &SampleSpec) -> Result<Self> {
+        let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
+        }
+        let prediction_fits = match spec.sampler {
+            SamplerKind::Euler | SamplerKind::Heun => c.prediction == Prediction::Velocity,
+            SamplerKind::Ddim => c.prediction == Prediction::Epsilon,
+        };
+        if !prediction_fits {
+            return Err(Error::Graph {
+                message: format!("sampler {:?} does not fit a model predicting {:?}", spec.sampler, c.prediction),
+            });
+        }
+        if spec.img2img && spec.sampler == SamplerKind::Ddim {
+            return Err(Error::Unsupported {
+                kernel: "sampler",
+                needs: "img2img noising for DDIM (the init noising is rectified flow's)",
+            });
         }
         let guided = spec.guidance.is_some();
         let batch = if guided { 2 * spec.images } else { spec.images };
         let mut g = Graph::new();
-        let dit = DitGraph::declare(&mut g, weights, batch)?;
+        let dit = DitGraph::declare(&mut g, config, batch)?;
         let f = DType::F32;
         let image_shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let model_shape = [batch, c.in_channels, c.input_size, c.input_size];

@@ -8,6 +8,7 @@
 mod attention_cases;
 mod cases;
 mod embed_cases;
+mod generator_cases;
 mod graph_cases;
 mod ledger_cases;
 mod model_cases;
@@ -94,6 +95,7 @@ fn main() {
     cases.extend(graph_cases::all());
     cases.extend(ledger_cases::all());
     cases.extend(model_cases::all());
+    cases.extend(generator_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();

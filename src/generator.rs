@@ -1,0 +1,464 @@
+//! The API an application calls: [`Generator::new`] with a GPU and a model, then
+//! [`Generator::generate`] (async) or [`Generator::generate_blocking`] per request.
+//!
+//! A generator keeps one prepared executor per request shape (images, steps, sampler, guidance,
+//! img2img, preview) and reuses it; concurrent requests each take an executor of their own — a
+//! new one while fewer than [`GeneratorOptions::max_pools`] exist for that shape, else they wait —
+//! so no two runs ever share activation memory. Weights are uploaded once and shared by all
+//! executors. Initial noise is Philox4x32-10 per image seed (the GPU noise kernel's numbers, made by
+//! its CPU twin and uploaded), so an image depends only on its own seed and label, not on the
+//! batch it was generated in.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::graph::{ExecOptions, Executor, SharedWeights, StepEvent};
+use crate::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use crate::ledger::Ledger;
+use crate::model::{
+    AttentionKind, DitConfig, DitWeights, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
+};
+use crate::profile::Profile;
+
+/// How a [`Generator`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeneratorOptions {
+    /// Time every dispatch and return the profile (slower: one pass per dispatch).
+    pub profile: bool,
+    /// Fold element-wise ops into epilogues (the model is written fused already; this also
+    /// catches what it left).
+    pub fuse: bool,
+    /// Executors (activation pools) per request shape; more concurrent requests wait.
+    pub max_pools: usize,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        Self { profile: false, fuse: true, max_pools: 2 }
+    }
+}
+
+/// The seeds of a request's images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seeds {
+    /// Image `i` gets seed `base + i`.
+    Base(u64),
+    /// One seed per image.
+    List(Vec<u64>),
+}
+
+/// An init image for img2img: samples in the model's value range ([-1, 1] for pixels),
+/// [images, C, H, W], and how much noise to add (0 returns it unchanged, 1 ignores it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitImage {
+    /// Values, [images, C, H, W].
+    pub pixels: Vec<f32>,
+    /// Strength in [0, 1]: the time the schedule starts from.
+    pub strength: f32,
+}
+
+/// One generation request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Class label of each image (`num_classes` is the unconditional class).
+    pub labels: Vec<u32>,
+    /// Seeds.
+    pub seeds: Seeds,
+    /// Sampler steps.
+    pub steps: u32,
+    /// Integrator; `None` picks from the model's prediction (Euler for velocity, DDIM for ε).
+    pub sampler: Option<SamplerKind>,
+    /// Classifier-free guidance scale; `None` for none (no batch doubling).
+    pub guidance: Option<f32>,
+    /// Explicit initial noise [images, C, H, W] instead of the seeds'.
+    pub noise: Option<Vec<f32>>,
+    /// img2img.
+    pub init: Option<InitImage>,
+    /// Copy the sample back after every step for [`Progress::preview`].
+    pub preview: bool,
+}
+
+impl Request {
+    /// Images of `labels`, seed 0 + index, 50 steps, the model's sampler, guidance 4.
+    pub fn new(labels: Vec<u32>) -> Self {
+        Self {
+            labels,
+            seeds: Seeds::Base(0),
+            steps: 50,
+            sampler: None,
+            guidance: Some(4.0),
+            noise: None,
+            init: None,
+            preview: false,
+        }
+    }
+}
+
+/// What the progress callback sees after each step.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The step that finished (0-based).
+    pub step: u32,
+    /// Steps in the request.
+    pub steps: u32,
+    /// The sample after this step [images, C, H, W], when the request asked for previews.
+    pub preview: Option<Vec<f32>>,
+    /// Time since the request started.
+    pub elapsed: Duration,
+}
+
+/// Where the time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Timings {
+    /// Preparing an executor (zero when one was reused) and uploading weights.
+    pub prepare: Duration,
+    /// Sampling, from the first submission to the sample on the host.
+    pub sampling: Duration,
+    /// `sampling / steps`.
+    pub per_step: Duration,
+    /// The whole request.
+    pub total: Duration,
+}
+
+/// A finished request.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The samples [images, C, H, W], in the model's value range.
+    pub samples: Vec<f32>,
+    /// Their shape.
+    pub shape: [u32; 4],
+    /// The samples as images (pixel-space models; see [`Decoder`]).
+    pub images: Vec<image::DynamicImage>,
+    /// Timings.
+    pub timings: Timings,
+    /// GPU profile (with [`GeneratorOptions::profile`]).
+    pub profile: Option<Profile>,
+    /// Energy ledger of the dispatches this request made.
+    pub ledger: Ledger,
+    /// Ledger of the same model, dense f32 weights and dense attention, 50 steps, guided, for
+    /// the same images (counted from its graph, not run).
+    pub baseline: Ledger,
+    /// `ledger / baseline`.
+    pub energy_ratio: f64,
+}
+
+/// Turns samples into images. The default, [`PixelDecoder`], maps pixel-space samples; a latent
+/// model plugs its decoder in here.
+pub trait Decoder: Send + Sync + std::fmt::Debug {
+    /// Images of `samples` [images, C, H, W].
+    fn decode(&self, samples: &[f32], shape: [u32; 4]) -> Result<Vec<image::DynamicImage>>;
+}
+
+/// Pixel space: values in [-1, 1] to 8-bit; 1 channel is grey, 2 grey + alpha, 3 RGB, 4 RGBA.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PixelDecoder;
+
+impl Decoder for PixelDecoder {
+    fn decode(&self, samples: &[f32], shape: [u32; 4]) -> Result<Vec<image::DynamicImage>> {
+        let [n, c, h, w] = shape.map(|v| v as usize);
+        let to8 = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let img = &samples[i * c * h * w..(i + 1) * c * h * w];
+            let px: Vec<u8> = (0..h * w).flat_map(|p| (0..c).map(move |ch| to8(img[ch * h * w + p]))).collect();
+            let (w32, h32) = (w as u32, h as u32);
+            let bad = || Error::Graph { message: "decoded image buffer size".into() };
+            out.push(match c {
+                1 => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w32, h32, px).ok_or_else(bad)?),
+                2 => image::DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_raw(w32, h32, px).ok_or_else(bad)?),
+                3 => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w32, h32, px).ok_or_else(bad)?),
+                4 => image::DynamicImage::ImageRgba8(image::RgbaImage::from_raw(w32, h32, px).ok_or_else(bad)?),
+                _ => {
+                    return Err(Error::Unsupported {
+                        kernel: "pixel decoder",
+                        needs: "1 to 4 channels (plug a Decoder in for latent models)",
+                    });
+                }
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    images: u32,
+    steps: u32,
+    sampler: SamplerKind,
+    guidance: Option<u32>,
+    img2img: bool,
+    preview: bool,
+}
+
+struct Prepared {
+    ex: Executor,
+    graph: SampleGraph,
+}
+
+#[derive(Default)]
+struct Pools {
+    idle: HashMap<PoolKey, Vec<Prepared>>,
+    made: HashMap<PoolKey, usize>,
+    shared: Option<SharedWeights>,
+}
+
+/// A model on a GPU, ready to generate. `Send + Sync`: share it between threads.
+pub struct Generator<'g> {
+    gpu: &'g Gpu,
+    weights: DitWeights,
+    options: GeneratorOptions,
+    decoder: Box<dyn Decoder>,
+    pools: Mutex<Pools>,
+    returned: Condvar,
+}
+
+impl std::fmt::Debug for Generator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator").field("config", &self.weights.config).field("options", &self.options).finish()
+    }
+}
+
+impl<'g> Generator<'g> {
+    /// A generator of `model` on `gpu`. Nothing is prepared until the first request.
+    pub fn new(gpu: &'g Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
+        model.config.validate()?;
+        if options.max_pools == 0 {
+            return Err(Error::Graph { message: "max_pools must be at least 1".into() });
+        }
+        Ok(Self {
+            gpu,
+            weights: model,
+            options,
+            decoder: Box::new(PixelDecoder),
+            pools: Mutex::new(Pools::default()),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// The same generator with another decoder.
+    pub fn with_decoder(self, decoder: Box<dyn Decoder>) -> Self {
+        Self { decoder, ..self }
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &DitConfig {
+        &self.weights.config
+    }
+
+    fn spec(&self, r: &Request) -> Result<SampleSpec> {
+        let c = &self.weights.config;
+        let images = r.labels.len() as u32;
+        let bad = |message: String| Err(Error::Graph { message });
+        if images == 0 || r.steps == 0 {
+            return bad(format!("a request needs labels and steps (got {images} labels, {} steps)", r.steps));
+        }
+        if let Some(&l) = r.labels.iter().find(|&&l| l > c.num_classes) {
+            return bad(format!("label {l} is past the null class {}", c.num_classes));
+        }
+        if let Seeds::List(s) = &r.seeds
+            && s.len() != images as usize
+        {
+            return bad(format!("{} seeds for {images} images", s.len()));
+        }
+        let n = (images * c.in_channels * c.input_size * c.input_size) as usize;
+        if let Some(noise) = &r.noise
+            && noise.len() != n
+        {
+            return bad(format!("initial noise has {} values, the request needs {n}", noise.len()));
+        }
+        if let Some(init) = &r.init {
+            if init.pixels.len() != n {
+                return bad(format!("init image has {} values, the request needs {n}", init.pixels.len()));
+            }
+            if !(0.0..=1.0).contains(&init.strength) {
+                return bad(format!("img2img strength {} is not in [0, 1]", init.strength));
+            }
+        }
+        if let Some(g) = r.guidance
+            && !g.is_finite()
+        {
+            return bad(format!("guidance scale {g}"));
+        }
+        let sampler = r.sampler.unwrap_or(match c.prediction {
+            Prediction::Velocity => SamplerKind::Euler,
+            Prediction::Epsilon => SamplerKind::Ddim,
+        });
+        Ok(SampleSpec { images, steps: r.steps, sampler, guidance: r.guidance, img2img: r.init.is_some() })
+    }
+
+    /// Takes an executor for `key`: an idle one, a new one, or (at the limit) the next returned.
+    fn acquire(&self, key: &PoolKey, spec: &SampleSpec) -> Result<(Prepared, Duration)> {
+        let mut pools = self.pools.lock().expect("pools");
+        loop {
+            if let Some(p) = pools.idle.get_mut(key).and_then(Vec::pop) {
+                return Ok((p, Duration::ZERO));
+            }
+            if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
+                *pools.made.entry(key.clone()).or_default() += 1;
+                let shared = pools.shared.clone().unwrap_or_default();
+                drop(pools);
+                let t = Instant::now();
+                let made = self.prepare(spec, key.preview, &shared);
+                let mut pools = self.pools.lock().expect("pools");
+                match made {
+                    Ok(p) => {
+                        if pools.shared.is_none() {
+                            let mut w = p.ex.weight_buffers();
+                            // The schedule is per request: never shared.
+                            w.remove(&p.ex.graph().tensor_desc(p.graph.schedule)?.name);
+                            pools.shared = Some(w);
+                        }
+                        return Ok((p, t.elapsed()));
+                    }
+                    Err(e) => {
+                        *pools.made.get_mut(key).expect("counted") -= 1;
+                        return Err(e);
+                    }
+                }
+            }
+            pools = self.returned.wait(pools).expect("pools");
+        }
+    }
+
+    fn prepare(&self, spec: &SampleSpec, preview: bool, shared: &SharedWeights) -> Result<Prepared> {
+        let graph = SampleGraph::new(&self.weights.config, spec)?;
+        let options = ExecOptions {
+            fuse: self.options.fuse,
+            profile: self.options.profile,
+            preview: preview.then_some(graph.x),
+            ..ExecOptions::default()
+        };
+        let ex = Executor::new_shared(self.gpu, &graph.graph, options, shared)?;
+        graph.dit.upload_except(&ex, &self.weights, shared)?;
+        Ok(Prepared { ex, graph })
+    }
+
+    fn release(&self, key: PoolKey, p: Prepared) {
+        self.pools.lock().expect("pools").idle.entry(key).or_default().push(p);
+        self.returned.notify_all();
+    }
+
+    /// The initial noise of each image: Philox4x32-10 normals of its seed (stream 0, counter
+    /// image 0), the numbers `kernels::Noise` makes on the GPU.
+    pub fn noise(&self, seeds: &[u64]) -> Vec<f32> {
+        let c = &self.weights.config;
+        let len = c.in_channels * c.input_size * c.input_size;
+        seeds.iter().flat_map(|&s| (0..len).map(move |e| crate::cpu::noise::normal(s, 0, 0, e))).collect()
+    }
+
+    /// The baseline ledger of `spec`'s images: dense f32, dense attention, 50 guided steps.
+    pub fn baseline_ledger(&self, images: u32) -> Result<Ledger> {
+        let config = DitConfig {
+            quantization: QuantPolicy::default(),
+            attention: AttentionKind::Dense,
+            ..self.weights.config.clone()
+        };
+        let sampler = match config.prediction {
+            Prediction::Velocity => SamplerKind::Euler,
+            Prediction::Epsilon => SamplerKind::Ddim,
+        };
+        let spec = SampleSpec { images, steps: 50, sampler, guidance: Some(4.0), img2img: false };
+        let g = SampleGraph::new(&config, &spec)?;
+        crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)
+    }
+
+    /// Runs `request`; `progress` sees every finished step and may cancel (the result is then
+    /// [`Error::Cancelled`], within one step).
+    pub async fn generate(
+        &self,
+        request: &Request,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        let start = Instant::now();
+        let spec = self.spec(request)?;
+        let key = PoolKey {
+            images: spec.images,
+            steps: spec.steps,
+            sampler: spec.sampler,
+            guidance: spec.guidance.map(f32::to_bits),
+            img2img: spec.img2img,
+            preview: request.preview,
+        };
+        let (p, prepare) = self.acquire(&key, &spec)?;
+        let result = self.run(&p, &spec, request, &mut progress, start).await;
+        self.release(key, p);
+        let (samples, report) = result?;
+        let c = &self.weights.config;
+        let shape = [spec.images, c.in_channels, c.input_size, c.input_size];
+        let images = self.decoder.decode(&samples, shape)?;
+        let baseline = self.baseline_ledger(spec.images)?;
+        let energy_ratio = report.ledger.ratio_to(&baseline);
+        let sampling = report.wall;
+        Ok(Generation {
+            samples,
+            shape,
+            images,
+            timings: Timings { prepare, sampling, per_step: sampling / spec.steps, total: start.elapsed() },
+            profile: report.profile,
+            ledger: report.ledger,
+            baseline,
+            energy_ratio,
+        })
+    }
+
+    async fn run(
+        &self,
+        p: &Prepared,
+        spec: &SampleSpec,
+        request: &Request,
+        progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
+        start: Instant,
+    ) -> Result<(Vec<f32>, crate::graph::RunReport)> {
+        let c = &self.weights.config;
+        let (g, ex) = (&p.graph, &p.ex);
+        let noise = match &request.noise {
+            Some(n) => n.clone(),
+            None => {
+                let seeds: Vec<u64> = match &request.seeds {
+                    Seeds::Base(b) => (0..spec.images).map(|i| b.wrapping_add(u64::from(i))).collect(),
+                    Seeds::List(s) => s.clone(),
+                };
+                self.noise(&seeds)
+            }
+        };
+        ex.write(g.noise, &noise)?;
+        let mut labels = request.labels.clone();
+        if spec.guidance.is_some() {
+            labels.extend(std::iter::repeat_n(c.num_classes, request.labels.len()));
+        }
+        ex.write(g.labels, &labels)?;
+        let schedule: Vec<ScheduleEntry> = match (spec.sampler, &request.init) {
+            (SamplerKind::Ddim, _) => ddim_schedule(spec.steps),
+            (_, Some(init)) => rectified_flow_schedule(spec.steps, init.strength),
+            _ => rectified_flow_schedule(spec.steps, 1.0),
+        };
+        ex.write(g.schedule, bytemuck::cast_slice::<ScheduleEntry, f32>(&schedule))?;
+        if let (Some(t), Some(init)) = (g.init, &request.init) {
+            ex.write(t, &init.pixels)?;
+        }
+        let report = ex
+            .run_async(spec.steps, |e: &StepEvent| {
+                progress(&Progress {
+                    step: e.step,
+                    steps: e.steps,
+                    preview: e.preview.clone(),
+                    elapsed: start.elapsed(),
+                })
+            })
+            .await?;
+        Ok((ex.read::<f32>(g.x)?, report))
+    }
+
+    /// [`Generator::generate`], blocking.
+    pub fn generate_blocking(
+        &self,
+        request: &Request,
+        progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate(request, progress))
+    }
+}
