@@ -36,6 +36,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
     shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
     shader!("elementwise", ["F16", "VEC4", "BROADCAST"]),
+    shader!("convert", ["F16", "TO_F16"]),
     shader!("fma_probe", ["F16"]),
     shader!("matmul_naive", ["F16"]),
     shader!("quantize_act", ["F16"]),

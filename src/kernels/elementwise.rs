@@ -223,3 +223,71 @@ impl Kernel for Elementwise {
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
     }
 }
+
+/// Parameter block of shaders/convert.wgsl. Keep in sync with `ConvertParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvertParams {
+    /// Elements.
+    pub len: u32,
+    /// Padding.
+    pub _pad: [u32; 3],
+}
+
+/// Element type conversion over `len` elements (f32 to f16, f16 to f32, or an f32 copy): how an
+/// f32 sampler state enters an f16 model graph and how the model's output leaves it.
+/// Buffers: `src`, `dst`.
+#[derive(Clone, Debug)]
+pub struct Convert {
+    /// Elements.
+    pub len: u32,
+    /// Source element type.
+    pub from: Elem,
+    /// Destination element type.
+    pub to: Elem,
+}
+
+impl Kernel for Convert {
+    fn name(&self) -> &'static str {
+        "convert"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.len == 0 {
+            return Err(Error::Shape { kernel: self.name(), message: "zero elements".into() });
+        }
+        if self.from == Elem::F16 && self.to == Elem::F16 {
+            return Err(Error::Shape { kernel: self.name(), message: "f16 to f16 is not a conversion".into() });
+        }
+        self.from.check(self.name(), caps)?;
+        self.to.check(self.name(), caps)?;
+        let n = u64::from(self.len);
+        Ok(vec![BufferReq::input("src", self.from.bytes(n)), BufferReq::output("dst", self.to.bytes(n))])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        let n = u64::from(self.len);
+        Ok(Work { dram_read: n * self.from.size(), dram_write: n * self.to.size(), ..Work::default() })
+    }
+
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let defines: &[&'static str] = match (self.from, self.to) {
+            (Elem::F32, Elem::F16) => &["F16", "TO_F16"],
+            (Elem::F16, Elem::F32) => &["F16"],
+            _ => &[],
+        };
+        let key = PipelineKey::new(
+            Variant::new(shader("convert").expect("convert shader"), defines.iter().copied()),
+            &[("WG", f64::from(WG))],
+        );
+        let spec = DispatchSpec::sequential(
+            ConvertParams { len: self.len, _pad: [0; 3] },
+            buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(),
+            grid_1d(self.len.div_ceil(WG), caps),
+        );
+        build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
+    }
+}

@@ -14,7 +14,7 @@ pub mod sampler;
 pub mod work_count;
 
 pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
-pub use elementwise::{Broadcast, Elementwise, EltOp};
+pub use elementwise::{Broadcast, Convert, Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};
 pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
 use crate::kernels::qmatmul::act_row_words;
 use crate::kernels::{
-    Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Elem, Elementwise, EltOp, Epilogue, Gemm, Gemv,
-    MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed, Unpatchify,
+    Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Convert, Elem, Elementwise, EltOp, Epilogue, Gemm,
+    Gemv, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed, Unpatchify,
     neighbourhood_blocks, timestep_freqs,
 };
 use crate::quant::Format;
@@ -124,20 +124,20 @@ impl DitGraph {
         if images == 0 {
             return Err(Error::Graph { message: "a DiT graph needs at least one image".into() });
         }
+        // The float format of `other` is the graph's: its float weights and its activations
+        // (arithmetic is f32 either way). Dense block linears must match it.
         let elem = match config.quantization.other {
             FloatFormat::F32 => Elem::F32,
-            FloatFormat::F16 => {
-                return Err(Error::Unsupported {
-                    kernel: "dit",
-                    needs: "f16 activations in the DiT graph (not built yet; use the f32 policy for `other`)",
-                });
-            }
+            FloatFormat::F16 => Elem::F16,
         };
         for f in [config.quantization.attention, config.quantization.mlp] {
-            if f == LinearFormat::F16 {
-                return Err(Error::Unsupported {
-                    kernel: "dit",
-                    needs: "f16 block linears in an f32 graph (not built yet)",
+            let mismatch = matches!((f, elem), (LinearFormat::F16, Elem::F32) | (LinearFormat::F32, Elem::F16));
+            if mismatch {
+                return Err(Error::Graph {
+                    message: format!(
+                        "dense block linears in {f:?} need the other weights in the same format (`other` is {:?})",
+                        config.quantization.other
+                    ),
                 });
             }
         }
@@ -225,7 +225,7 @@ impl DitGraph {
     }
 
     fn float(&mut self, g: &mut Graph, name: &str, shape: &[u32]) -> TensorId {
-        let id = g.weight(name, shape, DType::F32);
+        let id = g.weight(name, shape, DType::from(self.elem));
         self.sources.push((id, Source::Float(name.into())));
         id
     }
@@ -253,8 +253,9 @@ impl DitGraph {
     fn rows(&mut self, g: &mut Graph, name: &str, part: &str, ranges: Vec<std::ops::Range<usize>>) -> LinearWeights {
         let k = self.config.hidden_size as usize;
         let m: usize = ranges.iter().map(|r| r.len()).sum();
-        let w = g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], DType::F32);
-        let b = g.weight(format!("{name}.bias[{part}]"), &[m as u32], DType::F32);
+        let dt = DType::from(self.elem);
+        let w = g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], dt);
+        let b = g.weight(format!("{name}.bias[{part}]"), &[m as u32], dt);
         self.sources.push((w, Source::Rows(format!("{name}.weight"), ranges.clone(), k)));
         self.sources.push((b, Source::Rows(format!("{name}.bias"), ranges, 1)));
         LinearWeights::Dense { w, b, m: m as u32, k: k as u32 }
@@ -281,13 +282,18 @@ impl DitGraph {
             if shared.contains_key(&ex.graph().tensor_desc(*t)?.name) {
                 continue;
             }
+            // Float weights in the graph's element type.
+            let write = |values: &[f32]| match self.elem {
+                Elem::F32 => ex.write(*t, values),
+                Elem::F16 => ex.write(*t, &values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()),
+            };
             match s {
-                Source::Float(name) => ex.write(*t, &weights.float(name)?.data)?,
+                Source::Float(name) => write(&weights.float(name)?.data)?,
                 Source::Rows(name, ranges, k) => {
                     let data = &weights.float(name)?.data;
                     let rows: Vec<f32> =
                         ranges.iter().flat_map(|r| data[r.start * k..r.end * k].iter().copied()).collect();
-                    ex.write(*t, &rows)?;
+                    write(&rows)?;
                 }
                 Source::Packed(name) => {
                     let p = weights.packed(name)?;
@@ -408,7 +414,7 @@ impl DitGraph {
             g.op(name, Norm { emit_i8: true, ..norm }, &[h, modulation, xq, xs])?;
             Ok(Input::Int8 { xq, xs })
         } else {
-            let y = g.activation(name, &[rows, d], DType::F32);
+            let y = g.activation(name, &[rows, d], DType::from(self.elem));
             g.op(name, norm, &[h, modulation, y])?;
             Ok(Input::Float(y))
         }
@@ -423,7 +429,7 @@ impl DitGraph {
         let tokens = c.tokens();
         let rows = b * tokens;
         let e = self.elem;
-        let f = DType::F32;
+        let f = DType::from(e);
         let geo = PatchGeometry {
             images: b,
             channels: c.in_channels,
@@ -438,6 +444,17 @@ impl DitGraph {
             } else {
                 g.activation(format!("{prefix}{name}"), shape, f)
             }
+        };
+
+        // An f16 graph converts the f32 sampler state on the way in and out.
+        let pixels = [b, c.in_channels, c.input_size, c.input_size];
+        let len = b * c.in_channels * c.input_size * c.input_size;
+        let (x, model_out) = if e == Elem::F16 {
+            let x16 = a(g, "x.f16", &pixels);
+            g.op(format!("{prefix}x.f16"), Convert { len, from: Elem::F32, to: Elem::F16 }, &[x, x16])?;
+            (x16, a(g, "out.f16", &pixels))
+        } else {
+            (x, out)
         };
 
         // Embeddings.
@@ -598,7 +615,10 @@ impl DitGraph {
             po,
         )?;
         let unpatch = Unpatchify { geometry: geo, token_channels: c.out_channels(), elem: e };
-        g.op(format!("{prefix}unpatchify"), unpatch, &[po, out])?;
+        g.op(format!("{prefix}unpatchify"), unpatch, &[po, model_out])?;
+        if e == Elem::F16 {
+            g.op(format!("{prefix}out.f32"), Convert { len, from: Elem::F16, to: Elem::F32 }, &[model_out, out])?;
+        }
         Ok(ForwardTensors { out, c: cond, block0: block0.unwrap_or(h) })
     }
 }

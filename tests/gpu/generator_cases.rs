@@ -21,6 +21,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_policies_match_cpu_reference", |b| policies_case(&b.gpu)),
         ("generator_heun_ddim_match_cpu_reference", |b| samplers_case(&b.gpu)),
         ("generator_same_seed_vulkan_and_gl", vulkan_gl_case),
+        ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
     ]
 }
 
@@ -308,6 +309,50 @@ fn vulkan_gl_case(b: &Backend) -> Outcome {
     let d = max_diff(&gl.samples, &vk.samples);
     if d > 1e-3 {
         return Err(format!("same seed on Vulkan and GL differs by {d}"));
+    }
+    Ok(Ok(()))
+}
+
+/// The f16 policy (f16 weights and activations, f32 arithmetic) against f32 on the same weights,
+/// dense and with ternary block linears.
+fn f16_case(gpu: &Gpu) -> Outcome {
+    if !gpu.capabilities().f16 {
+        return Ok(Err(Unsupported("no SHADER_F16".into())));
+    }
+    for (f32p, f16p) in [
+        (f32_policy(), r#"{"attention": "f16", "mlp": "f16", "other": "f16"}"#),
+        (
+            r#"{"attention": "ternary", "mlp": "int4", "other": "f32"}"#,
+            r#"{"attention": "ternary", "mlp": "int4", "other": "f16"}"#,
+        ),
+    ] {
+        let r = request(vec![1, 3], Seeds::Base(11), 3);
+        let a = run(
+            &Generator::new(gpu, random(&config(8, f32p, AttentionKind::Dense), 70)?, GeneratorOptions::default())
+                .map_err(err)?,
+            &r,
+        )?;
+        let b = run(
+            &Generator::new(gpu, random(&config(8, f16p, AttentionKind::Dense), 70)?, GeneratorOptions::default())
+                .map_err(err)?,
+            &r,
+        )?;
+        let e = rel_rms(&b.samples, &a.samples);
+        if e.is_nan() || e > 1e-2 || b.samples == a.samples {
+            return Err(format!("{f16p}: relative RMS {e} from {f32p}"));
+        }
+        if std::env::var("MILLIWATT_TEST_VERBOSE").is_ok() {
+            println!("  {f16p} vs {f32p}: relative RMS {e:.2e}");
+        }
+    }
+    // A dense f32 linear in an f16 graph is a typed error.
+    let mixed = config(8, r#"{"attention": "f32", "mlp": "f32", "other": "f16"}"#, AttentionKind::Dense);
+    let g = Generator::new(gpu, random(&mixed, 1)?, GeneratorOptions::default()).map_err(err)?;
+    if !matches!(
+        g.generate_blocking(&request(vec![1], Seeds::Base(0), 1), |_| ControlFlow::Continue(())),
+        Err(Error::Graph { .. })
+    ) {
+        return Err("f32 block linears in an f16 graph were accepted".into());
     }
     Ok(Ok(()))
 }
