@@ -1,5 +1,6 @@
-// Low-bit weights with float activations, tiled: ternary (W_TERNARY), int8 (W_INT8) or
-// group-wise int4 (otherwise; ZERO_POINT for asymmetric groups) weights are dequantized into the
+// Low-bit weights with float activations, tiled: ternary (W_TERNARY), 2:4 sparse ternary
+// (W_TERNARY24: one 5-bit state per group of 4 expands to its two ±1 and two zeros), int8 (W_INT8)
+// or group-wise int4 (otherwise; ZERO_POINT for asymmetric groups) weights are dequantized into the
 // workgroup-memory tile of shared/gemm_tile.wgsl while staging, so the inner loop is the dense
 // f32/f16 one. Ternary and int8 stage their integer levels and apply the row scale once per output;
 // int4 stages level * group scale. Layouts: src/quant.
@@ -16,10 +17,14 @@
 #ifdef W_TERNARY
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 #else
+#ifdef W_TERNARY24
+@group(0) @binding(4) var<storage, read> ws: array<f32>;
+#else
 #ifdef W_INT8
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 #else
 @group(0) @binding(4) var<storage, read> ws: array<u32>;
+#endif
 #endif
 #endif
 #ifdef ZERO_POINT
@@ -39,6 +44,19 @@ fn load_w(row: u32, k: u32) -> elem4 {
     let c = (vec4<u32>(w[row * p.w_row_words + k / 16u] >> (2u * (k % 16u))) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
     return elem4(vec4<f32>(c & vec4<u32>(1u)) - vec4<f32>(c >> vec4<u32>(1u)));
 #else
+#ifdef W_TERNARY24
+    // Group g = k / 4: state s (six per word, layout as gemv_ternary24.wgsl) keeps positions a < b
+    // with values 1 - 2 (s & 1) and 1 - (s & 2); state 24 keeps nothing.
+    let g = k / 4u;
+    let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
+    let live = select(0.0, 1.0, s < 24u);
+    let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
+    let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
+    let lane = vec4<u32>(0u, 1u, 2u, 3u);
+    let va = live - 2.0 * f32(s & 1u);
+    let vb = live - f32(s & 2u);
+    return elem4(select(vec4<f32>(), vec4<f32>(va), lane == vec4<u32>(a)) + select(vec4<f32>(), vec4<f32>(vb), lane == vec4<u32>(b)));
+#else
 #ifdef W_INT8
     return elem4(vec4<f32>(unpack4xI8(w[row * p.w_row_words + k / 4u])));
 #else
@@ -53,16 +71,21 @@ fn load_w(row: u32, k: u32) -> elem4 {
     return elem4((vec4<f32>(nib) - vec4<f32>(zero)) * scale);
 #endif
 #endif
+#endif
 }
 
 fn out_scale(m: u32) -> f32 {
 #ifdef W_TERNARY
     return ws[m];
 #else
+#ifdef W_TERNARY24
+    return ws[m];
+#else
 #ifdef W_INT8
     return ws[m];
 #else
     return 1.0;
+#endif
 #endif
 #endif
 }

@@ -51,7 +51,10 @@ pub const SHADERS: &[Shader] = &[
     shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemm_qf", ["F16", "VEC4", "W_TERNARY", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
+    shader!(
+        "gemm_qf",
+        ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]
+    ),
     shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),

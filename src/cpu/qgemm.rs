@@ -64,7 +64,7 @@ pub fn qgemm_float<E: Element>(
     y: &mut [E],
 ) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let per_row = matches!(wt.format, Format::Ternary2 | Format::Int8);
+    let per_row = matches!(wt.format, Format::Ternary2 | Format::Int8 | Format::Ternary24);
     for mm in 0..m {
         // Row mm of W as the staging loads produce it.
         let row: Vec<f32> = (0..k)

@@ -21,7 +21,7 @@ use crate::shaders::{Variant, shader};
 pub struct QGemm {
     /// Shape.
     pub shape: MatmulShape,
-    /// Weight format: Ternary2, Int8 (any activations) or Int4 (float activations).
+    /// Weight format: Ternary2, Int8 (any activations), Int4 or Ternary24 (float activations).
     pub format: Format,
     /// Activations.
     pub act: Act,
@@ -59,6 +59,7 @@ impl QGemm {
             (Format::Ternary2, true) => ("gemm_ternary_a8", vec![]),
             (Format::Int8, true) => ("gemm_int8_a8", vec![]),
             (Format::Ternary2, false) => ("gemm_qf", vec!["W_TERNARY"]),
+            (Format::Ternary24, false) => ("gemm_qf", vec!["W_TERNARY24"]),
             (Format::Int8, false) => ("gemm_qf", vec!["W_INT8"]),
             (Format::Int4 { zero_point, .. }, false) => {
                 ("gemm_qf", zero_point.then_some("ZERO_POINT").into_iter().collect())
@@ -165,6 +166,12 @@ impl Kernel for QGemm {
                 Format::Int8 => {
                     work.bit_ops += staged * 8;
                     work.f32_mul += m64 * n64;
+                }
+                Format::Ternary24 => {
+                    // State extraction, positions and values, and the two lane selects.
+                    work.bit_ops += staged * 12;
+                    work.f32_add += staged * 6;
+                    work.f32_mul += staged * 2 + m64 * n64;
                 }
                 _ => {
                     work.bit_ops += staged * 13;

@@ -315,9 +315,15 @@ impl DitGraph {
         })
     }
 
-    /// Whether a block linear takes int8 activations (ternary and int8 weights: W1.58A8, W8A8).
-    fn int8_input(l: &LinearWeights) -> bool {
-        matches!(l, LinearWeights::Packed { format: Format::Ternary2 | Format::Int8 | Format::Ternary24, .. })
+    /// Whether a block linear over `rows` rows takes int8 activations: ternary and int8 weights
+    /// (W1.58A8, W8A8) always; 2:4 ternary in the GEMV (up to 8 rows) — its tiled GEMM expands
+    /// the groups into float tiles and takes float activations.
+    fn int8_input(l: &LinearWeights, rows: u32) -> bool {
+        match l {
+            LinearWeights::Packed { format: Format::Ternary2 | Format::Int8, .. } => true,
+            LinearWeights::Packed { format: Format::Ternary24, .. } => rows <= 8,
+            _ => false,
+        }
     }
 
     /// Adds `y = epilogue(x Wᵀ + b)` over `rows` rows to `g`.
@@ -363,14 +369,7 @@ impl DitGraph {
                 bind.push(y);
                 bind.push(*b);
                 bind.extend_from_slice(extras);
-                if rows <= 8 || matches!(format, Format::Ternary24 | Format::Int4Sparse24 { .. } | Format::F16Sparse24)
-                {
-                    if rows > 8 {
-                        return Err(Error::Unsupported {
-                            kernel: "dit",
-                            needs: "a tiled GEMM for 2:4 sparse weights (2:4 runs as GEMV, N <= 8, for now)",
-                        });
-                    }
+                if rows <= 8 || matches!(format, Format::Int4Sparse24 { .. } | Format::F16Sparse24) {
                     g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind)
                 } else {
                     g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue), &bind)
@@ -385,7 +384,7 @@ impl DitGraph {
     /// The input a linear wants from a float tensor `x` [rows, k]: as is, or quantized to int8 by
     /// an `ActQuant` op.
     fn input_for(&self, g: &mut Graph, name: &str, l: &LinearWeights, x: TensorId, rows: u32, k: u32) -> Result<Input> {
-        if !Self::int8_input(l) {
+        if !Self::int8_input(l, rows) {
             return Ok(Input::Float(x));
         }
         let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(k)], DType::U32);
@@ -408,7 +407,7 @@ impl DitGraph {
     ) -> Result<Input> {
         let d = self.config.hidden_size;
         let norm = Norm { modulation: Some(m), ..Norm::layer_norm(rows, d, self.elem) };
-        if Self::int8_input(l) {
+        if Self::int8_input(l, rows) {
             let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(d)], DType::U32);
             let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
             g.op(name, Norm { emit_i8: true, ..norm }, &[h, modulation, xq, xs])?;

@@ -182,6 +182,7 @@ fn float_cases<E: Element>(gpu: &Gpu) -> Outcome {
     let none = EpilogueInputs::default();
     let formats = [
         Format::Ternary2,
+        Format::Ternary24,
         Format::Int8,
         Format::Int4 { group: 32, zero_point: false },
         Format::Int4 { group: 64, zero_point: true },
