@@ -8,6 +8,28 @@
 //! executors. Initial noise is Philox4x32-10 per image seed (the GPU noise kernel's numbers, made by
 //! its CPU twin and uploaded), so an image depends only on its own seed and label, not on the
 //! batch it was generated in.
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use std::path::Path;
+//! use milliwatt::model::{DitConfig, DitWeights};
+//! use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Seeds};
+//!
+//! # fn main() -> milliwatt::Result<()> {
+//! let dir = Path::new("tests/fixtures/dit-golden/dit-tiny-sigma");
+//! let config = DitConfig::from_file(&dir.join("config.json"))?;          // quantization policy inside
+//! let model = DitWeights::load(&dir.join("model.safetensors"), &config)?; // quantized on load
+//! let gpu = Gpu::new_blocking(&Options::default())?;                     // or Gpu::from_device(app's device)
+//! let generator = Generator::new(&gpu, model, GeneratorOptions::default())?;
+//! let request = Request { seeds: Seeds::Base(42), steps: 8, ..Request::new(vec![3, 7]) };
+//! let out = generator.generate_blocking(&request, |p| {
+//!     println!("step {} of {}", p.step + 1, p.steps);
+//!     ControlFlow::Continue(())                                          // Break(()) cancels
+//! })?;
+//! out.images[0].save("image.png").ok();
+//! println!("{}\nvs dense f32: {:.3}", out.ledger, out.energy_ratio);
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -144,6 +166,9 @@ pub struct Generation {
     pub baseline: Ledger,
     /// `ledger / baseline`.
     pub energy_ratio: f64,
+    /// The buffers of the executor that ran it (activations; weights shared with other
+    /// executors are counted too).
+    pub memory: crate::graph::MemoryReport,
 }
 
 /// Turns samples into images. The default, [`PixelDecoder`], maps pixel-space samples; a latent
@@ -386,7 +411,7 @@ impl<'g> Generator<'g> {
         let (p, prepare) = self.acquire(&key, &spec)?;
         let result = self.run(&p, &spec, request, &mut progress, start).await;
         self.release(key, p);
-        let (samples, report) = result?;
+        let (samples, report, memory) = result?;
         let c = &self.weights.config;
         let shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let images = self.decoder.decode(&samples, shape)?;
@@ -402,6 +427,7 @@ impl<'g> Generator<'g> {
             ledger: report.ledger,
             baseline,
             energy_ratio,
+            memory,
         })
     }
 
@@ -412,7 +438,7 @@ impl<'g> Generator<'g> {
         request: &Request,
         progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
         start: Instant,
-    ) -> Result<(Vec<f32>, crate::graph::RunReport)> {
+    ) -> Result<(Vec<f32>, crate::graph::RunReport, crate::graph::MemoryReport)> {
         let c = &self.weights.config;
         let (g, ex) = (&p.graph, &p.ex);
         let noise = match &request.noise {
@@ -450,7 +476,7 @@ impl<'g> Generator<'g> {
                 })
             })
             .await?;
-        Ok((ex.read::<f32>(g.x)?, report))
+        Ok((ex.read::<f32>(g.x)?, report, ex.memory()))
     }
 
     /// [`Generator::generate`], blocking.

@@ -1,0 +1,150 @@
+//! Generator benchmark (issue 6): a DiT-S-like model (hidden 384, depth 12, 6 heads, 32×32×4
+//! input with patch 2: 256 tokens, learn_sigma), random weights, through the public
+//! `Generator` — time per step and per image, memory, and ledger energy per image — for each
+//! quantization policy, with dense and neighbourhood (window 7) attention. One guided image per
+//! request (model batch 2). Energy per image is the ledger of a 50-step guided run of the same
+//! graph; the ratio column divides it by the same model dense in f32 with dense attention.
+//!
+//! `cargo bench --bench generate [-- --quick] [--json PATH]`
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, SampleGraph, SampleSpec, SamplerKind};
+use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Result, Seeds};
+
+fn config(policy: &str, attention: AttentionKind) -> Result<DitConfig> {
+    let mut c = DitConfig::from_json(&format!(
+        r#"{{"input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 384, "depth": 12,
+            "num_heads": 6, "num_classes": 1000, "learn_sigma": true, "quantization": {policy}}}"#
+    ))?;
+    c.attention = attention;
+    Ok(c)
+}
+
+/// Random weights (a fast LCG: values do not change the work).
+fn random(config: &DitConfig) -> Result<DitWeights> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+    };
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in DitWeights::expected(config) {
+        if name != "pos_embed" {
+            let n: usize = shape.iter().product();
+            tensors.insert(name, HostTensor { shape, data: (0..n).map(|_| next()).collect() });
+        }
+    }
+    DitWeights::from_float(config, tensors)
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    policy: String,
+    attention: String,
+    step_s: f64,
+    image_s: f64,
+    weights_mb: f64,
+    activations_mb: f64,
+    activations_no_reuse_mb: f64,
+    ledger_j_per_image_50_steps: f64,
+    ratio_to_dense_f32: f64,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/bench/generate.json".into());
+    let gpu = Gpu::new_blocking(&Options::default())?;
+    println!("adapter: {}", gpu.describe());
+    let steps = if quick { 2 } else { 4 };
+    let policies = [
+        ("f32", r#"{"attention": "f32", "mlp": "f32", "other": "f32"}"#),
+        ("f16", r#"{"attention": "f16", "mlp": "f16", "other": "f16"}"#),
+        ("int8", r#"{"attention": "int8", "mlp": "int8", "other": "f32"}"#),
+        ("int4", r#"{"attention": "int4-g64", "mlp": "int4-g64", "other": "f32"}"#),
+        ("ternary", r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#),
+        ("ternary-2:4", r#"{"attention": "ternary-2:4", "mlp": "ternary-2:4", "other": "f32"}"#),
+    ];
+    let attentions: &[AttentionKind] = if quick {
+        &[AttentionKind::Dense]
+    } else {
+        &[AttentionKind::Dense, AttentionKind::Neighbourhood { window: 7 }]
+    };
+    println!("\nDiT-S-like (hidden 384, depth 12, 256 tokens), 1 guided image, {steps} steps per request:");
+    println!(
+        "{:<12} {:<16} {:>9} {:>10} {:>11} {:>10} {:>13} {:>15} {:>9}",
+        "policy",
+        "attention",
+        "step s",
+        "image s*",
+        "weights MB",
+        "act MB",
+        "act MB no-pool",
+        "ledger J/image",
+        "vs f32"
+    );
+    let mut rows = Vec::new();
+    for &attention in attentions {
+        for (name, policy) in policies {
+            if name == "f16" && !gpu.capabilities().f16 {
+                println!("{name:<12} skipped: no SHADER_F16");
+                continue;
+            }
+            let c = config(policy, attention)?;
+            let g = Generator::new(&gpu, random(&c)?, GeneratorOptions::default())?;
+            let request = Request { seeds: Seeds::Base(1), steps, guidance: Some(4.0), ..Request::new(vec![207]) };
+            // Warm-up (prepares the executor), then the measured request.
+            g.generate_blocking(&Request { steps: 1, ..request.clone() }, |_| ControlFlow::Continue(()))?;
+            let out = g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
+            let step_s = out.timings.per_step.as_secs_f64();
+            // Energy of 50 guided steps of this graph, per image, and the baseline's.
+            let spec =
+                SampleSpec { images: 1, steps: 50, sampler: SamplerKind::Euler, guidance: Some(4.0), img2img: false };
+            let ledger =
+                milliwatt::graph::fuse(&SampleGraph::new(&c, &spec)?.graph)?.0.ledger(gpu.capabilities(), 50)?;
+            let baseline = g.baseline_ledger(1)?;
+            let m = out.memory;
+            let row = Row {
+                policy: name.into(),
+                attention: format!("{attention:?}"),
+                step_s,
+                image_s: step_s * 50.0,
+                weights_mb: (m.bytes - m.activation_bytes) as f64 / 1e6,
+                activations_mb: m.activation_bytes as f64 / 1e6,
+                activations_no_reuse_mb: m.activation_bytes_unpooled as f64 / 1e6,
+                ledger_j_per_image_50_steps: ledger.energy().total(),
+                ratio_to_dense_f32: ledger.ratio_to(&baseline),
+            };
+            println!(
+                "{:<12} {:<16} {:>9.3} {:>10.1} {:>11.1} {:>10.1} {:>13.1} {:>15.3} {:>9.3}",
+                row.policy,
+                row.attention,
+                row.step_s,
+                row.image_s,
+                row.weights_mb,
+                row.activations_mb,
+                row.activations_no_reuse_mb,
+                row.ledger_j_per_image_50_steps,
+                row.ratio_to_dense_f32
+            );
+            rows.push(row);
+        }
+    }
+    println!("* image s: 50 steps at the measured step time.");
+    if let Some(dir) = std::path::Path::new(&json).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let text =
+        serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows }))
+            .map_err(|e| milliwatt::Error::Graph { message: e.to_string() })?;
+    std::fs::write(&json, text).map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    println!("json: {json}");
+    Ok(())
+}
