@@ -23,14 +23,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "target/bench/attention.json".into());
+    let args = milliwatt::bench::BenchArgs::from_env();
+    let quick = args.quick();
+    let json = args.json("attention");
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let repeats = Repeats { warmup: 1, reps: if quick { 3 } else { 5 }, min_seconds: 0.0 };
@@ -129,12 +124,7 @@ fn main() -> Result<()> {
             goal_speedup: Some(goal),
         });
     }
-    if let Some(dir) = std::path::Path::new(&json).parent() {
-        std::fs::create_dir_all(dir).map_err(|source| milliwatt::Error::Io { path: dir.into(), source })?;
-    }
-    let report = serde_json::json!({ "adapter": gpu.describe(), "rows": rows });
-    std::fs::write(&json, serde_json::to_string_pretty(&report).expect("serialisable"))
-        .map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    milliwatt::bench::write_json(&json, &serde_json::json!({ "adapter": gpu.describe(), "rows": rows }))?;
     println!("\nwrote {json}");
     Ok(())
 }

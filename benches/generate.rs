@@ -53,14 +53,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "target/bench/generate.json".into());
+    let args = milliwatt::bench::BenchArgs::from_env();
+    let quick = args.quick();
+    let json = args.json("generate");
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let steps = if quick { 2 } else { 4 };

@@ -257,13 +257,10 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let arg = |flag: &str, default: &str| {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
-    };
-    let json = arg("--json", "target/bench/graph.json");
-    let trace = arg("--trace", "target/bench/graph-trace.json");
+    let args = milliwatt::bench::BenchArgs::from_env();
+    let quick = args.quick();
+    let json = args.json("graph");
+    let trace = args.value("--trace").unwrap_or_else(|| "target/bench/graph-trace.json".into());
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let steps = if quick { 2 } else { 4 };
@@ -364,12 +361,7 @@ fn main() -> Result<()> {
         }
         Err(e) => println!("\nno measured cross-check: {e}"),
     }
-    if let Some(dir) = std::path::Path::new(&json).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.describe(), "rows": rows }))
-        .map_err(|e| milliwatt::Error::Graph { message: e.to_string() })?;
-    std::fs::write(&json, text).map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    milliwatt::bench::write_json(&json, &serde_json::json!({ "device": gpu.describe(), "rows": rows }))?;
     println!("json: {json}");
     Ok(())
 }

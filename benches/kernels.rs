@@ -222,15 +222,10 @@ fn format_label(f: Format) -> String {
 use milliwatt::wgpu;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "target/bench/kernels.json".into());
-    let filter = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)).cloned();
+    let args = milliwatt::bench::BenchArgs::from_env();
+    let quick = args.quick();
+    let json = args.json("kernels");
+    let filter = args.value("--filter");
     let gpu = Gpu::new_blocking(&Options::default())?;
     let info = gpu.adapter_info().clone();
     println!("adapter: {}", gpu.describe());
@@ -486,11 +481,7 @@ fn main() -> Result<()> {
         fma_gflops_f16: fma16,
         records: b.records,
     };
-    if let Some(dir) = std::path::Path::new(&json).parent() {
-        std::fs::create_dir_all(dir).map_err(|source| milliwatt::Error::Io { path: dir.into(), source })?;
-    }
-    std::fs::write(&json, serde_json::to_string_pretty(&report).expect("serialisable"))
-        .map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    milliwatt::bench::write_json(&json, &report)?;
     println!("\nwrote {json}");
     Ok(())
 }

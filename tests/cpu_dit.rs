@@ -2,64 +2,16 @@
 //! original facebookresearch/DiT implementation), and its quantized policies and sampler paths
 //! against the f32 model. No GPU needed.
 
-use std::path::{Path, PathBuf};
+#[path = "common/golden.rs"]
+mod golden;
 
 use milliwatt::cpu::dit::{forward, sample};
 use milliwatt::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{
     AttentionKind, DitConfig, DitWeights, HostTensor, LinearFormat, QuantPolicy, SampleSpec, SamplerKind, WeightData,
 };
-use safetensors::SafeTensors;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dit-golden").join(name)
-}
-
-/// A fixture's configuration, its model under `policy` and attention kind, and its expected
-/// outputs.
-struct Golden {
-    weights: DitWeights,
-    expected: Vec<u8>,
-}
-
-impl Golden {
-    fn load(name: &str) -> Self {
-        Self::load_with(name, |_| {})
-    }
-
-    /// The fixture with its configuration changed by `edit` (the weights are quantized on load
-    /// per the edited policy).
-    fn load_with(name: &str, edit: impl FnOnce(&mut DitConfig)) -> Self {
-        let dir = fixture(name);
-        let mut config = DitConfig::from_file(&dir.join("config.json")).unwrap();
-        edit(&mut config);
-        let weights = DitWeights::load(&dir.join("model.safetensors"), &config).unwrap();
-        let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
-        Self { weights, expected }
-    }
-
-    fn get(&self, name: &str) -> Vec<f32> {
-        let st = SafeTensors::deserialize(&self.expected).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        match t.dtype() {
-            safetensors::Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data()),
-            safetensors::Dtype::I64 => {
-                bytemuck::pod_collect_to_vec::<u8, i64>(t.data()).into_iter().map(|v| v as f32).collect()
-            }
-            other => panic!("{name}: dtype {other:?}"),
-        }
-    }
-
-    fn labels(&self, name: &str) -> Vec<u32> {
-        self.get(name).iter().map(|&v| v as u32).collect()
-    }
-
-    /// The fixture's forward inputs: x, t in sampler time (the fixture's is model time), y.
-    fn inputs(&self) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
-        let scale = self.weights.config.time_scale;
-        (self.get("x"), self.get("t").iter().map(|v| v / scale).collect(), self.labels("y"))
-    }
-}
+use golden::Golden;
 
 /// Every value within `abs` of the reference, plus 1e-5 of its magnitude.
 fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32) {
@@ -92,14 +44,14 @@ fn golden_sample(g: &Golden, sampler: SamplerKind, xt: &[f32], schedule: &[Sched
 #[test]
 fn forward_matches_the_golden_outputs() {
     for name in ["dit-tiny", "dit-tiny-sigma"] {
-        let g = Golden::load(name);
+        let g = Golden::load(name).unwrap();
         let c = &g.weights.config;
-        let (x, t, y) = g.inputs();
+        let (x, t, y) = g.inputs().unwrap();
         let f = forward(&g.weights, &x, &t, &y).unwrap();
-        assert_close(&format!("{name} c"), &f.c, &g.get("c"), 1e-4);
-        assert_close(&format!("{name} block0_out"), &f.block0, &g.get("block0_out"), 1e-4);
+        assert_close(&format!("{name} c"), &f.c, &g.get("c").unwrap(), 1e-4);
+        assert_close(&format!("{name} block0_out"), &f.block0, &g.get("block0_out").unwrap(), 1e-4);
         // The fixture's `out` holds every output channel; the graph's the first C.
-        let want = g.get("out");
+        let want = g.get("out").unwrap();
         let per = (c.input_size * c.input_size) as usize;
         let (cin, cout) = (c.in_channels as usize, c.out_channels() as usize);
         let want: Vec<f32> = (0..y.len()).flat_map(|i| want[i * cout * per..(i * cout + cin) * per].to_vec()).collect();
@@ -110,19 +62,19 @@ fn forward_matches_the_golden_outputs() {
 #[test]
 fn euler_sample_matches_the_golden_sample() {
     for name in ["dit-tiny", "dit-tiny-sigma"] {
-        let g = Golden::load(name);
-        assert_eq!(g.labels("sample_y"), [3, 7]);
-        let got = golden_sample(&g, SamplerKind::Euler, &g.get("sample_xT"), &rectified_flow_schedule(4, 1.0));
-        assert_close(&format!("{name} sample_x0"), &got, &g.get("sample_x0"), 1e-4);
+        let g = Golden::load(name).unwrap();
+        assert_eq!(g.labels("sample_y").unwrap(), [3, 7]);
+        let got = golden_sample(&g, SamplerKind::Euler, &g.get("sample_xT").unwrap(), &rectified_flow_schedule(4, 1.0));
+        assert_close(&format!("{name} sample_x0"), &got, &g.get("sample_x0").unwrap(), 1e-4);
     }
 }
 
 #[test]
 fn ddim_sample_matches_the_golden_sample() {
-    let g = Golden::load("dit-tiny-sigma");
-    assert_eq!(g.labels("ddim_y"), [3, 7]);
-    let got = golden_sample(&g, SamplerKind::Ddim, &g.get("ddim_xT"), &ddim_schedule(4));
-    assert_close("dit-tiny-sigma ddim_x0", &got, &g.get("ddim_x0"), 1e-3);
+    let g = Golden::load("dit-tiny-sigma").unwrap();
+    assert_eq!(g.labels("ddim_y").unwrap(), [3, 7]);
+    let got = golden_sample(&g, SamplerKind::Ddim, &g.get("ddim_xT").unwrap(), &ddim_schedule(4));
+    assert_close("dit-tiny-sigma ddim_x0", &got, &g.get("ddim_x0").unwrap(), 1e-3);
 }
 
 /// Quantized block linears (int8 activations into ternary, int8 and 2:4 ternary weights, float
@@ -130,8 +82,8 @@ fn ddim_sample_matches_the_golden_sample() {
 /// amount their precision explains.
 #[test]
 fn quantized_policies_and_neighbourhood_attention_stay_near_f32() {
-    let f32_model = Golden::load("dit-tiny");
-    let (x, t, y) = f32_model.inputs();
+    let f32_model = Golden::load("dit-tiny").unwrap();
+    let (x, t, y) = f32_model.inputs().unwrap();
     let reference = forward(&f32_model.weights, &x, &t, &y).unwrap();
     let policy = |attention, mlp| QuantPolicy { attention, mlp, ..QuantPolicy::default() };
     let int4 = LinearFormat::Int4 { group: 64 };
@@ -148,7 +100,8 @@ fn quantized_policies_and_neighbourhood_attention_stay_near_f32() {
         let g = Golden::load_with("dit-tiny", |c| {
             c.quantization = quantization;
             c.attention = attention;
-        });
+        })
+        .unwrap();
         let f = forward(&g.weights, &x, &t, &y).unwrap();
         let what = format!("{quantization:?} {attention:?}");
         assert!(f.out.iter().chain(&f.block0).all(|v| v.is_finite()), "{what}: not finite");
@@ -199,8 +152,9 @@ fn packed_linears_compute_their_dequantized_weights() {
     for name in ["dit-tiny", "dit-tiny-sigma"] {
         for (attention, mlp, tolerance) in cases {
             let g =
-                Golden::load_with(name, |c| c.quantization = QuantPolicy { attention, mlp, ..QuantPolicy::default() });
-            let (x, t, y) = g.inputs();
+                Golden::load_with(name, |c| c.quantization = QuantPolicy { attention, mlp, ..QuantPolicy::default() })
+                    .unwrap();
+            let (x, t, y) = g.inputs().unwrap();
             let got = forward(&g.weights, &x, &t, &y).unwrap();
             let want = forward(&dequantized(&g.weights), &x, &t, &y).unwrap();
             let change = relative_rms(&got.out, &want.out);
@@ -281,12 +235,12 @@ fn gemv_sized_models_compute_their_dequantized_weights() {
 /// guidance 1 is the conditional model, as an unguided run with the same labels.
 #[test]
 fn sampler_paths_agree_where_they_must() {
-    let g = Golden::load("dit-tiny-sigma");
-    let xt = g.get("sample_xT");
+    let g = Golden::load("dit-tiny-sigma").unwrap();
+    let xt = g.get("sample_xT").unwrap();
     let schedule = rectified_flow_schedule(4, 1.0);
     let spec = SampleSpec { images: 2, steps: 4, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
     let plain = sample(&g.weights, &spec, &xt, None, &[3, 7], &schedule).unwrap();
-    assert_close("nulls appended", &plain, &g.get("sample_x0"), 1e-4);
+    assert_close("nulls appended", &plain, &g.get("sample_x0").unwrap(), 1e-4);
 
     let image: Vec<f32> = xt.iter().map(|v| 0.5 - v).collect();
     let img2img = SampleSpec { img2img: true, ..spec };
@@ -313,13 +267,13 @@ fn sampler_paths_agree_where_they_must() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let g = Golden::load("dit-tiny");
-    let (x, t, y) = g.inputs();
+    let g = Golden::load("dit-tiny").unwrap();
+    let (x, t, y) = g.inputs().unwrap();
     assert!(forward(&g.weights, &x[1..], &t, &y).is_err());
     assert!(forward(&g.weights, &x, &t, &y[1..]).is_err());
     assert!(forward(&g.weights, &[], &[], &[]).is_err());
     let spec = SampleSpec { images: 2, steps: 4, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
-    let xt = g.get("sample_xT");
+    let xt = g.get("sample_xT").unwrap();
     let schedule = rectified_flow_schedule(4, 1.0);
     assert!(sample(&g.weights, &spec, &xt, None, &[3], &schedule).is_err());
     assert!(sample(&g.weights, &spec, &xt, None, &[3, 7], &schedule[..3]).is_err());

@@ -416,16 +416,7 @@ fn a_truncated_file_names_the_tensor_it_cuts_off() {
 
 // ---- Quantize on load --------------------------------------------------------------------------
 
-const LINEAR_FORMATS: [LinearFormat; 8] = [
-    LinearFormat::F32,
-    LinearFormat::F16,
-    LinearFormat::Int8,
-    LinearFormat::Int4 { group: 32 },
-    LinearFormat::Int4 { group: 64 },
-    LinearFormat::Int4 { group: 128 },
-    LinearFormat::Ternary,
-    LinearFormat::Ternary24,
-];
+const LINEAR_FORMATS: [LinearFormat; 8] = LinearFormat::ALL;
 
 #[test]
 fn quantize_on_load_packs_the_block_linears_per_policy() {

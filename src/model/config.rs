@@ -210,6 +210,18 @@ pub enum LinearFormat {
 
 impl LinearFormat {
     /// The packed format weights of this kind are quantized to on load; `None` for the dense
+    /// Every format (each int4 group size).
+    pub const ALL: [LinearFormat; 8] = [
+        LinearFormat::F32,
+        LinearFormat::F16,
+        LinearFormat::Int8,
+        LinearFormat::Int4 { group: 32 },
+        LinearFormat::Int4 { group: 64 },
+        LinearFormat::Int4 { group: 128 },
+        LinearFormat::Ternary,
+        LinearFormat::Ternary24,
+    ];
+
     /// float formats.
     pub fn packed(self) -> Option<Format> {
         match self {
@@ -567,17 +579,7 @@ mod tests {
 
     #[test]
     fn linear_formats_round_trip() {
-        let all = [
-            LinearFormat::F32,
-            LinearFormat::F16,
-            LinearFormat::Int8,
-            LinearFormat::Int4 { group: 32 },
-            LinearFormat::Int4 { group: 64 },
-            LinearFormat::Int4 { group: 128 },
-            LinearFormat::Ternary,
-            LinearFormat::Ternary24,
-        ];
-        for f in all {
+        for f in LinearFormat::ALL {
             assert_eq!(f.to_string().parse::<LinearFormat>(), Ok(f));
         }
         assert_eq!("int4".parse::<LinearFormat>(), Ok(LinearFormat::Int4 { group: 128 }));

@@ -11,7 +11,7 @@ use milliwatt::kernels::{
 };
 use milliwatt::{Error, Gpu, Kernel};
 
-use crate::util::{Rng, compare};
+use crate::util::{Rng, compare, need_f16, rel_tol};
 use crate::{Backend, Case, Outcome, Unsupported};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -45,22 +45,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
 
 fn gpu_err(e: Error) -> String {
     e.to_string()
-}
-
-fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
-    }
-    Ok(())
-}
-
-/// Tolerance relative to the sum of |terms|: f32 sums may differ in order and fusing; f16 storage
-/// adds one rounding of the output (2^-11 relative).
-fn rel_tol(elem: Elem) -> f32 {
-    match elem {
-        Elem::F32 => 1e-5,
-        Elem::F16 => 1e-3,
-    }
 }
 
 struct MatmulData<E> {

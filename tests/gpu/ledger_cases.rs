@@ -16,8 +16,8 @@ use milliwatt::kernels::{
 };
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
 
-use crate::util::{Rng, compare};
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, need_f16, rel_tol};
+use crate::{Backend, Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -46,20 +46,6 @@ fn full(b: &Backend) -> usize {
 
 fn err(e: milliwatt::Error) -> String {
     e.to_string()
-}
-
-fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
-    }
-    Ok(())
-}
-
-fn rel_tol(elem: Elem) -> f32 {
-    match elem {
-        Elem::F32 => 1e-5,
-        Elem::F16 => 1e-3,
-    }
 }
 
 /// The counts agree with the model, field by field; the error names every field that differs.

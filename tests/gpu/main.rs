@@ -9,6 +9,8 @@ mod attention_cases;
 mod cases;
 mod embed_cases;
 mod generator_cases;
+#[path = "../common/golden.rs"]
+mod golden;
 mod graph_cases;
 mod ledger_cases;
 mod model_cases;

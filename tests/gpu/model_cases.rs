@@ -3,14 +3,13 @@
 //! 4-step guided DDIM sample of the `learn_sigma` model.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph};
 use milliwatt::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
-use milliwatt::model::{DitConfig, DitGraph, DitWeights, ForwardIo, SampleGraph, SampleSpec, SamplerKind};
+use milliwatt::model::{DitGraph, ForwardIo, SampleGraph, SampleSpec, SamplerKind};
 use milliwatt::{Error, Gpu};
-use safetensors::SafeTensors;
 
+use crate::golden::Golden;
 use crate::util::compare;
 use crate::{Case, Outcome};
 
@@ -24,38 +23,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
 
 fn err(e: Error) -> String {
     e.to_string()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dit-golden").join(name)
-}
-
-/// The fixture's model and its expected outputs (f32, integers converted).
-struct Golden {
-    weights: DitWeights,
-    expected: Vec<u8>,
-}
-
-impl Golden {
-    fn load(name: &str) -> Result<Self, String> {
-        let dir = fixture(name);
-        let config = DitConfig::from_file(&dir.join("config.json")).map_err(err)?;
-        let weights = DitWeights::load(&dir.join("model.safetensors"), &config).map_err(err)?;
-        let expected = std::fs::read(dir.join("expected.safetensors")).map_err(|e| e.to_string())?;
-        Ok(Self { weights, expected })
-    }
-
-    fn get(&self, name: &str) -> Result<Vec<f32>, String> {
-        let st = SafeTensors::deserialize(&self.expected).map_err(|e| e.to_string())?;
-        let t = st.tensor(name).map_err(|e| format!("{name}: {e}"))?;
-        Ok(match t.dtype() {
-            safetensors::Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data()),
-            safetensors::Dtype::I64 => {
-                bytemuck::pod_collect_to_vec::<u8, i64>(t.data()).into_iter().map(|v| v as f32).collect()
-            }
-            other => return Err(format!("{name}: dtype {other:?}")),
-        })
-    }
 }
 
 /// Within 1e-4 of the reference, absolute, plus 1e-5 of the value (the 1e-4).
@@ -79,11 +46,9 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         let taps = dit.forward(&mut g, "", ForwardIo { x, t, y, out }, true).map_err(err)?;
         let ex = Executor::new(gpu, &g, ExecOptions::default()).map_err(err)?;
         dit.upload(&ex, &golden.weights).map_err(err)?;
-        ex.write(x, &golden.get("x")?).map_err(err)?;
-        // The fixture's t is model time; the graph takes sampler time (model time / 1000).
-        let tv: Vec<f32> = golden.get("t")?.iter().map(|v| v / c.time_scale).collect();
+        let (xv, tv, labels) = golden.inputs()?;
+        ex.write(x, &xv).map_err(err)?;
         ex.write(t, &tv).map_err(err)?;
-        let labels: Vec<u32> = golden.get("y")?.iter().map(|&v| v as u32).collect();
         ex.write(y, &labels).map_err(err)?;
         ex.run(1, |_| ControlFlow::Continue(())).map_err(err)?;
         close(&format!("{name} c"), &ex.read::<f32>(taps.c).map_err(err)?, &golden.get("c")?, 1e-4)?;

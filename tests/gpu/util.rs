@@ -1,6 +1,10 @@
 //! Test data and comparisons.
 
+use milliwatt::Gpu;
 use milliwatt::cpu::Element;
+use milliwatt::kernels::Elem;
+
+use crate::Unsupported;
 
 /// SplitMix64: deterministic test data without a dependency.
 pub struct Rng(u64);
@@ -50,5 +54,22 @@ pub fn compare<E: Element>(what: &str, gpu: &[E], twin: &[E], scale: &[f32], rel
             twin.len(),
             abs + rel * scale[i]
         )),
+    }
+}
+
+/// Unsupported when `E` is f16 and the adapter has no `SHADER_F16`.
+pub fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
+    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
+        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
+    }
+    Ok(())
+}
+
+/// Tolerance relative to the sum of |terms|: f32 sums may differ in order and fusing; f16 storage
+/// adds one rounding of the output (2^-11 relative).
+pub fn rel_tol(elem: Elem) -> f32 {
+    match elem {
+        Elem::F32 => 1e-5,
+        Elem::F16 => 1e-3,
     }
 }
