@@ -51,6 +51,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemm_ternary24_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!(
         "gemm_qf",
         ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]

@@ -81,17 +81,9 @@ impl Linear<'_> {
         }
     }
 
-    /// `DitGraph::int8_input`: ternary and int8 weights (W1.58A8, W8A8) take int8 activations;
-    /// 2:4 ternary only in the GEMV (up to 8 rows).
-    fn int8_input(&self, rows: usize) -> bool {
-        match self {
-            Linear::Packed { p, .. } => match p.format {
-                Format::Ternary2 | Format::Int8 => true,
-                Format::Ternary24 => rows <= GEMV_MAX_N as usize,
-                _ => false,
-            },
-            Linear::Dense { .. } => false,
-        }
+    /// `DitGraph::int8_input`: ternary, 2:4 ternary and int8 weights take int8 activations.
+    fn int8_input(&self) -> bool {
+        matches!(self, Linear::Packed { p, .. } if matches!(p.format, Format::Ternary2 | Format::Ternary24 | Format::Int8))
     }
 }
 
@@ -194,7 +186,7 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
                 group,
                 gate_rows,
             };
-            // 2:4 ternary has a tiled GEMM (float activations); the other 2:4 formats run as GEMV.
+            // 2:4 ternary has a tiled GEMM (int8 activations); the other 2:4 formats run as GEMV.
             let sparse24 = matches!(format, Format::Int4Sparse24 { .. } | Format::F16Sparse24);
             if rows <= GEMV_MAX_N as usize || sparse24 {
                 let act = match input {
@@ -221,7 +213,7 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
 
 /// `DitGraph::input_for`: `x` [rows, k] as is, or through `ActQuant` when `l` takes int8.
 fn input_for(l: &Linear<'_>, x: Vec<f32>, rows: usize, k: usize) -> Input {
-    if !l.int8_input(rows) {
+    if !l.int8_input() {
         return Input::Float(x);
     }
     let words = act_row_words(k as u32) as usize;
@@ -254,7 +246,7 @@ fn norm_for(
         scale_offset: scale as u32,
         x_row_words: act_row_words(d as u32),
     };
-    if l.int8_input(rows) {
+    if l.int8_input() {
         let words = p.x_row_words as usize;
         let (mut xq, mut xs) = (vec![0u32; rows * words], vec![0f32; rows]);
         norm(&p, NormKind::LayerNorm, true, h, modulation, &[], NormOut::Int8(&mut xq, &mut xs));

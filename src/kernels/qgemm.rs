@@ -21,7 +21,7 @@ use crate::shaders::{Variant, shader};
 pub struct QGemm {
     /// Shape.
     pub shape: MatmulShape,
-    /// Weight format: Ternary2, Int8 (any activations), Int4 or Ternary24 (float activations).
+    /// Weight format: Ternary2, Int8, Ternary24 (any activations) or Int4 (float activations).
     pub format: Format,
     /// Activations.
     pub act: Act,
@@ -58,6 +58,7 @@ impl QGemm {
         let (name, defines): (&str, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => ("gemm_ternary_a8", vec![]),
             (Format::Int8, true) => ("gemm_int8_a8", vec![]),
+            (Format::Ternary24, true) => ("gemm_ternary24_a8", vec![]),
             (Format::Ternary2, false) => ("gemm_qf", vec!["W_TERNARY"]),
             (Format::Ternary24, false) => ("gemm_qf", vec!["W_TERNARY24"]),
             (Format::Int8, false) => ("gemm_qf", vec!["W_INT8"]),
@@ -121,8 +122,9 @@ impl Kernel for QGemm {
             let words = u64::from(act_row_words(k));
             let slices = words.div_ceil(16);
             let w_row_bytes = match self.format {
-                Format::Ternary2 => words, // 2 bits per weight
-                _ => words * 4,            // 8 bits per weight
+                Format::Ternary2 => words,              // 2 bits per weight
+                Format::Ternary24 => u64::from(wr) * 4, // the packed row (1.34 bits per weight)
+                _ => words * 4,                         // 8 bits per weight
             };
             work.dram_read += tiles_m * n64 * (words * 4 + 4) + tiles_n * m64 * (w_row_bytes + 4);
             let padded_words = groups * 64 * 64 * slices * 16;
@@ -134,6 +136,10 @@ impl Kernel for QGemm {
                 // Decoding one byte of codes to four int8: 15 bit operations and a multiply.
                 work.bit_ops += tiles_n * m64 * words * 15;
                 work.i32_mul += tiles_n * m64 * words;
+            }
+            if self.format == Format::Ternary24 {
+                // A group's state to one packed int8 word: extraction, positions, values, shifts.
+                work.bit_ops += tiles_n * m64 * words * 16;
             }
             // Output: two scale multiplies per value.
             work.f32_mul += 2 * m64 * n64;

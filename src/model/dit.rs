@@ -315,15 +315,10 @@ impl DitGraph {
         })
     }
 
-    /// Whether a block linear over `rows` rows takes int8 activations: ternary and int8 weights
-    /// (W1.58A8, W8A8) always; 2:4 ternary in the GEMV (up to 8 rows) — its tiled GEMM expands
-    /// the groups into float tiles and takes float activations.
-    fn int8_input(l: &LinearWeights, rows: u32) -> bool {
-        match l {
-            LinearWeights::Packed { format: Format::Ternary2 | Format::Int8, .. } => true,
-            LinearWeights::Packed { format: Format::Ternary24, .. } => rows <= 8,
-            _ => false,
-        }
+    /// Whether a block linear takes int8 activations: ternary, 2:4 ternary and int8 weights
+    /// (W1.58A8, W8A8; GEMV and tiled GEMM alike).
+    fn int8_input(l: &LinearWeights) -> bool {
+        matches!(l, LinearWeights::Packed { format: Format::Ternary2 | Format::Ternary24 | Format::Int8, .. })
     }
 
     /// Adds `y = epilogue(x Wᵀ + b)` over `rows` rows to `g`.
@@ -384,7 +379,7 @@ impl DitGraph {
     /// The input a linear wants from a float tensor `x` [rows, k]: as is, or quantized to int8 by
     /// an `ActQuant` op.
     fn input_for(&self, g: &mut Graph, name: &str, l: &LinearWeights, x: TensorId, rows: u32, k: u32) -> Result<Input> {
-        if !Self::int8_input(l, rows) {
+        if !Self::int8_input(l) {
             return Ok(Input::Float(x));
         }
         let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(k)], DType::U32);
@@ -407,7 +402,7 @@ impl DitGraph {
     ) -> Result<Input> {
         let d = self.config.hidden_size;
         let norm = Norm { modulation: Some(m), ..Norm::layer_norm(rows, d, self.elem) };
-        if Self::int8_input(l, rows) {
+        if Self::int8_input(l) {
             let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(d)], DType::U32);
             let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
             g.op(name, Norm { emit_i8: true, ..norm }, &[h, modulation, xq, xs])?;

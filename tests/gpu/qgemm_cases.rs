@@ -148,7 +148,7 @@ fn dequant_acts(n: u32, k: u32, xq: &[u32], xs: &[f32]) -> Vec<f32> {
 
 fn a8_cases(gpu: &Gpu) -> Outcome {
     let none = EpilogueInputs::default();
-    for format in [Format::Ternary2, Format::Int8] {
+    for format in [Format::Ternary2, Format::Ternary24, Format::Int8] {
         for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
             let shape = MatmulShape::new(m, n, k);
             let pr = problem(shape, format, 5000 + i as u64)?;
