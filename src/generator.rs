@@ -239,6 +239,7 @@ pub struct Generator<'g> {
     decoder: Box<dyn Decoder>,
     pools: Mutex<Pools>,
     returned: Condvar,
+    baselines: Mutex<HashMap<u32, Ledger>>,
 }
 
 impl std::fmt::Debug for Generator<'_> {
@@ -261,6 +262,7 @@ impl<'g> Generator<'g> {
             decoder: Box::new(PixelDecoder),
             pools: Mutex::new(Pools::default()),
             returned: Condvar::new(),
+            baselines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,6 +343,7 @@ impl<'g> Generator<'g> {
                     }
                     Err(e) => {
                         *pools.made.get_mut(key).expect("counted") -= 1;
+                        self.returned.notify_all();
                         return Err(e);
                     }
                 }
@@ -375,8 +378,12 @@ impl<'g> Generator<'g> {
         seeds.iter().flat_map(|&s| (0..len).map(move |e| crate::cpu::noise::normal(s, 0, 0, e))).collect()
     }
 
-    /// The baseline ledger of `spec`'s images: dense f32, dense attention, 50 guided steps.
+    /// The baseline ledger of `images` images: dense f32, dense attention, 50 guided steps
+    /// (counted from the graph, not run; computed once per image count).
     pub fn baseline_ledger(&self, images: u32) -> Result<Ledger> {
+        if let Some(l) = self.baselines.lock().expect("baselines").get(&images) {
+            return Ok(l.clone());
+        }
         let config = DitConfig {
             quantization: QuantPolicy::default(),
             attention: AttentionKind::Dense,
@@ -388,11 +395,15 @@ impl<'g> Generator<'g> {
         };
         let spec = SampleSpec { images, steps: 50, sampler, guidance: Some(4.0), img2img: false };
         let g = SampleGraph::new(&config, &spec)?;
-        crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)
+        let ledger = crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)?;
+        self.baselines.lock().expect("baselines").insert(images, ledger.clone());
+        Ok(ledger)
     }
 
     /// Runs `request`; `progress` sees every finished step and may cancel (the result is then
-    /// [`Error::Cancelled`], within one step).
+    /// [`Error::Cancelled`], within one step). Waiting for the GPU does not block the caller's
+    /// thread; waiting for a free executor (more concurrent requests of one shape than
+    /// [`GeneratorOptions::max_pools`]) and preparing a new one do.
     pub async fn generate(
         &self,
         request: &Request,

@@ -178,6 +178,22 @@ fn threads_case(gpu: &Gpu) -> Outcome {
             return Err(format!("thread {i} differs from the sequential run"));
         }
     }
+    // One pool for the shape: three concurrent requests take turns and agree.
+    let g1 = Generator::new(
+        gpu,
+        random(&config(8, f32_policy(), AttentionKind::Dense), 2)?,
+        GeneratorOptions { max_pools: 1, ..GeneratorOptions::default() },
+    )
+    .map_err(err)?;
+    let turns: Vec<Result<Vec<f32>, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| run(&g1, &reqs[0]).map(|o| o.samples))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+    });
+    for t in turns {
+        if t? != sequential[0] {
+            return Err("a request that waited for the pool differs".into());
+        }
+    }
     Ok(Ok(()))
 }
 
