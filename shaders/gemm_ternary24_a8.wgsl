@@ -28,3 +28,10 @@ fn load_w_words(row: u32, q: u32) -> vec4<u32> {
 fn w_scale(row: u32) -> f32 {
     return ws[row];
 }
+
+// One scale per row (applied in the epilogue), no groups.
+const GROUPED: bool = false;
+
+fn group_scales(m: u32, g: u32) -> vec4<f32> {
+    return vec4<f32>();
+}

@@ -52,6 +52,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
     shader!("gemm_ternary24_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
+    shader!("gemm_int4_a8", ["F16", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
     shader!(
         "gemm_qf",
         ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]

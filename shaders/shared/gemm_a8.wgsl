@@ -5,12 +5,17 @@
 // K is walked in slices of 64 (16 words): each invocation stages one vec4<u32> (16 int8) of X and
 // of W per slice, transposed word-major into workgroup memory, so the inner loop reads one vec4 of
 // X words and one of W words per word of K and does 16 dot4I8Packed (64 multiply-adds) with them.
-// Integer sums are exact; scales (row of W, row of X) are applied once in the epilogue.
+// Integer sums are exact; scales (row of W, row of X) are applied once in the epilogue. With
+// group-wise weight scales (GROUPED, groups a multiple of the 64-weight slice), each slice's i32
+// sums are scaled by their group's scales into f32 accumulators instead (one fma per output per
+// slice).
 //
 // The importing shader declares the weight bindings and
+//   const GROUPED: bool
 //   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
-//   fn w_scale(row: u32) -> f32
-// (row < p.m is checked by the caller).
+//   fn w_scale(row: u32) -> f32                       (not GROUPED)
+//   fn group_scales(m: u32, g: u32) -> vec4<f32>      scales of group g, rows m .. m+3 (GROUPED)
+// (row < p.m is checked by the caller for load_w_words; group_scales clamps its rows).
 #import matmul_params_q
 
 @group(0) @binding(0) var<uniform> p: QMatmulParams;
@@ -56,6 +61,11 @@ fn main(
     var acc1 = vec4<i32>();
     var acc2 = vec4<i32>();
     var acc3 = vec4<i32>();
+    var facc0 = vec4<f32>();
+    var facc1 = vec4<f32>();
+    var facc2 = vec4<f32>();
+    var facc3 = vec4<f32>();
+    let mm = m0 + lid.x * 4u;
     for (var kw0 = 0u; kw0 < p.x_row_words; kw0 += BKW) {
         let q = kw0 / 4u + sc;
         let xv = load_x_words(n0 + sr, q);
@@ -78,16 +88,32 @@ fn main(
             acc3 += dot_row(a.w, b);
         }
         workgroupBarrier();
+        if GROUPED {
+            let gs = group_scales(mm, (kw0 * 4u) / p.group);
+            facc0 = fma(vec4<f32>(acc0), gs, facc0);
+            facc1 = fma(vec4<f32>(acc1), gs, facc1);
+            facc2 = fma(vec4<f32>(acc2), gs, facc2);
+            facc3 = fma(vec4<f32>(acc3), gs, facc3);
+            acc0 = vec4<i32>();
+            acc1 = vec4<i32>();
+            acc2 = vec4<i32>();
+            acc3 = vec4<i32>();
+        }
     }
-    let mm = m0 + lid.x * 4u;
     let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
+    let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
     for (var i = 0u; i < 4u; i++) {
         let n = n0 + lid.y * 4u + i;
         if n < p.n {
             for (var j = 0u; j < 4u; j++) {
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;
-                    let v = f32(acc[i][j]) * w_scale(mm + j) * xs[n];
+                    var v: f32;
+                    if GROUPED {
+                        v = facc[i][j] * xs[n];
+                    } else {
+                        v = f32(acc[i][j]) * w_scale(mm + j) * xs[n];
+                    }
                     y[at] = elem(epilogue(v, n, p.m_offset + mm + j, at));
                 }
             }

@@ -81,9 +81,17 @@ impl Linear<'_> {
         }
     }
 
-    /// `DitGraph::int8_input`: ternary, 2:4 ternary and int8 weights take int8 activations.
+    /// `DitGraph::int8_input`: ternary, 2:4 ternary, int8, and int4 with groups a multiple of 64
+    /// take int8 activations.
     fn int8_input(&self) -> bool {
-        matches!(self, Linear::Packed { p, .. } if matches!(p.format, Format::Ternary2 | Format::Ternary24 | Format::Int8))
+        match self {
+            Linear::Packed { p, .. } => match p.format {
+                Format::Ternary2 | Format::Ternary24 | Format::Int8 => true,
+                Format::Int4 { group, .. } => group.is_multiple_of(64),
+                _ => false,
+            },
+            Linear::Dense { .. } => false,
+        }
     }
 }
 

@@ -23,7 +23,9 @@ pub struct Weights<'a> {
 }
 
 /// Twin of the int8-activation GEMMs: exact i32 sums of dot4 over the words of K, then
-/// `f32(sum) * w_scale[m] * x_scale[n]` and the epilogue.
+/// `f32(sum) * w_scale[m] * x_scale[n]` and the epilogue. Int4 (group-wise scales, groups a
+/// multiple of 64): the i32 sum of each 64-weight slice goes into an f32 accumulator with one fma
+/// by its group's scale, in increasing K, and the result times `x_scale[n]`.
 pub fn qgemm_a8<E: Element>(
     p: &QMatmulParams,
     wt: Weights<'_>,
@@ -37,14 +39,20 @@ pub fn qgemm_a8<E: Element>(
     let xw = p.x_row_words as usize;
     for nn in 0..n {
         for mm in 0..m {
-            let mut acc = 0i32;
+            let grouped = matches!(wt.format, Format::Int4 { .. });
+            let (mut acc, mut facc) = (0i32, 0f32);
             for q in 0..xw / 4 {
                 let st = load_step(wt.format, p, wt.w, wt.ws, wt.wz, mm, q);
                 for j in 0..4 {
                     acc += dot4_i8(decode_i8(wt.format, &st, j), xq[nn * xw + 4 * q + j]);
                 }
+                // The end of a 64-weight slice (4 steps), or of K.
+                if grouped && (q % 4 == 3 || q == xw / 4 - 1) {
+                    facc = (acc as f32).mul_add(st.scale(), facc);
+                    acc = 0;
+                }
             }
-            let v = acc as f32 * f32::from_bits(wt.ws[mm]) * xs[nn];
+            let v = if grouped { facc * xs[nn] } else { acc as f32 * f32::from_bits(wt.ws[mm]) * xs[nn] };
             let col = p.m_offset as usize + mm;
             let at = nn * p.ldy as usize + col;
             y[at] = E::from_f32(epilogue(e, t, p.ldy as usize, v, nn, col, at));

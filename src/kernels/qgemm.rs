@@ -21,7 +21,8 @@ use crate::shaders::{Variant, shader};
 pub struct QGemm {
     /// Shape.
     pub shape: MatmulShape,
-    /// Weight format: Ternary2, Int8, Ternary24 (any activations) or Int4 (float activations).
+    /// Weight format: Ternary2, Int8, Ternary24 or Int4 (any activations; int8 activations need
+    /// int4 groups that are a multiple of 64).
     pub format: Format,
     /// Activations.
     pub act: Act,
@@ -59,6 +60,9 @@ impl QGemm {
             (Format::Ternary2, true) => ("gemm_ternary_a8", vec![]),
             (Format::Int8, true) => ("gemm_int8_a8", vec![]),
             (Format::Ternary24, true) => ("gemm_ternary24_a8", vec![]),
+            (Format::Int4 { group, zero_point }, true) if group.is_multiple_of(64) => {
+                ("gemm_int4_a8", zero_point.then_some("ZERO_POINT").into_iter().collect())
+            }
             (Format::Ternary2, false) => ("gemm_qf", vec!["W_TERNARY"]),
             (Format::Ternary24, false) => ("gemm_qf", vec!["W_TERNARY24"]),
             (Format::Int8, false) => ("gemm_qf", vec!["W_INT8"]),
@@ -141,8 +145,19 @@ impl Kernel for QGemm {
                 // A group's state to one packed int8 word: extraction, positions, values, shifts.
                 work.bit_ops += tiles_n * m64 * words * 16;
             }
-            // Output: two scale multiplies per value.
-            work.f32_mul += 2 * m64 * n64;
+            if let Format::Int4 { .. } = self.format {
+                // Four nibbles to four int8 (shift, mask, subtract, pack), per staged word.
+                work.bit_ops += tiles_n * m64 * words * 14;
+                work.i32_add += tiles_n * m64 * words * 4;
+                // Each slice's sums scaled into f32 accumulators (one fma per output), then the
+                // activation scale.
+                let padded_outputs = groups * 64 * 64;
+                work.f32_mul += padded_outputs * slices + m64 * n64;
+                work.f32_add += padded_outputs * slices;
+            } else {
+                // Output: two scale multiplies per value.
+                work.f32_mul += 2 * m64 * n64;
+            }
         } else {
             let GemmTile { bm, bn, bk } = Self::TILE;
             let slices = u64::from(k.div_ceil(bk));

@@ -315,10 +315,15 @@ impl DitGraph {
         })
     }
 
-    /// Whether a block linear takes int8 activations: ternary, 2:4 ternary and int8 weights
-    /// (W1.58A8, W8A8; GEMV and tiled GEMM alike).
+    /// Whether a block linear takes int8 activations: ternary, 2:4 ternary, int8 and int4 with
+    /// groups a multiple of 64 (W1.58A8, W8A8, W4A8; GEMV and tiled GEMM alike). Int4 with
+    /// groups of 32 takes float activations.
     fn int8_input(l: &LinearWeights) -> bool {
-        matches!(l, LinearWeights::Packed { format: Format::Ternary2 | Format::Ternary24 | Format::Int8, .. })
+        match l {
+            LinearWeights::Packed { format: Format::Ternary2 | Format::Ternary24 | Format::Int8, .. } => true,
+            LinearWeights::Packed { format: Format::Int4 { group, .. }, .. } => group.is_multiple_of(64),
+            _ => false,
+        }
     }
 
     /// Adds `y = epilogue(x Wᵀ + b)` over `rows` rows to `g`.

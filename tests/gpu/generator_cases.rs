@@ -263,7 +263,10 @@ fn policies_case(gpu: &Gpu) -> Outcome {
     let policies = [
         (f32_policy(), 1e-4),
         (r#"{"attention": "int8", "mlp": "int8", "other": "f32"}"#, 2e-2),
-        (r#"{"attention": "int4-g32", "mlp": "int4", "other": "f32"}"#, 1e-4),
+        // Groups of 32: float activations, so the GPU and the CPU agree closely.
+        (r#"{"attention": "int4-g32", "mlp": "int4-g32", "other": "f32"}"#, 1e-4),
+        // Groups of 64 and 128: W4A8, int8 activations (a rounding may land on the next level).
+        (r#"{"attention": "int4-g64", "mlp": "int4", "other": "f32"}"#, 2e-2),
         (r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#, 2e-2),
         (r#"{"attention": "ternary-2:4", "mlp": "ternary-2:4", "other": "f32"}"#, 2e-2),
     ];
@@ -351,7 +354,9 @@ fn f16_case(gpu: &Gpu) -> Outcome {
             &r,
         )?;
         let e = rel_rms(&b.samples, &a.samples);
-        if e.is_nan() || e > 1e-2 || b.samples == a.samples {
+        // f16 moves int8 activation roundings of the low-bit policy to neighbouring levels too.
+        let tol = if f16p.contains("ternary") { 3e-2 } else { 1e-2 };
+        if e.is_nan() || e > tol || b.samples == a.samples {
             return Err(format!("{f16p}: relative RMS {e} from {f32p}"));
         }
         if std::env::var("MILLIWATT_TEST_VERBOSE").is_ok() {

@@ -16,7 +16,7 @@ use crate::{Case, Outcome, Unsupported};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
-        ("qgemm_a8_ternary_int8", |b| a8_cases(&b.gpu)),
+        ("qgemm_a8_ternary_ternary24_int8_int4", |b| a8_cases(&b.gpu)),
         ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
         ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
@@ -148,7 +148,13 @@ fn dequant_acts(n: u32, k: u32, xq: &[u32], xs: &[f32]) -> Vec<f32> {
 
 fn a8_cases(gpu: &Gpu) -> Outcome {
     let none = EpilogueInputs::default();
-    for format in [Format::Ternary2, Format::Ternary24, Format::Int8] {
+    for format in [
+        Format::Ternary2,
+        Format::Ternary24,
+        Format::Int8,
+        Format::Int4 { group: 64, zero_point: false },
+        Format::Int4 { group: 128, zero_point: true },
+    ] {
         for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
             let shape = MatmulShape::new(m, n, k);
             let pr = problem(shape, format, 5000 + i as u64)?;
