@@ -52,8 +52,14 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let weights = if args.model.is_dir() {
         let mut config = DitConfig::from_file(&args.model.join("config.json"))?;
         if let Some(p) = &args.policy {

@@ -143,6 +143,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A generation request is invalid (labels, seeds, noise or init image that do not fit the
+    /// model, steps, strength or guidance out of range).
+    #[error("request: {message}")]
+    Request {
+        /// What is wrong, with the values given.
+        message: String,
+    },
+
     /// A run was cancelled between steps; `completed` steps had finished.
     #[error("cancelled after {completed} of {total} steps")]
     Cancelled {

@@ -253,7 +253,7 @@ impl<'g> Generator<'g> {
     pub fn new(gpu: &'g Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
         model.config.validate()?;
         if options.max_pools == 0 {
-            return Err(Error::Graph { message: "max_pools must be at least 1".into() });
+            return Err(Error::Request { message: "max_pools must be at least 1".into() });
         }
         Ok(Self {
             gpu,
@@ -279,7 +279,7 @@ impl<'g> Generator<'g> {
     fn spec(&self, r: &Request) -> Result<SampleSpec> {
         let c = &self.weights.config;
         let images = r.labels.len() as u32;
-        let bad = |message: String| Err(Error::Graph { message });
+        let bad = |message: String| Err(Error::Request { message });
         if images == 0 || r.steps == 0 {
             return bad(format!("a request needs labels and steps (got {images} labels, {} steps)", r.steps));
         }

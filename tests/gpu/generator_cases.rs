@@ -152,7 +152,7 @@ fn requests_case(gpu: &Gpu) -> Outcome {
         },
         request(vec![], Seeds::Base(0), 2),
     ] {
-        if !matches!(g.generate_blocking(&bad, |_| ControlFlow::Continue(())), Err(Error::Graph { .. })) {
+        if !matches!(g.generate_blocking(&bad, |_| ControlFlow::Continue(())), Err(Error::Request { .. })) {
             return Err(format!("bad request {bad:?} was accepted"));
         }
     }
