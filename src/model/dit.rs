@@ -30,8 +30,8 @@ enum Source {
     Float(String),
     /// Rows `ranges` of a float [rows, k] tensor (or of a vector, k = 1), concatenated.
     Rows(String, Vec<std::ops::Range<usize>>, usize),
-    /// A packed weight of the checkpoint.
-    Packed(String),
+    /// A packed weight of the checkpoint, and its streams in the graph.
+    Packed(String, PackedWeight),
     /// Computed here.
     F32(Vec<f32>),
     /// Computed here.
@@ -46,8 +46,6 @@ enum LinearWeights {
 }
 
 impl LinearWeights {
-    const NONE: Self = LinearWeights::Dense { w: TensorId(0), b: TensorId(0), m: 0, k: 0 };
-
     /// Outputs and inputs.
     fn dims(&self) -> (u32, u32) {
         match *self {
@@ -102,6 +100,67 @@ pub struct ForwardIo {
     pub out: TensorId,
 }
 
+/// Declares a model's weights in a graph, remembering where each one's data comes from.
+struct Declare<'a> {
+    g: &'a mut Graph,
+    elem: Elem,
+    hidden: u32,
+    sources: Vec<(TensorId, Source)>,
+}
+
+impl Declare<'_> {
+    fn f32s(&mut self, name: &str, data: Vec<f32>) -> TensorId {
+        let t = self.g.weight(name, &[data.len() as u32], DType::F32);
+        self.sources.push((t, Source::F32(data)));
+        t
+    }
+
+    fn u32s(&mut self, name: &str, data: Vec<u32>) -> TensorId {
+        let t = self.g.weight(name, &[data.len() as u32], DType::U32);
+        self.sources.push((t, Source::U32(data)));
+        t
+    }
+
+    /// A float tensor of the checkpoint, in the graph's element type.
+    fn float(&mut self, name: &str, shape: &[u32]) -> TensorId {
+        let id = self.g.weight(name, shape, DType::from(self.elem));
+        self.sources.push((id, Source::Float(name.into())));
+        id
+    }
+
+    /// A linear layer `<name>.weight` [m, k] (a conv weight flattened to [m, C·p·p]) and
+    /// `<name>.bias`, dense or packed in `format`.
+    fn linear(&mut self, name: &str, m: u32, k: u32, format: Option<Format>) -> LinearWeights {
+        let wname = format!("{name}.weight");
+        let b = self.float(&format!("{name}.bias"), &[m]);
+        match format {
+            None => {
+                let w = self.float(&wname, &[m, k]);
+                LinearWeights::Dense { w, b, m, k }
+            }
+            Some(format) => {
+                // `Format::layout` was checked for these K by `DitConfig::validate`.
+                let w = self.g.packed_weight(&wname, format, m, k).expect("layout validated with the config");
+                self.sources.push((w.data, Source::Packed(wname, w)));
+                LinearWeights::Packed { w, format, b, m, k }
+            }
+        }
+    }
+
+    /// Rows `ranges` of the adaLN projection `name` ([6d, d] weight, [6d] bias) as a dense
+    /// linear named `part`.
+    fn rows(&mut self, name: &str, part: &str, ranges: Vec<std::ops::Range<usize>>) -> LinearWeights {
+        let k = self.hidden as usize;
+        let m: usize = ranges.iter().map(|r| r.len()).sum();
+        let dt = DType::from(self.elem);
+        let w = self.g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], dt);
+        let b = self.g.weight(format!("{name}.bias[{part}]"), &[m as u32], dt);
+        self.sources.push((w, Source::Rows(format!("{name}.weight"), ranges.clone(), k)));
+        self.sources.push((b, Source::Rows(format!("{name}.bias"), ranges, 1)));
+        LinearWeights::Dense { w, b, m: m as u32, k: k as u32 }
+    }
+}
+
 /// Tensors one forward pass produced.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardTensors {
@@ -142,60 +201,59 @@ impl DitGraph {
             }
         }
         let d = config.hidden_size as usize;
-        let mut me = Self {
-            config: config.clone(),
-            images,
-            elem,
-            sources: Vec::new(),
-            x_embed: LinearWeights::NONE,
-            pos_embed: TensorId(0),
-            t_freqs: TensorId(0),
-            t_mlp0: LinearWeights::NONE,
-            t_mlp2: LinearWeights::NONE,
-            y_table: TensorId(0),
-            blocks: Vec::new(),
-            final_mod: LinearWeights::NONE,
-            final_linear: LinearWeights::NONE,
-            attn_blocks: None,
-        };
         let h = config.hidden_size;
-        me.x_embed = me.linear(g, "x_embedder.proj", h, config.patch_dim(), None);
-        me.pos_embed = me.float(g, "pos_embed", &[config.tokens(), h]);
-        let freqs = timestep_freqs(256, 10000.0);
-        me.t_freqs = me.computed(g, "t_embedder.freqs", Source::F32(freqs));
-        me.t_mlp0 = me.linear(g, "t_embedder.mlp.0", h, 256, None);
-        me.t_mlp2 = me.linear(g, "t_embedder.mlp.2", h, h, None);
-        me.y_table = me.float(g, "y_embedder.embedding_table.weight", &[config.num_classes + 1, h]);
+        let mut w = Declare { g, elem, hidden: h, sources: Vec::new() };
+        let x_embed = w.linear("x_embedder.proj", h, config.patch_dim(), None);
+        let pos_embed = w.float("pos_embed", &[config.tokens(), h]);
+        let t_freqs = w.f32s("t_embedder.freqs", timestep_freqs(256, 10000.0));
+        let t_mlp0 = w.linear("t_embedder.mlp.0", h, 256, None);
+        let t_mlp2 = w.linear("t_embedder.mlp.2", h, h, None);
+        let y_table = w.float("y_embedder.embedding_table.weight", &[config.num_classes + 1, h]);
         let (att, mlp) = (config.quantization.attention.packed(), config.quantization.mlp.packed());
         let mh = config.mlp_hidden();
-        for i in 0..config.depth {
-            let p = format!("blocks.{i}");
-            let ada = format!("{p}.adaLN_modulation.1");
-            // Chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
-            let chunk = |c: usize| c * d..(c + 1) * d;
-            let modulation = me.rows(g, &ada, "modulation", vec![chunk(0), chunk(1), chunk(3), chunk(4)]);
-            let gate_msa = me.rows(g, &ada, "gate_msa", vec![chunk(2)]);
-            let gate_mlp = me.rows(g, &ada, "gate_mlp", vec![chunk(5)]);
-            let block = BlockTensors {
-                modulation,
-                gate_msa,
-                gate_mlp,
-                qkv: me.linear(g, &format!("{p}.attn.qkv"), 3 * h, h, att),
-                proj: me.linear(g, &format!("{p}.attn.proj"), h, h, att),
-                fc1: me.linear(g, &format!("{p}.mlp.fc1"), mh, h, mlp),
-                fc2: me.linear(g, &format!("{p}.mlp.fc2"), h, mh, mlp),
-            };
-            me.blocks.push(block);
-        }
-        me.final_mod = me.linear(g, "final_layer.adaLN_modulation.1", 2 * h, h, None);
+        let blocks = (0..config.depth)
+            .map(|i| {
+                let p = format!("blocks.{i}");
+                let ada = format!("{p}.adaLN_modulation.1");
+                // Chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+                let chunk = |c: usize| c * d..(c + 1) * d;
+                BlockTensors {
+                    modulation: w.rows(&ada, "modulation", vec![chunk(0), chunk(1), chunk(3), chunk(4)]),
+                    gate_msa: w.rows(&ada, "gate_msa", vec![chunk(2)]),
+                    gate_mlp: w.rows(&ada, "gate_mlp", vec![chunk(5)]),
+                    qkv: w.linear(&format!("{p}.attn.qkv"), 3 * h, h, att),
+                    proj: w.linear(&format!("{p}.attn.proj"), h, h, att),
+                    fc1: w.linear(&format!("{p}.mlp.fc1"), mh, h, mlp),
+                    fc2: w.linear(&format!("{p}.mlp.fc2"), h, mh, mlp),
+                }
+            })
+            .collect();
+        let final_mod = w.linear("final_layer.adaLN_modulation.1", 2 * h, h, None);
         let pout = config.patch_size * config.patch_size * config.out_channels();
-        me.final_linear = me.linear(g, "final_layer.linear", pout, h, None);
-        if let AttentionKind::Neighbourhood { window } = config.attention {
-            let grid = config.grid();
-            let list = neighbourhood_blocks(config.tokens(), grid, grid, window);
-            me.attn_blocks = Some(me.computed_u32(g, "attention.blocks", list));
-        }
-        Ok(me)
+        let final_linear = w.linear("final_layer.linear", pout, h, None);
+        let attn_blocks = match config.attention {
+            AttentionKind::Neighbourhood { window } => {
+                let grid = config.grid();
+                Some(w.u32s("attention.blocks", neighbourhood_blocks(config.tokens(), grid, grid, window)))
+            }
+            AttentionKind::Dense => None,
+        };
+        Ok(Self {
+            sources: w.sources,
+            config,
+            images,
+            elem,
+            x_embed,
+            pos_embed,
+            t_freqs,
+            t_mlp0,
+            t_mlp2,
+            y_table,
+            blocks,
+            final_mod,
+            final_linear,
+            attn_blocks,
+        })
     }
 
     /// The model's configuration.
@@ -206,59 +264,6 @@ impl DitGraph {
     /// Images per forward pass.
     pub fn images(&self) -> u32 {
         self.images
-    }
-
-    fn computed(&mut self, g: &mut Graph, name: &str, data: Source) -> TensorId {
-        let len = match &data {
-            Source::F32(v) => v.len(),
-            Source::U32(v) => v.len(),
-            _ => unreachable!("computed sources only"),
-        };
-        let dtype = if matches!(data, Source::U32(_)) { DType::U32 } else { DType::F32 };
-        let t = g.weight(name, &[len as u32], dtype);
-        self.sources.push((t, data));
-        t
-    }
-
-    fn computed_u32(&mut self, g: &mut Graph, name: &str, data: Vec<u32>) -> TensorId {
-        self.computed(g, name, Source::U32(data))
-    }
-
-    fn float(&mut self, g: &mut Graph, name: &str, shape: &[u32]) -> TensorId {
-        let id = g.weight(name, shape, DType::from(self.elem));
-        self.sources.push((id, Source::Float(name.into())));
-        id
-    }
-
-    /// A linear layer `<name>.weight` [m, k] (a conv weight flattened to [m, C·p·p]) and
-    /// `<name>.bias`, dense or packed in `format`.
-    fn linear(&mut self, g: &mut Graph, name: &str, m: u32, k: u32, format: Option<Format>) -> LinearWeights {
-        let wname = format!("{name}.weight");
-        let b = self.float(g, &format!("{name}.bias"), &[m]);
-        match format {
-            None => {
-                let w = self.float(g, &wname, &[m, k]);
-                LinearWeights::Dense { w, b, m, k }
-            }
-            Some(format) => {
-                // `Format::layout` was checked for these K by `DitConfig::validate`.
-                let w = g.packed_weight(&wname, format, m, k).expect("layout validated with the config");
-                self.sources.push((w.data, Source::Packed(wname)));
-                LinearWeights::Packed { w, format, b, m, k }
-            }
-        }
-    }
-
-    /// Rows of the adaLN projection `name` ([6d, d] weight, [6d] bias) as a dense linear.
-    fn rows(&mut self, g: &mut Graph, name: &str, part: &str, ranges: Vec<std::ops::Range<usize>>) -> LinearWeights {
-        let k = self.config.hidden_size as usize;
-        let m: usize = ranges.iter().map(|r| r.len()).sum();
-        let dt = DType::from(self.elem);
-        let w = g.weight(format!("{name}.weight[{part}]"), &[m as u32, k as u32], dt);
-        let b = g.weight(format!("{name}.bias[{part}]"), &[m as u32], dt);
-        self.sources.push((w, Source::Rows(format!("{name}.weight"), ranges.clone(), k)));
-        self.sources.push((b, Source::Rows(format!("{name}.bias"), ranges, 1)));
-        LinearWeights::Dense { w, b, m: m as u32, k: k as u32 }
     }
 
     /// Writes every weight into `ex` (once per executor). `weights` must be of this graph's
@@ -295,24 +300,12 @@ impl DitGraph {
                         ranges.iter().flat_map(|r| data[r.start * k..r.end * k].iter().copied()).collect();
                     write(&rows)?;
                 }
-                Source::Packed(name) => {
-                    let p = weights.packed(name)?;
-                    let w = self.packed_of(*t).expect("declared packed weight");
-                    ex.write_packed(&w, p)?;
-                }
+                Source::Packed(name, w) => ex.write_packed(w, weights.packed(name)?)?,
                 Source::F32(v) => ex.write(*t, v)?,
                 Source::U32(v) => ex.write(*t, v)?,
             }
         }
         Ok(())
-    }
-
-    fn packed_of(&self, data: TensorId) -> Option<PackedWeight> {
-        let all = self.blocks.iter().flat_map(|b| [&b.qkv, &b.proj, &b.fc1, &b.fc2]);
-        all.chain([&self.x_embed, &self.final_linear]).find_map(|l| match l {
-            LinearWeights::Packed { w, .. } if w.data == data => Some(*w),
-            _ => None,
-        })
     }
 
     /// Whether a block linear takes int8 activations: ternary, 2:4 ternary, int8 and int4 with
