@@ -181,6 +181,15 @@ pub enum Error {
         problem: CheckpointProblem,
     },
 
+    /// A data file (a digit set, a classifier) that cannot be used as it is.
+    #[error("{}: {message}", path.display())]
+    Data {
+        /// File involved.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// An I/O error, with the path involved.
     #[error("{path}: {source}")]
     Io {

@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod cpu;
 mod error;
+pub mod eval;
 pub mod generator;
 pub mod gpu;
 pub mod graph;

@@ -28,7 +28,7 @@ use crate::quant::Format;
 const MAX_HEAD_DIM: u32 = 128;
 
 /// The name bad configurations are reported under ([`Error::Checkpoint`]'s `tensor`).
-const CONFIG_NAME: &str = "config.json";
+pub(crate) const CONFIG_NAME: &str = "config.json";
 
 /// A class-conditional DiT (facebookresearch/DiT `models.py`) and how milliwatt runs it.
 ///

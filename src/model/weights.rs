@@ -29,12 +29,15 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensorError, SafeTensors, View};
 
-use super::config::{DitConfig, LinearFormat};
+use super::config::{DitConfig, FloatFormat, LinearFormat, QuantPolicy};
 use crate::error::{CheckpointProblem, Error, Result};
 use crate::quant::{Format, Packed, ScaleMode, quantize};
 
 /// Width of DiT's sinusoidal timestep embedding (`TimestepEmbedder.frequency_embedding_size`).
 const FREQUENCY_EMBEDDING_SIZE: usize = 256;
+
+/// The weights file of a model directory ([`DitWeights::open`]).
+pub const MODEL_FILE: &str = "model.safetensors";
 
 /// The "tensor" errors about a safetensors header that cannot be read are reported under.
 const HEADER: &str = "(header)";
@@ -371,6 +374,20 @@ fn read_packed(
     })
 }
 
+/// `t` as little-endian F32 or F16 bytes; errors on a finite value past f16's range.
+fn float_bytes(t: &HostTensor, format: FloatFormat) -> std::result::Result<Bytes, String> {
+    let (dtype, data) = match format {
+        FloatFormat::F32 => (Dtype::F32, t.data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        FloatFormat::F16 => {
+            if let Some(i) = t.data.iter().position(|x| x.abs() > f32::from(half::f16::MAX)) {
+                return Err(format!("element {i} ({}) does not fit f16", t.data[i]));
+            }
+            (Dtype::F16, t.data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect())
+        }
+    };
+    Ok(Bytes { dtype, shape: t.shape.clone(), data })
+}
+
 /// A tensor to write: safetensors' [`View`] over owned little-endian bytes.
 struct Bytes {
     dtype: Dtype,
@@ -411,6 +428,61 @@ impl DitWeights {
     /// an invalid one are meaningless).
     pub fn expected(config: &DitConfig) -> Vec<(String, Vec<usize>)> {
         entries(config).into_iter().map(|e| (e.name, e.shape)).collect()
+    }
+
+    /// Reads a model directory: `config.json` and `model.safetensors`, which is either a DiT
+    /// state dict (quantized on load per the configuration's policy, or per `policy` when given)
+    /// or a file [`DitWeights::save_packed`] wrote (its configuration must equal `config.json`'s;
+    /// it cannot be re-quantized, so `policy` must be `None` or its own).
+    ///
+    /// Errors: [`Error::Io`] when a file cannot be read; [`Error::Checkpoint`] as
+    /// [`DitWeights::load`] and [`DitWeights::load_packed`] do, and naming `config.json` when it
+    /// disagrees with a pre-packed file or a policy is asked of one.
+    pub fn open(dir: &Path, policy: Option<QuantPolicy>) -> Result<Self> {
+        let config_path = dir.join(super::config::CONFIG_NAME);
+        let mut config = DitConfig::from_file(&config_path)?;
+        let path = dir.join(MODEL_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let (_, metadata) = open(&bytes, &path)?;
+        if metadata.contains_key(VERSION_KEY) {
+            let weights = Self::packed_from_bytes(&bytes, &path)?;
+            let bad = |message: String| invalid(&config_path, super::config::CONFIG_NAME, message);
+            if weights.config != config {
+                return Err(bad(format!("differs from the configuration stored in {}", path.display())));
+            }
+            if let Some(p) = policy
+                && p != config.quantization
+            {
+                return Err(bad(format!(
+                    "{} is pre-packed ({}); only a float model can be quantized on load",
+                    path.display(),
+                    serde_json::to_string(&config.quantization).unwrap_or_default()
+                )));
+            }
+            return Ok(weights);
+        }
+        if let Some(p) = policy {
+            config.quantization = p;
+        }
+        Self::from_bytes(&bytes, &config, &path)
+    }
+
+    /// Writes the float weights as a DiT state dict (`model.safetensors` of a model directory, in
+    /// `floats` precision, `pos_embed` included) that [`DitWeights::load`] reads back. Errors
+    /// ([`Error::Checkpoint`]) when a weight is packed, a value does not fit f16, or
+    /// ([`Error::Io`]) the file cannot be written.
+    pub fn save_state_dict(&self, path: &Path, floats: FloatFormat) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (name, weight) in &self.tensors {
+            let WeightData::Float(t) = weight else {
+                return Err(invalid(path, name, "packed: write pre-packed models with save_packed"));
+            };
+            tensors.push((name.clone(), float_bytes(t, floats).map_err(|m| invalid(path, name, m))?));
+        }
+        safetensors::serialize_to_file(tensors, None, path).map_err(|e| match e {
+            SafeTensorError::IoError(source) => Error::Io { path: path.into(), source },
+            other => invalid(path, HEADER, format!("cannot write the file: {other}")),
+        })
     }
 
     /// Reads a DiT checkpoint from a safetensors file. Errors: [`Error::Io`] when the file cannot
@@ -502,11 +574,19 @@ impl DitWeights {
     }
 
     /// Writes the weights as they are (packed ones packed) to one safetensors file, with the
-    /// configuration in its metadata (the layout is in the [module docs](self)). The file is
-    /// written beside `path` and renamed over it, so a reader never sees half a file.
+    /// configuration in its metadata (the layout is in the [module docs](self)); float tensors
+    /// as F32. [`DitWeights::save_packed_as`] chooses their storage.
     ///
     /// Errors: [`Error::Io`] when the file cannot be written.
     pub fn save_packed(&self, path: &Path) -> Result<()> {
+        self.save_packed_as(path, FloatFormat::F32)
+    }
+
+    /// [`DitWeights::save_packed`] with the float tensors stored as `floats` (F16 halves them;
+    /// they load back as f32, rounded to f16). A `pos_embed` equal to the one the loader computes
+    /// is left out. Errors as `save_packed`, and ([`Error::Checkpoint`]) when a value does not
+    /// fit f16.
+    pub fn save_packed_as(&self, path: &Path, floats: FloatFormat) -> Result<()> {
         let header_error = |message: String| invalid(path, HEADER, message);
         let mut metadata = HashMap::new();
         metadata.insert(VERSION_KEY.to_string(), VERSION.to_string());
@@ -517,8 +597,12 @@ impl DitWeights {
         for (name, weight) in &self.tensors {
             match weight {
                 WeightData::Float(t) => {
-                    let data = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    tensors.push((name.clone(), Bytes { dtype: Dtype::F32, shape: t.shape.clone(), data }));
+                    if floats == FloatFormat::F16 && name == "pos_embed" {
+                        if computed_pos_embed(&self.config, path)?.data == t.data {
+                            continue;
+                        }
+                    }
+                    tensors.push((name.clone(), float_bytes(t, floats).map_err(|m| invalid(path, name, m))?));
                 }
                 WeightData::Packed(p) => {
                     let meta = PackedMeta {
@@ -563,7 +647,12 @@ impl DitWeights {
     /// with the configuration's policy or the format's layout.
     pub fn load_packed(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        let (st, metadata) = open(&bytes, path)?;
+        Self::packed_from_bytes(&bytes, path)
+    }
+
+    /// [`DitWeights::load_packed`] of a file's bytes held in memory.
+    fn packed_from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let (st, metadata) = open(bytes, path)?;
         match metadata.get(VERSION_KEY).map(String::as_str) {
             Some(VERSION) => {}
             Some(v) => {

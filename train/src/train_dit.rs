@@ -1,0 +1,284 @@
+//! The DiT training loop: batches from the training digits, the conventional ε objective or the
+//! rectified-flow velocity objective, AdamW with warm-up and cosine decay, EMA, logs, checkpoints
+//! and exact resumption.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor, Var};
+use milliwatt::eval::digits::{Digits, PIXELS, SIDE};
+use milliwatt::kernels::ddim_schedule;
+use milliwatt::model::{DitConfig, Prediction};
+use serde::{Deserialize, Serialize};
+
+use crate::ckpt::{self, HostF32};
+use crate::dit::{Dit, Quant};
+use crate::optim::{Adam, AdamConfig};
+use crate::rng::Rng;
+
+/// Everything that decides a run (stored in its checkpoints; a resumed run must match it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub config: DitConfig,
+    /// "fp32", "ternary" or "ternary24".
+    pub kind: String,
+    pub batch: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub ema_decay: f64,
+    /// Probability of replacing a label by the null class (classifier-free guidance).
+    pub label_dropout: f64,
+    pub seed: u64,
+    /// The checkpoint a fine-tune started from, if any.
+    pub init: Option<PathBuf>,
+}
+
+impl RunSpec {
+    pub fn quant(&self) -> Result<Quant> {
+        Ok(match self.kind.as_str() {
+            "fp32" => Quant::Float,
+            "ternary" => Quant::Ternary,
+            "ternary24" => Quant::Ternary24,
+            k => bail!("unknown model kind `{k}` (fp32, ternary, ternary24)"),
+        })
+    }
+
+    /// Learning rate at `step`: linear warm-up, then cosine decay to a tenth.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps - self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup) as f64 / span).min(1.0);
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+    }
+}
+
+/// The run state stored beside the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    spec: RunSpec,
+    step: u64,
+    rng: u64,
+    seconds: f64,
+}
+
+/// One training batch, built on the host: model input, time features' times, labels, target.
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub t: Vec<f32>,
+    pub y: Vec<u32>,
+    pub target: Vec<f32>,
+}
+
+/// Draws a batch: digits uniformly at random, pixels to [-1, 1], labels dropped to the null
+/// class with `label_dropout`, and the noised input and target of the model's objective:
+///
+/// - velocity (rectified flow, the crate's convention): t logit-normal, x_t = (1 − t) x₀ + t ε,
+///   target v = ε − x₀, model time 1000 t;
+/// - epsilon (DDPM, DiT's recipe): timestep k uniform in 0..1000, x_k = √ᾱ_k x₀ + √(1 − ᾱ_k) ε,
+///   target ε, model time k (sampler time k / 1000, as the crate's DDIM schedule passes it).
+pub fn draw(spec: &RunSpec, data: &Digits, alpha_bar: &[f32], rng: &mut Rng) -> Batch {
+    let n = spec.batch;
+    let classes = spec.config.num_classes;
+    let mut b = Batch { x: Vec::with_capacity(n * PIXELS), t: Vec::new(), y: Vec::new(), target: Vec::new() };
+    for _ in 0..n {
+        let i = rng.below(data.len());
+        let label = if rng.uniform() < spec.label_dropout { classes } else { u32::from(data.labels[i]) };
+        b.y.push(label);
+        let (a, s, t) = match spec.config.prediction {
+            Prediction::Velocity => {
+                let t = 1.0 / (1.0 + (-rng.normal()).exp());
+                (1.0 - t, t, t)
+            }
+            Prediction::Epsilon => {
+                let k = rng.below(alpha_bar.len());
+                let ab = alpha_bar[k];
+                (ab.sqrt(), (1.0 - ab).sqrt(), k as f32 / 1000.0)
+            }
+        };
+        b.t.push(t);
+        for &p in data.image(i) {
+            let x0 = f32::from(p) / 127.5 - 1.0;
+            let eps = rng.normal();
+            b.x.push(a * x0 + s * eps);
+            b.target.push(match spec.config.prediction {
+                Prediction::Velocity => eps - x0,
+                Prediction::Epsilon => eps,
+            });
+        }
+    }
+    b
+}
+
+/// ᾱ for each of the 1000 training timesteps, from the crate's DDIM schedule (so training and
+/// sampling share one β schedule): index k holds ᾱ_k.
+pub fn alpha_bars() -> Vec<f32> {
+    let mut ab: Vec<f32> = ddim_schedule(1000).iter().map(|e| e.alpha_bar).collect();
+    ab.reverse();
+    ab
+}
+
+/// One optimizer step on `batch`; returns the loss.
+pub fn train_step(model: &Dit, opt: &mut Adam, batch: &Batch, lr: f64, ema_decay: f64) -> Result<(f32, f64)> {
+    let dev = Device::Cpu;
+    let n = batch.t.len();
+    let x = Tensor::from_vec(batch.x.clone(), (n, 1, SIDE, SIDE), &dev)?;
+    let target = Tensor::from_vec(batch.target.clone(), (n, 1, SIDE, SIDE), &dev)?;
+    let y = Tensor::from_vec(batch.y.clone(), n, &dev)?;
+    let out = model.forward(&x, &model.time_features(&batch.t)?, &y)?;
+    let loss = out.sub(&target)?.sqr()?.mean_all()?;
+    let grads = loss.backward()?;
+    let norm = opt.step(&grads, lr, ema_decay)?;
+    Ok((loss.to_scalar::<f32>()?, norm))
+}
+
+fn state_tensors(model: &Dit, opt: &Adam) -> Result<BTreeMap<String, HostF32>> {
+    let mut out = BTreeMap::new();
+    for (i, (name, var)) in model.params.iter().enumerate() {
+        out.insert(format!("param/{name}"), HostF32::of(var.as_tensor())?);
+        out.insert(format!("m/{name}"), HostF32::of(&opt.m[i])?);
+        out.insert(format!("v/{name}"), HostF32::of(&opt.v[i])?);
+        out.insert(format!("ema/{name}"), HostF32::of(&opt.ema[i])?);
+    }
+    Ok(out)
+}
+
+/// Parameters of `prefix` ("param" or "ema") from a checkpoint's tensors, as variables.
+pub fn params_from(tensors: &BTreeMap<String, HostF32>, prefix: &str) -> Result<BTreeMap<String, Var>> {
+    let dev = Device::Cpu;
+    let mut params = BTreeMap::new();
+    for (k, t) in tensors {
+        if let Some(name) = k.strip_prefix(&format!("{prefix}/")) {
+            params.insert(name.to_string(), Var::from_tensor(&t.tensor(&dev)?)?);
+        }
+    }
+    Ok(params)
+}
+
+/// Reads a run's checkpoint: its spec, step, and tensors.
+pub fn read_checkpoint(path: &Path) -> Result<(RunSpec, u64, BTreeMap<String, HostF32>)> {
+    let (tensors, state) = ckpt::load(path)?;
+    let state: RunState = serde_json::from_value(state).context("checkpoint run state")?;
+    Ok((state.spec, state.step, tensors))
+}
+
+/// Options of a training invocation that do not change the result.
+pub struct Session {
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many minutes of this invocation.
+    pub minutes: Option<f64>,
+    pub checkpoint_minutes: f64,
+    pub log_every: u64,
+}
+
+/// Trains `spec` on `data` into `session.out` (`checkpoint.safetensors`, `loss.csv`,
+/// `log.txt` lines on stdout).
+pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
+    std::fs::create_dir_all(&session.out)?;
+    let ckpt_path = session.out.join("checkpoint.safetensors");
+    let dev = Device::Cpu;
+    let quant = spec.quant()?;
+    let (model, mut opt, mut step, mut rng, mut seconds) = if session.resume && ckpt_path.exists() {
+        let (tensors, state) = ckpt::load(&ckpt_path)?;
+        let state: RunState = serde_json::from_value(state)?;
+        if state.spec != spec {
+            bail!(
+                "{} was trained with {:?}; resume with the same options (or start a new --out)",
+                ckpt_path.display(),
+                state.spec
+            );
+        }
+        let model = Dit::with_params(&spec.config, quant, params_from(&tensors, "param")?, &dev)?;
+        let mut opt = Adam::new(model.vars(), AdamConfig::default())?;
+        for (i, name) in model.params.keys().enumerate() {
+            opt.m[i] = tensors[&format!("m/{name}")].tensor(&dev)?;
+            opt.v[i] = tensors[&format!("v/{name}")].tensor(&dev)?;
+            opt.ema[i] = tensors[&format!("ema/{name}")].tensor(&dev)?;
+        }
+        opt.t = state.step;
+        println!("resumed {} at step {}", ckpt_path.display(), state.step);
+        (model, opt, state.step, Rng::new(state.rng), state.seconds)
+    } else {
+        if ckpt_path.exists() {
+            bail!("{} exists: pass --resume to continue it, or choose another --out", ckpt_path.display());
+        }
+        let mut rng = Rng::new(spec.seed);
+        let model = match &spec.init {
+            Some(init) => {
+                let (_, _, tensors) = read_checkpoint(init)?;
+                println!("fine-tuning from the EMA weights of {}", init.display());
+                Dit::with_params(&spec.config, quant, params_from(&tensors, "ema")?, &dev)?
+            }
+            None => Dit::new(&spec.config, quant, &mut rng, &dev)?,
+        };
+        let opt = Adam::new(model.vars(), AdamConfig::default())?;
+        (model, opt, 0, rng, 0.0)
+    };
+    std::fs::write(session.out.join("spec.json"), serde_json::to_string_pretty(&spec)? + "\n")?;
+    let mut csv = std::fs::OpenOptions::new().create(true).append(true).open(session.out.join("loss.csv"))?;
+    if step == 0 {
+        writeln!(csv, "step,loss,grad_norm,lr,seconds")?;
+    }
+    let alpha_bar = alpha_bars();
+    let started = Instant::now();
+    let mut last_ckpt = Instant::now();
+    let (mut window, mut window_n) = (0f64, 0u64);
+    let save = |step: u64, rng: &Rng, seconds: f64, opt: &Adam| -> Result<()> {
+        let state = RunState { spec: spec.clone(), step, rng: rng.state, seconds };
+        ckpt::save(&ckpt_path, &state_tensors(&model, opt)?, &serde_json::to_value(state)?)
+    };
+    while step < spec.steps {
+        let t0 = Instant::now();
+        let batch = draw(&spec, data, &alpha_bar, &mut rng);
+        let lr = spec.lr_at(step);
+        let (loss, norm) = train_step(&model, &mut opt, &batch, lr, spec.ema_decay)?;
+        if !loss.is_finite() {
+            bail!("loss is {loss} at step {step}: stopping (the last checkpoint is intact)");
+        }
+        step += 1;
+        seconds += t0.elapsed().as_secs_f64();
+        window += f64::from(loss);
+        window_n += 1;
+        writeln!(csv, "{step},{loss},{norm:.4},{lr:.3e},{seconds:.1}")?;
+        if step % session.log_every == 0 || step == spec.steps {
+            println!(
+                "step {step}/{} loss {:.5} grad {norm:.3} lr {lr:.2e} {:.3} s/step ({:.0} s in all)",
+                spec.steps,
+                window / window_n as f64,
+                seconds / step.max(1) as f64,
+                seconds
+            );
+            (window, window_n) = (0.0, 0);
+        }
+        let out_of_time = session.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > 60.0 * m);
+        if last_ckpt.elapsed().as_secs_f64() > 60.0 * session.checkpoint_minutes || step == spec.steps || out_of_time {
+            save(step, &rng, seconds, &opt)?;
+            last_ckpt = Instant::now();
+            println!("checkpoint at step {step}");
+        }
+        if out_of_time {
+            println!("stopping after {:.1} minutes: resume with --resume", started.elapsed().as_secs_f64() / 60.0);
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_bar_matches_ddim_betas() {
+        let ab = alpha_bars();
+        assert_eq!(ab.len(), 1000);
+        assert!((ab[0] - (1.0 - 1e-4)).abs() < 1e-7);
+        assert!(ab.windows(2).all(|w| w[1] < w[0]));
+    }
+}
