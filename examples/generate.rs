@@ -1,136 +1,303 @@
-//! Generates images with a DiT checkpoint: a directory with `config.json` and `model.safetensors`
-//! (the original DiT state-dict naming; quantized on load per `--policy`), or a pre-packed file.
-//! Writes one PNG per image and prints the timings, the GPU profile and the energy ledger.
+//! The main command: draws digits with the shipped milliwatt model (ternary weights, int8
+//! activations, 8 rectified-flow steps) and writes them as one enlarged grid, `out.png`, with the
+//! generation parameters in its text chunks. Then it prints the time per image, the GPU profile
+//! and the energy ledger against the conventional model (fp32, 50 DDIM steps, guided).
 //!
 //! ```sh
-//! cargo run --release --example generate -- tests/fixtures/dit-golden/dit-tiny-sigma --labels 3,7 --steps 8
-//! cargo run --release --example generate -- MODEL_DIR --policy '{"attention":"ternary","mlp":"ternary","other":"f32"}'
+//! cargo run --release --example generate                      # 10 × 10 digits -> out.png
+//! cargo run --release --example generate -- -c 3,7 -b 4 -s 42 --steps 16 -o sevens.png
+//! cargo run --release --example generate -- -m mnist-fp32 --steps 50 --cfg-scale 4
+//! cargo run --release --example generate -- -m mnist-fp32 --quant int4-g64 --steps 50
 //! ```
+//!
+//! `-m` takes a model directory (config.json + model.safetensors) or the name of one under
+//! `models/`. Flags follow stable-diffusion.cpp's names; a bad value is one line and exit code 2.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use milliwatt::generator::InitImage;
-use milliwatt::model::{DitConfig, DitWeights, SamplerKind};
-use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Seeds};
+use milliwatt::model::{DitWeights, FloatFormat, LinearFormat, QuantPolicy, SamplerKind};
+use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Seeds, picture};
 
-#[derive(Parser, Debug)]
-#[command(about = "Generate images with a class-conditional DiT on any GPU")]
-struct Args {
-    /// Model directory (config.json + model.safetensors) or a pre-packed .safetensors file.
-    model: PathBuf,
-    /// Class labels, one image each.
-    #[arg(long, value_delimiter = ',', default_value = "0")]
-    labels: Vec<u32>,
-    /// Seed of the first image (image i gets seed + i).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Sampler steps.
-    #[arg(long, default_value_t = 25)]
-    steps: u32,
-    /// Classifier-free guidance scale (0 for none).
-    #[arg(long, default_value_t = 4.0)]
-    guidance: f32,
-    /// euler, heun or ddim (default: from the model's prediction).
-    #[arg(long)]
-    sampler: Option<String>,
-    /// Quantization policy as JSON, replacing config.json's (quantize on load).
-    #[arg(long)]
-    policy: Option<String>,
-    /// img2img: start from this PNG (resized to the model's input) with `--strength`.
-    #[arg(long)]
-    init: Option<PathBuf>,
-    /// img2img strength in [0, 1].
-    #[arg(long, default_value_t = 0.6)]
-    strength: f32,
-    /// Time every dispatch and print the profile (writes a Chrome trace beside the images).
-    #[arg(long)]
-    profile: bool,
-    /// Output directory.
-    #[arg(long, default_value = "target/generate")]
-    out: PathBuf,
+/// The shipped models, beside Cargo.toml (so the command works from any directory).
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+/// The model drawn by default: quantization-aware ternary, rectified flow.
+const DEFAULT_MODEL: &str = "mnist-ternary";
+/// Guidance of the default model: the scale with the best class accuracy at 8 steps in the
+/// quality table's guidance sweep (BENCHMARKS.md, `examples/eval`).
+const DEFAULT_CFG: f32 = 3.0;
+/// Pixels per digit pixel in the grid.
+const SCALE: u32 = 4;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Sampler {
+    Euler,
+    Heun,
+    Ddim,
 }
 
-fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Draw digits with a class-conditional DiT on any GPU (Vulkan, Metal, DX12, GL)")]
+struct Args {
+    /// Classes to draw, one grid row each (default: 0 to 9).
+    #[arg(short = 'c', long = "class", value_delimiter = ',')]
+    classes: Vec<u32>,
+    /// Images per class (grid columns).
+    #[arg(short = 'b', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    batch: u32,
+    /// Seed of the first image of each row (image j of a row gets seed + j); -1 picks one at random.
+    #[arg(short = 's', long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-1..))]
+    seed: i64,
+    /// Sampler steps.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    steps: u32,
+    /// Classifier-free guidance scale; 0 turns guidance off (half the work).
+    #[arg(long = "cfg-scale", value_parser = parse_cfg)]
+    cfg_scale: Option<f32>,
+    /// Integrator (default: euler for velocity models, ddim for ε models).
+    #[arg(long, value_enum)]
+    sampler: Option<Sampler>,
+    /// Model directory, or the name of one under models/.
+    #[arg(short = 'm', long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Re-quantize a float model's block linears on load: f16, int8, int4, int4-g32, int4-g64,
+    /// int4-g128, ternary, ternary-2:4.
+    #[arg(long, value_parser = parse_format)]
+    quant: Option<LinearFormat>,
+    /// img2img: start from this picture (resized to the model's input, grey).
+    #[arg(long = "init-img")]
+    init_img: Option<PathBuf>,
+    /// img2img strength in [0, 1]: 0 returns the picture, 1 ignores it.
+    #[arg(long, default_value_t = 0.6, value_parser = parse_strength)]
+    strength: f32,
+    /// Graphics API (default: WGPU_BACKEND, else the best available).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Adapter name substring (default: WGPU_ADAPTER_NAME, else the preferred adapter).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Output PNG.
+    #[arg(short = 'o', long, default_value = "out.png")]
+    output: PathBuf,
+}
+
+fn parse_cfg(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a guidance scale (a number ≥ 0; 0 turns guidance off)")),
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let weights = if args.model.is_dir() {
-        let mut config = DitConfig::from_file(&args.model.join("config.json"))?;
-        if let Some(p) = &args.policy {
-            config.quantization = serde_json::from_str(p)?;
+fn parse_strength(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a strength in [0, 1]")),
+    }
+}
+
+fn parse_format(s: &str) -> Result<LinearFormat, String> {
+    s.parse()
+}
+
+/// A usage error: one line, exit code 2 (as clap's own).
+fn usage(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
-        DitWeights::load(&args.model.join("model.safetensors"), &config)?
-    } else {
-        DitWeights::load_packed(&args.model)?
+    }
+}
+
+fn model_dir(name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_dir() || p.components().count() > 1 { p.to_path_buf() } else { Path::new(MODELS).join(name) }
+}
+
+fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let dir = model_dir(&args.model);
+    if !dir.join("config.json").is_file() {
+        return Ok(usage(format!("--model {}: no config.json in {}", args.model, dir.display())));
+    }
+    let policy = args.quant.map(|q| QuantPolicy { attention: q, mlp: q, other: FloatFormat::F32 });
+    let weights = match DitWeights::open(&dir, policy) {
+        Ok(w) => w,
+        Err(e @ milliwatt::Error::Checkpoint { .. }) if policy.is_some() => return Ok(usage(format!("--quant: {e}"))),
+        Err(e) => return Err(e.into()),
     };
     let c = weights.config.clone();
-    let gpu = Gpu::new_blocking(&Options::default())?;
-    println!("adapter: {}", gpu.describe());
-    let sampler = match args.sampler.as_deref() {
-        None => None,
-        Some("euler") => Some(SamplerKind::Euler),
-        Some("heun") => Some(SamplerKind::Heun),
-        Some("ddim") => Some(SamplerKind::Ddim),
-        Some(other) => return Err(format!("unknown sampler `{other}` (euler, heun, ddim)").into()),
+    let classes: Vec<u32> =
+        if args.classes.is_empty() { (0..c.num_classes.min(10)).collect() } else { args.classes.clone() };
+    if let Some(&bad) = classes.iter().find(|&&k| k >= c.num_classes) {
+        return Ok(usage(format!(
+            "--class {bad}: the model has {} classes (0 to {})",
+            c.num_classes,
+            c.num_classes - 1
+        )));
+    }
+    let seed = if args.seed < 0 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64 % 1_000_000_007)
+    } else {
+        args.seed as u64
     };
-    let init = match &args.init {
+    let cfg = args.cfg_scale.unwrap_or(DEFAULT_CFG);
+    let sampler = args.sampler.map(|s| match s {
+        Sampler::Euler => SamplerKind::Euler,
+        Sampler::Heun => SamplerKind::Heun,
+        Sampler::Ddim => SamplerKind::Ddim,
+    });
+
+    let mut options = Options::default();
+    if let Some(b) = args.backend {
+        options.backends = match b {
+            Backend::Vulkan => milliwatt::wgpu::Backends::VULKAN,
+            Backend::Metal => milliwatt::wgpu::Backends::METAL,
+            Backend::Dx12 => milliwatt::wgpu::Backends::DX12,
+            Backend::Gl => milliwatt::wgpu::Backends::GL,
+        };
+    }
+    if let Some(a) = &args.adapter {
+        options.adapter_name = Some(a.clone());
+    }
+    let gpu = Gpu::new_blocking(&options)?;
+    let info = gpu.adapter_info();
+    println!("adapter: {}", gpu.describe());
+    if info.backend == milliwatt::wgpu::Backend::Gl && info.device_type == milliwatt::wgpu::DeviceType::Cpu {
+        println!(
+            "note: this is the GL software fallback; Vulkan's lavapipe is about 10× faster here: `sudo apt-get \
+             install mesa-vulkan-drivers` (or `bash scripts/setup`)"
+        );
+    }
+
+    let labels: Vec<u32> = classes.iter().flat_map(|&k| std::iter::repeat_n(k, args.batch as usize)).collect();
+    let seeds: Vec<u64> = classes.iter().flat_map(|_| (0..u64::from(args.batch)).map(|j| seed + j)).collect();
+    let n = labels.len();
+    let init = match &args.init_img {
         None => None,
         Some(path) => {
-            let img =
-                image::open(path)?.resize_exact(c.input_size, c.input_size, image::imageops::FilterType::Triangle);
-            let rgba = img.to_rgba8();
-            let (ch, hw) = (c.in_channels as usize, (c.input_size * c.input_size) as usize);
-            let one: Vec<f32> =
-                (0..ch * hw).map(|i| rgba.as_raw()[(i % hw) * 4 + (i / hw).min(3)] as f32 / 127.5 - 1.0).collect();
-            Some(InitImage { pixels: one.repeat(args.labels.len()), strength: args.strength })
+            let img = image::open(path)
+                .map_err(|e| format!("--init-img {}: {e}", path.display()))?
+                .resize_exact(c.input_size, c.input_size, image::imageops::FilterType::Triangle)
+                .to_luma8();
+            let one: Vec<f32> = img.as_raw().iter().map(|&p| f32::from(p) / 127.5 - 1.0).collect();
+            let one = one.repeat(c.in_channels as usize);
+            Some(InitImage { pixels: one.repeat(n), strength: args.strength })
         }
     };
     let request = Request {
-        labels: args.labels.clone(),
-        seeds: Seeds::Base(args.seed),
+        labels: labels.clone(),
+        seeds: Seeds::List(seeds),
         steps: args.steps,
         sampler,
-        guidance: (args.guidance != 0.0).then_some(args.guidance),
+        guidance: (cfg != 0.0).then_some(cfg),
         noise: None,
         init,
         preview: false,
     };
-    let generator =
-        Generator::new(&gpu, weights, GeneratorOptions { profile: args.profile, ..GeneratorOptions::default() })?;
+    let generator = Generator::new(&gpu, weights, GeneratorOptions { profile: true, ..GeneratorOptions::default() })?;
+    println!(
+        "drawing {n} digits ({} × {}) with {} at {} steps, guidance {cfg}, seed {seed}",
+        classes.len(),
+        args.batch,
+        dir.display(),
+        args.steps
+    );
     let bar = indicatif::ProgressBar::new(u64::from(args.steps));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} step {pos}/{len} {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let out = generator.generate_blocking(&request, |p| {
         bar.set_position(u64::from(p.step + 1));
         ControlFlow::Continue(())
     })?;
     bar.finish();
-    std::fs::create_dir_all(&args.out)?;
-    for (i, img) in out.images.iter().enumerate() {
-        let path = args.out.join(format!("{i:03}-class{}-seed{}.png", args.labels[i], args.seed + i as u64));
-        img.save(&path)?;
-        println!("wrote {}", path.display());
-    }
+
+    let grid = picture::grid(&out.images, args.batch as usize, SCALE, SCALE)?;
+    let sampler_name = format!("{:?}", request.sampler.unwrap_or(generator_sampler(&c))).to_lowercase();
+    let classes_text = classes.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let text = [
+        ("Software", "milliwatt".to_string()),
+        (
+            "parameters",
+            format!(
+                "classes: {classes_text}, batch: {}, steps: {}, sampler: {sampler_name}, cfg scale: {cfg}, seed: {seed}, \
+                 model: {}",
+                args.batch,
+                args.steps,
+                dir.display()
+            ),
+        ),
+        ("model", dir.display().to_string()),
+        ("quantization", serde_json::to_string(&c.quantization)?),
+        ("classes", classes_text.clone()),
+        ("batch", args.batch.to_string()),
+        ("seed", seed.to_string()),
+        ("steps", args.steps.to_string()),
+        ("sampler", sampler_name.clone()),
+        ("cfg_scale", cfg.to_string()),
+        ("adapter", gpu.describe()),
+    ];
+    picture::save_png(&args.output, &image::DynamicImage::ImageLuma8(grid), &text)?;
+    println!("wrote {} (row r: class {}; {} seeds from {seed})", args.output.display(), classes_text, args.batch);
+
+    let t = out.timings;
     println!(
-        "prepare {:?}, sampling {:?} ({:?} per step), total {:?}",
-        out.timings.prepare, out.timings.sampling, out.timings.per_step, out.timings.total
+        "\ntime: {:.2} s in all, {:.1} ms per image, {:.1} ms per step ({n} images; prepare {:.2} s)",
+        t.total.as_secs_f64(),
+        1e3 * t.total.as_secs_f64() / n as f64,
+        1e3 * t.per_step.as_secs_f64(),
+        t.prepare.as_secs_f64()
     );
     if let Some(p) = &out.profile {
-        println!("\n{}", p.table());
-        let trace = args.out.join("trace.json");
-        p.write_chrome_trace(&trace)?;
-        println!("chrome trace: {}", trace.display());
+        let total = p.total().max(f64::MIN_POSITIVE);
+        println!("GPU profile ({:.1} ms of GPU time; top kinds):", 1e3 * total);
+        for k in p.by_kind().iter().take(6) {
+            println!(
+                "  {:<18} {:>6} dispatches {:>10.1} ms {:>5.1} %",
+                k.kind,
+                k.count,
+                1e3 * k.seconds,
+                100.0 * k.seconds / total
+            );
+        }
     }
+    let per_image = |l: &milliwatt::Ledger| l.energy().total() / n as f64;
     println!("\n{}", out.ledger);
     println!(
-        "\nenergy vs the same model dense f32, 50 guided steps: {:.4} ({:.3} mJ vs {:.3} mJ)",
+        "\nenergy per image (Horowitz 45 nm ledger): {:.3} mJ; the conventional model of the same size (fp32 weights, \
+         50 DDIM steps, guided): {:.3} mJ; ratio {:.4} (1/{:.0})",
+        1e3 * per_image(&out.ledger),
+        1e3 * per_image(&out.baseline),
         out.energy_ratio,
-        out.ledger.energy().total() * 1e3,
-        out.baseline.energy().total() * 1e3
+        1.0 / out.energy_ratio
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sampler the generator picks when the request names none.
+fn generator_sampler(c: &milliwatt::model::DitConfig) -> SamplerKind {
+    match c.prediction {
+        milliwatt::model::Prediction::Velocity => SamplerKind::Euler,
+        milliwatt::model::Prediction::Epsilon => SamplerKind::Ddim,
+    }
 }

@@ -34,6 +34,7 @@ pub mod ledger;
 pub mod model;
 #[cfg(feature = "nvml")]
 pub mod nvml;
+pub mod picture;
 pub mod profile;
 pub mod quant;
 pub mod shaders;

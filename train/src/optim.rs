@@ -22,7 +22,9 @@ impl Default for AdamConfig {
     }
 }
 
-/// AdamW over `vars`, with first and second moments and the EMA per variable.
+/// AdamW over `vars`, with first and second moments and the EMA per variable. Every state
+/// tensor is detached when it is replaced: otherwise each would record the op that made it from
+/// the previous one, and the whole history would stay alive (a run grew to 23 GB and was killed).
 pub struct Adam {
     pub config: AdamConfig,
     pub vars: Vec<Var>,
@@ -59,8 +61,8 @@ impl Adam {
             let var = &self.vars[i];
             if let Some(g) = g {
                 let g = (g * scale)?;
-                self.m[i] = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-                self.v[i] = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+                self.m[i] = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
+                self.v[i] = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
                 let mhat = (&self.m[i] / bc1)?;
                 let vhat = (&self.v[i] / bc2)?;
                 let update = (mhat / (vhat.sqrt()? + c.eps)?)?;
@@ -68,7 +70,7 @@ impl Adam {
                 let decayed = (w * (1.0 - lr * c.weight_decay))?;
                 var.set(&(decayed - (update * lr)?)?)?;
             }
-            self.ema[i] = ((&self.ema[i] * ema_decay)? + (var.as_tensor() * (1.0 - ema_decay))?)?;
+            self.ema[i] = ((&self.ema[i] * ema_decay)? + (var.as_tensor() * (1.0 - ema_decay))?)?.detach();
         }
         Ok(norm)
     }
