@@ -597,10 +597,11 @@ impl DitWeights {
         for (name, weight) in &self.tensors {
             match weight {
                 WeightData::Float(t) => {
-                    if floats == FloatFormat::F16 && name == "pos_embed" {
-                        if computed_pos_embed(&self.config, path)?.data == t.data {
-                            continue;
-                        }
+                    if floats == FloatFormat::F16
+                        && name == "pos_embed"
+                        && computed_pos_embed(&self.config, path)?.data == t.data
+                    {
+                        continue;
                     }
                     tensors.push((name.clone(), float_bytes(t, floats).map_err(|m| invalid(path, name, m))?));
                 }

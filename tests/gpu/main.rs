@@ -19,6 +19,9 @@ mod norm_cases;
 mod qcases;
 mod qgemm_cases;
 mod sampler_cases;
+#[path = "../common/shipped.rs"]
+mod shipped;
+mod shipped_cases;
 mod util;
 
 use std::time::Instant;
@@ -96,6 +99,7 @@ fn main() {
     cases.extend(norm_cases::all());
     cases.extend(graph_cases::all());
     cases.extend(ledger_cases::all());
+    cases.extend(shipped_cases::all());
     cases.extend(model_cases::all());
     cases.extend(generator_cases::all());
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 use milliwatt::model::weights::{HostTensor, WeightData};
-use milliwatt::model::{DitConfig, DitWeights, FloatFormat, Prediction};
+use milliwatt::model::{DitConfig, DitWeights, FloatFormat, Prediction, QuantPolicy};
 
 use crate::ckpt::{self, HostF32};
 use crate::train_dit::{params_from, read_checkpoint};
@@ -55,9 +55,6 @@ pub fn model_of(weights: &DitWeights) -> Result<Dit> {
         params.insert(name.to_string(), Var::from_tensor(&Tensor::from_vec(data, shape, &dev)?)?);
     }
     let quant = if packed { Quant::PreQuantized } else { Quant::Float };
-    if packed && !weights.config.quantization.attention.packed().is_some() {
-        bail!("only the block linears are packed by the crate's policies");
-    }
     Dit::with_params(&weights.config, quant, params, &dev)
 }
 
@@ -85,20 +82,25 @@ fn fixture_inputs(config: &DitConfig) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
 }
 
 /// `milliwatt-train export`: see its help.
-pub fn export_run(run: &Path, out: &Path, which: &str) -> Result<()> {
+pub fn export_run(run: &Path, out: &Path, which: &str, latent: bool) -> Result<()> {
     let (spec, step, tensors) = read_checkpoint(&run.join("checkpoint.safetensors"))?;
     if step < spec.steps {
         println!("note: {} stopped at step {step} of {}", run.display(), spec.steps);
     }
     let config = &spec.config;
-    let weights = crate_weights(config, &params_from(&tensors, which)?)?;
+    let params = params_from(&tensors, which)?;
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(config)? + "\n")?;
     let model_path = out.join(milliwatt::model::weights::MODEL_FILE);
-    if config.quantization.attention.packed().is_some() || config.quantization.mlp.packed().is_some() {
-        weights.save_packed_as(&model_path, FloatFormat::F16)?;
+    let packed = config.quantization.attention.packed().is_some() || config.quantization.mlp.packed().is_some();
+    if latent {
+        let mut float = config.clone();
+        float.quantization = QuantPolicy::default();
+        crate_weights(&float, &params)?.save_state_dict(&model_path, FloatFormat::F16)?;
+    } else if packed {
+        crate_weights(config, &params)?.save_packed_as(&model_path, FloatFormat::F16)?;
     } else {
-        weights.save_state_dict(&model_path, FloatFormat::F32)?;
+        crate_weights(config, &params)?.save_state_dict(&model_path, FloatFormat::F32)?;
     }
     // The fixture comes from what was written, read back by the crate: the trainer's arithmetic
     // on exactly the shipped weights.
@@ -122,6 +124,7 @@ pub fn export_run(run: &Path, out: &Path, which: &str) -> Result<()> {
         "spec": spec,
         "steps_done": step,
         "weights": which,
+        "latent": latent,
         "train_seconds": state["seconds"],
         "final_loss_mean_of_last_200": last.iter().sum::<f64>() / last.len().max(1) as f64,
     });

@@ -75,6 +75,11 @@ enum Command {
         /// an early checkpoint whose EMA still remembers the initialisation).
         #[arg(long, default_value = "ema", value_parser = ["ema", "param"])]
         weights: String,
+        /// Write a quantization-aware model's latent float weights (an f16 state dict, quantized
+        /// when loaded) instead of the pre-packed file: the input of the "2:4 without
+        /// fine-tuning" row.
+        #[arg(long)]
+        latent: bool,
     },
     /// Trains the scoring classifier and writes OUT/classifier.safetensors.
     Classifier {
@@ -291,10 +296,11 @@ fn main() -> Result<()> {
                 minutes: a.minutes,
                 checkpoint_minutes: a.checkpoint_minutes,
                 log_every: a.log_every,
+                stop_after: None,
             };
             train_dit::run(spec, &data, &session)?;
         }
-        Command::Export { run, out, weights } => export::export_run(&run, &out, &weights)?,
+        Command::Export { run, out, weights, latent } => export::export_run(&run, &out, &weights, latent)?,
         Command::Classifier { out, epochs, seed, data } => {
             let split = digits::load(&data)?;
             let acc = classifier::train(&split.train, &split.held_out, epochs, &out, seed)?;

@@ -175,6 +175,8 @@ pub struct Session {
     pub minutes: Option<f64>,
     pub checkpoint_minutes: f64,
     pub log_every: u64,
+    /// Stop (with a checkpoint) after this many steps of this invocation (tests).
+    pub stop_after: Option<u64>,
 }
 
 /// Trains `spec` on `data` into `session.out` (`checkpoint.safetensors`, `loss.csv`,
@@ -221,10 +223,18 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
         (model, opt, 0, rng, 0.0)
     };
     std::fs::write(session.out.join("spec.json"), serde_json::to_string_pretty(&spec)? + "\n")?;
-    let mut csv = std::fs::OpenOptions::new().create(true).append(true).open(session.out.join("loss.csv"))?;
-    if step == 0 {
-        writeln!(csv, "step,loss,grad_norm,lr,seconds")?;
-    }
+    // The log keeps the header and the steps up to the checkpoint: a resumed run rewrites what
+    // came after it (the same values, as resuming is exact).
+    let csv_path = session.out.join("loss.csv");
+    let kept: String = std::fs::read_to_string(&csv_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_none_or(|s| s <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&csv_path, if step == 0 { "step,loss,grad_norm,lr,seconds\n".to_string() } else { kept })?;
+    let mut csv = std::fs::OpenOptions::new().append(true).open(&csv_path)?;
+    let first_step = step;
     let alpha_bar = alpha_bars();
     let started = Instant::now();
     let mut last_ckpt = Instant::now();
@@ -256,7 +266,8 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
             );
             (window, window_n) = (0.0, 0);
         }
-        let out_of_time = session.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > 60.0 * m);
+        let out_of_time = session.minutes.is_some_and(|m| started.elapsed().as_secs_f64() > 60.0 * m)
+            || session.stop_after.is_some_and(|n| step - first_step >= n);
         if last_ckpt.elapsed().as_secs_f64() > 60.0 * session.checkpoint_minutes || step == spec.steps || out_of_time {
             save(step, &rng, seconds, &opt)?;
             last_ckpt = Instant::now();
@@ -273,6 +284,66 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use milliwatt::eval::digits::CLASSES;
+
+    /// The trainer's smoke test (scripts/test runs it): a tiny model trains for a few steps,
+    /// checkpoints, resumes to exactly the state of an uninterrupted run, and exports a model
+    /// directory the crate loads and runs like the trainer.
+    #[test]
+    fn smoke_train_resume_export() {
+        let root = std::env::temp_dir().join(format!("milliwatt-train-smoke-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = {
+            let mut rng = Rng::new(1);
+            let n = 40;
+            Digits {
+                images: (0..n * PIXELS).map(|_| (rng.below(4) * 85) as u8).collect(),
+                labels: (0..n).map(|i| (i % CLASSES) as u8).collect(),
+            }
+        };
+        for kind in ["ternary", "fp32"] {
+            let spec = RunSpec {
+                config: crate::dit_config(kind, 32, 1, 2).unwrap(),
+                kind: kind.into(),
+                batch: 8,
+                steps: 6,
+                lr: 1e-3,
+                warmup: 2,
+                ema_decay: 0.9,
+                label_dropout: 0.1,
+                seed: 4,
+                init: None,
+            };
+            let session = |out: PathBuf, resume: bool, stop_after: Option<u64>| Session {
+                out,
+                resume,
+                minutes: None,
+                checkpoint_minutes: 100.0,
+                log_every: 1000,
+                stop_after,
+            };
+            let (straight, split) = (root.join(format!("{kind}-straight")), root.join(format!("{kind}-split")));
+            run(spec.clone(), &data, &session(straight.clone(), false, None)).unwrap();
+            run(spec.clone(), &data, &session(split.clone(), false, Some(3))).unwrap();
+            assert_eq!(read_checkpoint(&split.join("checkpoint.safetensors")).unwrap().1, 3);
+            run(spec.clone(), &data, &session(split.clone(), true, None)).unwrap();
+            let (_, step_a, a) = read_checkpoint(&straight.join("checkpoint.safetensors")).unwrap();
+            let (_, step_b, b) = read_checkpoint(&split.join("checkpoint.safetensors")).unwrap();
+            assert_eq!((step_a, step_b), (6, 6));
+            for (name, t) in &a {
+                assert_eq!(t.data, b[name].data, "{kind}: `{name}` differs after resuming");
+            }
+            let csv = std::fs::read_to_string(split.join("loss.csv")).unwrap();
+            assert_eq!(csv.lines().count(), 7, "header and one line per step:\n{csv}");
+            assert!(csv.lines().skip(1).all(|l| l.split(',').nth(1).unwrap().parse::<f32>().unwrap().is_finite()));
+
+            let model = root.join(format!("{kind}-model"));
+            crate::export::export_run(&straight, &model, "ema", false).unwrap();
+            let weights = milliwatt::model::DitWeights::open(&model, None).unwrap();
+            assert_eq!(weights.config, spec.config);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn alpha_bar_matches_ddim_betas() {

@@ -1,0 +1,328 @@
+//! The quality table: class accuracy and Fréchet distance of generated digits, time and ledger
+//! energy per image, for the shipped models against the conventional one.
+//!
+//! ```sh
+//! cargo run --release --example eval                       # every row (hours on lavapipe)
+//! cargo run --release --example eval -- --rows ternary-8   # some rows
+//! cargo run --release --example eval -- --list             # the rows and what is cached
+//! ```
+//!
+//! Each row draws 100 digits of each class (seeds 0 to 99, the same for every row) with one
+//! model, sampler setting and guidance, reads them with the classifier (CPU, `milliwatt::eval`),
+//! and compares the classifier features with those of the 1,000 held-out digits. A class of a
+//! row is one request, cached in `target/eval/<row>/class-<k>.json` as it finishes, so the table
+//! can be built in parts: a run picks up what earlier runs left. The table is printed as
+//! Markdown and written with every raw figure to `results/quality.json`.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use milliwatt::eval::digits::{self, CLASSES, PIXELS};
+use milliwatt::eval::{Classifier, Gaussian, frechet_distance};
+use milliwatt::model::{DitWeights, FloatFormat, LinearFormat, QuantPolicy};
+use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Seeds};
+use serde::{Deserialize, Serialize};
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+/// Guidance of every guided row but the sweep's.
+const CFG: f32 = 3.0;
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+struct Row {
+    id: &'static str,
+    what: &'static str,
+    model: &'static str,
+    quant: Option<LinearFormat>,
+    steps: u32,
+    cfg: Option<f32>,
+}
+
+const fn row(
+    id: &'static str,
+    what: &'static str,
+    model: &'static str,
+    quant: Option<LinearFormat>,
+    steps: u32,
+    cfg: Option<f32>,
+) -> Row {
+    Row { id, what, model, quant, steps, cfg }
+}
+
+/// The rows, the conventional reference first.
+const ROWS: &[Row] = &[
+    row("conventional", "conventional fp32 ε model, DDIM", "mnist-fp32", None, 50, Some(CFG)),
+    row("ternary-4", "milliwatt ternary (W1.58A8)", "mnist-ternary", None, 4, Some(CFG)),
+    row("ternary-8", "milliwatt ternary (W1.58A8)", "mnist-ternary", None, 8, Some(CFG)),
+    row("ternary-16", "milliwatt ternary (W1.58A8)", "mnist-ternary", None, 16, Some(CFG)),
+    row("ternary-8-unguided", "milliwatt ternary (W1.58A8)", "mnist-ternary", None, 8, None),
+    row("ternary24-4", "milliwatt ternary 2:4", "mnist-ternary24", None, 4, Some(CFG)),
+    row("ternary24-8", "milliwatt ternary 2:4", "mnist-ternary24", None, 8, Some(CFG)),
+    row("ternary24-16", "milliwatt ternary 2:4", "mnist-ternary24", None, 16, Some(CFG)),
+    row("ternary24-8-unguided", "milliwatt ternary 2:4", "mnist-ternary24", None, 8, None),
+    row("ternary-8-cfg1.5", "guidance sweep", "mnist-ternary", None, 8, Some(1.5)),
+    row("ternary-8-cfg5", "guidance sweep", "mnist-ternary", None, 8, Some(5.0)),
+    row(
+        "fp32-as-int8",
+        "conventional, int8 on load (no retraining)",
+        "mnist-fp32",
+        Some(LinearFormat::Int8),
+        50,
+        Some(CFG),
+    ),
+    row(
+        "fp32-as-int4",
+        "conventional, int4-g64 on load (no retraining)",
+        "mnist-fp32",
+        Some(LinearFormat::Int4 { group: 64 }),
+        50,
+        Some(CFG),
+    ),
+    row(
+        "fp32-as-ternary",
+        "conventional, ternary on load (no retraining)",
+        "mnist-fp32",
+        Some(LinearFormat::Ternary),
+        50,
+        Some(CFG),
+    ),
+    row(
+        "ternary-as-2:4",
+        "ternary latent weights, 2:4 on load (no fine-tuning)",
+        "mnist-ternary-latent",
+        Some(LinearFormat::Ternary24),
+        8,
+        Some(CFG),
+    ),
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "Score the shipped digit models: class accuracy, Fréchet distance, time and energy per image")]
+struct Args {
+    /// Rows to compute (ids, comma-separated; default all). Cached classes are not recomputed.
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
+    /// Images per class (the table uses 100; fewer for a quick look, cached apart).
+    #[arg(long, default_value_t = 100)]
+    per_class: u32,
+    /// List the rows and their cached classes, then stop.
+    #[arg(long)]
+    list: bool,
+    #[arg(long, default_value = "target/eval")]
+    cache: PathBuf,
+    /// Where the table's JSON goes (default results/quality.json for the full table,
+    /// target/eval/quality-n<per-class>.json for a quick look).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What one class of one row produced (the cache entry).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ClassResult {
+    class: u32,
+    /// Classifier predictions.
+    predicted: Vec<u8>,
+    /// Classifier features, one vector per image.
+    features: Vec<Vec<f32>>,
+    /// The digits, PIXELS u8 each.
+    pixels: Vec<u8>,
+    /// Sampling time of the request (prepare excluded), seconds.
+    sampling_seconds: f64,
+    /// Ledger energy of the request and of its dense f32, 50-step guided baseline, joules.
+    ledger_joules: f64,
+    baseline_joules: f64,
+    adapter: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RowResult {
+    row: Row,
+    images: usize,
+    accuracy: f64,
+    fd: f64,
+    seconds_per_image: f64,
+    joules_per_image: f64,
+    ratio_to_conventional: Option<f64>,
+    adapter: String,
+}
+
+fn cache_path(cache: &Path, row: &Row, per_class: u32, class: u32) -> PathBuf {
+    cache.join(format!("{}-n{per_class}", row.id.replace(':', "")).as_str()).join(format!("class-{class}.json"))
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let unknown: Vec<&String> = args.rows.iter().filter(|r| !ROWS.iter().any(|row| row.id == r.as_str())).collect();
+    if !unknown.is_empty() {
+        let ids: Vec<&str> = ROWS.iter().map(|r| r.id).collect();
+        eprintln!("error: unknown rows {unknown:?} (rows: {})", ids.join(", "));
+        std::process::exit(2);
+    }
+    let chosen: Vec<&Row> =
+        ROWS.iter().filter(|r| args.rows.is_empty() || args.rows.iter().any(|x| x == r.id)).collect();
+    if args.list {
+        for r in ROWS {
+            let cached =
+                (0..CLASSES as u32).filter(|&k| cache_path(&args.cache, r, args.per_class, k).exists()).count();
+            println!(
+                "{:<22} {:<50} {:>3} steps  cfg {:<5} cached {cached}/{CLASSES}",
+                r.id,
+                r.what,
+                r.steps,
+                r.cfg.map_or("-".into(), |c| c.to_string())
+            );
+        }
+        return Ok(());
+    }
+    let classifier = Classifier::load(&Path::new(MODELS).join("classifier").join("classifier.safetensors"))?;
+    let split = digits::load(&digits::default_dir())?;
+    let feats = |d: &digits::Digits| -> Vec<Vec<f32>> {
+        classifier.run_all(&d.images).into_iter().map(|o| o.features).collect()
+    };
+    let held_out = Gaussian::of(&feats(&split.held_out), milliwatt::eval::classifier::FEATURES);
+    let train_fd =
+        frechet_distance(&Gaussian::of(&feats(&split.train), milliwatt::eval::classifier::FEATURES), &held_out);
+    let held_acc = classifier
+        .run_all(&split.held_out.images)
+        .iter()
+        .zip(&split.held_out.labels)
+        .filter(|(o, l)| o.class() == **l)
+        .count() as f64
+        / split.held_out.len() as f64;
+    println!(
+        "classifier: {:.1} % on the 1,000 held-out digits; FD floor (train vs held-out digits): {train_fd:.3}",
+        100.0 * held_acc
+    );
+
+    let gpu = Gpu::new_blocking(&Options::default())?;
+    println!("adapter: {}", gpu.describe());
+    for r in &chosen {
+        let missing: Vec<u32> =
+            (0..CLASSES as u32).filter(|&k| !cache_path(&args.cache, r, args.per_class, k).exists()).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let dir = Path::new(MODELS).join(r.model);
+        let policy = r.quant.map(|q| QuantPolicy { attention: q, mlp: q, other: FloatFormat::F32 });
+        let generator = Generator::new(&gpu, DitWeights::open(&dir, policy)?, GeneratorOptions::default())?;
+        for class in missing {
+            let n = args.per_class as usize;
+            let request =
+                Request { seeds: Seeds::Base(0), steps: r.steps, guidance: r.cfg, ..Request::new(vec![class; n]) };
+            let bar = indicatif::ProgressBar::new(u64::from(r.steps));
+            bar.set_message(format!("{} class {class}", r.id));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let out = generator.generate_blocking(&request, |p| {
+                bar.set_position(u64::from(p.step + 1));
+                ControlFlow::Continue(())
+            })?;
+            bar.finish();
+            let pixels: Vec<u8> = out.images.iter().flat_map(|i| i.to_luma8().into_raw()).collect();
+            let outputs = classifier.run_all(&pixels);
+            let result = ClassResult {
+                class,
+                predicted: outputs.iter().map(|o| o.class()).collect(),
+                features: outputs.into_iter().map(|o| o.features).collect(),
+                pixels,
+                sampling_seconds: out.timings.sampling.as_secs_f64(),
+                ledger_joules: out.ledger.energy().total(),
+                baseline_joules: out.baseline.energy().total(),
+                adapter: gpu.describe(),
+            };
+            let path = cache_path(&args.cache, r, args.per_class, class);
+            milliwatt::bench::write_json(path.to_str().ok_or("cache path is not UTF-8")?, &result)?;
+        }
+    }
+
+    // The table from whatever is cached.
+    let mut results = Vec::new();
+    let mut conventional_j = None;
+    for r in ROWS {
+        let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&args.cache, r, args.per_class, k)).collect();
+        if !paths.iter().all(|p| p.exists()) {
+            continue;
+        }
+        let classes: Vec<ClassResult> = paths
+            .iter()
+            .map(|p| Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?))
+            .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+        let images: usize = classes.iter().map(|c| c.predicted.len()).sum();
+        let right: usize =
+            classes.iter().map(|c| c.predicted.iter().filter(|&&p| u32::from(p) == c.class).count()).sum();
+        let features: Vec<&Vec<f32>> = classes.iter().flat_map(|c| &c.features).collect();
+        let fd = frechet_distance(&Gaussian::of(&features, milliwatt::eval::classifier::FEATURES), &held_out);
+        let joules = classes.iter().map(|c| c.ledger_joules).sum::<f64>() / images as f64;
+        if r.id == "conventional" {
+            conventional_j = Some(joules);
+        }
+        results.push(RowResult {
+            row: r.clone(),
+            images,
+            accuracy: right as f64 / images as f64,
+            fd,
+            seconds_per_image: classes.iter().map(|c| c.sampling_seconds).sum::<f64>() / images as f64,
+            joules_per_image: joules,
+            ratio_to_conventional: None,
+            adapter: classes[0].adapter.clone(),
+        });
+        // A grid of the first ten digits of each class, for looking at.
+        let grid_images: Vec<image::DynamicImage> = classes
+            .iter()
+            .flat_map(|c| c.pixels.chunks_exact(PIXELS).take(10))
+            .map(|p| image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(28, 28, p.to_vec()).expect("28 × 28")))
+            .collect();
+        let grid = milliwatt::picture::grid(&grid_images, 10, 2, 2)?;
+        grid.save(paths[0].with_file_name("grid.png"))?;
+    }
+    for r in &mut results {
+        r.ratio_to_conventional = conventional_j.map(|c| r.joules_per_image / c);
+    }
+    println!("\n| row | model | steps | cfg | accuracy | FD | s/image | mJ/image (ledger) | vs conventional |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| held-out digits (floor) | real MNIST | | | {:.1} % | {train_fd:.3} | | | |", 100.0 * held_acc);
+    for r in &results {
+        println!(
+            "| {} | {}{} | {} | {} | {:.1} % | {:.3} | {:.3} | {:.3} | {} |",
+            r.row.id,
+            r.row.what,
+            r.row.quant.map_or(String::new(), |q| format!(" ({q})")),
+            r.row.steps,
+            r.row.cfg.map_or("-".into(), |c| c.to_string()),
+            100.0 * r.accuracy,
+            r.fd,
+            r.seconds_per_image,
+            1e3 * r.joules_per_image,
+            r.ratio_to_conventional.map_or("(not yet run)".into(), |x| format!("{x:.4} (1/{:.0})", 1.0 / x)),
+        );
+    }
+    #[derive(Serialize)]
+    struct Report<'a> {
+        per_class: u32,
+        classifier_held_out_accuracy: f64,
+        fd_floor_train_vs_held_out: f64,
+        rows: &'a [RowResult],
+    }
+    let report = Report {
+        per_class: args.per_class,
+        classifier_held_out_accuracy: held_acc,
+        fd_floor_train_vs_held_out: train_fd,
+        rows: &results,
+    };
+    let out = args.out.clone().unwrap_or_else(|| match args.per_class {
+        100 => PathBuf::from("results/quality.json"),
+        n => args.cache.join(format!("quality-n{n}.json")),
+    });
+    milliwatt::bench::write_json(out.to_str().ok_or("output path is not UTF-8")?, &report)?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
