@@ -627,3 +627,30 @@ fn load_packed_rejects_inconsistent_files() {
     assert!(st.names().contains(&tensor.as_str()), "{tensor}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `DitWeights::open` on the shipped directories: a state dict quantizes on load per the policy
+/// asked for; a pre-packed file refuses another policy and a `config.json` that disagrees with
+/// it, naming `config.json`.
+#[test]
+fn open_reads_model_directories() {
+    use milliwatt::model::{FloatFormat, LinearFormat, QuantPolicy, WeightData};
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let int8 = QuantPolicy { attention: LinearFormat::Int8, mlp: LinearFormat::Int8, other: FloatFormat::F32 };
+    let w = DitWeights::open(&models.join("mnist-fp32"), Some(int8)).unwrap();
+    assert_eq!(w.config.quantization, int8);
+    assert!(matches!(w.get("blocks.0.mlp.fc1.weight").unwrap(), WeightData::Packed(_)));
+
+    let packed = models.join("mnist-ternary");
+    assert!(DitWeights::open(&packed, None).unwrap().packed("blocks.3.attn.qkv.weight").is_ok());
+    let e = DitWeights::open(&packed, Some(int8)).unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("pre-packed"), "{e}");
+
+    let dir = std::env::temp_dir().join(format!("milliwatt-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(packed.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let config = std::fs::read_to_string(packed.join("config.json")).unwrap().replace("\"depth\": 4", "\"depth\": 3");
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let e = DitWeights::open(&dir, None).unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("differs"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
