@@ -14,8 +14,9 @@
 //! can be built in parts: a run picks up what earlier runs left. The table is printed as
 //! Markdown and written with every raw figure to `results/quality.json`.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 use clap::Parser;
 use milliwatt::eval::digits::{self, CLASSES, PIXELS};
@@ -216,17 +217,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let n = args.per_class as usize;
             let request =
                 Request { seeds: Seeds::Base(0), steps: r.steps, guidance: r.cfg, ..Request::new(vec![class; n]) };
-            let bar = indicatif::ProgressBar::new(u64::from(r.steps));
-            bar.set_message(format!("{} class {class}", r.id));
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len} {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let out = generator.generate_blocking(&request, |p| {
-                bar.set_position(u64::from(p.step + 1));
-                ControlFlow::Continue(())
-            })?;
-            bar.finish();
+            let out = common::generate_with_bar(&generator, &request, format!("{} class {class}", r.id))?;
             let pixels: Vec<u8> = out.images.iter().flat_map(|i| i.to_luma8().into_raw()).collect();
             let outputs = classifier.run_all(&pixels);
             let result = ClassResult {

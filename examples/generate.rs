@@ -13,10 +13,11 @@
 //! `-m` takes a model directory (config.json + model.safetensors) or the name of one under
 //! `models/`. Flags follow stable-diffusion.cpp's names; a bad value is one line and exit code 2.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod common;
 
 use clap::{Parser, ValueEnum};
 use milliwatt::generator::InitImage;
@@ -222,16 +223,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         dir.display(),
         args.steps
     );
-    let bar = indicatif::ProgressBar::new(u64::from(args.steps));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} step {pos}/{len} {elapsed_precise}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let out = generator.generate_blocking(&request, |p| {
-        bar.set_position(u64::from(p.step + 1));
-        ControlFlow::Continue(())
-    })?;
-    bar.finish();
+    let out = common::generate_with_bar(&generator, &request, String::new())?;
 
     let grid = picture::grid(&out.images, args.batch as usize, SCALE, SCALE)?;
     let sampler_name = format!("{:?}", request.sampler.unwrap_or(generator_sampler(&c))).to_lowercase();
