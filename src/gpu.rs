@@ -551,20 +551,6 @@ fn open_disk_cache(
     Some((cache, path))
 }
 
-impl Gpu {
-    /// Encodes the prepared kernels in order, one compute pass each, submits them as one command
-    /// buffer and waits for completion.
-    pub fn run(&self, kernels: &[&crate::kernel::Prepared]) -> Result<()> {
-        let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.run") });
-        for k in kernels {
-            k.encode(&mut enc);
-        }
-        self.scoped("submitting kernels", || self.queue.submit([enc.finish()]))?;
-        self.wait()
-    }
-}
-
 /// An error and its sources, joined: wgpu's top-level message alone is often just "Validation Error".
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

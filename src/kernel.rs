@@ -257,6 +257,21 @@ impl Prepared {
     }
 }
 
+// Defined here, not in `gpu`, so the device layer does not depend on the kernel contract above it.
+impl Gpu {
+    /// Encodes the prepared kernels in order, one compute pass each, submits them as one command
+    /// buffer and waits for completion.
+    pub fn run(&self, kernels: &[&Prepared]) -> Result<()> {
+        let mut enc =
+            self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.run") });
+        for k in kernels {
+            k.encode(&mut enc);
+        }
+        self.scoped("submitting kernels", || self.queue().submit([enc.finish()]))?;
+        self.wait()
+    }
+}
+
 /// What every kernel offers: requirements, work, preparation.
 ///
 /// Kernels are plain descriptions (shapes, formats, options), so a graph can hold them as
@@ -272,8 +287,19 @@ pub trait Kernel: std::any::Any {
     /// The work one launch does on a device with `caps` (the variant may depend on them).
     fn work(&self, caps: &Capabilities) -> Result<Work>;
 
-    /// Builds the dispatches over the caller's buffers (given in `requirements` order).
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared>;
+    /// Builds the dispatches over the caller's buffers (given in `requirements` order), which
+    /// [`Kernel::prepare`] has checked against `reqs` (the kernel's `requirements` on this device).
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared>;
+
+    /// Checks the caller's buffers against the requirements (count, size, usage, alignment,
+    /// binding limit), then builds the dispatches: the one entry point, so no kernel repeats the
+    /// checks.
+    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let reqs = self.requirements(caps)?;
+        check_buffers(self.name(), caps, &reqs, buffers)?;
+        self.dispatches(gpu, buffers, &reqs)
+    }
 }
 
 /// Checks caller buffers against requirements: count, size from offset, usage, offset alignment.
@@ -388,6 +414,56 @@ pub(crate) fn grid_1d(groups: u32, caps: &Capabilities) -> [u32; 3] {
     }
 }
 
+/// Ranges of weight rows `(first, count)` such that each fits one storage binding and starts at
+/// an offset the device accepts (part of the contract: a kernel whose weight exceeds the binding
+/// limit splits it along its rows, see [`BufferReq::split_m`]). One range when the whole weight fits.
+pub(crate) fn split_rows(
+    kernel: &'static str,
+    caps: &Capabilities,
+    rows: u32,
+    row_bytes: u64,
+) -> Result<Vec<(u32, u32)>> {
+    split_rows_multi(kernel, caps, rows, &[row_bytes])
+}
+
+/// [`split_rows`] for weights stored as several per-row streams (packed data, scales, zero
+/// points): every stream's range must fit a binding and start at an aligned offset.
+pub(crate) fn split_rows_multi(
+    kernel: &'static str,
+    caps: &Capabilities,
+    rows: u32,
+    row_bytes: &[u64],
+) -> Result<Vec<(u32, u32)>> {
+    let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
+    if u64::from(rows) * widest <= caps.max_storage_binding {
+        return Ok(vec![(0, rows)]);
+    }
+    let align = u64::from(caps.storage_offset_alignment.max(4));
+    // Row counts whose byte size is a multiple of the offset alignment in every stream.
+    let step = row_bytes.iter().fold(1, |acc, &b| lcm(acc, align / gcd(b.max(1), align)));
+    let fit = caps.max_storage_binding / widest;
+    let chunk = fit / step * step;
+    if chunk == 0 {
+        return Err(Error::Shape {
+            kernel,
+            message: format!(
+                "{step} weight rows of {widest} bytes exceed the storage-binding limit of {} bytes",
+                caps.max_storage_binding
+            ),
+        });
+    }
+    let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
+    Ok((0..rows).step_by(chunk as usize).map(|s| (s, chunk.min(rows - s))).collect())
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,7 +502,6 @@ mod tests {
 
     #[test]
     fn weight_split_respects_limit_and_alignment() {
-        use crate::kernels::matmul::split_rows;
         let c = caps(64 << 10);
         // 1000 rows of 1000 f32: 4000 bytes per row; chunks must start at multiples of 256 bytes,
         // so they hold multiples of 8 rows.

@@ -7,7 +7,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::error::{Error, Result};
-use crate::graph::Phase;
+
+/// When an op runs in a generation (the graph tags its ops with it; profiles group by it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Once, before the first step (noise, conditioning that does not depend on the step).
+    Setup,
+    /// Once per sampler step.
+    #[default]
+    Step,
+    /// Once, after the last step (unpatchify, conversion to pixels).
+    Finish,
+}
 
 /// The time of one dispatch.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

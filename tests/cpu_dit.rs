@@ -1,11 +1,11 @@
-//! The CPU reference of the DiT graph (`cpu::dit`) against the golden fixtures (outputs of the
+//! The CPU reference of the DiT graph (`model::reference`) against the golden fixtures (outputs of the
 //! original facebookresearch/DiT implementation), and its quantized policies and sampler paths
 //! against the f32 model. No GPU needed.
 
 #[path = "common/golden.rs"]
 mod golden;
 
-use milliwatt::cpu::dit::{forward, sample};
+use milliwatt::model::reference::{forward, sample};
 use milliwatt::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{
     AttentionKind, DitConfig, DitWeights, HostTensor, LinearFormat, QuantPolicy, SampleSpec, SamplerKind, WeightData,

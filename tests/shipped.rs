@@ -1,4 +1,4 @@
-//! The shipped models on the CPU reference (`milliwatt::cpu::dit`) against the trainer's fixture
+//! The shipped models on the CPU reference (`milliwatt::model::reference`) against the trainer's fixture
 //! outputs; the GPU runs the same check in tests/gpu (shipped_cases.rs).
 
 #[path = "common/shipped.rs"]
@@ -10,7 +10,7 @@ use shipped::{MODELS, Shipped, agree};
 fn shipped_models_match_the_trainer_on_the_cpu_reference() {
     for name in MODELS {
         let s = Shipped::load(name).unwrap();
-        let got = milliwatt::cpu::dit::forward(&s.weights, &s.x, &s.t, &s.y).unwrap().out;
+        let got = milliwatt::model::reference::forward(&s.weights, &s.x, &s.t, &s.y).unwrap().out;
         println!("{}", agree(name, s.int8(), &got, &s.out).unwrap());
     }
 }

@@ -2,7 +2,6 @@
 //! and written to read like it, so tests can compare the two on the same data.
 
 pub mod attention;
-pub mod dit;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;

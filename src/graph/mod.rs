@@ -42,6 +42,7 @@ mod plan;
 pub use exec::{ExecOptions, Executor, MemoryReport, RunReport, SharedWeights, StepEvent};
 pub use fuse::{FusionReport, fuse};
 pub use plan::{Plan, PoolBuffer, plan, plan_with, size_class};
+pub use crate::profile::Phase;
 
 use std::sync::Arc;
 
@@ -113,18 +114,6 @@ pub struct TensorDesc {
     pub bytes: u64,
     /// Kind.
     pub kind: TensorKind,
-}
-
-/// When an op runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Phase {
-    /// Once, before the first step (noise, conditioning that does not depend on the step).
-    Setup,
-    /// Once per sampler step.
-    #[default]
-    Step,
-    /// Once, after the last step (unpatchify, conversion to pixels).
-    Finish,
 }
 
 /// A kernel held by a graph.

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
 use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
 use crate::shaders::{Variant, shader};
@@ -318,7 +318,7 @@ impl Kernel for Attention {
         Ok(per_head * (b * h))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
         self.prepare_variant(gpu, buffers, false)
     }
 }
@@ -326,13 +326,9 @@ impl Kernel for Attention {
 impl PrepareVariant for Attention {
     fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let mut reqs = self.requirements(caps)?;
+        let reqs = self.requirements(caps)?;
         // The output is the kernel's last buffer; the counters follow it.
-        let out_index = reqs.len() - 1;
-        if count {
-            reqs.push(WorkCounters::requirement());
-        }
-        check_buffers(self.name(), caps, &reqs, buffers)?;
+        let out_index = buffers.len() - 1 - usize::from(count);
         let (grid_h, grid_w, window) = match self.sparsity {
             Sparsity::Neighbourhood { grid_h, grid_w, window } => (grid_h, grid_w, window),
             _ => (1, self.tokens, 1),
@@ -414,10 +410,8 @@ impl Kernel for AttentionNaive {
         })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let params = AttentionParams {
             tokens: self.tokens,
             heads: self.heads,
@@ -439,7 +433,7 @@ impl Kernel for AttentionNaive {
                 &[("STAGE", stage as f64)],
             );
             let spec =
-                DispatchSpec::sequential(params, buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+                DispatchSpec::sequential(params, buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
             let part =
                 build(gpu, self.name(), &key, vec![spec], if stage == 0 { self.work(caps)? } else { Work::default() })?;
             prepared = Some(match prepared {

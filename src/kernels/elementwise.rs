@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -188,10 +188,8 @@ impl Kernel for Elementwise {
         Ok(arith + Work { dram_read: (a_reads + b_reads) * eb, dram_write: n * eb, ..Work::default() })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let vec4 = self.vec4();
         let len = if vec4 { self.len / 4 } else { self.len };
         let (alpha, beta) = match self.op {
@@ -270,10 +268,8 @@ impl Kernel for Convert {
         Ok(Work { dram_read: n * self.from.size(), dram_write: n * self.to.size(), ..Work::default() })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let defines: &[&'static str] = match (self.from, self.to) {
             (Elem::F32, Elem::F16) => &["F16", "TO_F16"],
             (Elem::F16, Elem::F32) => &["F16"],
@@ -285,7 +281,7 @@ impl Kernel for Convert {
         );
         let spec = DispatchSpec::sequential(
             ConvertParams { len: self.len, _pad: [0; 3] },
-            buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(),
+            buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(),
             grid_1d(self.len.div_ceil(WG), caps),
         );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)

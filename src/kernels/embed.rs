@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -73,6 +73,7 @@ pub struct PatchParams {
 
 impl PatchGeometry {
     /// One invocation per pixel: the shared dispatch of patchify and unpatchify.
+    #[expect(clippy::too_many_arguments, reason = "private helper shared by patchify and unpatchify")]
     fn prepare(
         &self,
         gpu: &Gpu,
@@ -81,6 +82,7 @@ impl PatchGeometry {
         elem: Elem,
         token_channels: u32,
         buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
     ) -> Result<Prepared> {
         let key = PipelineKey::new(
             Variant::new(shader(shader_name).expect("registered shader"), elem.define()),
@@ -96,7 +98,7 @@ impl PatchGeometry {
             _pad: [0; 2],
         };
         let groups = u32::try_from(self.pixels().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
-        simple(gpu, kernel, key, params, buffers, grid_1d(groups, gpu.capabilities()))
+        simple(gpu, kernel, key, params, buffers, reqs, grid_1d(groups, gpu.capabilities()))
     }
 
     /// Reading or writing every pixel once.
@@ -113,12 +115,11 @@ fn simple(
     key: PipelineKey,
     params: impl bytemuck::NoUninit,
     buffers: &[TensorRef<'_>],
+    reqs: &[BufferReq],
     grid: [u32; 3],
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
-    let reqs = kernel.requirements(caps)?;
-    check_buffers(kernel.name(), caps, &reqs, buffers)?;
-    let spec = DispatchSpec::sequential(params, buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+    let spec = DispatchSpec::sequential(params, buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
     build(gpu, kernel.name(), &key, vec![spec], kernel.work(caps)?)
 }
 
@@ -147,8 +148,8 @@ impl Kernel for Patchify {
         Ok(self.geometry.work(self.elem))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        self.geometry.prepare(gpu, self, "patchify", self.elem, self.geometry.channels, buffers)
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.geometry.prepare(gpu, self, "patchify", self.elem, self.geometry.channels, buffers, reqs)
     }
 }
 
@@ -191,8 +192,8 @@ impl Kernel for Unpatchify {
         Ok(self.geometry.work(self.elem))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
-        self.geometry.prepare(gpu, self, "unpatchify", self.elem, self.token_channels, buffers)
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.geometry.prepare(gpu, self, "unpatchify", self.elem, self.token_channels, buffers, reqs)
     }
 }
 
@@ -266,13 +267,13 @@ impl Kernel for TimestepEmbed {
         })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let key = PipelineKey::new(
             Variant::new(shader("timestep_embed").expect("shader"), self.elem.define()),
             &[("WG", 64.0)],
         );
         let params = TimestepParams { images: self.images, dim: self.dim, _pad: 0, time_scale: self.time_scale };
-        simple(gpu, self, key, params, buffers, [self.dim.div_ceil(64), self.images, 1])
+        simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }
 }
 
@@ -331,11 +332,11 @@ impl Kernel for ClassEmbed {
         })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let key =
             PipelineKey::new(Variant::new(shader("class_embed").expect("shader"), self.elem.define()), &[("WG", 64.0)]);
         let params = ClassEmbedParams { images: self.images, dim: self.dim, rows: self.classes + 1, _pad: 0 };
-        simple(gpu, self, key, params, buffers, [self.dim.div_ceil(64), self.images, 1])
+        simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }
 }
 

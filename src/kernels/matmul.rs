@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d, split_rows};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
@@ -62,56 +62,7 @@ pub struct MatmulParams {
     pub _pad: [u32; 2],
 }
 
-/// Ranges of W rows `(first, count)` such that each fits one storage binding and starts at an
-/// offset the device accepts. One range when the whole weight fits.
-pub(crate) fn split_rows(
-    kernel: &'static str,
-    caps: &Capabilities,
-    rows: u32,
-    row_bytes: u64,
-) -> Result<Vec<(u32, u32)>> {
-    split_rows_multi(kernel, caps, rows, &[row_bytes])
-}
-
-/// [`split_rows`] for weights stored as several per-row streams (packed data, scales, zero
-/// points): every stream's range must fit a binding and start at an aligned offset.
-pub(crate) fn split_rows_multi(
-    kernel: &'static str,
-    caps: &Capabilities,
-    rows: u32,
-    row_bytes: &[u64],
-) -> Result<Vec<(u32, u32)>> {
-    let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
-    if u64::from(rows) * widest <= caps.max_storage_binding {
-        return Ok(vec![(0, rows)]);
-    }
-    let align = u64::from(caps.storage_offset_alignment.max(4));
-    // Row counts whose byte size is a multiple of the offset alignment in every stream.
-    let step = row_bytes.iter().fold(1, |acc, &b| lcm(acc, align / gcd(b.max(1), align)));
-    let fit = caps.max_storage_binding / widest;
-    let chunk = fit / step * step;
-    if chunk == 0 {
-        return Err(Error::Shape {
-            kernel,
-            message: format!(
-                "{step} weight rows of {widest} bytes exceed the storage-binding limit of {} bytes",
-                caps.max_storage_binding
-            ),
-        });
-    }
-    let chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
-    Ok((0..rows).step_by(chunk as usize).map(|s| (s, chunk.min(rows - s))).collect())
-}
-
-fn lcm(a: u64, b: u64) -> u64 {
-    a / gcd(a, b) * b
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// Shared preparation of the three matmul kernels: checks, split along M, dispatch specs. With
+/// Shared preparation of the three matmul kernels (buffers already checked): split along M, dispatch specs. With
 /// `count` (the key is then the COUNT_WORK variant) the last buffer is the work counters, bound in
 /// every dispatch.
 #[expect(clippy::too_many_arguments, reason = "private helper shared by the three dense matmul kernels")]
@@ -128,14 +79,9 @@ fn prepare_matmul(
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     let name = kernel.name();
-    let mut reqs = kernel.requirements(caps)?;
-    let counters = if count {
-        reqs.push(WorkCounters::requirement());
-        buffers.last().map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE))
-    } else {
-        None
-    };
-    check_buffers(name, caps, &reqs, buffers)?;
+    // Sizes to bind; `Kernel::prepare` has already checked the buffers against them.
+    let reqs = kernel.requirements(caps)?;
+    let counters = if count { buffers.last().map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE)) } else { None };
     // Epilogue tensors follow x, w, y, at bindings 7.. (shaders/shared/epilogue.wgsl).
     let extra: Vec<(u32, TensorRef<'_>, u64)> = epilogue
         .requirements(shape.n, shape.m, elem)
@@ -304,7 +250,7 @@ impl Kernel for Gemm {
             + self.epilogue.work(n, m, self.elem))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
         self.prepare_variant(gpu, buffers, false)
     }
 }
@@ -495,7 +441,7 @@ impl Kernel for Gemv {
         Ok(work + self.epilogue.work(n, m, self.elem))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
         self.prepare_variant(gpu, buffers, false)
     }
 }
@@ -542,7 +488,7 @@ impl Kernel for MatmulNaive {
             })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
         let key =
             PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
         let n = self.shape.n;

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
 use crate::shaders::{Variant, shader};
 
 /// Parameter block of noise.wgsl. Keep in sync with `NoiseParams` there.
@@ -82,10 +82,8 @@ impl Kernel for Noise {
         Ok(w)
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         if self.images > caps.max_workgroups_per_dim {
             return Err(Error::Shape {
                 kernel: self.name(),

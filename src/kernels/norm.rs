@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
 use crate::kernels::qmatmul::act_row_words;
 use crate::shaders::{Variant, shader};
@@ -182,10 +182,8 @@ impl Kernel for Norm {
         Ok(w)
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let m =
             self.modulation.unwrap_or(Modulation { rows_per_image: 1, stride: 0, shift_offset: 0, scale_offset: 0 });
         let params = NormParams {
@@ -211,7 +209,7 @@ impl Kernel for Norm {
         if self.emit_i8 {
             bindings.push(5);
         }
-        let storage = bindings.into_iter().zip(buffers.iter().zip(&reqs)).map(|(i, (b, r))| (i, *b, r.size)).collect();
+        let storage = bindings.into_iter().zip(buffers.iter().zip(reqs)).map(|(i, (b, r))| (i, *b, r.size)).collect();
         let spec = DispatchSpec { params, storage, workgroups: grid_1d(self.rows, caps) };
         build(gpu, self.name(), &self.key(caps), vec![spec], self.work(caps)?)
     }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
 use crate::shaders::{Variant, shader};
 
@@ -63,10 +63,8 @@ impl Kernel for FmaProbe {
         Ok(arith + Work { dram_write: inv * 4, ..Work::default() })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let key = PipelineKey::new(
             Variant::new(shader("fma_probe").expect("probe shader"), self.elem.define()),
             &[("ITERS", f64::from(self.iters))],

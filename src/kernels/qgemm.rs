@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build, check_buffers};
+use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
@@ -207,10 +207,8 @@ impl Kernel for QGemm {
         Ok(work)
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let n = self.shape.n;
         let specs = self
             .bindings()

@@ -4,10 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d, split_rows_multi};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
-use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape, split_rows_multi};
+use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape};
 use crate::quant::Format;
 use crate::shaders::{Variant, shader};
 
@@ -87,17 +87,15 @@ impl Kernel for ActQuant {
         })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let key = PipelineKey::new(
             Variant::new(shader("quantize_act").expect("quantize_act shader"), self.elem.define()),
             &[("WG", f64::from(ACT_QUANT_WG))],
         );
         let spec = DispatchSpec::sequential(
             ActQuantParams { n: self.n, k: self.k, x_row_words: act_row_words(self.k), _pad: 0 },
-            buffers.iter().zip(&reqs).map(|(b, r)| (*b, r.size)).collect(),
+            buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(),
             grid_1d(self.n, caps),
         );
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
@@ -432,10 +430,8 @@ impl Kernel for QGemv {
         Ok(work + self.epilogue.work(n, m, self.act.out()))
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         let v = self.choose(caps);
         let specs =
             self.bindings().specs(self.name(), caps, &reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;

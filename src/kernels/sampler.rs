@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, check_buffers, grid_1d};
+use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::shaders::{Variant, shader};
 use crate::wgpu;
 
@@ -144,10 +144,8 @@ impl Kernel for SamplerStep {
         })
     }
 
-    fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
-        check_buffers(self.name(), caps, &reqs, buffers)?;
         // Bindings 1 schedule, 2 state, 3 x, 4 a, 5 b, 6 out; an op's unused ones get a placeholder.
         let slots: &[u32] = match self.op {
             SamplerOp::Guide { .. } => &[4, 6],

@@ -115,7 +115,7 @@ macro_rules! counting {
                 self.0.work(caps)
             }
 
-            fn prepare(&self, gpu: &Gpu, buffers: &[TensorRef<'_>]) -> Result<Prepared> {
+            fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
                 self.0.prepare_variant(gpu, buffers, true)
             }
         }

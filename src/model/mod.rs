@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dit;
+pub mod reference;
 pub mod sample;
 pub mod weights;
 

@@ -51,7 +51,7 @@ impl Shipped {
 /// - float models: every value within 1e-4;
 /// - int8-activation models: the crate documents that an activation may round to the
 ///   neighbouring int8 level where two computations of the same value (here candle's LayerNorm
-///   and the crate's) straddle a rounding boundary (src/cpu/dit.rs). A flipped level early in
+///   and the crate's) straddle a rounding boundary (src/model/reference.rs). A flipped level early in
 ///   the network reaches every token through attention, so the check is on the whole output:
 ///   relative RMS difference below 1e-2 and no value off by more than 0.1 (outputs are O(1);
 ///   measured on the CPU reference, Vulkan and GL: 5.5e-4 / 1e-2 on the ternary model, 2e-3 to

@@ -1,6 +1,6 @@
 //! The generator: request semantics (seeds, batches, guidance, img2img, progress, cancellation,
 //! errors), threads, backends, pre-packed weights, and the GPU sampling graph against the CPU
-//! reference (`cpu::dit`) for every attention kind and quantization policy.
+//! reference (`model::reference`) for every attention kind and quantization policy.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use milliwatt::generator::InitImage;
 use milliwatt::kernels::{ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, Prediction, SampleSpec, SamplerKind};
-use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, cpu};
+use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
 use crate::util::Rng;
 use crate::{Backend, Case, Outcome, Unsupported};
@@ -220,7 +220,7 @@ fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
     (e / n.max(1e-30)).sqrt()
 }
 
-/// The GPU sample of `spec` against `cpu::dit::sample` on the same quantized weights.
+/// The GPU sample of `spec` against `model::reference::sample` on the same quantized weights.
 fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str) -> Result<(), String> {
     let c = w.config.clone();
     let labels: Vec<u32> = (0..spec.images).map(|i| i % c.num_classes).collect();
@@ -246,7 +246,7 @@ fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str)
         preview: false,
     };
     let got = run(&g, &r)?.samples;
-    let want = cpu::dit::sample(&w, &spec, &noise, None, &model_labels, &schedule).map_err(err)?;
+    let want = model::reference::sample(&w, &spec, &noise, None, &model_labels, &schedule).map_err(err)?;
     let e = rel_rms(&got, &want);
     if std::env::var("MILLIWATT_TEST_VERBOSE").is_ok() {
         println!("  {what}: relative RMS {e:.2e}");

@@ -54,6 +54,36 @@ fn write(path: &Path, tensors: &BTreeMap<String, HostF32>, meta: Option<HashMap<
     Ok(())
 }
 
+/// Reads a plain state dict (an exported model's `model.safetensors`: F32, F16 or BF16 tensors,
+/// no run state) as f32. Integer tensors (a pre-packed model's codes) are refused: the trainer
+/// needs latent weights.
+pub fn load_plain(path: &Path) -> Result<BTreeMap<String, HostF32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let d = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => bail!(
+                "{}: tensor `{name}` is {other:?}; initialise from latent float weights (a state dict), not a pre-packed model",
+                path.display()
+            ),
+        };
+        tensors.insert(name, HostF32 { shape: view.shape().to_vec(), data });
+    }
+    Ok(tensors)
+}
+
+/// Whether `path` is a checkpoint [`save`] wrote (it carries the run state).
+pub fn is_checkpoint(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)?;
+    Ok(meta.metadata().as_ref().is_some_and(|m| m.contains_key(STATE_KEY)))
+}
+
 /// Reads a checkpoint [`save`] wrote.
 pub fn load(path: &Path) -> Result<(BTreeMap<String, HostF32>, serde_json::Value)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

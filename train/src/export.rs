@@ -167,7 +167,7 @@ mod tests {
         let (config, params) = random(LinearFormat::F32);
         let weights = crate_weights(&config, &params).unwrap();
         let (x, t, y) = inputs(&config);
-        let want = milliwatt::cpu::dit::forward(&weights, &x, &t, &y).unwrap().out;
+        let want = milliwatt::model::reference::forward(&weights, &x, &t, &y).unwrap().out;
         let got = forward(&model_of(&weights).unwrap(), &x, &t, &y).unwrap();
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-4, "max |diff| {worst}");
@@ -179,7 +179,7 @@ mod tests {
             let (config, params) = random(format);
             let weights = crate_weights(&config, &params).unwrap();
             let (x, t, y) = inputs(&config);
-            let want = milliwatt::cpu::dit::forward(&weights, &x, &t, &y).unwrap().out;
+            let want = milliwatt::model::reference::forward(&weights, &x, &t, &y).unwrap().out;
             let got = forward(&model_of(&weights).unwrap(), &x, &t, &y).unwrap();
             let rms = |v: &[f32]| (v.iter().map(|a| a * a).sum::<f32>() / v.len() as f32).sqrt();
             let diff: Vec<f32> = got.iter().zip(&want).map(|(a, b)| a - b).collect();

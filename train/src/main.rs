@@ -121,7 +121,7 @@ struct DitArgs {
     ema: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Fine-tune from this checkpoint's EMA weights.
+    /// Fine-tune from a checkpoint's EMA weights or an exported model directory's float state dict.
     #[arg(long)]
     init: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
 use milliwatt::eval::digits::{Digits, PIXELS, SIDE};
 use milliwatt::kernels::ddim_schedule;
-use milliwatt::model::{DitConfig, Prediction};
+use milliwatt::model::{DitConfig, DitWeights, Prediction};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt::{self, HostF32};
@@ -160,6 +160,27 @@ pub fn params_from(tensors: &BTreeMap<String, HostF32>, prefix: &str) -> Result<
     Ok(params)
 }
 
+/// The weights a run fine-tunes from: a checkpoint's EMA weights, or an exported model's latent
+/// state dict (`model.safetensors` of a directory `export` wrote with fp32 weights or `--latent`).
+/// Tensors the model computes itself (`pos_embed`) or does not have are left out.
+pub fn init_params(init: &Path, config: &DitConfig) -> Result<BTreeMap<String, Var>> {
+    let file = if init.is_dir() { init.join(milliwatt::model::weights::MODEL_FILE) } else { init.to_path_buf() };
+    if ckpt::is_checkpoint(&file)? {
+        let (_, _, tensors) = read_checkpoint(&file)?;
+        println!("fine-tuning from the EMA weights of {}", file.display());
+        return params_from(&tensors, "ema");
+    }
+    let tensors = ckpt::load_plain(&file)?;
+    println!("fine-tuning from the state dict {}", file.display());
+    let dev = Device::Cpu;
+    DitWeights::expected(config)
+        .into_iter()
+        .filter(|(name, _)| name != "pos_embed")
+        .filter_map(|(name, _)| tensors.get(&name).map(|t| (name, t)))
+        .map(|(name, t)| Ok((name, Var::from_tensor(&t.tensor(&dev)?)?)))
+        .collect()
+}
+
 /// Reads a run's checkpoint: its spec, step, and tensors.
 pub fn read_checkpoint(path: &Path) -> Result<(RunSpec, u64, BTreeMap<String, HostF32>)> {
     let (tensors, state) = ckpt::load(path)?;
@@ -212,11 +233,7 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
         }
         let mut rng = Rng::new(spec.seed);
         let model = match &spec.init {
-            Some(init) => {
-                let (_, _, tensors) = read_checkpoint(init)?;
-                println!("fine-tuning from the EMA weights of {}", init.display());
-                Dit::with_params(&spec.config, quant, params_from(&tensors, "ema")?, &dev)?
-            }
+            Some(init) => Dit::with_params(&spec.config, quant, init_params(init, &spec.config)?, &dev)?,
             None => Dit::new(&spec.config, quant, &mut rng, &dev)?,
         };
         let opt = Adam::new(model.vars(), AdamConfig::default())?;

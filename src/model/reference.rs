@@ -10,15 +10,15 @@
 //! twin). The GEMV twins reduce in a different order than a device with subgroups: compare with a
 //! tolerance.
 
-use super::attention::attention;
-use super::elementwise::{elementwise, elementwise_broadcast};
-use super::embed::{class_embed, patchify, timestep_embed, unpatchify};
-use super::epilogue::{EpilogueInputs, epilogue};
-use super::matmul::{gemm_epilogue, gemv};
-use super::norm::{NormOut, norm};
-use super::qgemm::{Weights, qgemm_a8, qgemm_float};
-use super::qmatmul::{ActIn, qgemv, quantize_act};
-use super::sampler::{SamplerIo, sampler};
+use crate::cpu::attention::attention;
+use crate::cpu::elementwise::{elementwise, elementwise_broadcast};
+use crate::cpu::embed::{class_embed, patchify, timestep_embed, unpatchify};
+use crate::cpu::epilogue::{EpilogueInputs, epilogue};
+use crate::cpu::matmul::{gemm_epilogue, gemv};
+use crate::cpu::norm::{NormOut, norm};
+use crate::cpu::qgemm::{Weights, qgemm_a8, qgemm_float};
+use crate::cpu::qmatmul::{ActIn, qgemv, quantize_act};
+use crate::cpu::sampler::{SamplerIo, sampler};
 use crate::error::{Error, Result};
 use crate::kernels::attention::window_start;
 use crate::kernels::embed::PatchGeometry;
