@@ -212,7 +212,7 @@ impl Kernel for QGemm {
         let n = self.shape.n;
         let specs = self
             .bindings()
-            .specs(self.name(), caps, &reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
+            .specs(self.name(), caps, reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
         build(gpu, self.name(), &self.key()?, specs, self.work(caps)?)
     }
 }

@@ -434,7 +434,7 @@ impl Kernel for QGemv {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
         let specs =
-            self.bindings().specs(self.name(), caps, &reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
+            self.bindings().specs(self.name(), caps, reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
         build(gpu, self.name(), &self.key(v), specs, self.work(caps)?)
     }
 }
