@@ -5,8 +5,8 @@
 #[path = "common/golden.rs"]
 mod golden;
 
-use milliwatt::model::reference::{forward, sample};
 use milliwatt::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use milliwatt::model::reference::{forward, sample};
 use milliwatt::model::{
     AttentionKind, DitConfig, DitWeights, HostTensor, LinearFormat, QuantPolicy, SampleSpec, SamplerKind, WeightData,
 };

@@ -138,9 +138,7 @@ fn references(code: &str, depth: usize, reexports: &BTreeMap<String, String>) ->
             }
         }
     }
-    refs.into_iter()
-        .map(|(name, line)| (reexports.get(&name).cloned().unwrap_or(name), line))
-        .collect()
+    refs.into_iter().map(|(name, line)| (reexports.get(&name).cloned().unwrap_or(name), line)).collect()
 }
 
 #[test]

@@ -39,10 +39,10 @@ mod exec;
 mod fuse;
 mod plan;
 
+pub use crate::profile::Phase;
 pub use exec::{ExecOptions, Executor, MemoryReport, RunReport, SharedWeights, StepEvent};
 pub use fuse::{FusionReport, fuse};
 pub use plan::{Plan, PoolBuffer, plan, plan_with, size_class};
-pub use crate::profile::Phase;
 
 use std::sync::Arc;
 

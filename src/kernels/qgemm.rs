@@ -210,9 +210,8 @@ impl Kernel for QGemm {
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let n = self.shape.n;
-        let specs = self
-            .bindings()
-            .specs(self.name(), caps, reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
+        let specs =
+            self.bindings().specs(self.name(), caps, reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
         build(gpu, self.name(), &self.key()?, specs, self.work(caps)?)
     }
 }
