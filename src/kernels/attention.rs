@@ -318,15 +318,20 @@ impl Kernel for Attention {
         Ok(per_head * (b * h))
     }
 
-    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, false)
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, reqs, false)
     }
 }
 
 impl PrepareVariant for Attention {
-    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let reqs = self.requirements(caps)?;
         // The output is the kernel's last buffer; the counters follow it.
         let out_index = buffers.len() - 1 - usize::from(count);
         let (grid_h, grid_w, window) = match self.sparsity {

@@ -73,14 +73,13 @@ fn prepare_matmul(
     elem: Elem,
     key: &PipelineKey,
     buffers: &[TensorRef<'_>],
+    reqs: &[BufferReq],
     epilogue: Epilogue,
     count: bool,
     grid: impl Fn(u32) -> [u32; 3],
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     let name = kernel.name();
-    // Sizes to bind; `Kernel::prepare` has already checked the buffers against them.
-    let reqs = kernel.requirements(caps)?;
     let counters = if count { buffers.last().map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE)) } else { None };
     // Epilogue tensors follow x, w, y, at bindings 7.. (shaders/shared/epilogue.wgsl).
     let extra: Vec<(u32, TensorRef<'_>, u64)> = epilogue
@@ -250,18 +249,33 @@ impl Kernel for Gemm {
             + self.epilogue.work(n, m, self.elem))
     }
 
-    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, false)
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, reqs, false)
     }
 }
 
 impl PrepareVariant for Gemm {
-    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared> {
         let GemmTile { bm, bn, .. } = Self::TILE;
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(count), buffers, self.epilogue, count, |rows| {
-            [rows.div_ceil(bm), n.div_ceil(bn), 1]
-        })
+        prepare_matmul(
+            gpu,
+            self,
+            self.shape,
+            self.elem,
+            &self.key(count),
+            buffers,
+            reqs,
+            self.epilogue,
+            count,
+            |rows| [rows.div_ceil(bm), n.div_ceil(bn), 1],
+        )
     }
 }
 
@@ -441,18 +455,33 @@ impl Kernel for Gemv {
         Ok(work + self.epilogue.work(n, m, self.elem))
     }
 
-    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, false)
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, reqs, false)
     }
 }
 
 impl PrepareVariant for Gemv {
-    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared> {
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let v = self.choose(caps);
-        prepare_matmul(gpu, self, self.shape, self.elem, &self.key(v, count), buffers, self.epilogue, count, |rows| {
-            grid_1d(rows.div_ceil(v.rows), caps)
-        })
+        prepare_matmul(
+            gpu,
+            self,
+            self.shape,
+            self.elem,
+            &self.key(v, count),
+            buffers,
+            reqs,
+            self.epilogue,
+            count,
+            |rows| grid_1d(rows.div_ceil(v.rows), caps),
+        )
     }
 }
 
@@ -488,11 +517,11 @@ impl Kernel for MatmulNaive {
             })
     }
 
-    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let key =
             PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
         let n = self.shape.n;
-        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, Epilogue::default(), false, |rows| {
+        prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, reqs, Epilogue::default(), false, |rows| {
             [rows.div_ceil(8), n.div_ceil(8), 1]
         })
     }

@@ -95,7 +95,13 @@ pub struct Counting<K>(pub K);
 
 /// Preparation of a kernel's normal (`count == false`) or counting variant, sharing one path.
 pub(crate) trait PrepareVariant {
-    fn prepare_variant(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], count: bool) -> Result<Prepared>;
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared>;
 }
 
 macro_rules! counting {
@@ -115,8 +121,8 @@ macro_rules! counting {
                 self.0.work(caps)
             }
 
-            fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], _reqs: &[BufferReq]) -> Result<Prepared> {
-                self.0.prepare_variant(gpu, buffers, true)
+            fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+                self.0.prepare_variant(gpu, buffers, reqs, true)
             }
         }
     )*};
