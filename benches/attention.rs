@@ -1,9 +1,10 @@
-//! Attention benchmarks (issue 4): the fused flash-style kernel against the naive three-dispatch
+//! Attention benchmarks: the fused flash-style kernel against the naive three-dispatch
 //! attention, and 2D neighbourhood attention (window 7) against dense fused attention, each pair
 //! measured in the same run on the same device.
 //!
 //! `cargo bench --bench attention [-- --quick] [--json PATH]`
 
+use clap::Parser;
 use milliwatt::bench::{Repeats, time_kernels};
 use milliwatt::kernels::{Attention, AttentionNaive, Elem, Sparsity, neighbourhood_blocks, neighbourhood_tiles};
 use milliwatt::{Gpu, Kernel, Options, Result, wgpu};
@@ -22,10 +23,19 @@ struct Row {
     goal_speedup: Option<f64>,
 }
 
+mod common;
+
+/// The benchmark's command line.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    flags: common::BenchFlags,
+}
+
 fn main() -> Result<()> {
-    let args = milliwatt::bench::BenchArgs::from_env();
-    let quick = args.quick();
-    let json = args.json("attention");
+    let cli = Cli::parse();
+    let quick = cli.flags.quick;
+    let json = cli.flags.json("attention");
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let repeats = Repeats { warmup: 1, reps: if quick { 3 } else { 5 }, min_seconds: 0.0 };

@@ -1,4 +1,4 @@
-//! Generator benchmark (issue 6): a DiT-S-like model (hidden 384, depth 12, 6 heads, 32×32×4
+//! Generator benchmark: a DiT-S-like model (hidden 384, depth 12, 6 heads, 32×32×4
 //! input with patch 2: 256 tokens, learn_sigma), random weights, through the public
 //! `Generator` — time per step and per image, memory, and ledger energy per image — for each
 //! quantization policy, with dense and neighbourhood (window 7) attention. One guided image per
@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
+use clap::Parser;
 use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, SampleGraph, SampleSpec, SamplerKind};
 use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Result, Seeds};
 
@@ -52,10 +53,19 @@ struct Row {
     ratio_to_dense_f32: f64,
 }
 
+mod common;
+
+/// The benchmark's command line.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    flags: common::BenchFlags,
+}
+
 fn main() -> Result<()> {
-    let args = milliwatt::bench::BenchArgs::from_env();
-    let quick = args.quick();
-    let json = args.json("generate");
+    let cli = Cli::parse();
+    let quick = cli.flags.quick;
+    let json = cli.flags.json("generate");
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let steps = if quick { 2 } else { 4 };
@@ -133,13 +143,10 @@ fn main() -> Result<()> {
         }
     }
     println!("* image s: 50 steps at the measured step time.");
-    if let Some(dir) = std::path::Path::new(&json).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let text =
-        serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows }))
-            .map_err(|e| milliwatt::Error::Graph { message: e.to_string() })?;
-    std::fs::write(&json, text).map_err(|source| milliwatt::Error::Io { path: json.clone().into(), source })?;
+    milliwatt::bench::write_json(
+        &json,
+        &serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows }),
+    )?;
     println!("json: {json}");
     Ok(())
 }

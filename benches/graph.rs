@@ -1,4 +1,4 @@
-//! Graph host benchmark (issue 5) at a DiT-S-sized step graph (hidden 384, depth 12, 6 heads,
+//! Graph host benchmark at a DiT-S-sized step graph (hidden 384, depth 12, 6 heads,
 //! 256 tokens per image, 2 images): host time per dispatch (recording + submit) and its share of
 //! the step time, GPU time per op kind from the profiler, peak activation memory with and without
 //! the planner, dispatches with and without fusion, and the energy ledger against the same graph
@@ -10,6 +10,7 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use clap::Parser;
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph, Phase, TensorId};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
@@ -256,11 +257,23 @@ struct Row {
     ledger_ratio_to_dense_f32: f64,
 }
 
+mod common;
+
+/// The benchmark's command line.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    flags: common::BenchFlags,
+    /// Where the Chrome trace of one profiled step goes.
+    #[arg(long, default_value = "target/bench/graph-trace.json")]
+    trace: String,
+}
+
 fn main() -> Result<()> {
-    let args = milliwatt::bench::BenchArgs::from_env();
-    let quick = args.quick();
-    let json = args.json("graph");
-    let trace = args.value("--trace").unwrap_or_else(|| "target/bench/graph-trace.json".into());
+    let cli = Cli::parse();
+    let quick = cli.flags.quick;
+    let json = cli.flags.json("graph");
+    let trace = cli.trace;
     let gpu = Gpu::new_blocking(&Options::default())?;
     println!("adapter: {}", gpu.describe());
     let steps = if quick { 2 } else { 4 };

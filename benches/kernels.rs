@@ -7,6 +7,7 @@
 //! divided by its time; the roofline fraction divides that by the copy traffic (2 x bytes / time of
 //! a buffer-to-buffer copy) of this run; the FMA fraction divides GFLOP/s by the FMA probe's.
 
+use clap::Parser;
 use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
@@ -221,11 +222,23 @@ fn format_label(f: Format) -> String {
 
 use milliwatt::wgpu;
 
+mod common;
+
+/// The benchmark's command line.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    flags: common::BenchFlags,
+    /// Run only the kernels whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
 fn main() -> Result<()> {
-    let args = milliwatt::bench::BenchArgs::from_env();
-    let quick = args.quick();
-    let json = args.json("kernels");
-    let filter = args.value("--filter");
+    let cli = Cli::parse();
+    let quick = cli.flags.quick;
+    let json = cli.flags.json("kernels");
+    let filter = cli.filter;
     let gpu = Gpu::new_blocking(&Options::default())?;
     let info = gpu.adapter_info().clone();
     println!("adapter: {}", gpu.describe());

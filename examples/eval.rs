@@ -10,16 +10,18 @@
 //! Each row draws 100 digits of each class (seeds 0 to 99, the same for every row) with one
 //! model, sampler setting and guidance, reads them with the classifier (CPU, `milliwatt::eval`),
 //! and compares the classifier features with those of the 1,000 held-out digits. A class of a
-//! row is one request, cached in `target/eval/<row>/class-<k>.json` as it finishes, so the table
-//! can be built in parts: a run picks up what earlier runs left. The table is printed as
-//! Markdown and written with every raw figure to `results/quality.json`.
+//! row is one request, kept as it finishes in `results/eval/<row>-n100/class-<k>.png` (the 100
+//! digits, lossless) and `class-<k>.json` (time, ledger, adapter), so the table is built in parts
+//! across runs and machines: a run picks up what earlier runs left and the classifier reads the
+//! stored digits again. The table is printed as Markdown and written with every raw figure to
+//! `results/quality.json`. Quick looks with fewer digits per class are kept under `target/eval`.
 
 use std::path::{Path, PathBuf};
 
 mod common;
 
 use clap::Parser;
-use milliwatt::eval::digits::{self, CLASSES, PIXELS};
+use milliwatt::eval::digits::{self, CLASSES, PIXELS, SIDE};
 use milliwatt::eval::{Classifier, Gaussian, frechet_distance};
 use milliwatt::model::{DitWeights, FloatFormat, LinearFormat, QuantPolicy};
 use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Seeds};
@@ -110,24 +112,21 @@ struct Args {
     /// List the rows and their cached classes, then stop.
     #[arg(long)]
     list: bool,
-    #[arg(long, default_value = "target/eval")]
-    cache: PathBuf,
+    /// Where finished classes are kept (default `results/eval` for the table's 100 per class,
+    /// `target/eval` for quick looks).
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Where the table's JSON goes (default results/quality.json for the full table,
     /// target/eval/quality-n<per-class>.json for a quick look).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
-/// What one class of one row produced (the cache entry).
+/// What one class of one row produced, beside its digits (`class-<k>.png`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct ClassResult {
+struct ClassRecord {
     class: u32,
-    /// Classifier predictions.
-    predicted: Vec<u8>,
-    /// Classifier features, one vector per image.
-    features: Vec<Vec<f32>>,
-    /// The digits, PIXELS u8 each.
-    pixels: Vec<u8>,
+    images: usize,
     /// Sampling time of the request (prepare excluded), seconds.
     sampling_seconds: f64,
     /// Ledger energy of the request and of its dense f32, 50-step guided baseline, joules.
@@ -148,8 +147,42 @@ struct RowResult {
     adapter: String,
 }
 
+/// The record of one class of one row; its digits are the `.png` beside it.
 fn cache_path(cache: &Path, row: &Row, per_class: u32, class: u32) -> PathBuf {
     cache.join(format!("{}-n{per_class}", row.id.replace(':', "")).as_str()).join(format!("class-{class}.json"))
+}
+
+/// Digits side by side in rows of ten, exactly their pixels.
+fn digit_sheet(pixels: &[u8]) -> Result<image::GrayImage, Box<dyn std::error::Error>> {
+    let images: Vec<image::DynamicImage> = pixels
+        .chunks_exact(PIXELS)
+        .map(|p| image::GrayImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).map(image::DynamicImage::ImageLuma8))
+        .collect::<Option<_>>()
+        .ok_or("a digit of the wrong size")?;
+    Ok(milliwatt::picture::grid(&images, 10, 1, 0)?)
+}
+
+/// The digits of a sheet written by [`digit_sheet`], in order.
+fn read_sheet(path: &Path, images: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let sheet = image::open(path)?.to_luma8();
+    let side = SIDE as u32;
+    let mut pixels = Vec::with_capacity(images * PIXELS);
+    for i in 0..images as u32 {
+        let (x0, y0) = ((i % 10) * side, (i / 10) * side);
+        if x0 + side > sheet.width() || y0 + side > sheet.height() {
+            return Err(format!(
+                "{}: {images} digits do not fit a {}×{} sheet",
+                path.display(),
+                sheet.width(),
+                sheet.height()
+            )
+            .into());
+        }
+        for y in 0..side {
+            pixels.extend((0..side).map(|x| sheet.get_pixel(x0 + x, y0 + y).0[0]));
+        }
+    }
+    Ok(pixels)
 }
 
 fn main() {
@@ -166,12 +199,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("error: unknown rows {unknown:?} (rows: {})", ids.join(", "));
         std::process::exit(2);
     }
+    let cache = args.cache.clone().unwrap_or_else(|| match args.per_class {
+        100 => PathBuf::from("results/eval"),
+        _ => PathBuf::from("target/eval"),
+    });
     let chosen: Vec<&Row> =
         ROWS.iter().filter(|r| args.rows.is_empty() || args.rows.iter().any(|x| x == r.id)).collect();
     if args.list {
         for r in ROWS {
-            let cached =
-                (0..CLASSES as u32).filter(|&k| cache_path(&args.cache, r, args.per_class, k).exists()).count();
+            let cached = (0..CLASSES as u32).filter(|&k| cache_path(&cache, r, args.per_class, k).exists()).count();
             println!(
                 "{:<22} {:<50} {:>3} steps  cfg {:<5} cached {cached}/{CLASSES}",
                 r.id,
@@ -206,7 +242,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("adapter: {}", gpu.describe());
     for r in &chosen {
         let missing: Vec<u32> =
-            (0..CLASSES as u32).filter(|&k| !cache_path(&args.cache, r, args.per_class, k).exists()).collect();
+            (0..CLASSES as u32).filter(|&k| !cache_path(&cache, r, args.per_class, k).exists()).collect();
         if missing.is_empty() {
             continue;
         }
@@ -219,18 +255,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Request { seeds: Seeds::Base(0), steps: r.steps, guidance: r.cfg, ..Request::new(vec![class; n]) };
             let out = common::generate_with_bar(&generator, &request, format!("{} class {class}", r.id))?;
             let pixels: Vec<u8> = out.images.iter().flat_map(|i| i.to_luma8().into_raw()).collect();
-            let outputs = classifier.run_all(&pixels);
-            let result = ClassResult {
+            let path = cache_path(&cache, r, args.per_class, class);
+            std::fs::create_dir_all(path.parent().ok_or("cache path has no folder")?)?;
+            digit_sheet(&pixels)?.save(path.with_extension("png"))?;
+            let result = ClassRecord {
                 class,
-                predicted: outputs.iter().map(|o| o.class()).collect(),
-                features: outputs.into_iter().map(|o| o.features).collect(),
-                pixels,
+                images: out.images.len(),
                 sampling_seconds: out.timings.sampling.as_secs_f64(),
                 ledger_joules: out.ledger.energy().total(),
                 baseline_joules: out.baseline.energy().total(),
                 adapter: gpu.describe(),
             };
-            let path = cache_path(&args.cache, r, args.per_class, class);
             milliwatt::bench::write_json(path.to_str().ok_or("cache path is not UTF-8")?, &result)?;
         }
     }
@@ -239,18 +274,28 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     let mut conventional_j = None;
     for r in ROWS {
-        let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&args.cache, r, args.per_class, k)).collect();
+        let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
             continue;
         }
-        let classes: Vec<ClassResult> = paths
+        let classes: Vec<ClassRecord> = paths
             .iter()
             .map(|p| Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?))
             .collect::<Result<_, Box<dyn std::error::Error>>>()?;
-        let images: usize = classes.iter().map(|c| c.predicted.len()).sum();
-        let right: usize =
-            classes.iter().map(|c| c.predicted.iter().filter(|&&p| u32::from(p) == c.class).count()).sum();
-        let features: Vec<&Vec<f32>> = classes.iter().flat_map(|c| &c.features).collect();
+        let pixels: Vec<Vec<u8>> = classes
+            .iter()
+            .zip(&paths)
+            .map(|(c, p)| read_sheet(&p.with_extension("png"), c.images))
+            .collect::<Result<_, _>>()?;
+        let outputs: Vec<Vec<milliwatt::eval::classifier::Output>> =
+            pixels.iter().map(|p| classifier.run_all(p)).collect();
+        let images: usize = classes.iter().map(|c| c.images).sum();
+        let right: usize = classes
+            .iter()
+            .zip(&outputs)
+            .map(|(c, o)| o.iter().filter(|o| u32::from(o.class()) == c.class).count())
+            .sum();
+        let features: Vec<&Vec<f32>> = outputs.iter().flatten().map(|o| &o.features).collect();
         let fd = frechet_distance(&Gaussian::of(&features, milliwatt::eval::classifier::FEATURES), &held_out);
         let joules = classes.iter().map(|c| c.ledger_joules).sum::<f64>() / images as f64;
         if r.id == "conventional" {
@@ -267,9 +312,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             adapter: classes[0].adapter.clone(),
         });
         // A grid of the first ten digits of each class, for looking at.
-        let grid_images: Vec<image::DynamicImage> = classes
+        let grid_images: Vec<image::DynamicImage> = pixels
             .iter()
-            .flat_map(|c| c.pixels.chunks_exact(PIXELS).take(10))
+            .flat_map(|p| p.chunks_exact(PIXELS).take(10))
             .map(|p| image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(28, 28, p.to_vec()).expect("28 × 28")))
             .collect();
         let grid = milliwatt::picture::grid(&grid_images, 10, 2, 2)?;
@@ -311,7 +356,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = args.out.clone().unwrap_or_else(|| match args.per_class {
         100 => PathBuf::from("results/quality.json"),
-        n => args.cache.join(format!("quality-n{n}.json")),
+        n => cache.join(format!("quality-n{n}.json")),
     });
     milliwatt::bench::write_json(out.to_str().ok_or("output path is not UTF-8")?, &report)?;
     println!("\nwrote {}", out.display());

@@ -170,40 +170,6 @@ fn time_with_clock(
     Ok(Measurement { samples, clock: Clock::GpuTimestamps })
 }
 
-/// The arguments of the benchmark binaries (`cargo bench --bench NAME -- [--quick] [--json PATH]
-/// [--FLAG VALUE]`); cargo's own flags, like `--bench`, are ignored.
-#[derive(Clone, Debug, Default)]
-pub struct BenchArgs {
-    args: Vec<String>,
-}
-
-impl BenchArgs {
-    /// The process's arguments.
-    pub fn from_env() -> Self {
-        Self { args: std::env::args().skip(1).collect() }
-    }
-
-    /// Whether `--flag` is given.
-    pub fn flag(&self, flag: &str) -> bool {
-        self.args.iter().any(|a| a == flag)
-    }
-
-    /// `--quick`: a shorter run.
-    pub fn quick(&self) -> bool {
-        self.flag("--quick")
-    }
-
-    /// The value after `--flag`.
-    pub fn value(&self, flag: &str) -> Option<String> {
-        self.args.iter().position(|a| a == flag).and_then(|i| self.args.get(i + 1)).cloned()
-    }
-
-    /// `--json PATH`, by default `target/bench/<bench>.json`.
-    pub fn json(&self, bench: &str) -> String {
-        self.value("--json").unwrap_or_else(|| format!("target/bench/{bench}.json"))
-    }
-}
-
 /// Writes `report` as pretty JSON to `path`, creating its directory.
 pub fn write_json(path: &str, report: &impl serde::Serialize) -> Result<()> {
     let io = |source| Error::Io { path: path.into(), source };

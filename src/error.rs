@@ -136,6 +136,14 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The GPU profiler (per-dispatch timestamps) could not be created or could not finish a
+    /// frame.
+    #[error("GPU profiler: {message}")]
+    Profile {
+        /// What failed, in wgpu-profiler's words.
+        message: String,
+    },
+
     /// An energy meter (NVML) could not be opened or read.
     #[error("energy meter: {message}")]
     Meter {
@@ -168,14 +176,25 @@ pub enum Error {
     #[error("reading a buffer back failed: {0}")]
     Map(#[from] wgpu::BufferAsyncError),
 
-    /// A checkpoint (or config.json) is missing a tensor or holds a wrong one.
+    /// A model configuration (`config.json`, or the one stored in a pre-packed file) that cannot
+    /// be used: not JSON, an unknown or missing field, a bad value, or one that disagrees with
+    /// the weights.
+    #[error("{}: {}{message}", path.display(), field.as_ref().map_or(String::new(), |f| format!("field `{f}`: ")))]
+    Config {
+        /// File involved (`config.json` for a configuration given as text).
+        path: std::path::PathBuf,
+        /// The field at fault, where one is (nested fields as `quantization.mlp`).
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A checkpoint is missing a tensor or holds a wrong one.
     #[error("{}: tensor `{tensor}`: {problem}", path.display())]
     Checkpoint {
-        /// File involved (`config.json` for a configuration given as text, `(in memory)` for
-        /// tensors given as values).
+        /// File involved (`(in memory)` for tensors given as values).
         path: std::path::PathBuf,
-        /// The tensor's state-dict name; `config.json` for a bad configuration, `(header)` for a
-        /// safetensors header that cannot be read.
+        /// The tensor's state-dict name; `(header)` for a safetensors header that cannot be read.
         tensor: String,
         /// What is wrong with it.
         problem: CheckpointProblem,
@@ -222,8 +241,8 @@ pub enum CheckpointProblem {
     },
     /// The file ends before the tensor's data does.
     Truncated,
-    /// Anything else, in words (a bad configuration field, inconsistent packed metadata, a
-    /// non-finite weight, a header safetensors rejects).
+    /// Anything else, in words (inconsistent packed metadata, a non-finite weight, a header
+    /// safetensors rejects).
     Invalid(String),
 }
 

@@ -232,8 +232,8 @@ struct Pools {
 }
 
 /// A model on a GPU, ready to generate. `Send + Sync`: share it between threads.
-pub struct Generator<'g> {
-    gpu: &'g Gpu,
+pub struct Generator {
+    gpu: Gpu,
     weights: DitWeights,
     options: GeneratorOptions,
     decoder: Box<dyn Decoder>,
@@ -242,21 +242,21 @@ pub struct Generator<'g> {
     baselines: Mutex<HashMap<u32, Ledger>>,
 }
 
-impl std::fmt::Debug for Generator<'_> {
+impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generator").field("config", &self.weights.config).field("options", &self.options).finish()
     }
 }
 
-impl<'g> Generator<'g> {
+impl Generator {
     /// A generator of `model` on `gpu`. Nothing is prepared until the first request.
-    pub fn new(gpu: &'g Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
+    pub fn new(gpu: &Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
         model.config.validate()?;
         if options.max_pools == 0 {
             return Err(Error::Request { message: "max_pools must be at least 1".into() });
         }
         Ok(Self {
-            gpu,
+            gpu: gpu.clone(),
             weights: model,
             options,
             decoder: Box::new(PixelDecoder),
@@ -278,8 +278,10 @@ impl<'g> Generator<'g> {
 
     fn spec(&self, r: &Request) -> Result<SampleSpec> {
         let c = &self.weights.config;
-        let images = r.labels.len() as u32;
         let bad = |message: String| Err(Error::Request { message });
+        let Ok(images) = u32::try_from(r.labels.len()) else {
+            return bad(format!("{} labels: more images than one request can hold", r.labels.len()));
+        };
         if images == 0 || r.steps == 0 {
             return bad(format!("a request needs labels and steps (got {images} labels, {} steps)", r.steps));
         }
@@ -291,15 +293,21 @@ impl<'g> Generator<'g> {
         {
             return bad(format!("{} seeds for {images} images", s.len()));
         }
-        let n = (images * c.in_channels * c.input_size * c.input_size) as usize;
-        if let Some(noise) = &r.noise
-            && noise.len() != n
-        {
-            return bad(format!("initial noise has {} values, the request needs {n}", noise.len()));
+        let n = u64::from(images) * u64::from(c.in_channels) * u64::from(c.input_size).pow(2);
+        if let Some(noise) = &r.noise {
+            if noise.len() as u64 != n {
+                return bad(format!("initial noise has {} values, the request needs {n}", noise.len()));
+            }
+            if let Some(i) = noise.iter().position(|v| !v.is_finite()) {
+                return bad(format!("initial noise value {i} is {}", noise[i]));
+            }
         }
         if let Some(init) = &r.init {
-            if init.pixels.len() != n {
+            if init.pixels.len() as u64 != n {
                 return bad(format!("init image has {} values, the request needs {n}", init.pixels.len()));
+            }
+            if let Some(i) = init.pixels.iter().position(|v| !v.is_finite()) {
+                return bad(format!("init image value {i} is {}", init.pixels[i]));
             }
             if !(0.0..=1.0).contains(&init.strength) {
                 return bad(format!("img2img strength {} is not in [0, 1]", init.strength));
@@ -314,7 +322,36 @@ impl<'g> Generator<'g> {
             Prediction::Velocity => SamplerKind::Euler,
             Prediction::Epsilon => SamplerKind::Ddim,
         });
-        Ok(SampleSpec { images, steps: r.steps, sampler, guidance: r.guidance, img2img: r.init.is_some() })
+        let spec = SampleSpec { images, steps: r.steps, sampler, guidance: r.guidance, img2img: r.init.is_some() };
+        self.fits(&spec)?;
+        Ok(spec)
+    }
+
+    /// Whether the device can hold the request's largest activation in one buffer and one
+    /// binding (and the kernels can index it with u32); if not, the request is refused naming the
+    /// limit and the largest batch that fits, before anything is built.
+    fn fits(&self, spec: &SampleSpec) -> Result<()> {
+        let caps = self.gpu.capabilities();
+        let (bytes, elements) = SampleGraph::largest_activation(&self.weights.config, spec);
+        let limits = [
+            ("max_storage_buffer_binding_size", caps.max_storage_binding, bytes, "bytes"),
+            ("max_buffer_size", caps.max_buffer_size, bytes, "bytes"),
+            ("u32 indexing limit", u64::from(u32::MAX), elements, "elements"),
+        ];
+        for (name, limit, need, unit) in limits {
+            if need > limit {
+                let per_image = need.div_ceil(u64::from(spec.images).max(1));
+                return Err(Error::Request {
+                    message: format!(
+                        "{} images need an activation buffer of {need} {unit}, past the {name} of {limit} \
+                         {unit}; split the request into batches of at most {} images",
+                        spec.images,
+                        limit / per_image.max(1)
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Takes an executor for `key`: an idle one, a new one, or (at the limit) the next returned.
@@ -360,7 +397,7 @@ impl<'g> Generator<'g> {
             preview: preview.then_some(graph.x),
             ..ExecOptions::default()
         };
-        let ex = Executor::new_shared(self.gpu, &graph.graph, options, shared)?;
+        let ex = Executor::new_shared(&self.gpu, &graph.graph, options, shared)?;
         graph.dit.upload_except(&ex, &self.weights, shared)?;
         Ok(Prepared { ex, graph })
     }

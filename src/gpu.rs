@@ -240,10 +240,18 @@ pub struct ObjectCounts {
 
 /// A device milliwatt runs on: its own, or one the embedding application owns.
 ///
-/// Cheap to share: `Gpu` is `Send + Sync`, its pipeline cache is behind a mutex, and the wgpu
-/// handles it holds are reference-counted clones of the caller's.
-#[derive(Debug)]
+/// Cheap to share and to clone: `Gpu` is `Send + Sync`, a clone is another handle to the same
+/// device, pipeline cache and object counters (so a [`crate::Generator`] keeps one and can sit
+/// beside it in an app's struct), and the wgpu handles it holds are reference-counted clones of
+/// the caller's.
+#[derive(Clone, Debug)]
 pub struct Gpu {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`Gpu`] shares.
+#[derive(Debug)]
+struct Shared {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -313,7 +321,7 @@ impl Gpu {
             .as_ref()
             .filter(|_| caps.pipeline_cache)
             .and_then(|dir| open_disk_cache(device, &info, dir));
-        Self {
+        let shared = Shared {
             device: device.clone(),
             queue: queue.clone(),
             info,
@@ -321,46 +329,50 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             disk_cache,
             counters: ObjectCounters::default(),
-        }
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
-        &self.device
+        &self.shared.device
     }
 
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
+        &self.shared.queue
     }
 
     /// The adapter the device belongs to.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.info
+        &self.shared.info
     }
 
     /// What the device can do (with forced fallbacks applied).
     pub fn capabilities(&self) -> &Capabilities {
-        &self.caps
+        &self.shared.caps
     }
 
     /// A one-line description: adapter, backend, driver.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {} {})", self.info.name, self.info.backend, self.info.driver, self.info.driver_info)
+        format!(
+            "{} ({:?}, {} {})",
+            self.shared.info.name, self.shared.info.backend, self.shared.info.driver, self.shared.info.driver_info
+        )
     }
 
     /// How many pipelines, bind groups and buffers milliwatt has created on this device so far.
     pub fn object_counts(&self) -> ObjectCounts {
         ObjectCounts {
-            pipelines: self.counters.pipelines.load(Ordering::Relaxed),
-            bind_groups: self.counters.bind_groups.load(Ordering::Relaxed),
-            buffers: self.counters.buffers.load(Ordering::Relaxed),
+            pipelines: self.shared.counters.pipelines.load(Ordering::Relaxed),
+            bind_groups: self.shared.counters.bind_groups.load(Ordering::Relaxed),
+            buffers: self.shared.counters.buffers.load(Ordering::Relaxed),
         }
     }
 
     /// Returns the cached pipeline for `key`, building (preprocess, validate, compile) it on first use.
     pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.pipelines.lock().expect("pipeline cache poisoned").get(key) {
+        if let Some(p) = self.shared.pipelines.lock().expect("pipeline cache poisoned").get(key) {
             return Ok(p.clone());
         }
         let label = key.variant.label();
@@ -371,19 +383,20 @@ impl Gpu {
         let entries = shaders::layout_entries(&module);
         let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, b)| (n, f64::from_bits(b))).collect();
         let pipeline = self.scoped(&format!("creating pipeline `{label}`"), || {
-            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            let module = self.shared.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
             let bind_group_layout = self
+                .shared
                 .device
                 .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
-            let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            let layout = self.shared.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),
                 bind_group_layouts: &[Some(&bind_group_layout)],
                 immediate_size: 0,
             });
-            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            self.shared.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
                 layout: Some(&layout),
                 module: &module,
@@ -392,18 +405,18 @@ impl Gpu {
                     constants: &constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: self.disk_cache.as_ref().map(|(c, _)| c),
+                cache: self.shared.disk_cache.as_ref().map(|(c, _)| c),
             })
         })?;
-        self.counters.pipelines.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.pipelines.fetch_add(1, Ordering::Relaxed);
         let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().expect("pipeline cache poisoned").insert(key.clone(), pipeline.clone());
+        self.shared.pipelines.lock().expect("pipeline cache poisoned").insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 
     /// Writes wgpu's pipeline cache to the directory of [`Options::pipeline_cache_dir`], if any.
     pub fn save_pipeline_cache(&self) -> Result<()> {
-        if let Some((cache, path)) = &self.disk_cache
+        if let Some((cache, path)) = &self.shared.disk_cache
             && let Some(data) = cache.get_data()
         {
             if let Some(dir) = path.parent() {
@@ -417,8 +430,8 @@ impl Gpu {
     /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error into
     /// the crate's [`Error`].
     pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.shared.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.shared.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
@@ -435,14 +448,14 @@ impl Gpu {
     pub fn buffer(&self, name: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let label = format!("milliwatt.{name}");
         let b = self.scoped(&format!("creating buffer `{label}` of {size} bytes"), || {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
+            self.shared.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
                 size,
                 usage,
                 mapped_at_creation: false,
             })
         })?;
-        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
     }
 
@@ -460,13 +473,13 @@ impl Gpu {
             bytes
         };
         let b = self.scoped(&format!("uploading `{label}` ({} bytes)", bytes.len()), || {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            self.shared.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&label),
                 contents,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             })
         })?;
-        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
     }
 
@@ -474,21 +487,21 @@ impl Gpu {
     pub fn uniform<T: bytemuck::NoUninit>(&self, name: &str, value: &T) -> Result<wgpu::Buffer> {
         let label = format!("milliwatt.{name}");
         let b = self.scoped(&format!("creating uniform `{label}`"), || {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            self.shared.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&label),
                 contents: bytemuck::bytes_of(value),
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
         })?;
-        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(b)
     }
 
     /// Creates a bind group (counted in [`Gpu::object_counts`]).
     pub fn bind_group(&self, desc: &wgpu::BindGroupDescriptor<'_>) -> Result<wgpu::BindGroup> {
         let context = format!("creating bind group `{}`", desc.label.unwrap_or("?"));
-        let bg = self.scoped(&context, || self.device.create_bind_group(desc))?;
-        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
+        let bg = self.scoped(&context, || self.shared.device.create_bind_group(desc))?;
+        self.shared.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
         Ok(bg)
     }
 
@@ -501,15 +514,17 @@ impl Gpu {
     pub async fn read_async<T: bytemuck::AnyBitPattern>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
         let size = buffer.size();
         let staging = self.buffer("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
-        let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.readback") });
+        let mut enc = self
+            .shared
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.readback") });
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        self.shared.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely())?;
+        self.shared.device.poll(wgpu::PollType::wait_indefinitely())?;
         rx.recv().expect("map callback dropped")?;
         let view = staging
             .slice(..)
@@ -524,7 +539,7 @@ impl Gpu {
 
     /// Waits until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely())?;
+        self.shared.device.poll(wgpu::PollType::wait_indefinitely())?;
         Ok(())
     }
 }

@@ -1,10 +1,24 @@
 //! # milliwatt
 //!
-//! Sparse, low-precision image-generation kernels on any GPU through wgpu (Vulkan, Metal, DX12,
-//! GL). This is the foundation layer: the GPU context ([`Gpu`], [`Capabilities`]), embedded and
-//! validated WGSL ([`shaders`]), the kernel contract ([`Kernel`], [`Prepared`], [`Work`]), the
-//! dense f32/f16 baseline kernels ([`kernels`]) with their CPU twins ([`cpu`]), and GPU timing for
-//! benchmarks ([`bench`]).
+//! Image generation with sparse, low-precision kernels on any GPU through wgpu (Vulkan, Metal,
+//! DX12, GL), with an energy ledger that shows what they save.
+//!
+//! The layers, each depending only on those before it (`tests/layers.rs` checks the order):
+//!
+//! - the GPU context ([`Gpu`], [`Capabilities`]: own device or the app's) and the embedded,
+//!   validated WGSL ([`shaders`]);
+//! - the kernel contract ([`Kernel`], [`Prepared`], [`Work`]) and the packed weight formats and
+//!   quantizers ([`quant`]: ternary, int8, int4, 2:4);
+//! - the kernels ([`kernels`]: dense and low-bit GEMV and GEMM, attention, norms, embeddings,
+//!   sampler steps) with a CPU twin for each ([`cpu`]);
+//! - the energy ledger ([`ledger`]) and the GPU profile ([`profile`]);
+//! - the graph host ([`graph`]): ops over tensor proxies, epilogue fusion, buffer planning, and an
+//!   executor that encodes each sampler step as one command buffer;
+//! - the class-conditional DiT ([`model`]: config, weights, graph, CPU reference) and the
+//!   [`Generator`] that samples it (rectified-flow Euler or Heun, DDIM, guidance, previews);
+//! - at the edge: scoring ([`eval`]), image helpers ([`picture`]) and benchmark timing ([`bench`]).
+//!
+//! One kernel on your own buffers:
 //!
 //! ```no_run
 //! use milliwatt::{Gpu, Kernel, Options, kernels::{Elem, Gemm, MatmulShape}};
@@ -57,7 +71,20 @@ mod tests {
         send_sync::<crate::Prepared>();
         send_sync::<crate::Capabilities>();
         send_sync::<crate::Error>();
-        send_sync::<crate::Generator<'static>>();
+        send_sync::<crate::Generator>();
         send_sync::<crate::graph::Executor>();
+    }
+
+    /// An app keeps the generator beside its device in one struct, and may move it to a thread:
+    /// `Generator` owns a handle to the `Gpu` instead of borrowing it.
+    #[test]
+    fn a_generator_lives_beside_its_gpu() {
+        fn owned<T: Send + Sync + 'static>() {}
+        #[allow(dead_code)]
+        struct App {
+            gpu: crate::Gpu,
+            generator: crate::Generator,
+        }
+        owned::<App>();
     }
 }

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use approx::assert_abs_diff_eq;
+use milliwatt::graph::TensorKind;
 use milliwatt::kernels::pos_embed_2d;
 use milliwatt::model::{
-    AttentionKind, DitConfig, DitWeights, FloatFormat, HostTensor, LinearFormat, Prediction, QuantPolicy, WeightData,
+    AttentionKind, DitConfig, DitWeights, FloatFormat, HostTensor, LinearFormat, Prediction, QuantPolicy, SampleGraph,
+    SampleSpec, SamplerKind, WeightData,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{CheckpointProblem, Error};
@@ -99,6 +101,23 @@ fn checkpoint_error<T: std::fmt::Debug>(result: milliwatt::Result<T>) -> (String
             (tensor, problem)
         }
         other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+/// The field a configuration error names (`None`: the file as a whole), checking the message
+/// names it too.
+fn config_error<T: std::fmt::Debug>(result: milliwatt::Result<T>) -> Option<String> {
+    match result {
+        Err(e @ Error::Config { .. }) => {
+            let message = e.to_string();
+            let Error::Config { field, .. } = e else { unreachable!() };
+            if let Some(f) = &field {
+                assert!(message.contains(&format!("field `{f}`")), "message `{message}` does not name `{f}`");
+            }
+            assert!(!message.contains("tensor `"), "a configuration error calls itself a tensor: {message}");
+            field
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
     }
 }
 
@@ -218,16 +237,14 @@ fn bad_configs_name_config_json_and_the_field() {
         let json = format!("{{{base}, {fields}}}");
         let result = DitConfig::from_json(&json);
         let message = result.as_ref().map(|_| ()).unwrap_err().to_string();
-        let (tensor, problem) = checkpoint_error(result);
-        assert_eq!(tensor, "config.json", "{json}");
-        assert!(matches!(problem, CheckpointProblem::Invalid(_)), "{json}: {problem:?}");
+        let named = config_error(result);
         assert!(message.contains(&format!("`{field}`")), "{json}: `{message}` does not name `{field}`");
+        assert!(named.is_some_and(|n| n == field || n.contains(field) || field.contains(&n)), "{json}: {message}");
     }
     // The largest head dimension the attention kernel takes.
     DitConfig::from_json(&format!(r#"{{{base}, "hidden_size": 128, "num_heads": 1}}"#)).unwrap();
     // Not JSON at all.
-    let (tensor, _) = checkpoint_error(DitConfig::from_json("{"));
-    assert_eq!(tensor, "config.json");
+    assert_eq!(config_error(DitConfig::from_json("{")), None);
     // A packed format whose layout is invalid, set in code.
     let mut c = config("dit-tiny");
     c.quantization.attention = LinearFormat::Int4 { group: 16 };
@@ -381,8 +398,7 @@ fn missing_wrong_shape_and_wrong_dtype_are_typed_errors() {
     // An invalid config is reported before any tensor is read.
     let mut bad = c.clone();
     bad.num_heads = 3;
-    let (tensor, _) = checkpoint_error(DitWeights::load(&model_path("dit-tiny"), &bad));
-    assert_eq!(tensor, "config.json");
+    assert_eq!(config_error(DitWeights::load(&model_path("dit-tiny"), &bad)).as_deref(), Some("num_heads"));
 }
 
 #[test]
@@ -549,8 +565,8 @@ fn load_packed_rejects_inconsistent_files() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
 
     // Writes the good file with `edit` applied to its tensors and metadata, then loads it.
-    let attempt = |edit_tensor: &dyn Fn(&str, Owned) -> Option<Owned>,
-                   edit_meta: &dyn Fn(&mut HashMap<String, String>)| {
+    let load_edited = |edit_tensor: &dyn Fn(&str, Owned) -> Option<Owned>,
+                       edit_meta: &dyn Fn(&mut HashMap<String, String>)| {
         let tensors: Vec<(String, Owned)> = st
             .iter()
             .filter_map(|(n, v)| {
@@ -562,7 +578,11 @@ fn load_packed_rejects_inconsistent_files() {
         edit_meta(&mut meta);
         let path = dir.join("bad.safetensors");
         safetensors::serialize_to_file(tensors, Some(meta), &path).unwrap();
-        checkpoint_error(DitWeights::load_packed(&path))
+        DitWeights::load_packed(&path)
+    };
+    let attempt = |edit_tensor: &dyn Fn(&str, Owned) -> Option<Owned>,
+                   edit_meta: &dyn Fn(&mut HashMap<String, String>)| {
+        checkpoint_error(load_edited(edit_tensor, edit_meta))
     };
     let keep = |_: &str, t: Owned| Some(t);
     let no_meta = |_: &mut HashMap<String, String>| {};
@@ -612,11 +632,11 @@ fn load_packed_rejects_inconsistent_files() {
     });
     assert_eq!((tensor.as_str(), problem), (qkv, CheckpointProblem::Missing));
     // A bad config in the metadata.
-    let (tensor, _) = attempt(&keep, &|m| {
+    let field = config_error(load_edited(&keep, &|m| {
         let text = m["milliwatt.config"].replace("\"num_heads\":4", "\"num_heads\":3");
         m.insert("milliwatt.config".into(), text);
-    });
-    assert_eq!(tensor, "config.json");
+    }));
+    assert_eq!(field.as_deref(), Some("num_heads"));
     // Truncated.
     let (tensor, problem) = {
         let path = dir.join("cut.safetensors");
@@ -653,4 +673,26 @@ fn open_reads_model_directories() {
     let e = DitWeights::open(&dir, None).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("differs"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The largest activation the generator checks a request against is the largest non-weight
+/// tensor of the graph it would build, for float and low-bit policies, f16, learned sigma,
+/// guided or not.
+#[test]
+fn the_largest_activation_is_the_graphs() {
+    let mut f16 = config("dit-tiny");
+    f16.quantization = QuantPolicy { attention: LinearFormat::F16, mlp: LinearFormat::F16, other: FloatFormat::F16 };
+    let mut wide = config("dit-tiny");
+    wide.mlp_ratio = 1.0; // QKV outgrows the MLP
+    for c in [config("dit-tiny"), config("dit-tiny-sigma"), f16, wide] {
+        for (images, guidance) in [(1, None), (7, Some(2.0)), (3, None)] {
+            let sampler = if c.prediction == Prediction::Epsilon { SamplerKind::Ddim } else { SamplerKind::Euler };
+            let spec = SampleSpec { images, steps: 2, sampler, guidance, img2img: false };
+            let graph = SampleGraph::new(&c, &spec).unwrap();
+            let largest = graph.graph.tensors().iter().filter(|t| t.kind != TensorKind::Weight).map(|t| t.bytes).max();
+            let (bytes, _) = SampleGraph::largest_activation(&c, &spec);
+            // The graph rounds each tensor up to 4 bytes.
+            assert_eq!(largest, Some(bytes.next_multiple_of(4)), "{c:?} {spec:?}");
+        }
+    }
 }

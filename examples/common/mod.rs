@@ -5,11 +5,7 @@ use std::ops::ControlFlow;
 use milliwatt::{Generation, Generator, Request};
 
 /// Runs `request` on `generator`, showing `message` and one bar position per sampler step.
-pub fn generate_with_bar(
-    generator: &Generator<'_>,
-    request: &Request,
-    message: String,
-) -> milliwatt::Result<Generation> {
+pub fn generate_with_bar(generator: &Generator, request: &Request, message: String) -> milliwatt::Result<Generation> {
     let bar = indicatif::ProgressBar::new(u64::from(request.steps));
     bar.set_message(message);
     bar.set_style(

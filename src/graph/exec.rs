@@ -274,10 +274,8 @@ impl Executor {
                 enable_debug_groups: false,
                 max_num_pending_frames: 4,
             };
-            let p = wgpu_profiler::GpuProfiler::new(gpu.device(), settings).map_err(|e| Error::Validation {
-                context: "creating the GPU profiler".into(),
-                message: e.to_string(),
-            })?;
+            let p = wgpu_profiler::GpuProfiler::new(gpu.device(), settings)
+                .map_err(|e| Error::Profile { message: format!("creating it: {e}") })?;
             Some(Mutex::new(p))
         } else {
             None
@@ -546,7 +544,7 @@ impl Executor {
             p.lock()
                 .expect("profiler lock")
                 .end_frame()
-                .map_err(|e| Error::Validation { context: "ending a profiler frame".into(), message: e.to_string() })?;
+                .map_err(|e| Error::Profile { message: format!("ending a frame: {e}") })?;
         }
         report.host_record += t1 - t0;
         report.host_submit += t1.elapsed();

@@ -20,14 +20,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{CheckpointProblem, Error, Result};
+use crate::error::{Error, Result};
 use crate::quant::Format;
 
 /// The largest head dimension the attention kernel holds in registers (keep in sync with
 /// shaders/attention.wgsl).
 const MAX_HEAD_DIM: u32 = 128;
 
-/// The name bad configurations are reported under ([`Error::Checkpoint`]'s `tensor`).
+/// The file name of a model's configuration, and the path of errors in one given as text.
 pub(crate) const CONFIG_NAME: &str = "config.json";
 
 /// A class-conditional DiT (facebookresearch/DiT `models.py`) and how milliwatt runs it.
@@ -324,11 +324,7 @@ serde_as_string!(FloatFormat);
 
 /// The error for a bad configuration read from `path`, naming the field.
 fn invalid_at(path: &Path, field: &str, message: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        tensor: CONFIG_NAME.to_string(),
-        problem: CheckpointProblem::Invalid(format!("field `{field}`: {message}")),
-    }
+    Error::Config { path: path.to_path_buf(), field: Some(field.to_string()), message: message.to_string() }
 }
 
 /// The error for a configuration that fails [`DitConfig::validate`].
@@ -337,8 +333,7 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> Error {
 }
 
 impl DitConfig {
-    /// Parses and validates a configuration. Errors ([`Error::Checkpoint`] with tensor
-    /// `config.json`, naming the field) on bad JSON, unknown or missing fields, bad values, or a
+    /// Parses and validates a configuration. Errors ([`Error::Config`], naming the field) on bad JSON, unknown or missing fields, bad values, or a
     /// failed [`DitConfig::validate`].
     pub fn from_json(text: &str) -> Result<Self> {
         Self::parse(text, Path::new(CONFIG_NAME))
@@ -352,11 +347,7 @@ impl DitConfig {
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| Error::Checkpoint {
-            path: PathBuf::from(path),
-            tensor: CONFIG_NAME.to_string(),
-            problem: CheckpointProblem::Invalid(message),
-        };
+        let bad = |message: String| Error::Config { path: PathBuf::from(path), field: None, message };
         // Through a `Value` first so a field of the wrong type can be named: serde_json says only
         // "invalid type ... at line L column C" for those.
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -365,7 +356,7 @@ impl DitConfig {
             None => bad(e.to_string()),
         })?;
         config.validate().map_err(|e| match e {
-            Error::Checkpoint { tensor, problem, .. } => Error::Checkpoint { path: path.into(), tensor, problem },
+            Error::Config { field, message, .. } => Error::Config { path: path.into(), field, message },
             other => other,
         })?;
         Ok(config)
@@ -401,13 +392,17 @@ impl DitConfig {
                 "attention" => check::<AttentionKind>(v),
                 "prediction" => check::<Prediction>(v),
                 "quantization" => check::<QuantPolicy>(v),
-                _ => None,
+                _ => Some(
+                    "unknown field (input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio, \
+                     class_dropout_prob, num_classes, learn_sigma, attention, prediction, time_scale, quantization)"
+                        .to_string(),
+                ),
             };
             message.map(|m| (key.clone(), m))
         })
     }
 
-    /// Errors ([`Error::Checkpoint`] with tensor `config.json`, naming the field) unless the
+    /// Errors ([`Error::Config`], naming the field) unless the
     /// model can be built and run:
     ///
     /// - every size is above 0; `input_size` is a multiple of `patch_size`;

@@ -7,7 +7,7 @@
 //! rectified-flow Euler `x += (t_next − t)·v`, Heun (predict, second forward at `t_next`,
 //! correct), or DDIM for ε-prediction. Nothing is read back between steps.
 
-use super::config::{DitConfig, Prediction};
+use super::config::{DitConfig, FloatFormat, Prediction};
 use super::dit::{DitGraph, ForwardIo, ForwardTensors};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, Phase, TensorId};
@@ -64,6 +64,27 @@ pub struct SampleGraph {
 }
 
 impl SampleGraph {
+    /// The largest tensor the graph for `spec` holds besides the weights (the MLP's hidden
+    /// activations, or the attention's QKV where the MLP ratio is small), as (bytes, elements),
+    /// without building the graph: what a device's buffer and binding limits must hold before a
+    /// request is accepted. Computed in u64, so no request size overflows it.
+    pub fn largest_activation(config: &DitConfig, spec: &SampleSpec) -> (u64, u64) {
+        let c = config;
+        let batch = u64::from(spec.images) * if spec.guidance.is_some() { 2 } else { 1 };
+        let rows = batch * u64::from(c.tokens());
+        let out_channels = u64::from(c.in_channels) * if c.learn_sigma { 2 } else { 1 };
+        let per_row =
+            [u64::from(c.mlp_hidden()), 3 * u64::from(c.hidden_size), u64::from(c.patch_size).pow(2) * out_channels];
+        let elements = (rows * per_row.into_iter().max().unwrap_or(0))
+            .max(batch * 6 * u64::from(c.hidden_size))
+            .max(batch * u64::from(c.in_channels) * u64::from(c.input_size).pow(2));
+        let size = match c.quantization.other {
+            FloatFormat::F32 => 4,
+            FloatFormat::F16 => 2,
+        };
+        (elements * size, elements)
+    }
+
     /// Builds the graph for `spec`.
     pub fn new(config: &DitConfig, spec: &SampleSpec) -> Result<Self> {
         let c = config;

@@ -446,7 +446,7 @@ impl DitWeights {
         let (_, metadata) = open(&bytes, &path)?;
         if metadata.contains_key(VERSION_KEY) {
             let weights = Self::packed_from_bytes(&bytes, &path)?;
-            let bad = |message: String| invalid(&config_path, super::config::CONFIG_NAME, message);
+            let bad = |message: String| Error::Config { path: config_path.clone(), field: None, message };
             if weights.config != config {
                 return Err(bad(format!("differs from the configuration stored in {}", path.display())));
             }
@@ -671,7 +671,7 @@ impl DitWeights {
         let text =
             metadata.get(CONFIG_KEY).ok_or_else(|| checkpoint_error(path, CONFIG_KEY, CheckpointProblem::Missing))?;
         let config = DitConfig::from_json(text).map_err(|e| match e {
-            Error::Checkpoint { tensor, problem, .. } => Error::Checkpoint { path: path.into(), tensor, problem },
+            Error::Config { field, message, .. } => Error::Config { path: path.into(), field, message },
             other => other,
         })?;
         let mut tensors = BTreeMap::new();

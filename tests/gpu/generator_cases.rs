@@ -63,7 +63,7 @@ fn request(labels: Vec<u32>, seeds: Seeds, steps: u32) -> Request {
     Request { seeds, steps, guidance: Some(2.0), ..Request::new(labels) }
 }
 
-fn run(g: &Generator<'_>, r: &Request) -> Result<Generation, String> {
+fn run(g: &Generator, r: &Request) -> Result<Generation, String> {
     g.generate_blocking(r, |_| ControlFlow::Continue(())).map_err(err)
 }
 
@@ -151,10 +151,21 @@ fn requests_case(gpu: &Gpu) -> Outcome {
             ..request(vec![1], Seeds::Base(0), 2)
         },
         request(vec![], Seeds::Base(0), 2),
+        Request { noise: Some(vec![f32::NAN; per]), ..request(vec![1], Seeds::Base(0), 2) },
+        Request {
+            init: Some(InitImage { pixels: vec![f32::INFINITY; per], strength: 0.5 }),
+            ..request(vec![1], Seeds::Base(0), 2)
+        },
     ] {
         if !matches!(g.generate_blocking(&bad, |_| ControlFlow::Continue(())), Err(Error::Request { .. })) {
             return Err(format!("bad request {bad:?} was accepted"));
         }
+    }
+    // A batch past the device's buffer limits is refused up front, naming the limit.
+    let huge = request(vec![1; 5_000_000], Seeds::Base(0), 1);
+    match g.generate_blocking(&huge, |_| ControlFlow::Continue(())) {
+        Err(e @ Error::Request { .. }) if e.to_string().contains("max_") && e.to_string().contains("at most") => {}
+        other => return Err(format!("5,000,000 images gave {:?}", other.map(|g| g.shape))),
     }
     Ok(Ok(()))
 }

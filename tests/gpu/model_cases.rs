@@ -25,7 +25,7 @@ fn err(e: Error) -> String {
     e.to_string()
 }
 
-/// Within 1e-4 of the reference, absolute, plus 1e-5 of the value (the 1e-4).
+/// Within 1e-4 of the reference, absolute, plus 1e-5 of the value (the agreed 1e-4).
 fn close(what: &str, got: &[f32], want: &[f32], abs: f32) -> Result<(), String> {
     let scale: Vec<f32> = want.iter().map(|v| v.abs()).collect();
     compare(what, got, want, &scale, 1e-5, abs)

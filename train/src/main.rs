@@ -124,6 +124,11 @@ struct DitArgs {
     /// Fine-tune from a checkpoint's EMA weights or an exported model directory's float state dict.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// fp32 only: weight the ε loss by clamp(1 / SNR, 1, CAP) (truncated-SNR weighting), so the
+    /// high-noise steps DDIM starts from are learnt to the precision it needs. Default: DiT's
+    /// plain MSE.
+    #[arg(long)]
+    snr_cap: Option<f64>,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
@@ -185,6 +190,7 @@ fn spec_of(a: &DitArgs) -> Result<RunSpec> {
         label_dropout: 0.1,
         seed: a.seed,
         init: a.init.clone(),
+        snr_cap: a.snr_cap,
     })
 }
 
@@ -225,12 +231,14 @@ fn probe(seconds: f64, batch: usize, sizes: &[String]) -> Result<()> {
                 label_dropout: 0.1,
                 seed: 0,
                 init: None,
+                snr_cap: None,
             };
             let mut rng = rng::Rng::new(0);
             let model = dit::Dit::new(&spec.config, spec.quant()?, &mut rng, &candle_core::Device::Cpu)?;
             let mut opt = optim::Adam::new(model.vars(), optim::AdamConfig::default())?;
             let ab = train_dit::alpha_bars();
-            let batch_of = |rng: &mut rng::Rng| train_dit::draw(&spec, &data, &ab, rng);
+            let weights = train_dit::timestep_weights(&ab, None);
+            let batch_of = |rng: &mut rng::Rng| train_dit::draw(&spec, &data, &ab, &weights, rng);
             train_dit::train_step(&model, &mut opt, &batch_of(&mut rng), 1e-4, 0.999)?; // warm-up
             let (t0, mut n) = (Instant::now(), 0u32);
             while t0.elapsed().as_secs_f64() < seconds || n < 2 {

@@ -35,6 +35,11 @@ pub struct RunSpec {
     pub seed: u64,
     /// The checkpoint a fine-tune started from, if any.
     pub init: Option<PathBuf>,
+    /// ε objective only: weight each sample's loss by clamp(1 / SNR, 1, cap) (Salimans & Ho's
+    /// truncated-SNR weighting, capped), normalised to mean 1 over the timesteps; `None` is
+    /// DiT's plain MSE.
+    #[serde(default)]
+    pub snr_cap: Option<f64>,
 }
 
 impl RunSpec {
@@ -73,6 +78,8 @@ pub struct Batch {
     pub t: Vec<f32>,
     pub y: Vec<u32>,
     pub target: Vec<f32>,
+    /// Each sample's loss weight (1 unless the run weights timesteps).
+    pub weight: Vec<f32>,
 }
 
 /// Draws a batch: digits uniformly at random, pixels to [-1, 1], labels dropped to the null
@@ -82,26 +89,33 @@ pub struct Batch {
 ///   target v = ε − x₀, model time 1000 t;
 /// - epsilon (DDPM, DiT's recipe): timestep k uniform in 0..1000, x_k = √ᾱ_k x₀ + √(1 − ᾱ_k) ε,
 ///   target ε, model time k (sampler time k / 1000, as the crate's DDIM schedule passes it).
-pub fn draw(spec: &RunSpec, data: &Digits, alpha_bar: &[f32], rng: &mut Rng) -> Batch {
+pub fn draw(spec: &RunSpec, data: &Digits, alpha_bar: &[f32], weights: &[f32], rng: &mut Rng) -> Batch {
     let n = spec.batch;
     let classes = spec.config.num_classes;
-    let mut b = Batch { x: Vec::with_capacity(n * PIXELS), t: Vec::new(), y: Vec::new(), target: Vec::new() };
+    let mut b = Batch {
+        x: Vec::with_capacity(n * PIXELS),
+        t: Vec::new(),
+        y: Vec::new(),
+        target: Vec::new(),
+        weight: Vec::new(),
+    };
     for _ in 0..n {
         let i = rng.below(data.len());
         let label = if rng.uniform() < spec.label_dropout { classes } else { u32::from(data.labels[i]) };
         b.y.push(label);
-        let (a, s, t) = match spec.config.prediction {
+        let (a, s, t, w) = match spec.config.prediction {
             Prediction::Velocity => {
                 let t = 1.0 / (1.0 + (-rng.normal()).exp());
-                (1.0 - t, t, t)
+                (1.0 - t, t, t, 1.0)
             }
             Prediction::Epsilon => {
                 let k = rng.below(alpha_bar.len());
                 let ab = alpha_bar[k];
-                (ab.sqrt(), (1.0 - ab).sqrt(), k as f32 / 1000.0)
+                (ab.sqrt(), (1.0 - ab).sqrt(), k as f32 / 1000.0, weights[k])
             }
         };
         b.t.push(t);
+        b.weight.push(w);
         for &p in data.image(i) {
             let x0 = f32::from(p) / 127.5 - 1.0;
             let eps = rng.normal();
@@ -123,6 +137,18 @@ pub fn alpha_bars() -> Vec<f32> {
     ab
 }
 
+/// The ε objective's loss weight of each training timestep: all 1 for DiT's plain MSE, else
+/// clamp(1 / SNR_k, 1, cap) with SNR_k = ᾱ_k / (1 − ᾱ_k), normalised to mean 1. The weighted ε
+/// loss is the x₀ loss where the noise dominates (1 / SNR > 1): an ε model's x₀ estimate divides
+/// its error by √SNR, so at high noise the plain loss asks for far too little precision for DDIM
+/// to find a digit.
+pub fn timestep_weights(alpha_bar: &[f32], snr_cap: Option<f64>) -> Vec<f32> {
+    let Some(cap) = snr_cap else { return vec![1.0; alpha_bar.len()] };
+    let w: Vec<f64> = alpha_bar.iter().map(|&ab| ((1.0 - f64::from(ab)) / f64::from(ab)).clamp(1.0, cap)).collect();
+    let mean = w.iter().sum::<f64>() / w.len() as f64;
+    w.iter().map(|x| (x / mean) as f32).collect()
+}
+
 /// One optimizer step on `batch`; returns the loss.
 pub fn train_step(model: &Dit, opt: &mut Adam, batch: &Batch, lr: f64, ema_decay: f64) -> Result<(f32, f64)> {
     let dev = Device::Cpu;
@@ -130,8 +156,9 @@ pub fn train_step(model: &Dit, opt: &mut Adam, batch: &Batch, lr: f64, ema_decay
     let x = Tensor::from_vec(batch.x.clone(), (n, 1, SIDE, SIDE), &dev)?;
     let target = Tensor::from_vec(batch.target.clone(), (n, 1, SIDE, SIDE), &dev)?;
     let y = Tensor::from_vec(batch.y.clone(), n, &dev)?;
+    let w = Tensor::from_vec(batch.weight.clone(), (n, 1, 1, 1), &dev)?;
     let out = model.forward(&x, &model.time_features(&batch.t)?, &y)?;
-    let loss = out.sub(&target)?.sqr()?.mean_all()?;
+    let loss = out.sub(&target)?.sqr()?.broadcast_mul(&w)?.mean_all()?;
     let grads = loss.backward()?;
     let norm = opt.step(&grads, lr, ema_decay)?;
     Ok((loss.to_scalar::<f32>()?, norm))
@@ -253,6 +280,7 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
     let mut csv = std::fs::OpenOptions::new().append(true).open(&csv_path)?;
     let first_step = step;
     let alpha_bar = alpha_bars();
+    let weights = timestep_weights(&alpha_bar, spec.snr_cap);
     let started = Instant::now();
     let mut last_ckpt = Instant::now();
     let (mut window, mut window_n) = (0f64, 0u64);
@@ -262,7 +290,7 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
     };
     while step < spec.steps {
         let t0 = Instant::now();
-        let batch = draw(&spec, data, &alpha_bar, &mut rng);
+        let batch = draw(&spec, data, &alpha_bar, &weights, &mut rng);
         let lr = spec.lr_at(step);
         let (loss, norm) = train_step(&model, &mut opt, &batch, lr, spec.ema_decay)?;
         if !loss.is_finite() {
@@ -330,6 +358,8 @@ mod tests {
                 label_dropout: 0.1,
                 seed: 4,
                 init: None,
+                // The weighted ε objective on the fp32 run, so both losses are exercised.
+                snr_cap: (kind == "fp32").then_some(100.0),
             };
             let session = |out: PathBuf, resume: bool, stop_after: Option<u64>| Session {
                 out,
@@ -360,6 +390,19 @@ mod tests {
             assert_eq!(weights.config, spec.config);
         }
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn truncated_snr_weights() {
+        let ab = alpha_bars();
+        assert!(timestep_weights(&ab, None).iter().all(|&w| w == 1.0));
+        let w = timestep_weights(&ab, Some(100.0));
+        let mean = w.iter().map(|&x| f64::from(x)).sum::<f64>() / w.len() as f64;
+        assert!((mean - 1.0).abs() < 1e-5, "mean weight {mean}");
+        // Flat at low noise (1 / SNR < 1), rising with the noise, flat again at the cap.
+        assert_eq!(w[0], w[50]);
+        assert!(w.windows(2).all(|p| p[1] >= p[0]));
+        assert!((w[999] / w[0] - 100.0).abs() < 1e-3, "cap ratio {}", w[999] / w[0]);
     }
 
     #[test]
