@@ -14,8 +14,8 @@ use clap::Parser;
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph, Phase, TensorId};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
-    Act, ActQuant, Attention, ClassEmbed, Elem, Elementwise, EltOp, Gemm, Gemv, MatmulShape, Modulation, Norm,
-    PatchGeometry, Patchify, QGemm, SamplerOp, SamplerStep, TimestepEmbed, Unpatchify,
+    Act, ActQuant, Attention, ClassEmbed, Elem, Elementwise, EltOp, Gemm, Gemv, MatmulKind, MatmulShape, Modulation,
+    Norm, PatchGeometry, Patchify, QGemm, SamplerOp, SamplerStep, TimestepEmbed, Unpatchify,
 };
 use milliwatt::quant::Format;
 use milliwatt::{Gpu, Options, Result};
@@ -71,11 +71,10 @@ fn dit(c: &Config, linears: Linears) -> Result<(Graph, TensorId)> {
         let wt = w(g, &format!("{name}.weight"), &[m, k]);
         let b = w(g, &format!("{name}.bias"), &[m]);
         let y0 = g.activation(format!("{name}.mm"), &[rows, m], f);
-        if rows <= 8 {
-            g.op(name, Gemv::new(MatmulShape::new(m, rows, k), e), &[x, wt, y0])?;
-        } else {
-            g.op(name, Gemm::new(MatmulShape::new(m, rows, k), e), &[x, wt, y0])?;
-        }
+        match MatmulKind::of(rows, None) {
+            MatmulKind::Gemv => g.op(name, Gemv::new(MatmulShape::new(m, rows, k), e), &[x, wt, y0])?,
+            MatmulKind::Gemm => g.op(name, Gemm::new(MatmulShape::new(m, rows, k), e), &[x, wt, y0])?,
+        };
         let bias =
             Elementwise::new(EltOp::Add, rows * m, e).with_broadcast(milliwatt::kernels::Broadcast::row(m, rows));
         g.op(format!("{name}.bias"), bias, &[y0, b, y])

@@ -238,6 +238,61 @@ pub struct ObjectCounts {
     pub buffers: u64,
 }
 
+/// `bytes` zero-padded to a whole, non-zero number of 4-byte words (what buffer writes and WGSL
+/// arrays of u32 need), borrowed when already so.
+pub(crate) fn padded_to_4(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len().next_multiple_of(4).max(4), 0);
+    std::borrow::Cow::Owned(padded)
+}
+
+/// Copies `buffer` into a new staging buffer, waits for the copy and returns the bytes: the one
+/// readback path ([`Gpu::read`] and the graph executor's reads).
+pub(crate) fn read_back(device: &wgpu::Device, queue: &wgpu::Queue, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("milliwatt.readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.readback") });
+    enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+    let index = queue.submit([enc.finish()]);
+    let mapping = start_map(&staging);
+    device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })?;
+    mapped_bytes(&staging, &mapping)
+}
+
+/// A staging buffer's pending map: the receiver hears once a poll has completed it.
+pub(crate) type Mapping = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
+
+/// Starts mapping all of `staging` for reading.
+pub(crate) fn start_map(staging: &wgpu::Buffer) -> Mapping {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    rx
+}
+
+/// The contents of a staging buffer whose map (from [`start_map`]) a poll has completed; unmaps
+/// it, so it can be mapped again.
+pub(crate) fn mapped_bytes(staging: &wgpu::Buffer, mapping: &Mapping) -> Result<Vec<u8>> {
+    let context = || "mapping a staging buffer".to_string();
+    mapping.recv().map_err(|_| Error::Validation { context: context(), message: "callback dropped".into() })??;
+    let view = staging
+        .slice(..)
+        .get_mapped_range()
+        .map_err(|e| Error::Validation { context: context(), message: e.to_string() })?;
+    let out = view.to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
 /// A device milliwatt runs on: its own, or one the embedding application owns.
 ///
 /// Cheap to share and to clone: `Gpu` is `Send + Sync`, a clone is another handle to the same
@@ -464,18 +519,11 @@ impl Gpu {
     pub fn upload<T: bytemuck::NoUninit>(&self, name: &str, data: &[T]) -> Result<wgpu::Buffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let label = format!("milliwatt.{name}");
-        let mut padded;
-        let contents = if !bytes.len().is_multiple_of(4) || bytes.is_empty() {
-            padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(4).max(4), 0);
-            &padded[..]
-        } else {
-            bytes
-        };
+        let contents = padded_to_4(bytes);
         let b = self.scoped(&format!("uploading `{label}` ({} bytes)", bytes.len()), || {
             self.shared.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&label),
-                contents,
+                contents: &contents,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             })
         })?;
@@ -512,29 +560,8 @@ impl Gpu {
 
     /// Async form of [`Gpu::read`].
     pub async fn read_async<T: bytemuck::AnyBitPattern>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
-        let size = buffer.size();
-        let staging = self.buffer("readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
-        let mut enc = self
-            .shared
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.readback") });
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-        self.shared.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.shared.device.poll(wgpu::PollType::wait_indefinitely())?;
-        rx.recv().expect("map callback dropped")?;
-        let view = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Validation { context: "mapping a readback buffer".into(), message: e.to_string() })?;
-        let elems = size as usize / size_of::<T>();
-        let out = bytemuck::cast_slice::<u8, T>(&view[..elems * size_of::<T>()]).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        let bytes = read_back(&self.shared.device, &self.shared.queue, buffer)?;
+        Ok(bytes.chunks_exact(size_of::<T>()).map(bytemuck::pod_read_unaligned).collect())
     }
 
     /// Waits until all submitted work is done.

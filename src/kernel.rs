@@ -14,39 +14,73 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu};
 
-/// Work one kernel launch does: operations by precision, device-memory and workgroup-memory bytes.
-///
-/// Counts come from the launch parameters and describe what the dispatched workgroups really do
-/// (tile re-reads included), not an ideal algorithm. A multiply-add counts as one multiply and one
-/// add. Bitwise and shift operations are `bit_ops` (the ledger prices them as 32-bit integer adds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Work {
+/// Defines [`Work`] from one list of its fields: the struct, its field names, and the
+/// arithmetic over every field, so a new counter is added in one place (and in the WGSL counter
+/// indices, which a test checks against [`Work::FIELDS`]).
+macro_rules! work_fields {
+    ($($(#[doc = $doc:literal])* $field:ident,)*) => {
+        /// Work one kernel launch does: operations by precision, device-memory and
+        /// workgroup-memory bytes.
+        ///
+        /// Counts come from the launch parameters and describe what the dispatched workgroups
+        /// really do (tile re-reads included), not an ideal algorithm. A multiply-add counts as
+        /// one multiply and one add. Bitwise and shift operations are `bit_ops` (the ledger
+        /// prices them as 32-bit integer adds).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct Work {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl Work {
+            /// The field names, in order: counter `i` of the counting shaders is field `i`.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// The counts in [`Work::FIELDS`] order.
+            pub fn to_array(&self) -> [u64; Self::FIELDS.len()] {
+                [$(self.$field),*]
+            }
+
+            /// The work whose field `i` is `counts[i]`.
+            pub fn from_array(counts: [u64; Self::FIELDS.len()]) -> Self {
+                let mut it = counts.into_iter();
+                Work { $($field: it.next().unwrap_or_default(),)* }
+            }
+
+            fn zip(self, o: Work, f: impl Fn(u64, u64) -> u64) -> Work {
+                let (a, b) = (self.to_array(), o.to_array());
+                Work::from_array(std::array::from_fn(|i| f(a[i], b[i])))
+            }
+        }
+    };
+}
+
+work_fields! {
     /// f32 additions.
-    pub f32_add: u64,
+    f32_add,
     /// f32 multiplications.
-    pub f32_mul: u64,
+    f32_mul,
     /// f16 additions.
-    pub f16_add: u64,
+    f16_add,
     /// f16 multiplications.
-    pub f16_mul: u64,
+    f16_mul,
     /// 8-bit integer multiplications.
-    pub i8_mul: u64,
+    i8_mul,
     /// 8-bit integer additions (the adds of an int8 multiply-add, before widening).
-    pub i8_add: u64,
+    i8_add,
     /// 32-bit integer additions (accumulators, not address arithmetic).
-    pub i32_add: u64,
+    i32_add,
     /// 32-bit integer multiplications.
-    pub i32_mul: u64,
+    i32_mul,
     /// Bitwise and shift operations on data (unpacking).
-    pub bit_ops: u64,
+    bit_ops,
     /// Bytes read from device memory.
-    pub dram_read: u64,
+    dram_read,
     /// Bytes written to device memory.
-    pub dram_write: u64,
+    dram_write,
     /// Bytes read from workgroup (shared) memory.
-    pub sram_read: u64,
+    sram_read,
     /// Bytes written to workgroup (shared) memory.
-    pub sram_write: u64,
+    sram_write,
 }
 
 impl Work {
@@ -75,21 +109,7 @@ impl Work {
 impl Add for Work {
     type Output = Work;
     fn add(self, o: Work) -> Work {
-        Work {
-            f32_add: self.f32_add + o.f32_add,
-            f32_mul: self.f32_mul + o.f32_mul,
-            f16_add: self.f16_add + o.f16_add,
-            f16_mul: self.f16_mul + o.f16_mul,
-            i8_mul: self.i8_mul + o.i8_mul,
-            i8_add: self.i8_add + o.i8_add,
-            i32_add: self.i32_add + o.i32_add,
-            i32_mul: self.i32_mul + o.i32_mul,
-            bit_ops: self.bit_ops + o.bit_ops,
-            dram_read: self.dram_read + o.dram_read,
-            dram_write: self.dram_write + o.dram_write,
-            sram_read: self.sram_read + o.sram_read,
-            sram_write: self.sram_write + o.sram_write,
-        }
+        self.zip(o, |a, b| a + b)
     }
 }
 
@@ -102,21 +122,7 @@ impl AddAssign for Work {
 impl Mul<u64> for Work {
     type Output = Work;
     fn mul(self, k: u64) -> Work {
-        Work {
-            f32_add: self.f32_add * k,
-            f32_mul: self.f32_mul * k,
-            f16_add: self.f16_add * k,
-            f16_mul: self.f16_mul * k,
-            i8_mul: self.i8_mul * k,
-            i8_add: self.i8_add * k,
-            i32_add: self.i32_add * k,
-            i32_mul: self.i32_mul * k,
-            bit_ops: self.bit_ops * k,
-            dram_read: self.dram_read * k,
-            dram_write: self.dram_write * k,
-            sram_read: self.sram_read * k,
-            sram_write: self.sram_write * k,
-        }
+        Work::from_array(self.to_array().map(|v| v * k))
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{Graph, PackedWeight, Phase, Plan, TensorId, TensorKind, fuse, plan_with};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, mapped_bytes, padded_to_4, read_back, start_map};
 use crate::kernel::{Prepared, TensorRef};
 use crate::ledger::Ledger;
 use crate::profile::{DispatchTime, Profile, parse_label, scope_label};
@@ -371,15 +371,7 @@ impl Executor {
                 ),
             });
         }
-        let mut padded;
-        let bytes = if !bytes.len().is_multiple_of(4) {
-            padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(4), 0);
-            &padded[..]
-        } else {
-            bytes
-        };
-        self.queue.write_buffer(self.buffer_of(t)?, 0, bytes);
+        self.queue.write_buffer(self.buffer_of(t)?, 0, &padded_to_4(bytes));
         Ok(())
     }
 
@@ -410,47 +402,8 @@ impl Executor {
             });
         }
         let elems = d.shape.iter().map(|&s| u64::from(s)).product::<u64>() * d.dtype.size() / size_of::<T>() as u64;
-        let buffer = self.buffer_of(t)?;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("milliwatt.executor.read"),
-            size: buffer.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.read") });
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
-        let index = self.queue.submit([enc.finish()]);
-        let bytes = self.map(&staging, index)?;
+        let bytes = read_back(&self.device, &self.queue, self.buffer_of(t)?)?;
         Ok(bytemuck::pod_collect_to_vec::<u8, T>(&bytes[..elems as usize * size_of::<T>()]))
-    }
-
-    fn map(&self, staging: &wgpu::Buffer, index: wgpu::SubmissionIndex) -> Result<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })?;
-        Self::mapped(staging, &rx)
-    }
-
-    /// The contents of a staging buffer whose map callback (sending to `rx`) has run; unmaps it.
-    fn mapped(
-        staging: &wgpu::Buffer,
-        rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
-    ) -> Result<Vec<u8>> {
-        rx.recv().map_err(|_| Error::Validation {
-            context: "mapping a staging buffer".into(),
-            message: "callback dropped".into(),
-        })??;
-        let view = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Validation { context: "mapping a staging buffer".into(), message: e.to_string() })?;
-        let out = view.to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
     }
 
     /// Records the ops of `phase` (for step `step`) into `encoder`: one compute pass, or one
@@ -669,12 +622,9 @@ impl Executor {
         let preview = match (&self.preview, self.options.preview) {
             (Some(staging), Some(t)) => {
                 let staging = &staging[step as usize % 2];
-                let (tx, rx) = std::sync::mpsc::channel();
-                staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                    let _ = tx.send(r);
-                });
+                let mapping = start_map(staging);
                 submission_done(&self.device, index).await?;
-                let bytes = Self::mapped(staging, &rx)?;
+                let bytes = mapped_bytes(staging, &mapping)?;
                 let d = self.graph.tensor_desc(t)?;
                 let n = d.shape.iter().map(|&s| s as usize).product::<usize>();
                 Some(match d.dtype {

@@ -9,6 +9,7 @@ use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, 
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
+use crate::quant::Format;
 use crate::shaders::{Variant, shader};
 
 /// Matmul shape: `m` output features (rows of W), `n` activation rows (tokens), `k` input features.
@@ -62,6 +63,22 @@ pub struct MatmulParams {
     pub _pad: [u32; 2],
 }
 
+impl MatmulParams {
+    /// The parameter block of the whole `shape` with `epilogue` (a dispatch split along M narrows
+    /// `m` and `m_offset`).
+    pub fn whole(shape: MatmulShape, epilogue: &Epilogue) -> Self {
+        MatmulParams {
+            m: shape.m,
+            n: shape.n,
+            k: shape.k,
+            m_offset: 0,
+            ldy: shape.m,
+            gate_rows: epilogue.gate_rows.unwrap_or(0),
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Shared preparation of the three matmul kernels (buffers already checked): split along M, dispatch specs. With
 /// `count` (the key is then the COUNT_WORK variant) the last buffer is the work counters, bound in
 /// every dispatch.
@@ -94,15 +111,7 @@ fn prepare_matmul(
         .into_iter()
         .map(|(first, count)| {
             let mut spec = DispatchSpec::sequential(
-                MatmulParams {
-                    m: count,
-                    n: shape.n,
-                    k: shape.k,
-                    m_offset: first,
-                    ldy: shape.m,
-                    gate_rows: epilogue.gate_rows.unwrap_or(0),
-                    _pad: [0; 2],
-                },
+                MatmulParams { m: count, m_offset: first, ..MatmulParams::whole(shape, &epilogue) },
                 vec![
                     (x, reqs[0].size),
                     (
@@ -163,6 +172,12 @@ pub struct Gemm {
 }
 
 impl Gemm {
+    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
+    /// narrows `m` and `m_offset`), as the CPU twins take it.
+    pub fn params(&self) -> MatmulParams {
+        MatmulParams::whole(self.shape, &self.epilogue)
+    }
+
     /// A GEMM of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
         Self { shape, elem, variant: None, epilogue: Epilogue::default() }
@@ -318,7 +333,33 @@ pub struct Gemv {
 /// Largest N the GEMV kernel handles; larger N goes to [`Gemm`].
 pub const GEMV_MAX_N: u32 = 8;
 
+/// The two matmul kernels a linear layer can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKind {
+    /// [`Gemv`] / [`crate::kernels::QGemv`]: GEMV and small N.
+    Gemv,
+    /// [`Gemm`] / [`crate::kernels::QGemm`]: the tiled GEMM.
+    Gemm,
+}
+
+impl MatmulKind {
+    /// The kernel for a linear over `rows` rows with weights in `format` (`None`: dense float):
+    /// up to [`GEMV_MAX_N`] rows the GEMV, above it the tiled GEMM, except for the packed formats
+    /// that have no tiled GEMM (int4 and f16 2:4), which always run as GEMV. The graph, the CPU
+    /// reference and the benchmarks all choose here.
+    pub fn of(rows: u32, format: Option<Format>) -> Self {
+        let gemv_only = matches!(format, Some(Format::Int4Sparse24 { .. } | Format::F16Sparse24));
+        if rows <= GEMV_MAX_N || gemv_only { Self::Gemv } else { Self::Gemm }
+    }
+}
+
 impl Gemv {
+    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
+    /// narrows `m` and `m_offset`), as the CPU twins take it.
+    pub fn params(&self) -> MatmulParams {
+        MatmulParams::whole(self.shape, &self.epilogue)
+    }
+
     /// A GEMV / small-N matmul of `shape` over `elem`.
     pub fn new(shape: MatmulShape, elem: Elem) -> Self {
         Self { shape, elem, variant: None, epilogue: Epilogue::default() }

@@ -17,7 +17,9 @@ pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourho
 pub use elementwise::{Broadcast, Convert, Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};
-pub use matmul::{Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulParams, MatmulShape};
+pub use matmul::{
+    Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulKind, MatmulNaive, MatmulParams, MatmulShape,
+};
 pub use noise::{Noise, NoiseKind};
 pub use norm::{Modulation, Norm, NormKind};
 pub use probe::FmaProbe;

@@ -80,6 +80,22 @@ pub struct Norm {
 const WG: u32 = 128;
 
 impl Norm {
+    /// The parameter block the kernel binds, as the CPU twin takes it.
+    pub fn params(&self) -> NormParams {
+        let m =
+            self.modulation.unwrap_or(Modulation { rows_per_image: 1, stride: 0, shift_offset: 0, scale_offset: 0 });
+        NormParams {
+            rows: self.rows,
+            d: self.d,
+            rows_per_image: m.rows_per_image,
+            eps: self.eps,
+            mod_stride: m.stride,
+            shift_offset: m.shift_offset,
+            scale_offset: m.scale_offset,
+            x_row_words: act_row_words(self.d),
+        }
+    }
+
     /// DiT's LayerNorm: no affine, eps 1e-6.
     pub fn layer_norm(rows: u32, d: u32, elem: Elem) -> Self {
         Self { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation: None, emit_i8: false, elem }
@@ -184,18 +200,7 @@ impl Kernel for Norm {
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let m =
-            self.modulation.unwrap_or(Modulation { rows_per_image: 1, stride: 0, shift_offset: 0, scale_offset: 0 });
-        let params = NormParams {
-            rows: self.rows,
-            d: self.d,
-            rows_per_image: m.rows_per_image,
-            eps: self.eps,
-            mod_stride: m.stride,
-            shift_offset: m.shift_offset,
-            scale_offset: m.scale_offset,
-            x_row_words: act_row_words(self.d),
-        };
+        let params = self.params();
         // Bindings: x 1, modulation 2, weight 3, then y 4 or xq 4 + x_scales 5 — in the order of
         // the requirements, skipping the absent ones.
         let mut bindings = vec![1];

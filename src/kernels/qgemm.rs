@@ -10,7 +10,7 @@ use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
-use crate::kernels::qmatmul::{Act, LowBitBindings, act_row_words, row_words};
+use crate::kernels::qmatmul::{Act, LowBitBindings, QMatmulParams, act_row_words, row_words};
 use crate::quant::Format;
 use crate::shaders::{Variant, shader};
 
@@ -91,6 +91,12 @@ impl QGemm {
 
     fn bindings(&self) -> LowBitBindings {
         LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
+    }
+
+    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
+    /// narrows `m` and `m_offset`), as the CPU twins take it. Errors as the format's layout does.
+    pub fn params(&self) -> Result<QMatmulParams> {
+        self.bindings().params()
     }
 }
 

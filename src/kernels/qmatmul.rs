@@ -210,6 +210,12 @@ impl QGemv {
         LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
     }
 
+    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
+    /// narrows `m` and `m_offset`), as the CPU twins take it. Errors as the format's layout does.
+    pub fn params(&self) -> Result<QMatmulParams> {
+        self.bindings().params()
+    }
+
     /// The variant for this device and shape: subgroups when present; vec4 activation loads when
     /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows); about four steps per invocation.
     pub fn choose(&self, caps: &Capabilities) -> QGemvVariant {
@@ -452,6 +458,29 @@ pub(crate) struct LowBitBindings {
 }
 
 impl LowBitBindings {
+    /// The parameter block of the whole matrix (a split dispatch narrows `m` and `m_offset`).
+    pub(crate) fn params(&self) -> Result<QMatmulParams> {
+        let MatmulShape { m, n, k } = self.shape;
+        let (wr, sr, ar) = row_words(self.format, k)?;
+        Ok(QMatmulParams {
+            m,
+            n,
+            k,
+            m_offset: 0,
+            ldy: m,
+            steps: k.div_ceil(STEP),
+            w_row_words: wr,
+            s_row_words: sr,
+            a_row_words: ar,
+            x_row_words: act_row_words(k),
+            group: match self.format {
+                Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
+                _ => 0,
+            },
+            gate_rows: self.epilogue.gate_rows.unwrap_or(0),
+        })
+    }
+
     /// The caller's buffers, in the order [`LowBitBindings::specs`] binds them.
     pub(crate) fn requirements(&self) -> Result<Vec<BufferReq>> {
         let MatmulShape { m, n, k } = self.shape;
@@ -508,10 +537,7 @@ impl LowBitBindings {
             .zip(&buffers[y_index + 1..])
             .map(|((binding, r), b)| (binding, *b, r.size))
             .collect();
-        let group = match self.format {
-            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
-            _ => 0,
-        };
+        let whole = self.params()?;
         Ok(split_rows_multi(name, caps, m, &row_bytes)?
             .into_iter()
             .map(|(first, count)| {
@@ -525,20 +551,7 @@ impl LowBitBindings {
                 }
                 storage.push(y);
                 storage.extend(extra.iter().copied());
-                let params = QMatmulParams {
-                    m: count,
-                    n,
-                    k,
-                    m_offset: first,
-                    ldy: m,
-                    steps: k.div_ceil(STEP),
-                    w_row_words: wr,
-                    s_row_words: sr,
-                    a_row_words: ar,
-                    x_row_words: act_row_words(k),
-                    group,
-                    gate_rows: self.epilogue.gate_rows.unwrap_or(0),
-                };
+                let params = QMatmulParams { m: count, m_offset: first, ..whole };
                 DispatchSpec { params, storage, workgroups: grid(count) }
             })
             .collect())

@@ -22,40 +22,18 @@ pub const COUNTERS_BINDING: u32 = 15;
 /// The define that selects the counting variant of a shader.
 pub(crate) const COUNT_WORK: &str = "COUNT_WORK";
 
-/// The counters buffer: one 64-bit (lo, hi) pair of u32 per [`Work`] field, in `Work`'s order,
-/// plus spares. Keep in sync with shaders/shared/work_count.wgsl (counter i is field i).
+/// The counters buffer: one 64-bit (lo, hi) pair of u32 per [`Work`] field, in
+/// [`Work::FIELDS`] order, plus spares. Keep in sync with shaders/shared/work_count.wgsl (counter
+/// i is field i; a test reads its `WC_*` indices).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct WorkCounters {
-    /// f32 additions.
-    pub f32_add: [u32; 2],
-    /// f32 multiplications.
-    pub f32_mul: [u32; 2],
-    /// f16 additions.
-    pub f16_add: [u32; 2],
-    /// f16 multiplications.
-    pub f16_mul: [u32; 2],
-    /// 8-bit integer multiplications.
-    pub i8_mul: [u32; 2],
-    /// 8-bit integer additions.
-    pub i8_add: [u32; 2],
-    /// 32-bit integer additions.
-    pub i32_add: [u32; 2],
-    /// 32-bit integer multiplications.
-    pub i32_mul: [u32; 2],
-    /// Bitwise and shift operations on data.
-    pub bit_ops: [u32; 2],
-    /// Bytes read from device memory.
-    pub dram_read: [u32; 2],
-    /// Bytes written to device memory.
-    pub dram_write: [u32; 2],
-    /// Bytes read from workgroup memory.
-    pub sram_read: [u32; 2],
-    /// Bytes written to workgroup memory.
-    pub sram_write: [u32; 2],
-    /// Unused (the shader's array has 16 counters).
-    pub _spare: [[u32; 2]; 3],
+    /// (lo, hi) per counter.
+    pub counts: [[u32; 2]; WORK_COUNTERS],
 }
+
+/// Counters in the shader's array (`WC_COUNTERS`): the [`Work`] fields and spares.
+pub const WORK_COUNTERS: usize = 16;
 
 impl WorkCounters {
     /// Size of the counters buffer, bytes.
@@ -64,21 +42,7 @@ impl WorkCounters {
     /// The counts as [`Work`].
     pub fn to_work(&self) -> Work {
         let v = |[lo, hi]: [u32; 2]| u64::from(lo) | (u64::from(hi) << 32);
-        Work {
-            f32_add: v(self.f32_add),
-            f32_mul: v(self.f32_mul),
-            f16_add: v(self.f16_add),
-            f16_mul: v(self.f16_mul),
-            i8_mul: v(self.i8_mul),
-            i8_add: v(self.i8_add),
-            i32_add: v(self.i32_add),
-            i32_mul: v(self.i32_mul),
-            bit_ops: v(self.bit_ops),
-            dram_read: v(self.dram_read),
-            dram_write: v(self.dram_write),
-            sram_read: v(self.sram_read),
-            sram_write: v(self.sram_write),
-        }
+        Work::from_array(std::array::from_fn(|i| v(self.counts[i])))
     }
 
     /// The counters buffer a counting variant binds last. The shaders add into it: zero it
@@ -137,10 +101,31 @@ mod tests {
     #[test]
     fn counters_match_the_shader_array_and_carry_into_hi() {
         assert_eq!(WorkCounters::SIZE, 16 * 8);
-        let c = WorkCounters { f32_add: [5, 1], sram_write: [u32::MAX, 2], ..WorkCounters::default() };
+        assert!(Work::FIELDS.len() <= WORK_COUNTERS);
+        let mut c = WorkCounters::default();
+        c.counts[0] = [5, 1];
+        c.counts[Work::FIELDS.len() - 1] = [u32::MAX, 2];
         let w = c.to_work();
         assert_eq!(w.f32_add, (1 << 32) + 5);
         assert_eq!(w.sram_write, (3 << 32) - 1);
         assert_eq!(Work { f32_add: 0, sram_write: 0, ..w }, Work::default());
+    }
+
+    /// The shader's counter indices are the positions of the `Work` fields they name.
+    #[test]
+    fn shader_counter_indices_follow_the_work_fields() {
+        let wgsl = include_str!("../../shaders/shared/work_count.wgsl");
+        let mut seen = 0;
+        for line in wgsl.lines().filter_map(|l| l.trim().strip_prefix("const WC_")) {
+            let (name, rest) = line.split_once(": u32 = ").expect("const WC_NAME: u32 = Nu;");
+            let index: usize = rest.trim_end_matches(';').trim_end_matches('u').parse().unwrap();
+            if name == "COUNTERS" {
+                assert_eq!(index, WORK_COUNTERS);
+            } else {
+                assert_eq!(Work::FIELDS.get(index).copied(), Some(name.to_lowercase().as_str()), "WC_{name}");
+            }
+            seen += 1;
+        }
+        assert!(seen > 4, "no WC_ constants found");
     }
 }

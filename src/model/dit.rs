@@ -18,8 +18,8 @@ use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
 use crate::kernels::qmatmul::act_row_words;
 use crate::kernels::{
     Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Convert, Elem, Elementwise, EltOp, Epilogue, Gemm,
-    Gemv, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed, Unpatchify,
-    neighbourhood_blocks, timestep_freqs,
+    Gemv, MatmulKind, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed,
+    Unpatchify, neighbourhood_blocks, timestep_freqs,
 };
 use crate::quant::Format;
 
@@ -341,10 +341,9 @@ impl DitGraph {
             (LinearWeights::Dense { w, b, .. }, Input::Float(x)) => {
                 bind.extend([x, *w, y, *b]);
                 bind.extend_from_slice(extras);
-                if rows <= 8 {
-                    g.op(name, Gemv::new(shape, e).with_epilogue(epilogue), &bind)
-                } else {
-                    g.op(name, Gemm::new(shape, e).with_epilogue(epilogue), &bind)
+                match MatmulKind::of(rows, None) {
+                    MatmulKind::Gemv => g.op(name, Gemv::new(shape, e).with_epilogue(epilogue), &bind),
+                    MatmulKind::Gemm => g.op(name, Gemm::new(shape, e).with_epilogue(epilogue), &bind),
                 }
             }
             (LinearWeights::Packed { w, format, b, .. }, input) => {
@@ -362,10 +361,9 @@ impl DitGraph {
                 bind.push(y);
                 bind.push(*b);
                 bind.extend_from_slice(extras);
-                if rows <= 8 || matches!(format, Format::Int4Sparse24 { .. } | Format::F16Sparse24) {
-                    g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind)
-                } else {
-                    g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue), &bind)
+                match MatmulKind::of(rows, Some(*format)) {
+                    MatmulKind::Gemv => g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind),
+                    MatmulKind::Gemm => g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue), &bind),
                 }
             }
             (LinearWeights::Dense { .. }, Input::Int8 { .. }) => {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::kernels::attention::window_start;
 use crate::kernels::embed::PatchGeometry;
 use crate::kernels::epilogue::{Activation, Epilogue};
-use crate::kernels::matmul::{GEMV_MAX_N, MatmulParams};
+use crate::kernels::matmul::{MatmulKind, MatmulParams};
 use crate::kernels::norm::{NormKind, NormParams};
 use crate::kernels::qmatmul::{QMatmulParams, STEP, act_row_words};
 use crate::kernels::sampler::{SamplerOp, ScheduleEntry};
@@ -167,7 +167,7 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
                 gate_rows,
                 _pad: [0; 2],
             };
-            if rows <= GEMV_MAX_N as usize {
+            if MatmulKind::of(rows as u32, None) == MatmulKind::Gemv {
                 gemv(&p, GEMV_WG, k % 4 == 0, x, w, &mut y);
                 finish(&mut y);
             } else {
@@ -194,9 +194,7 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
                 group,
                 gate_rows,
             };
-            // 2:4 ternary has a tiled GEMM (int8 activations); the other 2:4 formats run as GEMV.
-            let sparse24 = matches!(format, Format::Int4Sparse24 { .. } | Format::F16Sparse24);
-            if rows <= GEMV_MAX_N as usize || sparse24 {
+            if MatmulKind::of(rows as u32, Some(format)) == MatmulKind::Gemv {
                 let act = match input {
                     Input::Float(x) => ActIn::Float(&x[..]),
                     Input::Int8 { xq, xs } => ActIn::Int8(&xq[..], &xs[..]),

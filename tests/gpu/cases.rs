@@ -6,8 +6,8 @@ use half::f16;
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::probe::ProbeParams;
 use milliwatt::kernels::{
-    Broadcast, Elem, Elementwise, EltOp, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulNaive,
-    MatmulParams, MatmulShape,
+    Activation, Broadcast, Elem, Elementwise, EltOp, Epilogue, FmaProbe, Gemm, GemmVariant, Gemv, GemvReduce,
+    GemvVariant, MatmulNaive, MatmulParams, MatmulShape,
 };
 use milliwatt::{Error, Gpu, Kernel};
 
@@ -83,7 +83,7 @@ fn run_matmul<E: Element>(
 }
 
 fn params(shape: MatmulShape) -> MatmulParams {
-    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, gate_rows: 0, _pad: [0; 2] }
+    MatmulParams::whole(shape, &Epilogue::default())
 }
 
 const GEMM_SHAPES: &[(u32, u32, u32)] = &[
@@ -481,7 +481,6 @@ fn list_case(gpu: &Gpu) -> Outcome {
 /// twin, and fused against unfused: the same GEMM followed by the epilogue on the CPU.
 fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
     use milliwatt::cpu::epilogue::EpilogueInputs;
-    use milliwatt::kernels::{Activation, Epilogue};
     if let Err(u) = need_f16::<E>(gpu) {
         return Ok(Err(u));
     }
@@ -557,7 +556,6 @@ fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
 /// The GEMV with fused epilogues (the DiT's timestep MLP and adaLN linears run at N = batch).
 fn gemv_epilogue_case(gpu: &Gpu) -> Outcome {
     use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
-    use milliwatt::kernels::{Activation, Epilogue};
     let epilogues = [
         Epilogue::bias_act(Activation::Silu),
         Epilogue::bias_act(Activation::GeluTanh),

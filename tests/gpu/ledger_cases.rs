@@ -117,7 +117,7 @@ fn matmul_data<E: Element>(shape: MatmulShape, seed: u64) -> MatmulData<E> {
 }
 
 fn params(shape: MatmulShape) -> MatmulParams {
-    MatmulParams { m: shape.m, n: shape.n, k: shape.k, m_offset: 0, ldy: shape.m, gate_rows: GATE_ROWS, _pad: [0; 2] }
+    MatmulParams::whole(shape, &Epilogue { gate_rows: Some(GATE_ROWS), ..Epilogue::default() })
 }
 
 fn f32s<E: Element>(v: &[E]) -> Vec<f32> {

@@ -4,7 +4,6 @@
 use half::f16;
 use milliwatt::cpu::Element;
 use milliwatt::cpu::norm::{NormOut, norm};
-use milliwatt::kernels::norm::NormParams;
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{Elem, Modulation, Norm, NormKind};
 use milliwatt::{Gpu, Kernel};
@@ -23,20 +22,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
 
 fn err(e: milliwatt::Error) -> String {
     e.to_string()
-}
-
-fn params(n: &Norm) -> NormParams {
-    let m = n.modulation.unwrap_or(Modulation { rows_per_image: 1, stride: 0, shift_offset: 0, scale_offset: 0 });
-    NormParams {
-        rows: n.rows,
-        d: n.d,
-        rows_per_image: m.rows_per_image,
-        eps: n.eps,
-        mod_stride: m.stride,
-        shift_offset: m.shift_offset,
-        scale_offset: m.scale_offset,
-        x_row_words: act_row_words(n.d),
-    }
 }
 
 struct Inputs<E> {
@@ -83,7 +68,7 @@ fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
             let inp = inputs::<E>(&n, 3000 + 10 * i as u64 + j as u64);
             let mut twin = vec![E::default(); (rows * d) as usize];
             norm(
-                &params(&n),
+                &n.params(),
                 kind,
                 modulation.is_some(),
                 &inp.x,
@@ -137,7 +122,7 @@ fn emit_case(gpu: &Gpu) -> Outcome {
         let words = act_row_words(d) as usize;
         let mut tq = vec![0u32; rows as usize * words];
         let mut ts = vec![0f32; rows as usize];
-        norm(&params(&n), n.kind, true, &inp.x, &inp.modulation, &inp.weight, NormOut::Int8(&mut tq, &mut ts));
+        norm(&n.params(), n.kind, true, &inp.x, &inp.modulation, &inp.weight, NormOut::Int8(&mut tq, &mut ts));
         let ins = buffers(gpu, &n, &inp)?;
         let xq = gpu.upload("xq", &vec![0xFFFF_FFFFu32; rows as usize * words]).map_err(err)?;
         let xs = gpu.upload("xs", &vec![0f32; rows as usize]).map_err(err)?;

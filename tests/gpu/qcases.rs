@@ -6,7 +6,7 @@
 use half::f16;
 use milliwatt::cpu::qmatmul::{ActIn, qgemv, quantize_act};
 use milliwatt::cpu::{self, Element};
-use milliwatt::kernels::qmatmul::{QMatmulParams, STEP, act_row_words, row_words};
+use milliwatt::kernels::qmatmul::{QMatmulParams, act_row_words, row_words};
 use milliwatt::kernels::{Act, ActQuant, Elem, GemvReduce, MatmulShape, QGemv, QGemvVariant};
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
@@ -108,24 +108,7 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
 }
 
 fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
-    let (wr, sr, ar) = row_words(format, shape.k).expect("format with a kernel");
-    QMatmulParams {
-        m: shape.m,
-        n: shape.n,
-        k: shape.k,
-        m_offset: 0,
-        ldy: shape.m,
-        steps: shape.k.div_ceil(STEP),
-        w_row_words: wr,
-        s_row_words: sr,
-        a_row_words: ar,
-        x_row_words: act_row_words(shape.k),
-        group: match format {
-            Format::Int4 { group, .. } | Format::Int4Sparse24 { group } => group,
-            _ => 0,
-        },
-        gate_rows: 0,
-    }
+    QGemv::new(shape, format, Act::Float(Elem::F32)).params().expect("format with a kernel")
 }
 
 const SHAPES: &[(u32, u32, u32)] =

@@ -6,7 +6,7 @@ use half::f16;
 use milliwatt::cpu::epilogue::EpilogueInputs;
 use milliwatt::cpu::qgemm::{Weights, qgemm_a8, qgemm_float};
 use milliwatt::cpu::{self, Element};
-use milliwatt::kernels::qmatmul::{QMatmulParams, STEP, act_row_words};
+use milliwatt::kernels::qmatmul::{QMatmulParams, act_row_words};
 use milliwatt::kernels::{Act, ActQuant, Activation, Elem, Epilogue, MatmulShape, QGemm};
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
@@ -31,24 +31,8 @@ fn err(e: milliwatt::Error) -> String {
 const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (70, 33, 127), (65, 257, 1000), (130, 40, 1001), (33, 64, 4095)];
 
 fn params(shape: MatmulShape, format: Format, gate_rows: u32) -> QMatmulParams {
-    let l = format.layout(shape.k).expect("valid format");
-    QMatmulParams {
-        m: shape.m,
-        n: shape.n,
-        k: shape.k,
-        m_offset: 0,
-        ldy: shape.m,
-        steps: shape.k.div_ceil(STEP),
-        w_row_words: l.row_words,
-        s_row_words: l.scale_row_words,
-        a_row_words: l.aux_row_words,
-        x_row_words: act_row_words(shape.k),
-        group: match format {
-            Format::Int4 { group, .. } => group,
-            _ => 0,
-        },
-        gate_rows,
-    }
+    let epilogue = Epilogue { gate_rows: (gate_rows > 0).then_some(gate_rows), ..Epilogue::default() };
+    QGemm::new(shape, format, Act::Float(Elem::F32)).with_epilogue(epilogue).params().expect("valid format")
 }
 
 struct Problem {
