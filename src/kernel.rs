@@ -280,9 +280,10 @@ impl Gpu {
 
 /// What every kernel offers: requirements, work, preparation.
 ///
-/// Kernels are plain descriptions (shapes, formats, options), so a graph can hold them as
-/// `Arc<dyn Kernel + Send + Sync>` and its fusion pass can look at the concrete type (`Any`).
-pub trait Kernel: std::any::Any {
+/// Kernels are plain descriptions (shapes, formats, options), so a graph can hold them as trait
+/// objects; what its fusion pass may do with one, the kernel says itself
+/// ([`crate::kernels::fusion::Fusable`]).
+pub trait Kernel {
     /// Kernel name, as used in errors, labels and the ledger.
     fn name(&self) -> &'static str;
 

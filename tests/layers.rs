@@ -198,3 +198,23 @@ fn the_reader_sees_edges_in_every_form() {
     assert!(found("// uses crate::model\n/// see [`crate::graph`]\nlet s = \"crate::x\";", 1).is_empty());
     assert!(found("/* crate::model */ let my_crate::x = 1;", 1).is_empty());
 }
+
+/// The graph finds what to fuse through the kernel contract (`kernels::fusion`), never by
+/// looking at a kernel's concrete type.
+#[test]
+fn the_graph_never_downcasts() {
+    let mut files = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/graph"), &mut files);
+    assert!(!files.is_empty());
+    for path in files {
+        let text = code(&std::fs::read_to_string(&path).unwrap());
+        for word in ["Any", "downcast", "type_id", "TypeId"] {
+            let hit = text.match_indices(word).any(|(i, _)| {
+                let before = text[..i].chars().next_back().is_none_or(|c| !c.is_alphanumeric() && c != '_');
+                let after = text[i + word.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric() && c != '_');
+                before && after
+            });
+            assert!(!hit, "{} uses `{word}`", path.display());
+        }
+    }
+}

@@ -8,14 +8,13 @@
 //! tensor is an activation that nothing else touches, the extra operand has the same value where
 //! the fused op runs, and the moved write is not observed in between.
 
-use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::{DynKernel, Graph, Op, TensorId, TensorKind};
+use super::{Graph, Op, TensorId, TensorKind};
 use crate::error::Result;
 use crate::gpu::Capabilities;
-use crate::kernels::{ActQuant, Activation, Elem, Elementwise, EltOp, Epilogue, Gemm, Gemv, Norm, QGemm, QGemv};
+use crate::kernels::fusion::{DynKernel, Fused, FusionRole};
+use crate::kernels::{Activation, EltOp, Epilogue};
 
 /// What [`fuse`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,44 +25,6 @@ pub struct FusionReport {
     pub ops_before: usize,
     /// Ops after.
     pub ops_after: usize,
-}
-
-/// A matmul whose output goes through an epilogue.
-struct MatmulView {
-    epilogue: Epilogue,
-    n: u32,
-    m: u32,
-    out: Elem,
-    rebuild: Box<dyn Fn(Epilogue) -> DynKernel>,
-}
-
-fn matmul_view(kernel: &DynKernel) -> Option<MatmulView> {
-    let any: &dyn Any = &**kernel;
-    macro_rules! view {
-        ($t:ty, $out:expr) => {
-            if let Some(k) = any.downcast_ref::<$t>() {
-                let k = k.clone();
-                let out: Elem = $out(&k);
-                return Some(MatmulView {
-                    epilogue: k.epilogue,
-                    n: k.shape.n,
-                    m: k.shape.m,
-                    out,
-                    rebuild: Box::new(move |e| Arc::new(k.clone().with_epilogue(e))),
-                });
-            }
-        };
-    }
-    view!(Gemm, |k: &Gemm| k.elem);
-    view!(Gemv, |k: &Gemv| k.elem);
-    view!(QGemv, |k: &QGemv| k.act.out());
-    view!(QGemm, |k: &QGemm| k.act.out());
-    None
-}
-
-fn downcast<T: 'static>(kernel: &DynKernel) -> Option<&T> {
-    let any: &dyn Any = &**kernel;
-    any.downcast_ref::<T>()
 }
 
 /// Tensors by binding name.
@@ -101,8 +62,27 @@ fn unobserved(ops: &[Op], out: TensorId, a: usize, b: usize) -> bool {
     ops[a + 1..b].iter().all(|o| !o.reads.contains(&out) && !o.writes.contains(&out))
 }
 
+/// The element-wise op `op` is, with its bindings by name.
+struct EltView {
+    op: EltOp,
+    len: u32,
+    elem: crate::kernels::Elem,
+    broadcast: Option<crate::kernels::Broadcast>,
+    a: TensorId,
+    b: Option<TensorId>,
+    out: TensorId,
+}
+
+fn elementwise_view(op: &Op) -> Result<Option<EltView>> {
+    let FusionRole::Elementwise { op: e, len, elem, broadcast } = op.kernel.fusion_role() else { return Ok(None) };
+    let names = named(op)?;
+    Ok(Some(EltView { op: e, len, elem, broadcast, a: names["a"], b: names.get("b").copied(), out: names["out"] }))
+}
+
 fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>> {
-    let Some(mv) = matmul_view(&ops[i].kernel) else { return Ok(None) };
+    let FusionRole::Epilogue { epilogue: ep, n, m, out: y_elem } = ops[i].kernel.fusion_role() else {
+        return Ok(None);
+    };
     let names = named(&ops[i])?;
     let y = names["y"];
     let users = touching(ops, y);
@@ -110,13 +90,11 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
     if users[0] != i || !private(graph, ops, y, i, j) || ops[j].phase != ops[i].phase {
         return Ok(None);
     }
-    let Some(e) = downcast::<Elementwise>(&ops[j].kernel) else { return Ok(None) };
-    if e.elem != mv.out || u64::from(e.len) != u64::from(mv.n) * u64::from(mv.m) {
+    let Some(e) = elementwise_view(&ops[j])? else { return Ok(None) };
+    if e.elem != y_elem || u64::from(e.len) != u64::from(n) * u64::from(m) {
         return Ok(None);
     }
-    let ep = mv.epilogue;
-    let (a, out) = (ops[j].bindings[0], *ops[j].bindings.last().expect("elementwise binds out"));
-    let b = (ops[j].bindings.len() == 3).then(|| ops[j].bindings[1]);
+    let (a, b, out) = (e.a, e.b, e.out);
     let mut names = names;
     let mut absorbed = vec![j];
     let mut last = j;
@@ -125,8 +103,8 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
         // A bias row.
         (EltOp::Add, Some(bias), Some(br))
             if a == y
-                && br.cols == mv.m
-                && br.group >= mv.n
+                && br.cols == m
+                && br.group >= n
                 && !ep.bias
                 && ep.act == Activation::None
                 && untouched_before_residual =>
@@ -152,7 +130,7 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
         (EltOp::Mul, Some(gate), br) if a == y && untouched_before_residual => {
             let group = match br {
                 None => 1,
-                Some(br) if br.cols == mv.m => br.group,
+                Some(br) if br.cols == m => br.group,
                 Some(_) => return Ok(None),
             };
             let t = out;
@@ -161,11 +139,12 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
             if t_users[0] != j || !private(graph, ops, t, j, k) || ops[k].phase != ops[i].phase {
                 return Ok(None);
             }
-            let Some(add) = downcast::<Elementwise>(&ops[k].kernel) else { return Ok(None) };
+            let Some(add) = elementwise_view(&ops[k])? else { return Ok(None) };
+            let Some(kb) = add.b else { return Ok(None) };
             if add.op != EltOp::Add || add.broadcast.is_some() || add.len != e.len || add.elem != e.elem {
                 return Ok(None);
             }
-            let (ka, kb) = (ops[k].bindings[0], ops[k].bindings[1]);
+            let ka = add.a;
             let residual = if ka == t { kb } else { ka };
             if residual == t || !stable(ops, residual, i, k) {
                 return Ok(None);
@@ -178,7 +157,7 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
         }
         _ => return Ok(None),
     };
-    let out = *ops[last].bindings.last().expect("elementwise binds out");
+    let out = if last == j { e.out } else { elementwise_view(&ops[last])?.map_or(e.out, |v| v.out) };
     // Operands must hold the same values at `i` as where they were read, and the output's write
     // must not be observed early; the output may not be one of the matmul's inputs.
     let operands: Vec<TensorId> = ["bias", "residual", "gate"].iter().filter_map(|n| names.get(n).copied()).collect();
@@ -190,14 +169,12 @@ fn elementwise_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>>
     }
     names.insert("y", out);
     let what = format!("{new:?}");
-    Ok(Some(Fold { first: i, absorbed, kernel: (mv.rebuild)(new), names, what }))
+    let Some(kernel) = ops[i].kernel.fused(Fused::Epilogue(new)) else { return Ok(None) };
+    Ok(Some(Fold { first: i, absorbed, kernel, names, what }))
 }
 
 fn quantize_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>> {
-    let Some(norm) = downcast::<Norm>(&ops[i].kernel) else { return Ok(None) };
-    if norm.emit_i8 {
-        return Ok(None);
-    }
+    let FusionRole::Int8Output { rows, d, elem } = ops[i].kernel.fusion_role() else { return Ok(None) };
     let mut names = named(&ops[i])?;
     let y = names["y"];
     let users = touching(ops, y);
@@ -205,18 +182,19 @@ fn quantize_fold(graph: &Graph, ops: &[Op], i: usize) -> Result<Option<Fold>> {
     if users[0] != i || !private(graph, ops, y, i, j) || ops[j].phase != ops[i].phase {
         return Ok(None);
     }
-    let Some(q) = downcast::<ActQuant>(&ops[j].kernel) else { return Ok(None) };
-    if q.n != norm.rows || q.k != norm.d || q.elem != norm.elem {
+    let FusionRole::ActQuant { n, k, elem: q_elem } = ops[j].kernel.fusion_role() else { return Ok(None) };
+    if n != rows || k != d || q_elem != elem {
         return Ok(None);
     }
-    let (xq, scales) = (ops[j].bindings[1], ops[j].bindings[2]);
+    let q = named(&ops[j])?;
+    let (xq, scales) = (q["xq"], q["scales"]);
     if [xq, scales].iter().any(|&t| !unobserved(ops, t, i, j) || ops[i].bindings.contains(&t)) {
         return Ok(None);
     }
+    let Some(kernel) = ops[i].kernel.fused(Fused::Int8Output) else { return Ok(None) };
     names.remove("y");
     names.insert("xq", xq);
     names.insert("x_scales", scales);
-    let kernel: DynKernel = Arc::new(Norm { emit_i8: true, ..norm.clone() });
     Ok(Some(Fold { first: i, absorbed: vec![j], kernel, names, what: "int8 output".into() }))
 }
 

@@ -1,7 +1,7 @@
 //! The GPU-independent description of what to compute, and the engine that runs it.
 //!
 //! A [`Graph`] is a recording: named tensor proxies (shape, element type or packed weight format,
-//! kind) and ops, each a [`Kernel`] bound to tensors in the order of its requirements. Nothing
+//! kind) and ops, each a [`crate::Kernel`] bound to tensors in the order of its requirements. Nothing
 //! touches the GPU while a graph is built; adding an op checks its bindings against the kernel's
 //! requirements right away, so a wrong shape fails where it was written. Ops belong to a
 //! [`Phase`]: `Setup` runs once, `Step` once per sampler step, `Finish` once at the end.
@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Capabilities;
-use crate::kernel::Kernel;
+use crate::kernels::fusion::GraphKernel;
 use crate::quant::Format;
 
 /// A tensor proxy in a [`Graph`].
@@ -116,8 +116,7 @@ pub struct TensorDesc {
     pub kind: TensorKind,
 }
 
-/// A kernel held by a graph.
-pub type DynKernel = Arc<dyn Kernel + Send + Sync>;
+pub use crate::kernels::fusion::DynKernel;
 
 /// One op: a kernel bound to tensors in the order of its requirements.
 #[derive(Clone)]
@@ -281,7 +280,7 @@ impl Graph {
     pub fn op(
         &mut self,
         name: impl Into<String>,
-        kernel: impl Kernel + Send + Sync,
+        kernel: impl GraphKernel + 'static,
         bindings: &[TensorId],
     ) -> Result<()> {
         self.push(name.into(), Arc::new(kernel), bindings.to_vec(), self.phase)

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;
+pub mod fusion;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
