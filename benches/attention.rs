@@ -136,5 +136,6 @@ fn main() -> Result<()> {
     }
     milliwatt::bench::write_json(&json, &serde_json::json!({ "adapter": gpu.describe(), "rows": rows }))?;
     println!("\nwrote {json}");
+    common::check_variants(&gpu)?;
     Ok(())
 }

@@ -496,5 +496,6 @@ fn main() -> Result<()> {
     };
     milliwatt::bench::write_json(&json, &report)?;
     println!("\nwrote {json}");
+    common::check_variants(&gpu)?;
     Ok(())
 }

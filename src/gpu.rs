@@ -425,6 +425,12 @@ impl Gpu {
         }
     }
 
+    /// The keys of every pipeline made on this device so far (all clones of this `Gpu` share
+    /// one cache), e.g. to check them against [`crate::shaders::Variant::all`].
+    pub fn pipeline_keys(&self) -> Vec<PipelineKey> {
+        self.shared.pipelines.lock().expect("pipeline cache poisoned").keys().cloned().collect()
+    }
+
     /// Returns the cached pipeline for `key`, building (preprocess, validate, compile) it on first use.
     pub fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
         if let Some(p) = self.shared.pipelines.lock().expect("pipeline cache poisoned").get(key) {

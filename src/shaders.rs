@@ -17,53 +17,74 @@ pub struct Shader {
     pub name: &'static str,
     /// WGSL text.
     pub source: &'static str,
-    /// Defines this shader reads; every subset is a variant the naga test validates.
+    /// Defines this shader reads.
     pub flags: &'static [&'static str],
+    /// Groups of its flags of which a variant sets at most one (formats that exclude each
+    /// other), beside the rules every shader follows ([`REQUIRES`]).
+    pub exclusive: &'static [&'static [&'static str]],
 }
 
-macro_rules! shader {
-    ($name:literal, [$($flag:literal),*]) => {
-        Shader {
-            name: $name,
-            source: include_str!(concat!("../shaders/", $name, ".wgsl")),
-            flags: &[$($flag),*],
-        }
+/// Defines that only mean something with another: (`flag`, what it needs). A variant breaking
+/// one is never built, so [`Variant::all`] leaves it out and [`preprocess`] refuses it.
+pub const REQUIRES: &[(&str, &str)] = &[
+    // A gate multiplies the value added to the residual (shared/epilogue.wgsl).
+    ("GATED", "RESIDUAL"),
+    // The affine weight is RMSNorm's (DiT's LayerNorm has none).
+    ("AFFINE", "RMS"),
+    // The neighbourhood is a block list computed in the shader.
+    ("NEIGHBOURHOOD", "BLOCK_LIST"),
+];
+
+/// The shader table, one line per file: a constant per shader (so a misspelled name fails to
+/// compile) and [`SHADERS`], every shader in order.
+macro_rules! shaders {
+    ($($ident:ident = $name:literal [$($flag:literal),*] $(exclusive [$([$($x:literal),*]),*])?;)*) => {
+        $(
+            #[doc = concat!("`shaders/", $name, ".wgsl`.")]
+            pub const $ident: Shader = Shader {
+                name: $name,
+                source: include_str!(concat!("../shaders/", $name, ".wgsl")),
+                flags: &[$($flag),*],
+                exclusive: &[$($(&[$($x),*]),*)?],
+            };
+        )*
+
+        /// Every kernel shader of the crate.
+        pub const SHADERS: &[Shader] = &[$($ident),*];
     };
 }
 
-/// Every kernel shader of the crate.
-pub const SHADERS: &[Shader] = &[
-    shader!("gemm", ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
-    shader!("gemv", ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]),
-    shader!("elementwise", ["F16", "VEC4", "BROADCAST"]),
-    shader!("convert", ["F16", "TO_F16"]),
-    shader!("fma_probe", ["F16"]),
-    shader!("matmul_naive", ["F16"]),
-    shader!("quantize_act", ["F16"]),
-    shader!("noise", ["NORMAL"]),
-    shader!("patchify", ["F16"]),
-    shader!("unpatchify", ["F16"]),
-    shader!("timestep_embed", ["F16"]),
-    shader!("class_embed", ["F16"]),
-    shader!("sampler", []),
-    shader!("attention", ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"]),
-    shader!("attention_naive", []),
-    shader!("norm", ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"]),
-    shader!("gemm_ternary_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemm_int8_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemm_ternary24_a8", ["F16", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemm_int4_a8", ["F16", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
-    shader!(
-        "gemm_qf",
-        ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]
-    ),
-    shader!("gemv_ternary", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_int8", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_int4", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_ternary24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_int4s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
-    shader!("gemv_f16s24", ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"]),
-];
+shaders! {
+    GEMM = "gemm" ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV = "gemv" ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    ELEMENTWISE = "elementwise" ["F16", "VEC4", "BROADCAST"];
+    CONVERT = "convert" ["F16", "TO_F16"];
+    FMA_PROBE = "fma_probe" ["F16"];
+    MATMUL_NAIVE = "matmul_naive" ["F16"];
+    QUANTIZE_ACT = "quantize_act" ["F16"];
+    NOISE = "noise" ["NORMAL"];
+    PATCHIFY = "patchify" ["F16"];
+    UNPATCHIFY = "unpatchify" ["F16"];
+    TIMESTEP_EMBED = "timestep_embed" ["F16"];
+    CLASS_EMBED = "class_embed" ["F16"];
+    SAMPLER = "sampler" [];
+    ATTENTION = "attention" ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
+    ATTENTION_NAIVE = "attention_naive" [];
+    NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"];
+    GEMM_TERNARY_A8 = "gemm_ternary_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];
+    GEMM_INT8_A8 = "gemm_int8_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];
+    GEMM_TERNARY24_A8 = "gemm_ternary24_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];
+    GEMM_INT4_A8 = "gemm_int4_a8" ["F16", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"];
+    // One weight format per variant: none of W_* is int4, the only one with zero points.
+    GEMM_QF = "gemm_qf" ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]
+        exclusive [["W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT"]];
+    GEMV_TERNARY = "gemv_ternary" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_INT8 = "gemv_int8" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_INT4 = "gemv_int4" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_TERNARY24 = "gemv_ternary24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_INT4S24 = "gemv_int4s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_F16S24 = "gemv_f16s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+}
 
 /// Shared snippets, imported with `#import name`.
 const SHARED: &[(&str, &str)] = &[
@@ -110,26 +131,46 @@ impl Variant {
         format!("milliwatt.{}[{}]", self.shader.name, d.join(","))
     }
 
-    /// Every variant of every shader (each subset of its flags), for validation.
+    /// Every variant the kernels can build: each subset of a shader's flags that keeps its
+    /// rules ([`REQUIRES`], [`Shader::exclusive`]). The naga test validates and translates each;
+    /// the GPU suite and the benchmarks check that every pipeline they made is one of them.
     pub fn all() -> Vec<Variant> {
         let mut out = Vec::new();
         for s in SHADERS {
             for mask in 0u32..(1 << s.flags.len()) {
                 let defs = s.flags.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, f)| *f);
-                out.push(Variant::new(s, defs));
+                let v = Variant::new(s, defs);
+                if v.broken_rule().is_none() {
+                    out.push(v);
+                }
             }
         }
         out
+    }
+
+    /// The first rule the defines break, in words: an unknown define, one without what it
+    /// needs, or two that exclude each other.
+    pub fn broken_rule(&self) -> Option<String> {
+        if let Some(d) = self.defines.iter().find(|d| !self.shader.flags.contains(d)) {
+            return Some(format!("unknown define `{d}`"));
+        }
+        if let Some((flag, needs)) =
+            REQUIRES.iter().find(|(f, n)| self.defines.contains(f) && !self.defines.contains(n))
+        {
+            return Some(format!("`{flag}` needs `{needs}`"));
+        }
+        self.shader.exclusive.iter().find_map(|group| {
+            let set: Vec<&str> = group.iter().copied().filter(|f| self.defines.contains(f)).collect();
+            (set.len() > 1).then(|| format!("{} exclude each other", set.join(", ")))
+        })
     }
 }
 
 /// Expands `#import`, `#ifdef`, `#ifndef`, `#else` and `#endif` for `variant`.
 pub fn preprocess(variant: &Variant) -> Result<String> {
     let label = variant.label();
-    for d in &variant.defines {
-        if !variant.shader.flags.contains(d) {
-            return Err(Error::Shader { shader: label, message: format!("unknown define `{d}`") });
-        }
+    if let Some(message) = variant.broken_rule() {
+        return Err(Error::Shader { shader: label, message });
     }
     let mut out = String::with_capacity(variant.shader.source.len() * 2);
     let mut imported = BTreeSet::new();

@@ -115,3 +115,26 @@ fn preprocessor_keeps_line_numbers_and_selects_branches() {
     assert!(sg.contains("enable f16;") && !plain.contains("enable f16;"));
     assert!(plain.contains("array<elem>") && sg.contains("array<elem4>"));
 }
+
+/// Variants are the ones the kernels can build, not every subset of every shader's defines:
+/// a define without what it needs, or two that exclude each other, is refused by name.
+#[test]
+fn variants_keep_the_shader_rules() {
+    let all = Variant::all();
+    let of = |name: &str| all.iter().filter(|v| v.shader.name == name).count();
+    // gemm_qf: four weight formats (three flags and int4's ZERO_POINT, or plain int4) times
+    // F16, VEC4 and the epilogue (BIAS, RESIDUAL, GATED only with RESIDUAL: 6 of 8).
+    assert_eq!(of("gemm_qf"), 5 * 4 * 6);
+    println!("{} variants (every subset of every shader's defines would be 1,800)", all.len());
+    let refused = |shader: &'static shaders::Shader, defines: &[&'static str]| {
+        let v = Variant::new(shader, defines.iter().copied());
+        assert!(!all.contains(&v));
+        shaders::preprocess(&v).unwrap_err().to_string()
+    };
+    assert!(refused(&shaders::GEMM_QF, &["W_TERNARY", "W_INT8"]).contains("exclude each other"));
+    assert!(refused(&shaders::GEMM, &["GATED"]).contains("`GATED` needs `RESIDUAL`"));
+    assert!(refused(&shaders::GEMM, &["F17"]).contains("unknown define `F17`"));
+    for s in shaders::SHADERS {
+        assert_eq!(shaders::shader(s.name), Some(s));
+    }
+}

@@ -7,7 +7,7 @@ use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
 use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Queries per workgroup. Keep in sync with attention.wgsl's WG.
 pub const QUERY_BLOCK: u32 = 64;
@@ -128,7 +128,7 @@ impl Attention {
             Sparsity::Blocks => vec!["BLOCK_LIST"],
         });
         PipelineKey::new(
-            Variant::new(shader("attention").expect("attention shader"), defines),
+            Variant::new(&shaders::ATTENTION, defines),
             &[("WG", f64::from(QUERY_BLOCK)), ("D", f64::from(self.head_dim))],
         )
     }
@@ -433,10 +433,7 @@ impl Kernel for AttentionNaive {
         // Three pipelines of one shader (the STAGE override), one dispatch each, in order.
         let mut prepared: Option<Prepared> = None;
         for (stage, grid) in grids.into_iter().enumerate() {
-            let key = PipelineKey::new(
-                Variant::new(shader("attention_naive").expect("shader"), []),
-                &[("STAGE", stage as f64)],
-            );
+            let key = PipelineKey::new(Variant::new(&shaders::ATTENTION_NAIVE, []), &[("STAGE", stage as f64)]);
             let spec =
                 DispatchSpec::sequential(params, buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
             let part =

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Parameter block of shaders/elementwise.wgsl. Keep in sync with `EltParams` there.
 #[repr(C)]
@@ -208,7 +208,7 @@ impl Kernel for Elementwise {
         let (b_cols, b_group) = self.broadcast.map_or((0, 0), |b| (b.cols / width, b.group));
         let key = PipelineKey::new(
             Variant::new(
-                shader("elementwise").expect("elementwise shader"),
+                &shaders::ELEMENTWISE,
                 self.elem.define().into_iter().chain(vec4.then_some("VEC4")).chain(self.broadcast.map(|_| "BROADCAST")),
             ),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
@@ -275,10 +275,7 @@ impl Kernel for Convert {
             (Elem::F16, Elem::F32) => &["F16"],
             _ => &[],
         };
-        let key = PipelineKey::new(
-            Variant::new(shader("convert").expect("convert shader"), defines.iter().copied()),
-            &[("WG", f64::from(WG))],
-        );
+        let key = PipelineKey::new(Variant::new(&shaders::CONVERT, defines.iter().copied()), &[("WG", f64::from(WG))]);
         let spec = DispatchSpec::sequential(
             ConvertParams { len: self.len, _pad: [0; 3] },
             buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(),

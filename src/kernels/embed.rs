@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 const WG: u32 = 256;
 
@@ -78,16 +78,13 @@ impl PatchGeometry {
         &self,
         gpu: &Gpu,
         kernel: &dyn Kernel,
-        shader_name: &str,
+        shader: &'static shaders::Shader,
         elem: Elem,
         token_channels: u32,
         buffers: &[TensorRef<'_>],
         reqs: &[BufferReq],
     ) -> Result<Prepared> {
-        let key = PipelineKey::new(
-            Variant::new(shader(shader_name).expect("registered shader"), elem.define()),
-            &[("WG", f64::from(WG))],
-        );
+        let key = PipelineKey::new(Variant::new(shader, elem.define()), &[("WG", f64::from(WG))]);
         let params = PatchParams {
             images: self.images,
             channels: self.channels,
@@ -149,7 +146,7 @@ impl Kernel for Patchify {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.geometry.prepare(gpu, self, "patchify", self.elem, self.geometry.channels, buffers, reqs)
+        self.geometry.prepare(gpu, self, &shaders::PATCHIFY, self.elem, self.geometry.channels, buffers, reqs)
     }
 }
 
@@ -193,7 +190,7 @@ impl Kernel for Unpatchify {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.geometry.prepare(gpu, self, "unpatchify", self.elem, self.token_channels, buffers, reqs)
+        self.geometry.prepare(gpu, self, &shaders::UNPATCHIFY, self.elem, self.token_channels, buffers, reqs)
     }
 }
 
@@ -268,10 +265,7 @@ impl Kernel for TimestepEmbed {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        let key = PipelineKey::new(
-            Variant::new(shader("timestep_embed").expect("shader"), self.elem.define()),
-            &[("WG", 64.0)],
-        );
+        let key = PipelineKey::new(Variant::new(&shaders::TIMESTEP_EMBED, self.elem.define()), &[("WG", 64.0)]);
         let params = TimestepParams { images: self.images, dim: self.dim, _pad: 0, time_scale: self.time_scale };
         simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }
@@ -333,8 +327,7 @@ impl Kernel for ClassEmbed {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        let key =
-            PipelineKey::new(Variant::new(shader("class_embed").expect("shader"), self.elem.define()), &[("WG", 64.0)]);
+        let key = PipelineKey::new(Variant::new(&shaders::CLASS_EMBED, self.elem.define()), &[("WG", 64.0)]);
         let params = ClassEmbedParams { images: self.images, dim: self.dim, rows: self.classes + 1, _pad: 0 };
         simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }

@@ -10,7 +10,7 @@ use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
 use crate::quant::Format;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Matmul shape: `m` output features (rows of W), `n` activation rows (tokens), `k` input features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -210,10 +210,7 @@ impl Gemm {
             .chain(v.vec4.then_some("VEC4"))
             .chain(self.epilogue.defines())
             .chain(count.then_some(COUNT_WORK));
-        PipelineKey::new(
-            Variant::new(shader("gemm").expect("gemm shader"), defines),
-            &[("ACT", f64::from(self.epilogue.act.code()))],
-        )
+        PipelineKey::new(Variant::new(&shaders::GEMM, defines), &[("ACT", f64::from(self.epilogue.act.code()))])
     }
 }
 
@@ -409,7 +406,7 @@ impl Gemv {
             .chain(self.epilogue.defines())
             .chain(count.then_some(COUNT_WORK));
         PipelineKey::new(
-            Variant::new(shader("gemv").expect("gemv shader"), defines),
+            Variant::new(&shaders::GEMV, defines),
             &[
                 ("WG", f64::from(v.wg)),
                 ("ROWS", f64::from(v.rows)),
@@ -559,8 +556,7 @@ impl Kernel for MatmulNaive {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        let key =
-            PipelineKey::new(Variant::new(shader("matmul_naive").expect("naive shader"), self.elem.define()), &[]);
+        let key = PipelineKey::new(Variant::new(&shaders::MATMUL_NAIVE, self.elem.define()), &[]);
         let n = self.shape.n;
         prepare_matmul(gpu, self, self.shape, self.elem, &key, buffers, reqs, Epilogue::default(), false, |rows| {
             [rows.div_ceil(8), n.div_ceil(8), 1]

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Parameter block of noise.wgsl. Keep in sync with `NoiseParams` there.
 #[repr(C)]
@@ -95,7 +95,7 @@ impl Kernel for Noise {
         let max = caps.max_workgroups_per_dim.max(1);
         let gy = groups.div_ceil(max);
         let key = PipelineKey::new(
-            Variant::new(shader("noise").expect("noise shader"), (self.kind == NoiseKind::Normal).then_some("NORMAL")),
+            Variant::new(&shaders::NOISE, (self.kind == NoiseKind::Normal).then_some("NORMAL")),
             &[("WG", f64::from(WG))],
         );
         let params = NoiseParams {

@@ -6,7 +6,7 @@ use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
 use crate::kernels::qmatmul::act_row_words;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Parameter block of norm.wgsl. Keep in sync with `NormParams` there.
 #[repr(C)]
@@ -111,7 +111,7 @@ impl Norm {
             .chain(matches!(self.kind, NormKind::Rms { affine: true }).then_some("AFFINE"))
             .chain(self.modulation.map(|_| "MODULATE"))
             .chain(self.emit_i8.then_some("EMIT_I8"));
-        PipelineKey::new(Variant::new(shader("norm").expect("norm shader"), defines), &[("WG", f64::from(WG))])
+        PipelineKey::new(Variant::new(&shaders::NORM, defines), &[("WG", f64::from(WG))])
     }
 }
 

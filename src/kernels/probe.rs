@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// FMA probe: `invocations` (a multiple of 256) each run 8 vec4 FMA chains for `iters` steps.
 /// Buffer: `out`, one f32 per invocation.
@@ -66,7 +66,7 @@ impl Kernel for FmaProbe {
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let key = PipelineKey::new(
-            Variant::new(shader("fma_probe").expect("probe shader"), self.elem.define()),
+            Variant::new(&shaders::FMA_PROBE, self.elem.define()),
             &[("ITERS", f64::from(self.iters))],
         );
         let spec = DispatchSpec::sequential(

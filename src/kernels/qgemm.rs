@@ -12,7 +12,7 @@ use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
 use crate::kernels::qmatmul::{Act, LowBitBindings, QMatmulParams, act_row_words, row_words};
 use crate::quant::Format;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Tiled low-bit GEMM. Buffers: `x` (floats N x K, or int8 words N x [`act_row_words`]),
 /// `x_scales` (int8 activations only), `w`, `w_scales`, `w_zeros` (int4 with zero point only),
@@ -56,18 +56,18 @@ impl QGemm {
     }
 
     fn key(&self) -> Result<PipelineKey> {
-        let (name, defines): (&str, Vec<&'static str>) = match (self.format, self.int8_act()) {
-            (Format::Ternary2, true) => ("gemm_ternary_a8", vec![]),
-            (Format::Int8, true) => ("gemm_int8_a8", vec![]),
-            (Format::Ternary24, true) => ("gemm_ternary24_a8", vec![]),
+        let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
+            (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),
+            (Format::Int8, true) => (&shaders::GEMM_INT8_A8, vec![]),
+            (Format::Ternary24, true) => (&shaders::GEMM_TERNARY24_A8, vec![]),
             (Format::Int4 { group, zero_point }, true) if group.is_multiple_of(64) => {
-                ("gemm_int4_a8", zero_point.then_some("ZERO_POINT").into_iter().collect())
+                (&shaders::GEMM_INT4_A8, zero_point.then_some("ZERO_POINT").into_iter().collect())
             }
-            (Format::Ternary2, false) => ("gemm_qf", vec!["W_TERNARY"]),
-            (Format::Ternary24, false) => ("gemm_qf", vec!["W_TERNARY24"]),
-            (Format::Int8, false) => ("gemm_qf", vec!["W_INT8"]),
+            (Format::Ternary2, false) => (&shaders::GEMM_QF, vec!["W_TERNARY"]),
+            (Format::Ternary24, false) => (&shaders::GEMM_QF, vec!["W_TERNARY24"]),
+            (Format::Int8, false) => (&shaders::GEMM_QF, vec!["W_INT8"]),
             (Format::Int4 { zero_point, .. }, false) => {
-                ("gemm_qf", zero_point.then_some("ZERO_POINT").into_iter().collect())
+                (&shaders::GEMM_QF, zero_point.then_some("ZERO_POINT").into_iter().collect())
             }
             (other, _) => {
                 return Err(Error::Format {
@@ -79,10 +79,7 @@ impl QGemm {
         let vec4 = !self.int8_act() && self.shape.k.is_multiple_of(4);
         let defines =
             self.out().define().into_iter().chain(defines).chain(vec4.then_some("VEC4")).chain(self.epilogue.defines());
-        Ok(PipelineKey::new(
-            Variant::new(shader(name).expect("registered shader"), defines),
-            &[("ACT", f64::from(self.epilogue.act.code()))],
-        ))
+        Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
     }
 
     fn layout(&self) -> Result<(u32, u32, u32)> {

@@ -9,7 +9,7 @@ use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape};
 use crate::quant::Format;
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 
 /// Weights per step of the low-bit GEMV (one decode unit; see shaders/shared/gemv_q.wgsl).
 pub const STEP: u32 = 16;
@@ -90,7 +90,7 @@ impl Kernel for ActQuant {
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let key = PipelineKey::new(
-            Variant::new(shader("quantize_act").expect("quantize_act shader"), self.elem.define()),
+            Variant::new(&shaders::QUANTIZE_ACT, self.elem.define()),
             &[("WG", f64::from(ACT_QUANT_WG))],
         );
         let spec = DispatchSpec::sequential(
@@ -236,14 +236,14 @@ impl QGemv {
         QGemvVariant { reduce, vec4, wg, rows }
     }
 
-    fn shader_name(&self) -> &'static str {
+    fn shader(&self) -> &'static shaders::Shader {
         match self.format {
-            Format::Ternary2 => "gemv_ternary",
-            Format::Int8 => "gemv_int8",
-            Format::Int4 { .. } => "gemv_int4",
-            Format::Ternary24 => "gemv_ternary24",
-            Format::Int4Sparse24 { .. } => "gemv_int4s24",
-            Format::F16Sparse24 => "gemv_f16s24",
+            Format::Ternary2 => &shaders::GEMV_TERNARY,
+            Format::Int8 => &shaders::GEMV_INT8,
+            Format::Int4 { .. } => &shaders::GEMV_INT4,
+            Format::Ternary24 => &shaders::GEMV_TERNARY24,
+            Format::Int4Sparse24 { .. } => &shaders::GEMV_INT4S24,
+            Format::F16Sparse24 => &shaders::GEMV_F16S24,
         }
     }
 
@@ -266,7 +266,7 @@ impl QGemv {
             .chain(zero.then_some("ZERO_POINT"))
             .chain(self.epilogue.defines());
         PipelineKey::new(
-            Variant::new(shader(self.shader_name()).expect("gemv shader"), defines),
+            Variant::new(self.shader(), defines),
             &[
                 ("WG", f64::from(v.wg)),
                 ("ROWS", f64::from(v.rows)),

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
-use crate::shaders::{Variant, shader};
+use crate::shaders::{self, Variant};
 use crate::wgpu;
 
 /// Parameter block of sampler.wgsl. Keep in sync with `SamplerParams` there.
@@ -175,7 +175,7 @@ impl Kernel for SamplerStep {
         let groups =
             u32::try_from((u64::from(self.images) * u64::from(self.len)).div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
         let key = PipelineKey::new(
-            Variant::new(shader("sampler").expect("sampler shader"), []),
+            Variant::new(&shaders::SAMPLER, []),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
         let spec = DispatchSpec { params, storage, workgroups: grid_1d(groups, caps) };

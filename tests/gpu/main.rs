@@ -141,6 +141,18 @@ fn main() {
                 }
             }
         }
+        // Every pipeline the cases made is a variant of the list the naga test validates.
+        let listed: std::collections::BTreeSet<_> = milliwatt::shaders::Variant::all().into_iter().collect();
+        let unlisted: Vec<String> = [&b.gpu, &b.fallback, &b.small_bindings]
+            .iter()
+            .flat_map(|g| g.pipeline_keys())
+            .filter(|k| !listed.contains(&k.variant))
+            .map(|k| k.variant.label())
+            .collect();
+        if !unlisted.is_empty() {
+            f += 1;
+            failures.push(format!("{}: pipelines outside shaders::Variant::all(): {unlisted:?}", b.name));
+        }
         tally.push(format!("{:<7} {p:>4} passed, {f:>3} failed, {u:>3} unsupported", b.name));
         passed += p;
         failed += f;
