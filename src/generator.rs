@@ -56,11 +56,15 @@ pub struct GeneratorOptions {
     pub fuse: bool,
     /// Executors (activation pools) per request shape; more concurrent requests wait.
     pub max_pools: usize,
+    /// Request shapes (image count, steps, sampler, guidance, img2img, previews) whose idle
+    /// executors are kept; the least recently used shape's are dropped past it, so an app that
+    /// mixes many shapes does not grow its GPU memory without limit.
+    pub max_shapes: usize,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { profile: false, fuse: true, max_pools: 2 }
+        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8 }
     }
 }
 
@@ -228,7 +232,35 @@ struct Prepared {
 struct Pools {
     idle: HashMap<PoolKey, Vec<Prepared>>,
     made: HashMap<PoolKey, usize>,
+    /// When each shape was last used (a counter, not a time).
+    used: HashMap<PoolKey, u64>,
+    clock: u64,
     shared: Option<SharedWeights>,
+}
+
+impl Pools {
+    fn touch(&mut self, key: &PoolKey) {
+        self.clock += 1;
+        self.used.insert(key.clone(), self.clock);
+    }
+
+    /// Drops the idle executors of the least recently used shapes until at most `max` shapes
+    /// keep any.
+    fn evict(&mut self, max: usize) {
+        while self.idle.len() > max {
+            let Some(oldest) = self.idle.keys().min_by_key(|k| self.used.get(*k).copied().unwrap_or(0)).cloned() else {
+                return;
+            };
+            let dropped = self.idle.remove(&oldest).map_or(0, |v| v.len());
+            if let Some(made) = self.made.get_mut(&oldest) {
+                *made -= dropped.min(*made);
+                if *made == 0 {
+                    self.made.remove(&oldest);
+                    self.used.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 /// A model on a GPU, ready to generate. `Send + Sync`: share it between threads.
@@ -252,8 +284,13 @@ impl Generator {
     /// A generator of `model` on `gpu`. Nothing is prepared until the first request.
     pub fn new(gpu: &Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
         model.config.validate()?;
-        if options.max_pools == 0 {
-            return Err(Error::Request { message: "max_pools must be at least 1".into() });
+        if options.max_pools == 0 || options.max_shapes == 0 {
+            return Err(Error::Request {
+                message: format!(
+                    "max_pools ({}) and max_shapes ({}) must be at least 1",
+                    options.max_pools, options.max_shapes
+                ),
+            });
         }
         Ok(Self {
             gpu: gpu.clone(),
@@ -359,6 +396,7 @@ impl Generator {
         let mut pools = self.pools.lock().expect("pools");
         loop {
             if let Some(p) = pools.idle.get_mut(key).and_then(Vec::pop) {
+                pools.touch(key);
                 return Ok((p, Duration::ZERO));
             }
             if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
@@ -403,8 +441,19 @@ impl Generator {
     }
 
     fn release(&self, key: PoolKey, p: Prepared) {
-        self.pools.lock().expect("pools").idle.entry(key).or_default().push(p);
+        let mut pools = self.pools.lock().expect("pools");
+        pools.touch(&key);
+        pools.idle.entry(key).or_default().push(p);
+        pools.evict(self.options.max_shapes);
+        drop(pools);
         self.returned.notify_all();
+    }
+
+    /// Request shapes holding idle executors, and the executors alive (idle or running): what
+    /// [`GeneratorOptions::max_pools`] and [`GeneratorOptions::max_shapes`] bound.
+    pub fn pooled(&self) -> (usize, usize) {
+        let pools = self.pools.lock().expect("pools");
+        (pools.idle.len(), pools.made.values().sum())
     }
 
     /// The initial noise of each image: Philox4x32-10 normals of its seed (stream 0, counter

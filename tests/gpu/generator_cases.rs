@@ -205,6 +205,33 @@ fn threads_case(gpu: &Gpu) -> Outcome {
             return Err("a request that waited for the pool differs".into());
         }
     }
+    // Mixed shapes keep the executors of the two most recent only; an evicted shape comes back
+    // with the same result.
+    let g2 = Generator::new(
+        gpu,
+        random(&config(8, f32_policy(), AttentionKind::Dense), 2)?,
+        GeneratorOptions { max_shapes: 2, ..GeneratorOptions::default() },
+    )
+    .map_err(err)?;
+    let first = run(&g2, &request(vec![1], Seeds::Base(4), 2))?.samples;
+    for images in 2..5 {
+        run(&g2, &request(vec![1; images], Seeds::Base(4), 2))?;
+    }
+    if g2.pooled() != (2, 2) {
+        return Err(format!("after four shapes with max_shapes 2: (shapes, executors) = {:?}", g2.pooled()));
+    }
+    if run(&g2, &request(vec![1], Seeds::Base(4), 2))?.samples != first {
+        return Err("a shape rebuilt after eviction gave another result".into());
+    }
+    if Generator::new(
+        gpu,
+        random(&config(8, f32_policy(), AttentionKind::Dense), 2)?,
+        GeneratorOptions { max_shapes: 0, ..GeneratorOptions::default() },
+    )
+    .is_ok()
+    {
+        return Err("max_shapes 0 was accepted".into());
+    }
     Ok(Ok(()))
 }
 
