@@ -261,8 +261,8 @@ impl std::fmt::Display for CheckpointProblem {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Install hint used wherever no adapter is found.
-pub(crate) const INSTALL_HINT: &str = "milliwatt needs a Vulkan, Metal, DX12 or GL adapter. \
-On a machine without a GPU install Mesa's software Vulkan driver (lavapipe): \
-`sudo apt-get install mesa-vulkan-drivers libvulkan1` on Debian/Ubuntu, or run `scripts/setup`. \
+/// What to install when no adapter is found (the crate's errors and its test suite say it).
+pub const INSTALL_HINT: &str = "milliwatt needs a Vulkan, Metal, DX12 or GL adapter. \
+On a machine without a GPU install Mesa's software drivers (lavapipe, and llvmpipe for GL): \
+`sudo apt-get install mesa-vulkan-drivers libvulkan1 libegl1` on Debian/Ubuntu, or run `scripts/setup`. \
 Select adapters with WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME (substring).";

@@ -53,7 +53,7 @@ pub mod profile;
 pub mod quant;
 pub mod shaders;
 
-pub use error::{CheckpointProblem, Error, Result};
+pub use error::{CheckpointProblem, Error, INSTALL_HINT, Result};
 pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
 pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};

@@ -12,8 +12,8 @@ use milliwatt::kernels::{
 };
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare};
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, err};
+use crate::{Backend, Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -29,10 +29,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
 /// its shader cache (a fresh CI machine): on GL the covering set is cut to its first two cases.
 fn full(b: &Backend) -> usize {
     if b.name == "gl" { 2 } else { usize::MAX }
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 fn run<E: Element>(gpu: &Gpu, k: &Attention, qkv: &[E], blocks: Option<&[u32]>) -> Result<Vec<E>, String> {
@@ -52,7 +48,7 @@ fn run<E: Element>(gpu: &Gpu, k: &Attention, qkv: &[E], blocks: Option<&[u32]>) 
 
 fn dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
     if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
     }
     let cases = [(1u32, 49u32, 1u32, 32u32), (1, 1, 4, 64), (2, 196, 3, 64), (1, 257, 2, 72), (1, 70, 16, 128)];
     for (i, &(images, tokens, heads, d)) in cases.iter().enumerate().take(limit) {
@@ -74,7 +70,7 @@ fn dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
             1e-5,
         )?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
@@ -102,7 +98,7 @@ fn neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
         for q in 0..tokens as usize {
             let seen = (0..tokens as usize).filter(|&key| mask(q, key)).count();
             if seen != (window * window) as usize {
-                return Err(format!("query {q} of {gh}x{gw} sees {seen} keys with window {window}"));
+                return Err(format!("query {q} of {gh}x{gw} sees {seen} keys with window {window}").into());
             }
         }
         // The block list covers every key of every window.
@@ -110,7 +106,7 @@ fn neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
         for q in 0..tokens {
             for key in 0..tokens {
                 if mask(q as usize, key as usize) && !tiles[(q / QUERY_BLOCK) as usize].contains(&(key / KEY_TILE)) {
-                    return Err(format!("key {key} of query {q} lies in a tile the list leaves out"));
+                    return Err(format!("key {key} of query {q} lies in a tile the list leaves out").into());
                 }
             }
         }
@@ -118,7 +114,7 @@ fn neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
         attention(1, tokens as usize, heads as usize, d as usize, &qkv, Some(&mask), &mut twin);
         compare(&format!("neighbourhood {gh}x{gw} window {window}"), &got, &twin, &vec![2.0; got.len()], 2e-5, 1e-5)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn block_mask_case(gpu: &Gpu, limit: usize) -> Outcome {
@@ -142,7 +138,7 @@ fn block_mask_case(gpu: &Gpu, limit: usize) -> Outcome {
     let mut twin = vec![0f32; got.len()];
     attention(1, tokens as usize, heads as usize, d as usize, &qkv, Some(&mask), &mut twin);
     compare("random block mask", &got, &twin, &vec![2.0; got.len()], 2e-5, 1e-5)?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The three-dispatch benchmark reference computes the same attention.
@@ -162,5 +158,5 @@ fn naive_case(gpu: &Gpu) -> Outcome {
     let mut twin = vec![0f32; n];
     attention(images as usize, tokens as usize, heads as usize, d as usize, &qkv, None, &mut twin);
     compare("naive attention", &got, &twin, &vec![2.0; n], 2e-5, 1e-5)?;
-    Ok(Ok(()))
+    Ok(())
 }

@@ -12,7 +12,7 @@ use milliwatt::kernels::{
 use milliwatt::{Error, Gpu, Kernel};
 
 use crate::util::{Rng, compare, need_f16, rel_tol};
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::{Backend, Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -99,9 +99,7 @@ const GEMM_SHAPES: &[(u32, u32, u32)] = &[
 ];
 
 fn gemm_cases<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     for (i, &(m, n, k)) in GEMM_SHAPES.iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
         let d = matmul_data::<E>(shape, 100 + i as u64);
@@ -118,7 +116,7 @@ fn gemm_cases<E: Element>(gpu: &Gpu) -> Outcome {
             compare(&format!("gemm {shape:?} {:?}", kernel.choose()), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 const GEMV_SHAPES: &[(u32, u32, u32)] = &[
@@ -136,11 +134,9 @@ const GEMV_SHAPES: &[(u32, u32, u32)] = &[
 ];
 
 fn gemv_cases<E: Element>(gpu: &Gpu, reduce: GemvReduce) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     if reduce == GemvReduce::Subgroup && !gpu.capabilities().subgroups {
-        return Ok(Err(Unsupported("no subgroups on this adapter".into())));
+        return Err(Failure::Unsupported("no subgroups on this adapter".into()));
     }
     for (i, &(m, n, k)) in GEMV_SHAPES.iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
@@ -160,7 +156,7 @@ fn gemv_cases<E: Element>(gpu: &Gpu, reduce: GemvReduce) -> Outcome {
             compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Workgroup sizes and rows per workgroup other than the chosen ones, both reductions.
@@ -186,7 +182,7 @@ fn gemv_variant_cases(gpu: &Gpu) -> Outcome {
             compare(&format!("gemv {shape:?} {v:?}"), &out, &twin, &d.scale, 1e-5, 1e-6)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// On a device whose storage-binding limit is (made) 64 KiB, weights of ~500 KB are split along M
@@ -212,40 +208,39 @@ fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
         if dispatches < expected.max(2) {
             return Err(format!(
                 "{shape:?}: {weight_bytes} weight bytes over a 64 KiB limit gave {dispatches} dispatches"
-            ));
+            )
+            .into());
         }
         compare(&format!("split {shape:?}"), &out, &twin, &d.scale, 1e-5, 1e-6)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// `Options { no_subgroups, force_f32 }` steer the choice without touching the environment.
 fn fallback_case(gpu: &Gpu) -> Outcome {
     let caps = gpu.capabilities();
     if caps.subgroups || caps.f16 {
-        return Err(format!("forced fallbacks not applied: {caps:?}"));
+        return Err(format!("forced fallbacks not applied: {caps:?}").into());
     }
     let shape = MatmulShape::new(129, 2, 1000);
     let v = Gemv::new(shape, Elem::F32).choose(caps);
     if v.reduce != GemvReduce::Shared {
-        return Err(format!("no_subgroups still chose {v:?}"));
+        return Err(format!("no_subgroups still chose {v:?}").into());
     }
     match Gemv::new(shape, Elem::F16).requirements(caps) {
         Err(Error::Unsupported { .. }) => {}
-        other => return Err(format!("f16 on a force_f32 device gave {other:?}")),
+        other => return Err(format!("f16 on a force_f32 device gave {other:?}").into()),
     }
     let d = matmul_data::<f32>(shape, 500);
     let mut twin = vec![0f32; 258];
     cpu::matmul::gemv(&params(shape), v.wg as usize, v.vec4, &d.x, &d.w, &mut twin);
     let (out, _) = run_matmul(gpu, &Gemv::new(shape, Elem::F32), shape, &d)?;
     compare("gemv fallback", &out, &twin, &d.scale, 1e-5, 1e-6)?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn naive_cases<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     for (i, &(m, n, k)) in [(1u32, 1u32, 1u32), (33, 7, 127), (100, 9, 1001)].iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
         let d = matmul_data::<E>(shape, 600 + i as u64);
@@ -254,13 +249,11 @@ fn naive_cases<E: Element>(gpu: &Gpu) -> Outcome {
         let (out, _) = run_matmul(gpu, &MatmulNaive { shape, elem: E::ELEM }, shape, &d)?;
         compare(&format!("naive {shape:?}"), &out, &twin, &d.scale, rel_tol(E::ELEM), 1e-6)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     for (i, &len) in [1u32, 7, 1000, 1024, 100_003].iter().enumerate() {
         let mut rng = Rng::new(700 + i as u64);
         let a: Vec<E> = rng.vec(len as usize);
@@ -337,13 +330,11 @@ fn elementwise_cases<E: Element>(gpu: &Gpu) -> Outcome {
     if bad.requirements(gpu.capabilities()).is_ok() {
         return Err("broadcast rows of 3 over 10 elements accepted".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn probe_case<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     let probe = FmaProbe { invocations: 512, iters: 100, elem: E::ELEM };
     let out = gpu.upload("out", &vec![0f32; 512]).map_err(gpu_err)?;
     let p = probe.prepare(gpu, &[(&out).into()]).map_err(gpu_err)?;
@@ -356,7 +347,7 @@ fn probe_case<E: Element>(gpu: &Gpu) -> Outcome {
     let rel = if E::ELEM == Elem::F16 { 5e-3 } else { 1e-4 };
     let scale: Vec<f32> = twin.iter().map(|t| t.abs()).collect();
     compare("fma probe", &got, &twin, &scale, rel, 0.0)?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Preparing once and running again creates no pipeline, bind group or buffer, and gives the same
@@ -376,7 +367,7 @@ fn reuse_case(gpu: &Gpu) -> Outcome {
     }
     let after = gpu.object_counts();
     if before != after {
-        return Err(format!("re-running a prepared kernel created objects: {before:?} -> {after:?}"));
+        return Err(format!("re-running a prepared kernel created objects: {before:?} -> {after:?}").into());
     }
     // Preparing the same kernel again reuses the cached pipeline.
     let p2 = Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w).into(), (&y).into()]).map_err(gpu_err)?;
@@ -388,7 +379,7 @@ fn reuse_case(gpu: &Gpu) -> Outcome {
     if first != second {
         return Err("second run differs from the first".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn error_cases(b: &Backend) -> Outcome {
@@ -399,34 +390,34 @@ fn error_cases(b: &Backend) -> Outcome {
     let y = gpu.upload("y", &[0f32; 32]).map_err(gpu_err)?;
     match Gemv::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&w_small).into(), (&y).into()]) {
         Err(Error::BufferTooSmall { binding: "w", needed: 2048, got: 400, .. }) => {}
-        other => return Err(format!("short weight buffer gave {other:?}")),
+        other => return Err(format!("short weight buffer gave {other:?}").into()),
     }
     match Gemm::new(shape, Elem::F32).prepare(gpu, &[(&x).into(), (&y).into()]) {
         Err(Error::BindingCount { expected: 3, got: 2, .. }) => {}
-        other => return Err(format!("two buffers for gemm gave {other:?}")),
+        other => return Err(format!("two buffers for gemm gave {other:?}").into()),
     }
     match Gemv::new(MatmulShape::new(16, 9, 32), Elem::F32).requirements(gpu.capabilities()) {
         Err(Error::Shape { kernel: "gemv", .. }) => {}
-        other => return Err(format!("gemv with n = 9 gave {other:?}")),
+        other => return Err(format!("gemv with n = 9 gave {other:?}").into()),
     }
     match Gemm::new(MatmulShape::new(0, 2, 32), Elem::F32).requirements(gpu.capabilities()) {
         Err(Error::Shape { .. }) => {}
-        other => return Err(format!("empty gemm gave {other:?}")),
+        other => return Err(format!("empty gemm gave {other:?}").into()),
     }
     let uniform = gpu.uniform("not_storage", &[0u32; 64]).map_err(gpu_err)?;
     match Gemm::new(MatmulShape::new(4, 4, 4), Elem::F32)
         .prepare(gpu, &[(&uniform).into(), (&uniform).into(), (&uniform).into()])
     {
         Err(Error::BadBinding { binding: "x", .. }) => {}
-        other => return Err(format!("a uniform buffer as storage gave {other:?}")),
+        other => return Err(format!("a uniform buffer as storage gave {other:?}").into()),
     }
     if !gpu.capabilities().f16 {
         match Gemm::new(shape, Elem::F16).requirements(gpu.capabilities()) {
             Err(Error::Unsupported { .. }) => {}
-            other => return Err(format!("f16 without SHADER_F16 gave {other:?}")),
+            other => return Err(format!("f16 without SHADER_F16 gave {other:?}").into()),
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// A wgpu validation error (a buffer past the device limit) comes back as `Error::Validation`,
@@ -434,16 +425,16 @@ fn error_cases(b: &Backend) -> Outcome {
 fn captured_error_case(gpu: &Gpu) -> Outcome {
     let too_big = gpu.capabilities().max_buffer_size.saturating_add(4);
     match gpu.buffer("too_big", too_big, milliwatt::wgpu::BufferUsages::STORAGE) {
-        Err(Error::Validation { context, .. }) if context.contains("milliwatt.too_big") => Ok(Ok(())),
-        Err(Error::OutOfMemory { .. }) => Ok(Ok(())),
-        other => Err(format!("a buffer over max_buffer_size gave {other:?}")),
+        Err(Error::Validation { context, .. }) if context.contains("milliwatt.too_big") => Ok(()),
+        Err(Error::OutOfMemory { .. }) => Ok(()),
+        other => Err(format!("a buffer over max_buffer_size gave {other:?}").into()),
     }
 }
 
 /// With `pipeline_cache_dir`, compiled pipelines are saved and a second device reads them back.
 fn disk_cache_case(gpu: &Gpu) -> Outcome {
     if !gpu.capabilities().pipeline_cache {
-        return Ok(Err(Unsupported("no PIPELINE_CACHE on this adapter".into())));
+        return Err(Failure::Unsupported("no PIPELINE_CACHE on this adapter".into()));
     }
     let dir = std::env::temp_dir().join(format!("milliwatt-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -456,7 +447,9 @@ fn disk_cache_case(gpu: &Gpu) -> Outcome {
     let files: Vec<_> = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().collect();
     let size = files.first().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
     if files.len() != 1 || size == 0 {
-        return Err(format!("expected one non-empty cache file in {dir:?}, found {} ({size} bytes)", files.len()));
+        return Err(
+            format!("expected one non-empty cache file in {dir:?}, found {} ({size} bytes)", files.len()).into()
+        );
     }
     // A second context starts from the saved data and still produces correct results.
     let again = Gpu::from_device(gpu.device(), gpu.queue(), &options);
@@ -465,25 +458,23 @@ fn disk_cache_case(gpu: &Gpu) -> Outcome {
     let (out, _) = run_matmul(&again, &Gemm::new(shape, Elem::F32), shape, &d)?;
     compare("gemm from cached pipeline", &out, &twin, &d.scale, 1e-5, 1e-6)?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn list_case(gpu: &Gpu) -> Outcome {
     let options = milliwatt::Options { backends: gpu.adapter_info().backend.into(), ..milliwatt::Options::default() };
     let list = pollster::block_on(milliwatt::list_adapters(&options));
     if !list.iter().any(|a| a.info.name == gpu.adapter_info().name && a.info.backend == gpu.adapter_info().backend) {
-        return Err(format!("list_adapters did not report {}: {list:?}", gpu.describe()));
+        return Err(format!("list_adapters did not report {}: {list:?}", gpu.describe()).into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Every epilogue (bias, GELU, SiLU, residual, gated residual) fused into the GEMM against the
 /// twin, and fused against unfused: the same GEMM followed by the epilogue on the CPU.
 fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
     use milliwatt::cpu::epilogue::EpilogueInputs;
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     let epilogues = [
         Epilogue::bias_act(Activation::None),
         Epilogue::bias_act(Activation::GeluTanh),
@@ -548,9 +539,9 @@ fn epilogue_cases<E: Element>(gpu: &Gpu) -> Outcome {
         .with_epilogue(Epilogue { gate_rows: Some(2), ..Epilogue::default() });
     match bad.requirements(gpu.capabilities()) {
         Err(Error::Shape { .. }) => {}
-        other => return Err(format!("gate without residual gave {other:?}")),
+        other => return Err(format!("gate without residual gave {other:?}").into()),
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The GEMV with fused epilogues (the DiT's timestep MLP and adaLN linears run at N = batch).
@@ -598,5 +589,5 @@ fn gemv_epilogue_case(gpu: &Gpu) -> Outcome {
         let scale: Vec<f32> = d.scale.iter().map(|s| s * 2.0 + 2.0).collect();
         compare(&format!("gemv epilogue {e:?}"), &out, &twin, &scale, 1e-5, 1e-5)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }

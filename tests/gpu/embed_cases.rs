@@ -11,7 +11,7 @@ use milliwatt::kernels::{
 use milliwatt::{Gpu, Kernel};
 use safetensors::SafeTensors;
 
-use crate::util::{Rng, compare};
+use crate::util::{Rng, compare, err};
 use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -20,10 +20,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("timestep_and_class_embed", |b| embed_case(&b.gpu)),
         ("golden_conditioning_c", |b| golden_c_case(&b.gpu)),
     ]
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 fn patch_case(gpu: &Gpu) -> Outcome {
@@ -41,7 +37,7 @@ fn patch_case(gpu: &Gpu) -> Outcome {
         gpu.run(&[&p]).map_err(err)?;
         let tokens: Vec<f32> = gpu.read(&tb).map_err(err)?;
         if tokens != twin {
-            return Err(format!("patchify {g:?} differs from its twin"));
+            return Err(format!("patchify {g:?} differs from its twin").into());
         }
         // The twin is the stride-p convolution's view: token t, feature (c, i, j).
         let (gw, pp) = ((width / patch) as usize, (patch * patch) as usize);
@@ -66,7 +62,7 @@ fn patch_case(gpu: &Gpu) -> Outcome {
         gpu.run(&[&p]).map_err(err)?;
         let out: Vec<f32> = gpu.read(&ob).map_err(err)?;
         if out != back {
-            return Err(format!("unpatchify {g:?} differs from its twin"));
+            return Err(format!("unpatchify {g:?} differs from its twin").into());
         }
         if extra == 0 {
             // Without extra channels, unpatchify(patchify-order tokens) is a permutation: check
@@ -90,7 +86,7 @@ fn patch_case(gpu: &Gpu) -> Outcome {
             }
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn embed_case(gpu: &Gpu) -> Outcome {
@@ -117,7 +113,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
                 let a = f64::from(tb * 1000.0) * freq;
                 let expect = if j < half { a.cos() } else { a.sin() };
                 if (f64::from(twin[b * dim as usize + j]) - expect).abs() > 2e-4 {
-                    return Err(format!("timestep twin {b},{j}: {} vs {expect}", twin[b * dim as usize + j]));
+                    return Err(format!("timestep twin {b},{j}: {} vs {expect}", twin[b * dim as usize + j]).into());
                 }
             }
         }
@@ -138,7 +134,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
     if got != twin || got[3 * dim as usize..] != table[(classes * dim) as usize..] {
         return Err("class embedding differs (or label 99 did not read the null class)".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn tensor(st: &SafeTensors<'_>, name: &str) -> Result<(Vec<f32>, Vec<usize>), String> {
@@ -227,5 +223,5 @@ fn golden_c_case(gpu: &Gpu) -> Outcome {
             1e-6,
         )?;
     }
-    Ok(Ok(()))
+    Ok(())
 }

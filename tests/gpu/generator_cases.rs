@@ -10,8 +10,8 @@ use milliwatt::kernels::{ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, Prediction, SampleSpec, SamplerKind};
 use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
-use crate::util::Rng;
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::util::{Rng, err};
+use crate::{Backend, Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -23,10 +23,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_same_seed_vulkan_and_gl", vulkan_gl_case),
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
     ]
-}
-
-fn err(e: Error) -> String {
-    e.to_string()
 }
 
 /// A small pixel-space DiT (3 channels, so images decode as RGB).
@@ -85,18 +81,18 @@ fn requests_case(gpu: &Gpu) -> Outcome {
         let single = run(&g, &request(vec![label], Seeds::List(vec![100 + i as u64]), 3))?;
         let d = max_diff(&single.samples, &batch.samples[i * per..(i + 1) * per]);
         if d > 1e-5 {
-            return Err(format!("image {i} of a batch of 4 differs from its single run by {d}"));
+            return Err(format!("image {i} of a batch of 4 differs from its single run by {d}").into());
         }
     }
     if batch.images.len() != 4 || batch.images[0].width() != 8 || batch.images[0].color() != image::ColorType::Rgb8 {
-        return Err(format!("decoded {} images, first {:?}", batch.images.len(), batch.images[0].color()));
+        return Err(format!("decoded {} images, first {:?}", batch.images.len(), batch.images[0].color()).into());
     }
     // Guidance 1 equals no guidance.
     let one = run(&g, &Request { guidance: Some(1.0), ..request(vec![3], Seeds::Base(7), 3) })?;
     let none = run(&g, &Request { guidance: None, ..request(vec![3], Seeds::Base(7), 3) })?;
     let d = max_diff(&one.samples, &none.samples);
     if d > 1e-5 {
-        return Err(format!("guidance 1 differs from no guidance by {d}"));
+        return Err(format!("guidance 1 differs from no guidance by {d}").into());
     }
     // img2img: strength 0 returns the init image; strength 0.5 moves it.
     let init: Vec<f32> = Rng::new(5).vec(per);
@@ -106,7 +102,7 @@ fn requests_case(gpu: &Gpu) -> Outcome {
     };
     let kept = run(&g, &img(0.0))?;
     if kept.samples != init {
-        return Err(format!("strength 0 changed the init image by {}", max_diff(&kept.samples, &init)));
+        return Err(format!("strength 0 changed the init image by {}", max_diff(&kept.samples, &init)).into());
     }
     if max_diff(&run(&g, &img(0.5))?.samples, &init) < 1e-3 {
         return Err("strength 0.5 left the init image unchanged".into());
@@ -121,7 +117,7 @@ fn requests_case(gpu: &Gpu) -> Outcome {
         })
         .map_err(err)?;
     if seen.iter().map(|s| s.0).collect::<Vec<_>>() != [0, 1, 2, 3] || seen[3].1.as_deref() != Some(&out.samples[..]) {
-        return Err(format!("progress {:?}", seen.iter().map(|s| s.0).collect::<Vec<_>>()));
+        return Err(format!("progress {:?}", seen.iter().map(|s| s.0).collect::<Vec<_>>()).into());
     }
     // Cancellation: a typed error within one step, and the generator keeps working.
     let mut calls = 0;
@@ -130,16 +126,16 @@ fn requests_case(gpu: &Gpu) -> Outcome {
         if p.step == 1 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     }) {
         Err(Error::Cancelled { completed, total: 6 }) if completed <= 3 => {}
-        other => return Err(format!("cancel gave {:?}", other.map(|g| g.shape))),
+        other => return Err(format!("cancel gave {:?}", other.map(|g| g.shape)).into()),
     }
     if calls > 3 {
-        return Err(format!("{calls} progress calls after cancelling at step 1"));
+        return Err(format!("{calls} progress calls after cancelling at step 1").into());
     }
     run(&g, &request(vec![1], Seeds::Base(1), 2))?;
     // The ledger counts the run; the baseline is 50 guided dense f32 steps.
     let r = run(&g, &request(vec![1], Seeds::Base(1), 5))?;
     if !(r.energy_ratio > 0.0 && r.energy_ratio < 0.5) || r.timings.per_step.is_zero() {
-        return Err(format!("5 of 50 steps: energy ratio {}", r.energy_ratio));
+        return Err(format!("5 of 50 steps: energy ratio {}", r.energy_ratio).into());
     }
     // Bad requests: typed errors, not panics.
     for bad in [
@@ -158,16 +154,16 @@ fn requests_case(gpu: &Gpu) -> Outcome {
         },
     ] {
         if !matches!(g.generate_blocking(&bad, |_| ControlFlow::Continue(())), Err(Error::Request { .. })) {
-            return Err(format!("bad request {bad:?} was accepted"));
+            return Err(format!("bad request {bad:?} was accepted").into());
         }
     }
     // A batch past the device's buffer limits is refused up front, naming the limit.
     let huge = request(vec![1; 5_000_000], Seeds::Base(0), 1);
     match g.generate_blocking(&huge, |_| ControlFlow::Continue(())) {
         Err(e @ Error::Request { .. }) if e.to_string().contains("max_") && e.to_string().contains("at most") => {}
-        other => return Err(format!("5,000,000 images gave {:?}", other.map(|g| g.shape))),
+        other => return Err(format!("5,000,000 images gave {:?}", other.map(|g| g.shape)).into()),
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn threads_case(gpu: &Gpu) -> Outcome {
@@ -186,7 +182,7 @@ fn threads_case(gpu: &Gpu) -> Outcome {
     });
     for (i, c) in concurrent.into_iter().enumerate() {
         if c? != sequential[i % 2] {
-            return Err(format!("thread {i} differs from the sequential run"));
+            return Err(format!("thread {i} differs from the sequential run").into());
         }
     }
     // One pool for the shape: three concurrent requests take turns and agree.
@@ -218,7 +214,7 @@ fn threads_case(gpu: &Gpu) -> Outcome {
         run(&g2, &request(vec![1; images], Seeds::Base(4), 2))?;
     }
     if g2.pooled() != (2, 2) {
-        return Err(format!("after four shapes with max_shapes 2: (shapes, executors) = {:?}", g2.pooled()));
+        return Err(format!("after four shapes with max_shapes 2: (shapes, executors) = {:?}", g2.pooled()).into());
     }
     if run(&g2, &request(vec![1], Seeds::Base(4), 2))?.samples != first {
         return Err("a shape rebuilt after eviction gave another result".into());
@@ -232,7 +228,7 @@ fn threads_case(gpu: &Gpu) -> Outcome {
     {
         return Err("max_shapes 0 was accepted".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn packed_case(gpu: &Gpu) -> Outcome {
@@ -246,9 +242,11 @@ fn packed_case(gpu: &Gpu) -> Outcome {
     let a = run(&Generator::new(gpu, w, GeneratorOptions::default()).map_err(err)?, &r)?;
     let b = run(&Generator::new(gpu, loaded, GeneratorOptions::default()).map_err(err)?, &r)?;
     if a.samples != b.samples {
-        return Err(format!("pre-packed weights differ from quantize-on-load by {}", max_diff(&a.samples, &b.samples)));
+        return Err(
+            format!("pre-packed weights differ from quantize-on-load by {}", max_diff(&a.samples, &b.samples)).into()
+        );
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Relative RMS error of `got` against `want`.
@@ -331,7 +329,7 @@ fn policies_case(gpu: &Gpu) -> Outcome {
             }
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn samplers_case(gpu: &Gpu) -> Outcome {
@@ -343,18 +341,18 @@ fn samplers_case(gpu: &Gpu) -> Outcome {
     let w = random(&c, 51)?;
     let spec = SampleSpec { images: 2, steps: 3, sampler: SamplerKind::Ddim, guidance: Some(2.0), img2img: false };
     against_cpu(gpu, w, spec, 1e-4, "DDIM")?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Runs once, on the GL backend's turn: the same request on Vulkan and on GL (f32 policy).
 fn vulkan_gl_case(b: &Backend) -> Outcome {
     if b.name != "gl" {
-        return Ok(Err(Unsupported("runs on the GL backend's turn, against a Vulkan device".into())));
+        return Err(Failure::Unsupported("runs on the GL backend's turn, against a Vulkan device".into()));
     }
     let vulkan = match Gpu::new_blocking(&Options { backends: milliwatt::wgpu::Backends::VULKAN, ..Options::default() })
     {
         Ok(v) => v,
-        Err(e) => return Ok(Err(Unsupported(format!("no Vulkan adapter: {e}")))),
+        Err(e) => return Err(Failure::Unsupported(format!("no Vulkan adapter: {e}"))),
     };
     let w = random(&config(8, f32_policy(), AttentionKind::Dense), 60)?;
     let r = request(vec![0, 4], Seeds::Base(42), 3);
@@ -362,16 +360,16 @@ fn vulkan_gl_case(b: &Backend) -> Outcome {
     let vk = run(&Generator::new(&vulkan, w, GeneratorOptions::default()).map_err(err)?, &r)?;
     let d = max_diff(&gl.samples, &vk.samples);
     if d > 1e-3 {
-        return Err(format!("same seed on Vulkan and GL differs by {d}"));
+        return Err(format!("same seed on Vulkan and GL differs by {d}").into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The f16 policy (f16 weights and activations, f32 arithmetic) against f32 on the same weights,
 /// dense and with ternary block linears.
 fn f16_case(gpu: &Gpu) -> Outcome {
     if !gpu.capabilities().f16 {
-        return Ok(Err(Unsupported("no SHADER_F16".into())));
+        return Err(Failure::Unsupported("no SHADER_F16".into()));
     }
     for (f32p, f16p) in [
         (f32_policy(), r#"{"attention": "f16", "mlp": "f16", "other": "f16"}"#),
@@ -395,7 +393,7 @@ fn f16_case(gpu: &Gpu) -> Outcome {
         // f16 moves int8 activation roundings of the low-bit policy to neighbouring levels too.
         let tol = if f16p.contains("ternary") { 3e-2 } else { 1e-2 };
         if e.is_nan() || e > tol || b.samples == a.samples {
-            return Err(format!("{f16p}: relative RMS {e} from {f32p}"));
+            return Err(format!("{f16p}: relative RMS {e} from {f32p}").into());
         }
         if std::env::var("MILLIWATT_TEST_VERBOSE").is_ok() {
             println!("  {f16p} vs {f32p}: relative RMS {e:.2e}");
@@ -410,5 +408,5 @@ fn f16_case(gpu: &Gpu) -> Outcome {
     ) {
         return Err("f32 block linears in an f16 graph were accepted".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }

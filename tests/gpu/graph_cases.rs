@@ -12,8 +12,8 @@ use milliwatt::kernels::{
 use milliwatt::quant::{Format, Packed, Quantized, ScaleMode, quantize};
 use milliwatt::{Error, Gpu};
 
-use crate::util::{Rng, compare};
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, err};
+use crate::{Backend, Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -23,10 +23,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("graph_profiler_covers_every_dispatch", |b| profiler_case(&b.gpu)),
         ("graph_weight_split_and_limits", |b| split_case(b)),
     ]
-}
-
-fn err(e: Error) -> String {
-    format!("{e}")
 }
 
 const T: u32 = 29; // tokens (odd: no tile divides it)
@@ -208,7 +204,8 @@ fn block_case(gpu: &Gpu) -> Outcome {
                 "reuse {reuse} fuse {fuse}: executor holds {m:?}, plan says {} buffers {} bytes",
                 p.buffers(),
                 p.bytes()
-            ));
+            )
+            .into());
         }
         executors.push(ex);
     }
@@ -218,7 +215,7 @@ fn block_case(gpu: &Gpu) -> Outcome {
     }
     let (no_reuse, reuse) = (executors[0].memory(), executors[1].memory());
     if reuse.activation_bytes >= no_reuse.activation_bytes || reuse.buffers >= no_reuse.buffers {
-        return Err(format!("reuse did not save memory: {reuse:?} vs {no_reuse:?}"));
+        return Err(format!("reuse did not save memory: {reuse:?} vs {no_reuse:?}").into());
     }
     // Fusion: same values (int8 quantization inside the norm may move a rounding), fewer dispatches.
     let scale = vec![1.0; outs[1].len()];
@@ -226,7 +223,7 @@ fn block_case(gpu: &Gpu) -> Outcome {
     let (unfused, fused) = (executors[1].dispatches_per_step(), executors[2].dispatches_per_step());
     let report = executors[2].fusion();
     if fused != 7 || unfused != 16 || report.folds.len() != 5 {
-        return Err(format!("fusion: {unfused} -> {fused} dispatches, folds {:#?}", report.folds));
+        return Err(format!("fusion: {unfused} -> {fused} dispatches, folds {:#?}", report.folds).into());
     }
     // Against the CPU definition.
     compare("block vs CPU reference", &outs[1], &reference(&b), &scale, 5e-3, 1e-4)?;
@@ -235,15 +232,17 @@ fn block_case(gpu: &Gpu) -> Outcome {
     let run = executors[2].run(2, |_| ControlFlow::Continue(())).map_err(err)?;
     let estimate = executors[2].graph().ledger(gpu.capabilities(), 2).map_err(err)?;
     if run.ledger.work() != estimate.work() {
-        return Err(format!("ledger from dispatches {:?} != graph estimate {:?}", run.ledger.work(), estimate.work()));
+        return Err(
+            format!("ledger from dispatches {:?} != graph estimate {:?}", run.ledger.work(), estimate.work()).into()
+        );
     }
     let dense =
         milliwatt::graph::fuse(&block(false)?.graph).map_err(err)?.0.ledger(gpu.capabilities(), 2).map_err(err)?;
     let ratio = run.ledger.ratio_to(&dense);
     if !(ratio > 0.0 && ratio < 1.0) {
-        return Err(format!("ternary block energy ratio to dense {ratio}"));
+        return Err(format!("ternary block energy ratio to dense {ratio}").into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn counts(gpu: &Gpu) -> (milliwatt::ObjectCounts, [i64; 3]) {
@@ -266,12 +265,12 @@ fn second_run_case(gpu: &Gpu) -> Outcome {
     gpu.wait().map_err(err)?;
     let after = counts(gpu);
     if before != after {
-        return Err(format!("second run created objects: before {before:?}, after {after:?}"));
+        return Err(format!("second run created objects: before {before:?}, after {after:?}").into());
     }
     if report.dispatches != 3 * ex.dispatches_per_step() as u64 {
-        return Err(format!("{} dispatches for 3 steps of {}", report.dispatches, ex.dispatches_per_step()));
+        return Err(format!("{} dispatches for 3 steps of {}", report.dispatches, ex.dispatches_per_step()).into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Setup (x = noise), steps (v = 0.5 x; Euler x += (t_next - t) v with t from the schedule at the
@@ -320,7 +319,7 @@ fn step_loop_case(gpu: &Gpu) -> Outcome {
     })
     .map_err(err)?;
     if seen.iter().map(|s| s.0).collect::<Vec<_>>() != (0..steps).collect::<Vec<_>>() {
-        return Err(format!("steps seen {:?}", seen.iter().map(|s| s.0).collect::<Vec<_>>()));
+        return Err(format!("steps seen {:?}", seen.iter().map(|s| s.0).collect::<Vec<_>>()).into());
     }
     let ones = vec![1.0; len as usize];
     for (s, p) in &seen {
@@ -332,14 +331,14 @@ fn step_loop_case(gpu: &Gpu) -> Outcome {
     // Cancellation after step 1: a typed error once the step queued behind it is done.
     match ex.run(steps, |ev| if ev.step == 1 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }) {
         Err(Error::Cancelled { completed, total }) if (2..=3).contains(&completed) && total == steps => {}
-        other => return Err(format!("cancel after step 1 gave {:?}", other.map(|r| r.steps))),
+        other => return Err(format!("cancel after step 1 gave {:?}", other.map(|r| r.steps)).into()),
     }
     // A wrongly sized write is a typed error naming the tensor.
     match ex.write(noise, &n[..10]) {
         Err(e @ Error::Graph { .. }) if e.to_string().contains("noise") => {}
-        other => return Err(format!("short write gave {other:?}")),
+        other => return Err(format!("short write gave {other:?}").into()),
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn profiler_case(gpu: &Gpu) -> Outcome {
@@ -350,32 +349,32 @@ fn profiler_case(gpu: &Gpu) -> Outcome {
     let report = ex.run(steps, |_| ControlFlow::Continue(())).map_err(err)?;
     let profile = report.profile.ok_or("no profile")?;
     if profile.scoped != report.dispatches || report.dispatches != u64::from(steps) * ex.dispatches_per_step() as u64 {
-        return Err(format!("{} scopes for {} dispatches", profile.scoped, report.dispatches));
+        return Err(format!("{} scopes for {} dispatches", profile.scoped, report.dispatches).into());
     }
     if !gpu.capabilities().timestamps {
-        return Ok(Err(Unsupported("no TIMESTAMP_QUERY: scopes counted, not timed".into())));
+        return Err(Failure::Unsupported("no TIMESTAMP_QUERY: scopes counted, not timed".into()));
     }
     if profile.untimed != 0 || profile.dispatches.len() as u64 != report.dispatches {
-        return Err(format!("{} untimed of {}", profile.untimed, profile.scoped));
+        return Err(format!("{} untimed of {}", profile.untimed, profile.scoped).into());
     }
     // Every op kind appears with its dispatch count times the steps.
     for op in ex.graph().ops() {
         let want = ex.graph().ops().iter().filter(|o| o.kind() == op.kind()).count() as u64 * u64::from(steps);
         let got = profile.by_kind().iter().find(|k| k.kind == op.kind()).map_or(0, |k| k.count);
         if got != want {
-            return Err(format!("{}: {got} timed dispatches, expected {want}", op.kind()));
+            return Err(format!("{}: {got} timed dispatches, expected {want}", op.kind()).into());
         }
     }
     if profile.by_step().len() != steps as usize
         || profile.dispatches.iter().any(|d| d.end.partial_cmp(&d.start).is_none_or(|o| o.is_lt()))
     {
-        return Err(format!("per-step profile {:?}", profile.by_step()));
+        return Err(format!("per-step profile {:?}", profile.by_step()).into());
     }
     let trace: serde_json::Value = serde_json::from_str(&profile.chrome_trace()).map_err(|e| e.to_string())?;
     if trace["traceEvents"].as_array().map(Vec::len) != Some(profile.dispatches.len()) {
         return Err("chrome trace does not hold one event per dispatch".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// A weight past the storage-binding limit runs through the kernels' split; an activation past
@@ -399,7 +398,7 @@ fn split_case(b: &Backend) -> Outcome {
         results.push((ex.read::<f32>(y).map_err(err)?, ex.dispatches_per_step()));
     }
     if u64::from(m * k * 4) <= b.small_bindings.capabilities().max_storage_binding || results[1].1 < 2 {
-        return Err(format!("weight of {} bytes was not split ({} dispatches)", m * k * 4, results[1].1));
+        return Err(format!("weight of {} bytes was not split ({} dispatches)", m * k * 4, results[1].1).into());
     }
     let want = cpu::matmul::reference(m as usize, n as usize, k as usize, &xv, &wv);
     let scale: Vec<f32> = vec![k as f32; want.len()];
@@ -414,7 +413,7 @@ fn split_case(b: &Backend) -> Outcome {
     g.op("s1", Elementwise::new(EltOp::Silu, big, Elem::F32), &[a, h]).map_err(err)?;
     g.op("s2", Elementwise::new(EltOp::Silu, big, Elem::F32), &[h, o]).map_err(err)?;
     match Executor::new(&b.small_bindings, &g, ExecOptions::default()) {
-        Err(e @ Error::Graph { .. }) if e.to_string().contains("storage-binding") => Ok(Ok(())),
-        other => Err(format!("activation over the binding limit gave {:?}", other.map(|_| ()))),
+        Err(e @ Error::Graph { .. }) if e.to_string().contains("storage-binding") => Ok(()),
+        other => Err(format!("activation over the binding limit gave {:?}", other.map(|_| ())).into()),
     }
 }

@@ -16,7 +16,7 @@ use milliwatt::kernels::{
 };
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
 
-use crate::util::{Rng, compare, need_f16, rel_tol};
+use crate::util::{Rng, compare, err, need_f16, rel_tol};
 use crate::{Backend, Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -42,10 +42,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
 /// attention_cases.rs): on GL each attention case runs its first shape only.
 fn full(b: &Backend) -> usize {
     if b.name == "gl" { 1 } else { usize::MAX }
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 /// The counts agree with the model, field by field; the error names every field that differs.
@@ -182,9 +178,7 @@ fn check_matmul<E: Element>(
 /// and 8; the chosen variant, scalar loads, both reductions, and rows / workgroup sizes other
 /// than the chosen ones.
 fn gemv_case<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     let caps = gpu.capabilities();
     let mut reduces = vec![GemvReduce::Shared];
     if caps.subgroups {
@@ -206,15 +200,13 @@ fn gemv_case<E: Element>(gpu: &Gpu) -> Outcome {
             check_matmul(gpu, &kernel.counting(), &Epilogue::default(), &d, Some(v), &what)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// GEMM shapes: part-filled tiles (67 x 45 x 29: two tile rows, one tile column, two slices), more
 /// than a tile in every direction, K odd (scalar loads) and K % 4 == 0 (vec4, and scalar forced).
 fn gemm_case<E: Element>(gpu: &Gpu) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     let shapes = [(67u32, 45u32, 29u32), (67, 45, 28), (130, 70, 37), (130, 70, 36), (1, 1, 1)];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         let shape = MatmulShape::new(m, n, k);
@@ -229,7 +221,7 @@ fn gemm_case<E: Element>(gpu: &Gpu) -> Outcome {
             check_matmul(gpu, &kernel.counting(), &Epilogue::default(), &d, None, &what)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Every epilogue part: bias, GELU, SiLU, residual, gate.
@@ -252,7 +244,7 @@ fn epilogue_case(gpu: &Gpu, gemm: bool) -> Outcome {
             check_matmul(gpu, &kernel.counting(), e, &d, Some(v), &what)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// A 64 KiB binding limit splits 350 rows of 384 bytes into 170 + 170 + 10: each dispatch has its
@@ -269,7 +261,7 @@ fn split_case(gpu: &Gpu, gemm: bool) -> Outcome {
         let v = kernel.choose(gpu.capabilities());
         check_matmul(gpu, &kernel.counting(), &e, &d, Some(v), &what)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Runs a counting attention and checks its counts; returns its output.
@@ -303,9 +295,7 @@ fn check_attention<E: Element>(k: &Attention, qkv: &[E], got: &[E], mask: Mask<'
 }
 
 fn attention_dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
-    if let Err(u) = need_f16::<E>(gpu) {
-        return Ok(Err(u));
-    }
+    need_f16::<E>(gpu)?;
     for (i, &(images, tokens, heads, d)) in
         [(1u32, 77u32, 3u32, 36u32), (1, 77, 3, 64), (2, 130, 2, 36), (1, 5, 1, 64)].iter().enumerate().take(limit)
     {
@@ -315,7 +305,7 @@ fn attention_dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
         let got = run_attention(gpu, &k, &qkv, None)?;
         check_attention(&k, &qkv, &got, None)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Random key-tile lists per query block, the partial last tile among them, with and without the
@@ -350,7 +340,7 @@ fn attention_blocks_case(gpu: &Gpu, limit: usize) -> Outcome {
         };
         run_attention(gpu, &k, &qkv, Some(&block_list(&per_block)))?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Neighbourhood windows on grids whose query blocks reach tiles some of their queries' windows
@@ -377,7 +367,7 @@ fn attention_neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
         };
         check_attention(&k, &qkv, &got, Some(&mask))?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// A launch whose workgroup-memory reads pass 2^32 bytes: the device sums carry into the high
@@ -387,9 +377,9 @@ fn past_u32_case(gpu: &Gpu) -> Outcome {
     let k = Attention::dense(1, 1024, 17, 36, Elem::F32);
     let model = k.work(gpu.capabilities()).map_err(err)?;
     if model.sram_read <= u64::from(u32::MAX) {
-        return Err(format!("{} workgroup bytes do not pass 2^32", model.sram_read));
+        return Err(format!("{} workgroup bytes do not pass 2^32", model.sram_read).into());
     }
     let qkv: Vec<f32> = Rng::new(27_000).vec((k.tokens * 3 * k.heads * k.head_dim) as usize);
     run_attention(gpu, &k, &qkv, None)?;
-    Ok(Ok(()))
+    Ok(())
 }

@@ -28,11 +28,35 @@ use std::time::Instant;
 
 use milliwatt::{Gpu, Options};
 
-/// What a case returns when it cannot run on this adapter.
+/// Why a case did not pass.
 #[derive(Debug)]
-pub struct Unsupported(pub String);
+pub enum Failure {
+    /// The adapter lacks what the case needs: counted apart, not a failure.
+    Unsupported(String),
+    /// What went wrong.
+    Failed(String),
+}
 
-pub type Outcome = Result<Result<(), Unsupported>, String>;
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Failed(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::Failed(message.into())
+    }
+}
+
+impl From<milliwatt::Error> for Failure {
+    fn from(e: milliwatt::Error) -> Self {
+        Failure::Failed(util::err(e))
+    }
+}
+
+/// What a case returns: `Ok(())`, or why it did not pass.
+pub type Outcome = Result<(), Failure>;
 
 /// A named case: runs on one backend.
 pub type Case = fn(&Backend) -> Outcome;
@@ -58,6 +82,26 @@ fn open(backends: milliwatt::wgpu::Backends, name: &'static str) -> Option<Backe
     Some(Backend { name, gpu, fallback, small_bindings })
 }
 
+/// A suite: its named cases.
+type Suite = fn() -> Vec<(&'static str, Case)>;
+
+/// Every suite of cases, in the order they run: the one place a new suite is registered.
+const SUITES: &[Suite] = &[
+    cases::all,
+    qcases::all,
+    qgemm_cases::all,
+    noise_cases::all,
+    embed_cases::all,
+    sampler_cases::all,
+    attention_cases::all,
+    norm_cases::all,
+    graph_cases::all,
+    ledger_cases::all,
+    shipped_cases::all,
+    model_cases::all,
+    generator_cases::all,
+];
+
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -75,13 +119,13 @@ fn main() {
         }
     }
     if backends.is_empty() {
-        eprintln!("error: no GPU adapter found on Vulkan or GL.\n{}", install_hint());
+        eprintln!("error: no GPU adapter found on Vulkan or GL.\n{}", milliwatt::INSTALL_HINT);
         std::process::exit(1);
     }
     if ci && !missing.is_empty() {
         eprintln!(
             "error: CI=true requires both the Vulkan and the GL adapter; missing: {missing:?}.\n{}",
-            install_hint()
+            milliwatt::INSTALL_HINT
         );
         std::process::exit(1);
     }
@@ -89,19 +133,7 @@ fn main() {
         println!("backend {m}: no adapter (not mandatory outside CI)");
     }
 
-    let mut cases = cases::all();
-    cases.extend(qcases::all());
-    cases.extend(qgemm_cases::all());
-    cases.extend(noise_cases::all());
-    cases.extend(embed_cases::all());
-    cases.extend(sampler_cases::all());
-    cases.extend(attention_cases::all());
-    cases.extend(norm_cases::all());
-    cases.extend(graph_cases::all());
-    cases.extend(ledger_cases::all());
-    cases.extend(shipped_cases::all());
-    cases.extend(model_cases::all());
-    cases.extend(generator_cases::all());
+    let cases: Vec<(&str, Case)> = SUITES.iter().flat_map(|suite| suite()).collect();
     let (mut passed, mut failed, mut unsupported) = (0usize, 0usize, 0usize);
     let mut tally = Vec::new();
     let mut failures = Vec::new();
@@ -116,15 +148,15 @@ fn main() {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(b)));
             let secs = t.elapsed().as_secs_f64();
             match result {
-                Ok(Ok(Ok(()))) => {
+                Ok(Ok(())) => {
                     p += 1;
                     println!("test {full} ... ok ({secs:.2}s)");
                 }
-                Ok(Ok(Err(Unsupported(why)))) => {
+                Ok(Err(Failure::Unsupported(why))) => {
                     u += 1;
                     println!("test {full} ... unsupported: {why}");
                 }
-                Ok(Err(msg)) => {
+                Ok(Err(Failure::Failed(msg))) => {
                     f += 1;
                     println!("test {full} ... FAILED");
                     failures.push(format!("{full}: {msg}"));
@@ -172,9 +204,4 @@ fn main() {
     if failed > 0 || passed == 0 {
         std::process::exit(1);
     }
-}
-
-fn install_hint() -> &'static str {
-    "Install Mesa's software drivers: `sudo apt-get install mesa-vulkan-drivers libvulkan1 libegl1` \
-     (Debian/Ubuntu), or run `scripts/setup`. Select adapters with WGPU_BACKEND / WGPU_ADAPTER_NAME."
 }

@@ -4,13 +4,13 @@
 
 use std::ops::ControlFlow;
 
+use milliwatt::Gpu;
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph};
 use milliwatt::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{DitGraph, ForwardIo, SampleGraph, SampleSpec, SamplerKind};
-use milliwatt::{Error, Gpu};
 
 use crate::golden::Golden;
-use crate::util::compare;
+use crate::util::{compare, err};
 use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -19,10 +19,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("dit_golden_euler_sample", |b| euler_case(&b.gpu)),
         ("dit_golden_ddim_sample", |b| ddim_case(&b.gpu)),
     ]
-}
-
-fn err(e: Error) -> String {
-    e.to_string()
 }
 
 /// Within 1e-4 of the reference, absolute, plus 1e-5 of the value (the agreed 1e-4).
@@ -66,7 +62,7 @@ fn forward_case(gpu: &Gpu) -> Outcome {
             (0..images as usize).flat_map(|i| want[i * cout * per..(i * cout + cin) * per].to_vec()).collect();
         close(&format!("{name} out"), &ex.read::<f32>(out).map_err(err)?, &want, 1e-4)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Runs a guided 4-step sample of 2 images from `xt` with labels [3, 7] and returns x0.
@@ -96,7 +92,7 @@ fn euler_case(gpu: &Gpu) -> Outcome {
             sample(gpu, &golden, SamplerKind::Euler, &golden.get("sample_xT")?, &rectified_flow_schedule(4, 1.0))?;
         close(&format!("{name} sample_x0"), &got, &golden.get("sample_x0")?, 1e-4)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn ddim_case(gpu: &Gpu) -> Outcome {
@@ -105,5 +101,5 @@ fn ddim_case(gpu: &Gpu) -> Outcome {
     golden.weights.config.prediction = milliwatt::model::Prediction::Epsilon;
     let got = sample(gpu, &golden, SamplerKind::Ddim, &golden.get("ddim_xT")?, &ddim_schedule(4))?;
     close("dit-tiny-sigma ddim_x0", &got, &golden.get("ddim_x0")?, 1e-3)?;
-    Ok(Ok(()))
+    Ok(())
 }

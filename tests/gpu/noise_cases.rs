@@ -6,14 +6,11 @@ use milliwatt::cpu::noise;
 use milliwatt::kernels::{Noise, NoiseKind};
 use milliwatt::{Gpu, Kernel};
 
+use crate::util::err;
 use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![("noise_bits_match_twin", |b| bits_case(&b.gpu)), ("noise_normals", |b| normal_case(&b.gpu))]
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 fn run(gpu: &Gpu, n: &Noise) -> Result<Vec<u32>, String> {
@@ -33,7 +30,7 @@ fn bits_case(gpu: &Gpu) -> Outcome {
             for e in 0..count {
                 let (g, t) = (got[(i * count + e) as usize], noise::bits(SEED, stream, first + i, e));
                 if g != t {
-                    return Err(format!("image {} element {e}: gpu {g:#010x} vs twin {t:#010x}", first + i));
+                    return Err(format!("image {} element {e}: gpu {g:#010x} vs twin {t:#010x}", first + i).into());
                 }
             }
         }
@@ -52,7 +49,7 @@ fn bits_case(gpu: &Gpu) -> Outcome {
     if other == alone {
         return Err("seed does not change the stream".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn normal_case(gpu: &Gpu) -> Outcome {
@@ -77,17 +74,18 @@ fn normal_case(gpu: &Gpu) -> Outcome {
         return Err(format!(
             "normals differ from the twin by {worst:e} relative (image {}, element {}: {} vs {})",
             at.0, at.1, at.2, at.3
-        ));
+        )
+        .into());
     }
     let len = got.len() as f64;
     let mean = got.iter().map(|&v| f64::from(v)).sum::<f64>() / len;
     let var = got.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / len;
     // 1 Mi samples: standard error of the mean 0.001, of the variance about 0.0014.
     if mean.abs() > 0.005 || (var - 1.0).abs() > 0.007 {
-        return Err(format!("mean {mean}, variance {var} of {len} normals"));
+        return Err(format!("mean {mean}, variance {var} of {len} normals").into());
     }
     if got.iter().any(|v| !v.is_finite()) {
         return Err("non-finite normal".into());
     }
-    Ok(Ok(()))
+    Ok(())
 }

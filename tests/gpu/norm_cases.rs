@@ -8,8 +8,8 @@ use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{Elem, Modulation, Norm, NormKind};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare};
-use crate::{Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, err};
+use crate::{Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -18,10 +18,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("norm_emit_int8", |b| emit_case(&b.gpu)),
         ("norm_fallback_reduction", |b| norm_cases::<f32>(&b.fallback)),
     ]
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 struct Inputs<E> {
@@ -52,7 +48,7 @@ fn buffers<E: Element>(gpu: &Gpu, n: &Norm, i: &Inputs<E>) -> Result<Vec<milliwa
 
 fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
     if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
     }
     let kinds = [NormKind::LayerNorm, NormKind::Rms { affine: false }, NormKind::Rms { affine: true }];
     let shapes = [(1u32, 7u32), (49, 64), (257, 1000), (98, 1152), (3, 1)];
@@ -87,7 +83,9 @@ fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
                         let expect = (v - mean) / (var + 1e-6).sqrt();
                         let got = f64::from(twin[r * d as usize + c].to_f32());
                         if (got - expect).abs() > 1e-4 * (1.0 + expect.abs()) {
-                            return Err(format!("{kind:?} twin ({rows}, {d}) row {r}: {got} vs definition {expect}"));
+                            return Err(
+                                format!("{kind:?} twin ({rows}, {d}) row {r}: {got} vs definition {expect}").into()
+                            );
                         }
                     }
                 }
@@ -111,7 +109,7 @@ fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
             )?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn emit_case(gpu: &Gpu) -> Outcome {
@@ -134,18 +132,18 @@ fn emit_case(gpu: &Gpu) -> Outcome {
         let (gq, gs): (Vec<u32>, Vec<f32>) = (gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?);
         for r in 0..rows as usize {
             if (gs[r] - ts[r]).abs() > 1e-5 * ts[r] {
-                return Err(format!("({rows}, {d}) row {r}: scale {} vs twin {}", gs[r], ts[r]));
+                return Err(format!("({rows}, {d}) row {r}: scale {} vs twin {}", gs[r], ts[r]).into());
             }
             for w in 0..words {
                 for b in 0..4 {
                     let (g, t) =
                         ((gq[r * words + w] >> (8 * b)) as u8 as i8, (tq[r * words + w] >> (8 * b)) as u8 as i8);
                     if (i16::from(g) - i16::from(t)).abs() > 1 {
-                        return Err(format!("({rows}, {d}) row {r} element {}: {g} vs twin {t}", 4 * w + b));
+                        return Err(format!("({rows}, {d}) row {r} element {}: {g} vs twin {t}", 4 * w + b).into());
                     }
                 }
             }
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }

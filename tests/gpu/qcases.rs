@@ -11,8 +11,8 @@ use milliwatt::kernels::{Act, ActQuant, Elem, GemvReduce, MatmulShape, QGemv, QG
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare};
-use crate::{Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, err};
+use crate::{Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -47,10 +47,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
     ]
 }
 
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
-}
-
 /// GPU activation quantization of `x` (N x K): (xq words, scales).
 fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<u32>, Vec<f32>), String> {
     let xb = gpu.upload("x", x).map_err(err)?;
@@ -63,7 +59,7 @@ fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<
 
 fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
     if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
     }
     for (i, &(n, k)) in [(1u32, 1u32), (3, 7), (5, 1000), (2, 4095), (8, 64)].iter().enumerate() {
         let mut rng = Rng::new(1000 + i as u64);
@@ -82,17 +78,17 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
         for r in 0..n as usize {
             // WGSL division may be off by an ulp or two: scales agree to 1e-6, levels within 1 LSB.
             if (xs[r] - ts[r]).abs() > 1e-6 * ts[r].abs() {
-                return Err(format!("({n}, {k}) row {r}: scale {} vs twin {}", xs[r], ts[r]));
+                return Err(format!("({n}, {k}) row {r}: scale {} vs twin {}", xs[r], ts[r]).into());
             }
             for w in 0..words {
                 let (g, t) = (xq[r * words + w], tq[r * words + w]);
                 for j in 0..4 {
                     let (a, b) = ((g >> (8 * j)) as u8 as i8, (t >> (8 * j)) as u8 as i8);
                     if (i16::from(a) - i16::from(b)).abs() > 1 {
-                        return Err(format!("({n}, {k}) row {r} element {}: level {a} vs twin {b}", 4 * w + j));
+                        return Err(format!("({n}, {k}) row {r} element {}: level {a} vs twin {b}", 4 * w + j).into());
                     }
                     if 4 * w + j >= k as usize && a != 0 {
-                        return Err(format!("({n}, {k}) row {r}: padding element {} is {a}", 4 * w + j));
+                        return Err(format!("({n}, {k}) row {r}: padding element {} is {a}", 4 * w + j).into());
                     }
                 }
             }
@@ -100,11 +96,11 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
             let absmax = x[r * k as usize..(r + 1) * k as usize].iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
             let scale = if absmax == 0.0 { 1.0 } else { absmax / 127.0 };
             if ts[r] != scale {
-                return Err(format!("twin scale {} vs definition {scale}", ts[r]));
+                return Err(format!("twin scale {} vs definition {scale}", ts[r]).into());
             }
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
@@ -238,7 +234,7 @@ fn qgemv_epilogue_case(gpu: &Gpu) -> Outcome {
         let scale: Vec<f32> = (0..m * n).map(|_| 300.0).collect();
         compare(&format!("{format:?} {act:?} epilogue {e:?}"), &out, &twin, &scale, 1e-6, 1e-5)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
@@ -333,7 +329,8 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
                     return Err(format!(
                         "{format:?} A8 {shape:?} {v:?}: not bit-exact at {i}: {} vs twin {}",
                         out[i], twin[i]
-                    ));
+                    )
+                    .into());
                 }
             } else {
                 compare(&format!("{format:?} A8 {shape:?}"), &out, &twin, &scale, 1e-5, 1e-6)?;
@@ -350,7 +347,7 @@ fn qgemv_cases(gpu: &Gpu, formats: &[Format]) -> Outcome {
             compare(&format!("{format:?} A8 twin vs reference {shape:?}"), &twin, &ref8, &scale, 1e-5, 1e-6)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Packed weights past a (pretend) 64 KiB binding limit are split along M, scales included.
@@ -376,10 +373,10 @@ fn qgemv_split_case(gpu: &Gpu) -> Outcome {
         let xb = gpu.upload("x", &pr.x).map_err(err)?;
         let (out, dispatches) = run_qgemv::<f32>(gpu, &kernel, &[&xb], &pr.packed)?;
         if dispatches < 2 {
-            return Err(format!("{format:?}: {} weight bytes gave one dispatch", pr.packed.data.len() * 4));
+            return Err(format!("{format:?}: {} weight bytes gave one dispatch", pr.packed.data.len() * 4).into());
         }
         let scale = vec![256.0f32; 4000];
         compare(&format!("{format:?} split"), &out, &twin, &scale, 1e-6, 1e-6)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }

@@ -11,8 +11,8 @@ use milliwatt::kernels::{Act, ActQuant, Activation, Elem, Epilogue, MatmulShape,
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare};
-use crate::{Case, Outcome, Unsupported};
+use crate::util::{Rng, compare, err};
+use crate::{Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -22,10 +22,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
         ("qgemm_split_weights", |b| split_case(&b.small_bindings)),
     ]
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (70, 33, 127), (65, 257, 1000), (130, 40, 1001), (33, 64, 4095)];
@@ -158,16 +154,17 @@ fn a8_cases(gpu: &Gpu) -> Outcome {
                 return Err(format!(
                     "{format:?} A8 GEMM {shape:?} not bit-exact at {j}: {} vs twin {}",
                     out[j], twin[j]
-                ));
+                )
+                .into());
             }
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn float_cases<E: Element>(gpu: &Gpu) -> Outcome {
     if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Ok(Err(Unsupported("no SHADER_F16 on this adapter".into())));
+        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
     }
     let none = EpilogueInputs::default();
     let formats = [
@@ -204,7 +201,7 @@ fn float_cases<E: Element>(gpu: &Gpu) -> Outcome {
             compare(&format!("{format:?} {:?} GEMM {shape:?}", E::ELEM), &out, &twin, &pr.scale, tol, 1e-6)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn epilogue_cases(gpu: &Gpu) -> Outcome {
@@ -240,7 +237,7 @@ fn epilogue_cases(gpu: &Gpu) -> Outcome {
         let (out, _) = run::<f32>(gpu, &kernel, &[&xb], &pr.packed, &epi)?;
         compare(&format!("int4 epilogue {e:?}"), &out, &twin, &scale_of(&pr), 1e-5, 1e-5)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn split_case(gpu: &Gpu) -> Outcome {
@@ -263,5 +260,5 @@ fn split_case(gpu: &Gpu) -> Outcome {
         return Err("int4 weights past a 64 KiB binding limit were not split".into());
     }
     compare("split int4 GEMM", &out, &twin, &pr.scale, 1e-5, 1e-6)?;
-    Ok(Ok(()))
+    Ok(())
 }

@@ -6,15 +6,11 @@ use milliwatt::cpu::sampler::{SamplerIo, sampler};
 use milliwatt::kernels::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare};
+use crate::util::{Rng, compare, err};
 use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![("sampler_ops_every_step", |b| ops_case(&b.gpu)), ("ddim_schedule_matches_dit", |_| ddim_case())]
-}
-
-fn err(e: milliwatt::Error) -> String {
-    e.to_string()
 }
 
 fn ops_case(gpu: &Gpu) -> Outcome {
@@ -76,21 +72,21 @@ fn ops_case(gpu: &Gpu) -> Outcome {
         }
         let after = gpu.object_counts();
         if after.bind_groups != before.bind_groups || after.pipelines != before.pipelines {
-            return Err(format!("{op:?}: stepping created GPU objects: {before:?} -> {after:?}"));
+            return Err(format!("{op:?}: stepping created GPU objects: {before:?} -> {after:?}").into());
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn ddim_case() -> Outcome {
     let s = ddim_schedule(4);
     let ts: Vec<f32> = s.iter().map(|e| e.t * 1000.0).collect();
     if ts != [750.0, 500.0, 250.0, 0.0] {
-        return Err(format!("ddim4 timesteps {ts:?}, DiT uses 750, 500, 250, 0"));
+        return Err(format!("ddim4 timesteps {ts:?}, DiT uses 750, 500, 250, 0").into());
     }
     // alpha_bar(0) = 1 - beta_0 = 0.9999; the last step goes to alpha_bar 1.
     if (s[3].alpha_bar - 0.9999).abs() > 1e-7 || s[3].alpha_bar_next != 1.0 || s[0].alpha_bar_next != s[1].alpha_bar {
-        return Err(format!("ddim schedule {s:?}"));
+        return Err(format!("ddim schedule {s:?}").into());
     }
-    Ok(Ok(()))
+    Ok(())
 }

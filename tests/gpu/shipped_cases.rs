@@ -5,10 +5,11 @@ use std::ops::ControlFlow;
 
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph};
 use milliwatt::model::{DitGraph, DitWeights, ForwardIo};
-use milliwatt::{Error, Generator, GeneratorOptions, Gpu, Request, Seeds};
+use milliwatt::{Generator, GeneratorOptions, Gpu, Request, Seeds};
 
 use crate::shipped::{MODELS, Shipped, agree, model_dir};
-use crate::{Backend, Case, Outcome, Unsupported};
+use crate::util::err;
+use crate::{Backend, Case, Failure, Outcome};
 
 /// The guidance the main command draws with (keep in sync with examples/generate.rs).
 const DEFAULT_CFG: f32 = 3.0;
@@ -18,10 +19,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("shipped_models_match_the_trainer", |b| forward_case(&b.gpu)),
         ("shipped_ternary_8_steps_draws_readable_digits", accuracy_case),
     ]
-}
-
-fn err(e: Error) -> String {
-    e.to_string()
 }
 
 fn forward_case(gpu: &Gpu) -> Outcome {
@@ -45,7 +42,7 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         ex.run(1, |_| ControlFlow::Continue(())).map_err(err)?;
         println!("    {}", agree(name, s.int8(), &ex.read::<f32>(out).map_err(err)?, &s.out)?);
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// 100 digits (10 per class, seeds 0 to 9) from the shipped ternary model at 8 guided steps:
@@ -53,7 +50,7 @@ fn forward_case(gpu: &Gpu) -> Outcome {
 /// software adapter takes several times longer, and the forward case covers GL).
 fn accuracy_case(b: &Backend) -> Outcome {
     if b.name != "vulkan" {
-        return Ok(Err(Unsupported("run on Vulkan only (time); GL is covered by the forward case".into())));
+        return Err(Failure::Unsupported("run on Vulkan only (time); GL is covered by the forward case".into()));
     }
     let weights = DitWeights::open(&model_dir("mnist-ternary"), None).map_err(err)?;
     let classifier =
@@ -69,7 +66,9 @@ fn accuracy_case(b: &Backend) -> Outcome {
     let right = read.iter().zip(&labels).filter(|(o, l)| u32::from(o.class()) == **l).count();
     println!("    classifier reads {right} of 100 digits as their class");
     if right < 90 {
-        return Err(format!("the classifier reads only {right} of 100 generated digits as their class (gate: 90)"));
+        return Err(
+            format!("the classifier reads only {right} of 100 generated digits as their class (gate: 90)").into()
+        );
     }
-    Ok(Ok(()))
+    Ok(())
 }

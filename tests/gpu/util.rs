@@ -4,7 +4,12 @@ use milliwatt::Gpu;
 use milliwatt::cpu::Element;
 use milliwatt::kernels::Elem;
 
-use crate::Unsupported;
+use crate::Failure;
+
+/// A crate error as a case's failure message (the one helper every case uses).
+pub fn err(e: milliwatt::Error) -> String {
+    e.to_string()
+}
 
 /// SplitMix64: deterministic test data without a dependency.
 pub struct Rng(u64);
@@ -57,10 +62,10 @@ pub fn compare<E: Element>(what: &str, gpu: &[E], twin: &[E], scale: &[f32], rel
     }
 }
 
-/// Unsupported when `E` is f16 and the adapter has no `SHADER_F16`.
-pub fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Unsupported> {
+/// Failure when `E` is f16 and the adapter has no `SHADER_F16`.
+pub fn need_f16<E: Element>(gpu: &Gpu) -> Result<(), Failure> {
     if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Unsupported("no SHADER_F16 on this adapter".into()));
+        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
     }
     Ok(())
 }
