@@ -102,15 +102,17 @@ struct DitArgs {
     kind: String,
     #[arg(long)]
     out: PathBuf,
+    /// Width (the shipped models': 128, chosen by `probe`).
     #[arg(long, default_value_t = 128)]
     hidden: u32,
-    #[arg(long, default_value_t = 6)]
+    /// Blocks (the shipped models': 4).
+    #[arg(long, default_value_t = 4)]
     depth: u32,
     #[arg(long, default_value_t = 4)]
     heads: u32,
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 5000)]
     steps: u64,
     /// Peak learning rate (default: 5e-4 for fp32, 1e-3 for ternary, 3e-4 for ternary24).
     #[arg(long)]
