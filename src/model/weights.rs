@@ -445,7 +445,7 @@ impl DitWeights {
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         let (_, metadata) = open(&bytes, &path)?;
         if metadata.contains_key(VERSION_KEY) {
-            let weights = Self::packed_from_bytes(&bytes, &path)?;
+            let weights = Self::from_packed_bytes(&bytes, &path)?;
             let bad = |message: String| Error::Config { path: config_path.clone(), field: None, message };
             if weights.config != config {
                 return Err(bad(format!("differs from the configuration stored in {}", path.display())));
@@ -639,20 +639,24 @@ impl DitWeights {
 
     /// Reads a file [`DitWeights::save_packed`] wrote: the configuration from its metadata, the
     /// packed weights exactly as they were (same [`Packed`] values), the float tensors as f32.
-    /// Packed streams are checked against [`Format::layout`], not decoded ([`Packed::unpack`]
-    /// checks every code).
+    /// Packed streams are checked against [`Format::layout`] and decoded once ([`Packed::unpack`],
+    /// one weight at a time), so a code the packer never writes or a non-finite scale is refused
+    /// here instead of drawing garbage on the GPU.
     ///
     /// Errors: [`Error::Io`] when the file cannot be read; [`Error::Checkpoint`] naming the tensor
     /// (or the metadata key) on a file that is not a pre-packed milliwatt checkpoint, a truncated
-    /// file, a missing tensor or stream, a wrong dtype or shape, or packed metadata that disagrees
-    /// with the configuration's policy or the format's layout.
+    /// file, a missing tensor or stream, a wrong dtype or shape, packed metadata that disagrees
+    /// with the configuration's policy or the format's layout, or codes and scales that do not
+    /// decode.
     pub fn load_packed(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        Self::packed_from_bytes(&bytes, path)
+        Self::from_packed_bytes(&bytes, path)
     }
 
-    /// [`DitWeights::load_packed`] of a file's bytes held in memory.
-    fn packed_from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+    /// [`DitWeights::load_packed`] of a file's bytes held in memory (a model embedded in the
+    /// binary, say); `path_for_errors` names it in errors.
+    pub fn from_packed_bytes(bytes: &[u8], path_for_errors: &Path) -> Result<Self> {
+        let path = path_for_errors;
         let (st, metadata) = open(bytes, path)?;
         match metadata.get(VERSION_KEY).map(String::as_str) {
             Some(VERSION) => {}
@@ -677,7 +681,11 @@ impl DitWeights {
         let mut tensors = BTreeMap::new();
         for entry in entries(&config) {
             let weight = match entry.packed() {
-                Some(format) => WeightData::Packed(read_packed(&st, &metadata, &entry, format, path)?),
+                Some(format) => {
+                    let packed = read_packed(&st, &metadata, &entry, format, path)?;
+                    packed.unpack().map_err(|e| invalid(path, &entry.name, format!("does not decode: {e}")))?;
+                    WeightData::Packed(packed)
+                }
                 None => {
                     let tensor = match read_float(&st, &entry.name, path)? {
                         Some(t) => t,
