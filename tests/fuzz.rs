@@ -200,7 +200,7 @@ fn split(bytes: &[u8]) -> (Value, Vec<u8>) {
 
 fn join(header: &Value, data: &[u8], length_delta: i64) -> Vec<u8> {
     let mut h = header.to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let n = (h.len() as i64 + length_delta).max(0) as u64;
@@ -327,8 +327,14 @@ fn mutate(bytes: &[u8], edits: &[FileEdit]) -> Vec<u8> {
     out
 }
 
+/// Float checkpoints with their configs, and pre-packed files.
+struct Seeds {
+    float: Vec<(DitConfig, Vec<u8>)>,
+    packed: Vec<Vec<u8>>,
+}
+
 /// The seed files: real checkpoints, and a pre-packed one of each low-bit format.
-fn seed_files() -> (Vec<(DitConfig, Vec<u8>)>, Vec<Vec<u8>>) {
+fn seed_files() -> Seeds {
     let fixture = |name: &str| {
         let dir = root().join("tests/fixtures/dit-golden").join(name);
         (DitConfig::from_file(&dir.join("config.json")).unwrap(), std::fs::read(dir.join("model.safetensors")).unwrap())
@@ -351,12 +357,12 @@ fn seed_files() -> (Vec<(DitConfig, Vec<u8>)>, Vec<Vec<u8>>) {
         packed.push(std::fs::read(&path).unwrap());
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (float, packed)
+    Seeds { float, packed }
 }
 
 #[test]
 fn fuzz_safetensors_weight_loader() {
-    let (float, _) = seed_files();
+    let float = seed_files().float;
     let strategy = (0..float.len(), prop::collection::vec(file_edit(), 0..4));
     fuzz("safetensors weight loader", strategy, |(seed, edits)| {
         let (config, bytes) = &float[seed];
@@ -375,7 +381,7 @@ fn fuzz_safetensors_weight_loader() {
 
 #[test]
 fn fuzz_pre_packed_loader() {
-    let (_, packed) = seed_files();
+    let packed = seed_files().packed;
     assert!(packed.len() >= 4, "seed corpus: {} pre-packed files", packed.len());
     let strategy = (0..packed.len(), prop::collection::vec(file_edit(), 0..4));
     fuzz("pre-packed loader", strategy, |(seed, edits)| {
