@@ -22,6 +22,8 @@ mod sampler_cases;
 #[path = "../common/shipped.rs"]
 mod shipped;
 mod shipped_cases;
+#[path = "../common/soak.rs"]
+mod soak;
 mod util;
 
 use std::time::Instant;

@@ -18,7 +18,29 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("shipped_models_match_the_trainer", |b| forward_case(&b.gpu)),
         ("shipped_ternary_8_steps_draws_readable_digits", accuracy_case),
+        ("soak_memory_stops_growing", |b| soak_case(&b.gpu)),
     ]
+}
+
+/// The soak run's reduced form (examples/soak.rs runs 1,000): 30 generations of the shipped
+/// ternary model over the cycle of request shapes; host RSS and the live wgpu buffers and bytes
+/// over the last three within 2 % of generations 4–6.
+fn soak_case(gpu: &Gpu) -> Outcome {
+    let generator = Generator::new(
+        gpu,
+        DitWeights::open(&model_dir("mnist-ternary"), None).map_err(err)?,
+        GeneratorOptions::default(),
+    )
+    .map_err(err)?;
+    let report = crate::soak::run(&generator, gpu, 30, |_, _| {}).map_err(err)?;
+    let grown = report.grown(0.02);
+    if !grown.is_empty() {
+        return Err(grown.join("; ").into());
+    }
+    if report.late.buffers == 0 {
+        return Err("no wgpu buffer counts (the `counters` feature is off?)".into());
+    }
+    Ok(())
 }
 
 fn forward_case(gpu: &Gpu) -> Outcome {
