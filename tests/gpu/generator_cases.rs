@@ -17,6 +17,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("generator_requests", |b| requests_case(&b.gpu)),
         ("generator_threads_match_sequential", |b| threads_case(&b.gpu)),
+        ("generator_4_threads_x_50_mixed_requests", |b| load_case(&b.gpu)),
         ("generator_packed_equals_quantize_on_load", |b| packed_case(&b.gpu)),
         ("generator_policies_match_cpu_reference", |b| policies_case(&b.gpu)),
         ("generator_heun_ddim_match_cpu_reference", |b| samplers_case(&b.gpu)),
@@ -229,6 +230,64 @@ fn threads_case(gpu: &Gpu) -> Outcome {
         return Err("max_shapes 0 was accepted".into());
     }
     Ok(())
+}
+
+/// Concurrency under load: 4 threads × 50 requests of mixed shapes on one generator (with
+/// fewer pools than threads, so requests wait for each other) give the images sequential calls
+/// give, and all finish within a deadline instead of deadlocking.
+fn load_case(gpu: &Gpu) -> Outcome {
+    let g = Generator::new(
+        gpu,
+        random(&config(8, f32_policy(), AttentionKind::Dense), 6)?,
+        GeneratorOptions { max_pools: 1, max_shapes: 3, ..GeneratorOptions::default() },
+    )
+    .map_err(err)?;
+    let per = (3 * 8 * 8) as usize;
+    let mixed = |i: usize| -> Request {
+        let label = (i % 5) as u32;
+        let base = request(vec![label; 1 + i % 3], Seeds::Base(i as u64), 1 + (i % 4) as u32);
+        match i % 4 {
+            0 => Request { guidance: None, ..base },
+            1 => Request { preview: true, ..base },
+            2 => Request { init: Some(InitImage { pixels: vec![0.1; per * (1 + i % 3)], strength: 0.7 }), ..base },
+            _ => base,
+        }
+    };
+    let (threads, each) = (4, 50);
+    let sequential: Vec<Vec<f32>> =
+        (0..threads * each).map(|i| run(&g, &mixed(i)).map(|o| o.samples)).collect::<Result<_, _>>()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (g, tx, mixed) = (&g, tx.clone(), &mixed);
+            s.spawn(move || {
+                for k in 0..each {
+                    let i = k * threads + t;
+                    let _ = tx.send((i, run(g, &mixed(i)).map(|o| o.samples)));
+                }
+            });
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let mut done = 0;
+        while done < threads * each {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, got)) => {
+                    if got? != sequential[i] {
+                        return Err(format!("request {i} differs from its sequential run").into());
+                    }
+                    done += 1;
+                }
+                Err(_) => {
+                    // The threads would hang the scope: report and abort instead.
+                    eprintln!("{done} of {} concurrent requests finished within 600 s: deadlock?", threads * each);
+                    std::process::abort();
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 fn packed_case(gpu: &Gpu) -> Outcome {
