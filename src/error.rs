@@ -168,6 +168,14 @@ pub enum Error {
         total: u32,
     },
 
+    /// The device was lost (destroyed, reset, or its driver gone). Every later call on this
+    /// `Gpu` says so; open a new `Gpu` (and `Generator`) to go on.
+    #[error("the GPU device was lost ({reason}); open a new Gpu to go on")]
+    DeviceLost {
+        /// What wgpu (or the app, through `Gpu::mark_lost`) said.
+        reason: String,
+    },
+
     /// Waiting on the device failed (device lost or timeout).
     #[error("waiting for the GPU failed: {0}")]
     Poll(#[from] wgpu::PollError),

@@ -440,6 +440,25 @@ impl Generator {
         Ok(Prepared { ex, graph })
     }
 
+    /// `e`, or [`Error::DeviceLost`] when the device was lost meanwhile (whatever failed then
+    /// failed because of it).
+    fn lost_or(&self, e: Error) -> Error {
+        match self.gpu.lost() {
+            Some(reason) => Error::DeviceLost { reason },
+            None => e,
+        }
+    }
+
+    /// Drops the count of an executor that is not coming back.
+    fn forget(&self, key: &PoolKey) {
+        let mut pools = self.pools.lock().expect("pools");
+        if let Some(made) = pools.made.get_mut(key) {
+            *made = made.saturating_sub(1);
+        }
+        drop(pools);
+        self.returned.notify_all();
+    }
+
     fn release(&self, key: PoolKey, p: Prepared) {
         let mut pools = self.pools.lock().expect("pools");
         pools.touch(&key);
@@ -496,6 +515,7 @@ impl Generator {
         mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Generation> {
         let start = Instant::now();
+        self.gpu.check_alive()?;
         let spec = self.spec(request)?;
         let key = PoolKey {
             images: spec.images,
@@ -505,10 +525,15 @@ impl Generator {
             img2img: spec.img2img,
             preview: request.preview,
         };
-        let (p, prepare) = self.acquire(&key, &spec)?;
+        let (p, prepare) = self.acquire(&key, &spec).map_err(|e| self.lost_or(e))?;
         let result = self.run(&p, &spec, request, &mut progress, start).await;
-        self.release(key, p);
-        let (samples, report, memory) = result?;
+        if self.gpu.lost().is_none() {
+            self.release(key, p);
+        } else {
+            // Its buffers belong to a lost device: drop it, and let a waiting request find out.
+            self.forget(&key);
+        }
+        let (samples, report, memory) = result.map_err(|e| self.lost_or(e))?;
         let c = &self.weights.config;
         let shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let images = self.decoder.decode(&samples, shape)?;

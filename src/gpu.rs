@@ -314,6 +314,9 @@ struct Shared {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     disk_cache: Option<(wgpu::PipelineCache, PathBuf)>,
     counters: ObjectCounters,
+    /// Why the device was lost, once it is (set by the device-lost callback on a device milliwatt
+    /// opened, or by the app through [`Gpu::mark_lost`]).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -363,7 +366,35 @@ impl Gpu {
             .request_device(&device_descriptor(adapter))
             .await
             .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
-        Ok(Self::from_device(&device, &queue, options))
+        let gpu = Self::from_device(&device, &queue, options);
+        // Our own device: its loss is ours to hear (an app's device keeps the app's callback).
+        let lost = gpu.shared.lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("{reason:?}: {message}"));
+        });
+        Ok(gpu)
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Tells milliwatt the device is lost. An app that hands its own device to
+    /// [`Gpu::from_device`] keeps its device-lost callback (wgpu holds one) and calls this from
+    /// it; a device milliwatt opened reports its loss itself. Every later call on this `Gpu` (and
+    /// its clones, and the generators holding one) returns [`Error::DeviceLost`].
+    pub fn mark_lost(&self, reason: impl Into<String>) {
+        let mut lost = self.shared.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lost.get_or_insert_with(|| reason.into());
+    }
+
+    /// `Ok` while the device is usable, [`Error::DeviceLost`] once it is lost.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.lost() {
+            Some(reason) => Err(Error::DeviceLost { reason }),
+            None => Ok(()),
+        }
     }
 
     /// Wraps a device and queue the embedding application owns. milliwatt keeps clones of the
@@ -384,6 +415,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             disk_cache,
             counters: ObjectCounters::default(),
+            lost: Arc::new(Mutex::new(None)),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -491,11 +523,14 @@ impl Gpu {
     /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error into
     /// the crate's [`Error`].
     pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
         let oom = self.shared.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.shared.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
+        // An error on a device lost meanwhile is the loss, not the call.
+        self.check_alive()?;
         if let Some(e) = v {
             return Err(Error::Validation { context: context.into(), message: error_chain(&e) });
         }
@@ -572,7 +607,10 @@ impl Gpu {
 
     /// Waits until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.shared.device.poll(wgpu::PollType::wait_indefinitely())?;
+        self.check_alive()?;
+        let polled = self.shared.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_alive()?;
+        polled?;
         Ok(())
     }
 }

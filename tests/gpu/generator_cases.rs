@@ -18,6 +18,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_requests", |b| requests_case(&b.gpu)),
         ("generator_threads_match_sequential", |b| threads_case(&b.gpu)),
         ("generator_4_threads_x_50_mixed_requests", |b| load_case(&b.gpu)),
+        ("generator_device_lost_mid_run", device_lost_case),
         ("generator_packed_equals_quantize_on_load", |b| packed_case(&b.gpu)),
         ("generator_policies_match_cpu_reference", |b| policies_case(&b.gpu)),
         ("generator_heun_ddim_match_cpu_reference", |b| samplers_case(&b.gpu)),
@@ -288,6 +289,58 @@ fn load_case(gpu: &Gpu) -> Outcome {
         }
         Ok(())
     })
+}
+
+/// Device loss on a device of its own (the harness's shared one stays up): destroyed from the
+/// progress callback mid-run, the request ends with `Error::DeviceLost` (no hang), so does every
+/// later call, and a new `Gpu` and `Generator` work. An app's own device reports its loss through
+/// `Gpu::mark_lost`.
+fn device_lost_case(b: &Backend) -> Outcome {
+    let backends: milliwatt::wgpu::Backends = b.gpu.adapter_info().backend.into();
+    let gpu = Gpu::new_blocking(&Options { backends, ..Options::default() }).map_err(err)?;
+    let weights = random(&config(8, f32_policy(), AttentionKind::Dense), 7)?;
+    let g = Generator::new(&gpu, weights.clone(), GeneratorOptions::default()).map_err(err)?;
+    run(&g, &request(vec![1], Seeds::Base(0), 2))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = g.generate_blocking(&request(vec![1, 2], Seeds::Base(0), 6), |p| {
+                if p.step == 1 {
+                    gpu.device().destroy();
+                }
+                ControlFlow::Continue(())
+            });
+            let _ = tx.send(r.map(|_| ()));
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(Err(Error::DeviceLost { .. })) => Ok(()),
+            Ok(other) => Err(format!("a run whose device was destroyed gave {other:?}")),
+            Err(_) => {
+                eprintln!("a run whose device was destroyed did not return within 120 s");
+                std::process::abort();
+            }
+        }
+    })?;
+    match g.generate_blocking(&request(vec![1], Seeds::Base(0), 2), |_| ControlFlow::Continue(())) {
+        Err(Error::DeviceLost { .. }) => {}
+        other => return Err(format!("the next request after the loss gave {:?}", other.map(|g| g.shape)).into()),
+    }
+    if !matches!(gpu.upload("x", &[1f32]), Err(Error::DeviceLost { .. })) {
+        return Err("an upload after the loss was not DeviceLost".into());
+    }
+    // A new device works.
+    let fresh = Gpu::new_blocking(&Options { backends, ..Options::default() }).map_err(err)?;
+    run(
+        &Generator::new(&fresh, weights, GeneratorOptions::default()).map_err(err)?,
+        &request(vec![1], Seeds::Base(0), 2),
+    )?;
+    // An app's device: it tells milliwatt.
+    let app = Gpu::from_device(fresh.device(), fresh.queue(), &Options::default());
+    app.mark_lost("the app's callback said so");
+    match app.wait() {
+        Err(Error::DeviceLost { reason }) if reason.contains("app") => Ok(()),
+        other => Err(format!("mark_lost then wait gave {other:?}").into()),
+    }
 }
 
 fn packed_case(gpu: &Gpu) -> Outcome {
