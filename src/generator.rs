@@ -284,6 +284,24 @@ impl Generator {
     /// A generator of `model` on `gpu`. Nothing is prepared until the first request.
     pub fn new(gpu: &Gpu, model: DitWeights, options: GeneratorOptions) -> Result<Self> {
         model.config.validate()?;
+        // Every weight (each stream of a packed one) must fit one device buffer: refused here,
+        // naming the limit, before anything is allocated.
+        let limit = gpu.capabilities().max_buffer_size;
+        for name in model.names() {
+            let bytes = match model.get(name)? {
+                crate::model::WeightData::Float(t) => 4 * t.data.len() as u64,
+                crate::model::WeightData::Packed(p) => {
+                    4 * [p.data.len(), p.scales.len(), p.aux.len()].into_iter().max().unwrap_or(0) as u64
+                }
+            };
+            if bytes > limit {
+                return Err(Error::Request {
+                    message: format!(
+                        "weight `{name}` needs a buffer of {bytes} bytes, past this device's max_buffer_size of {limit}"
+                    ),
+                });
+            }
+        }
         if options.max_pools == 0 || options.max_shapes == 0 {
             return Err(Error::Request {
                 message: format!(

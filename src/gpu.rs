@@ -44,6 +44,10 @@ pub struct Options {
     /// Pretend the storage-binding limit is this many bytes (if lower than the device's), to exercise
     /// the split of large weights on small machines.
     pub max_storage_binding: Option<u64>,
+    /// Keep every buffer milliwatt makes at or under this many bytes (if lower than the device's
+    /// limit): weights and requests that would need a larger one are refused, naming the limit,
+    /// before anything is allocated.
+    pub max_buffer_size: Option<u64>,
     /// Directory for wgpu's on-disk pipeline cache, where the device offers one.
     pub pipeline_cache_dir: Option<PathBuf>,
     /// Instance flags (validation, debug); default from `WGPU_VALIDATION` / `WGPU_DEBUG`.
@@ -59,6 +63,7 @@ impl Default for Options {
             force_f32: env_flag("MILLIWATT_FORCE_F32"),
             no_subgroups: env_flag("MILLIWATT_NO_SUBGROUPS"),
             max_storage_binding: None,
+            max_buffer_size: None,
             pipeline_cache_dir: std::env::var_os("MILLIWATT_PIPELINE_CACHE").map(PathBuf::from),
             instance_flags: wgpu::InstanceFlags::from_build_config().with_env(),
         }
@@ -86,7 +91,7 @@ pub struct Capabilities {
     pub pipeline_cache: bool,
     /// Largest storage-buffer binding, bytes (possibly lowered by [`Options::max_storage_binding`]).
     pub max_storage_binding: u64,
-    /// Largest buffer, bytes.
+    /// Largest buffer, bytes (possibly lowered by [`Options::max_buffer_size`]).
     pub max_buffer_size: u64,
     /// Workgroup (shared) memory per workgroup, bytes.
     pub max_workgroup_storage: u32,
@@ -127,7 +132,7 @@ impl Capabilities {
             ),
             pipeline_cache: f.contains(wgpu::Features::PIPELINE_CACHE),
             max_storage_binding,
-            max_buffer_size: l.max_buffer_size,
+            max_buffer_size: options.max_buffer_size.map_or(l.max_buffer_size, |cap| l.max_buffer_size.min(cap)),
             max_workgroup_storage: l.max_compute_workgroup_storage_size,
             max_invocations: l.max_compute_invocations_per_workgroup,
             max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
@@ -375,6 +380,18 @@ impl Gpu {
         Ok(gpu)
     }
 
+    /// Refuses, before allocating, a buffer past the device's (or [`Options::max_buffer_size`]'s)
+    /// limit.
+    fn fits_buffer(&self, label: &str, size: u64) -> Result<()> {
+        let limit = self.shared.caps.max_buffer_size;
+        if size > limit {
+            return Err(Error::Request {
+                message: format!("buffer `{label}` of {size} bytes is past this device's max_buffer_size of {limit}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Why the device was lost, if it was.
     pub fn lost(&self) -> Option<String> {
         self.shared.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -543,6 +560,7 @@ impl Gpu {
     /// Creates a buffer labelled `milliwatt.<name>`.
     pub fn buffer(&self, name: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let label = format!("milliwatt.{name}");
+        self.fits_buffer(&label, size)?;
         let b = self.scoped(&format!("creating buffer `{label}` of {size} bytes"), || {
             self.shared.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
@@ -560,6 +578,7 @@ impl Gpu {
     pub fn upload<T: bytemuck::NoUninit>(&self, name: &str, data: &[T]) -> Result<wgpu::Buffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let label = format!("milliwatt.{name}");
+        self.fits_buffer(&label, bytes.len() as u64)?;
         let contents = padded_to_4(bytes);
         let b = self.scoped(&format!("uploading `{label}` ({} bytes)", bytes.len()), || {
             self.shared.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -420,14 +420,19 @@ fn error_cases(b: &Backend) -> Outcome {
     Ok(())
 }
 
-/// A wgpu validation error (a buffer past the device limit) comes back as `Error::Validation`,
-/// not as a panic from wgpu's default handler.
+/// A buffer past the device limit is refused before wgpu sees it (`Error::Request` naming the
+/// limit); a wgpu validation error (a usage wgpu refuses) comes back as `Error::Validation`, not
+/// as a panic from wgpu's default handler.
 fn captured_error_case(gpu: &Gpu) -> Outcome {
     let too_big = gpu.capabilities().max_buffer_size.saturating_add(4);
     match gpu.buffer("too_big", too_big, milliwatt::wgpu::BufferUsages::STORAGE) {
-        Err(Error::Validation { context, .. }) if context.contains("milliwatt.too_big") => Ok(()),
-        Err(Error::OutOfMemory { .. }) => Ok(()),
-        other => Err(format!("a buffer over max_buffer_size gave {other:?}").into()),
+        Err(e @ Error::Request { .. }) if e.to_string().contains("max_buffer_size") => {}
+        other => return Err(format!("a buffer over max_buffer_size gave {other:?}").into()),
+    }
+    let usage = milliwatt::wgpu::BufferUsages::MAP_READ | milliwatt::wgpu::BufferUsages::STORAGE;
+    match gpu.buffer("mappable_storage", 16, usage) {
+        Err(Error::Validation { context, .. }) if context.contains("milliwatt.mappable_storage") => Ok(()),
+        other => Err(format!("a MAP_READ | STORAGE buffer gave {other:?}").into()),
     }
 }
 

@@ -159,6 +159,33 @@ fn requests_case(gpu: &Gpu) -> Outcome {
             return Err(format!("bad request {bad:?} was accepted").into());
         }
     }
+    // Under a user's buffer limit: a model whose weights do not fit is refused before any
+    // upload, and so is a request whose activations do not.
+    let small =
+        Gpu::from_device(gpu.device(), gpu.queue(), &Options { max_buffer_size: Some(4096), ..Options::default() });
+    match Generator::new(
+        &small,
+        random(&config(8, f32_policy(), AttentionKind::Dense), 1)?,
+        GeneratorOptions::default(),
+    ) {
+        Err(e @ Error::Request { .. }) if e.to_string().contains("max_buffer_size") => {}
+        other => return Err(format!("weights past a 4 KiB buffer limit gave {:?}", other.map(|_| ())).into()),
+    }
+    let roomy =
+        Gpu::from_device(gpu.device(), gpu.queue(), &Options { max_buffer_size: Some(1 << 20), ..Options::default() });
+    let g_roomy =
+        Generator::new(&roomy, random(&config(8, f32_policy(), AttentionKind::Dense), 1)?, GeneratorOptions::default())
+            .map_err(err)?;
+    let before = roomy.object_counts();
+    match g_roomy.generate_blocking(&request(vec![1; 4000], Seeds::Base(0), 1), |_| ControlFlow::Continue(())) {
+        Err(e @ Error::Request { .. }) if e.to_string().contains("max_buffer_size") => {}
+        other => {
+            return Err(format!("4,000 images under a 1 MiB buffer limit gave {:?}", other.map(|g| g.shape)).into());
+        }
+    }
+    if roomy.object_counts() != before {
+        return Err("a refused request allocated".into());
+    }
     // A batch past the device's buffer limits is refused up front, naming the limit.
     let huge = request(vec![1; 5_000_000], Seeds::Base(0), 1);
     match g.generate_blocking(&huge, |_| ControlFlow::Continue(())) {
