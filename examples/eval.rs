@@ -273,6 +273,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The table from whatever is cached.
     let mut results = Vec::new();
     let mut conventional_j = None;
+    // Until the conventional row is run: the ledger of its graph at this size (dense f32, 50
+    // guided steps), which every request records beside its own.
+    let mut baseline_j = Vec::new();
     for r in ROWS {
         let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
@@ -301,6 +304,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if r.id == "conventional" {
             conventional_j = Some(joules);
         }
+        baseline_j.push(classes.iter().map(|c| c.baseline_joules).sum::<f64>() / images as f64);
         results.push(RowResult {
             row: r.clone(),
             images,
@@ -320,8 +324,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let grid = milliwatt::picture::grid(&grid_images, 10, 2, 2)?;
         grid.save(paths[0].with_file_name("grid.png"))?;
     }
+    let (denominator, ratio_denominator) = match conventional_j {
+        Some(j) => (Some(j), "the conventional row's ledger"),
+        None => (
+            baseline_j.first().copied(),
+            "the ledger of the conventional graph at this size (fp32, 50 guided steps; the conventional row is not run yet)",
+        ),
+    };
     for r in &mut results {
-        r.ratio_to_conventional = conventional_j.map(|c| r.joules_per_image / c);
+        r.ratio_to_conventional = denominator.map(|c| r.joules_per_image / c);
     }
     println!("\n| row | model | steps | cfg | accuracy | FD | s/image | mJ/image (ledger) | vs conventional |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -341,17 +352,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             r.ratio_to_conventional.map_or("(not yet run)".into(), |x| format!("{x:.4} (1/{:.0})", 1.0 / x)),
         );
     }
+    println!("\nratio: divided by {ratio_denominator}");
     #[derive(Serialize)]
     struct Report<'a> {
         per_class: u32,
         classifier_held_out_accuracy: f64,
         fd_floor_train_vs_held_out: f64,
+        /// What `ratio_to_conventional` divides by.
+        ratio_denominator: &'a str,
         rows: &'a [RowResult],
     }
     let report = Report {
         per_class: args.per_class,
         classifier_held_out_accuracy: held_acc,
         fd_floor_train_vs_held_out: train_fd,
+        ratio_denominator,
         rows: &results,
     };
     let out = args.out.clone().unwrap_or_else(|| match args.per_class {
