@@ -60,11 +60,16 @@ pub struct GeneratorOptions {
     /// executors are kept; the least recently used shape's are dropped past it, so an app that
     /// mixes many shapes does not grow its GPU memory without limit.
     pub max_shapes: usize,
+    /// GPU memory this generator may hold, bytes: its weights and every executor's buffers. A
+    /// request that needs a new executor first drops idle ones of other shapes (least recently
+    /// used) to make room, and is refused ([`Error::Request`] naming the limit) before anything
+    /// is allocated if that is not enough. `None`: no limit beyond the device's.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8 }
+        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8, memory_limit: None }
     }
 }
 
@@ -226,6 +231,8 @@ struct PoolKey {
 struct Prepared {
     ex: Executor,
     graph: SampleGraph,
+    /// Bytes of the buffers it created (the weights too, for the first one).
+    bytes: u64,
 }
 
 #[derive(Default)]
@@ -236,6 +243,8 @@ struct Pools {
     used: HashMap<PoolKey, u64>,
     clock: u64,
     shared: Option<SharedWeights>,
+    /// Bytes of the buffers of every executor alive (and of the weights they share).
+    held: u64,
 }
 
 impl Pools {
@@ -247,19 +256,29 @@ impl Pools {
     /// Drops the idle executors of the least recently used shapes until at most `max` shapes
     /// keep any.
     fn evict(&mut self, max: usize) {
-        while self.idle.len() > max {
-            let Some(oldest) = self.idle.keys().min_by_key(|k| self.used.get(*k).copied().unwrap_or(0)).cloned() else {
-                return;
-            };
-            let dropped = self.idle.remove(&oldest).map_or(0, |v| v.len());
-            if let Some(made) = self.made.get_mut(&oldest) {
-                *made -= dropped.min(*made);
-                if *made == 0 {
-                    self.made.remove(&oldest);
-                    self.used.remove(&oldest);
-                }
+        while self.idle.len() > max && self.evict_oldest(None) {}
+    }
+
+    /// Drops the idle executors of the least recently used shape other than `keep`; false when
+    /// there are none.
+    fn evict_oldest(&mut self, keep: Option<&PoolKey>) -> bool {
+        let oldest = self
+            .idle
+            .keys()
+            .filter(|k| Some(*k) != keep)
+            .min_by_key(|k| self.used.get(*k).copied().unwrap_or(0))
+            .cloned();
+        let Some(oldest) = oldest else { return false };
+        let dropped = self.idle.remove(&oldest).unwrap_or_default();
+        self.held -= dropped.iter().map(|p| p.bytes).sum::<u64>().min(self.held);
+        if let Some(made) = self.made.get_mut(&oldest) {
+            *made -= dropped.len().min(*made);
+            if *made == 0 {
+                self.made.remove(&oldest);
+                self.used.remove(&oldest);
             }
         }
+        true
     }
 }
 
@@ -418,11 +437,26 @@ impl Generator {
                 return Ok((p, Duration::ZERO));
             }
             if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
-                *pools.made.entry(key.clone()).or_default() += 1;
                 let shared = pools.shared.clone().unwrap_or_default();
+                let graph = SampleGraph::new(&self.weights.config, spec)?;
+                let bytes = self.planned_bytes(&graph, &shared)?;
+                if let Some(limit) = self.options.memory_limit {
+                    while pools.held + bytes > limit && pools.evict_oldest(Some(key)) {}
+                    if pools.held + bytes > limit {
+                        return Err(Error::Request {
+                            message: format!(
+                                "{} images need {bytes} more bytes of GPU memory, {} are held: past this \
+                                 generator's memory_limit of {limit}",
+                                spec.images, pools.held
+                            ),
+                        });
+                    }
+                }
+                pools.held += bytes;
+                *pools.made.entry(key.clone()).or_default() += 1;
                 drop(pools);
                 let t = Instant::now();
-                let made = self.prepare(spec, key.preview, &shared);
+                let made = self.prepare(graph, key.preview, &shared, bytes);
                 let mut pools = self.pools.lock().expect("pools");
                 match made {
                     Ok(p) => {
@@ -436,6 +470,7 @@ impl Generator {
                     }
                     Err(e) => {
                         *pools.made.get_mut(key).expect("counted") -= 1;
+                        pools.held -= bytes.min(pools.held);
                         self.returned.notify_all();
                         return Err(e);
                     }
@@ -445,8 +480,21 @@ impl Generator {
         }
     }
 
-    fn prepare(&self, spec: &SampleSpec, preview: bool, shared: &SharedWeights) -> Result<Prepared> {
-        let graph = SampleGraph::new(&self.weights.config, spec)?;
+    /// Bytes of the buffers an executor of `graph` would create, the weights in `shared` (bound,
+    /// not created) left out: the fused graph's planned pool and dedicated buffers.
+    fn planned_bytes(&self, graph: &SampleGraph, shared: &SharedWeights) -> Result<u64> {
+        let fused = if self.options.fuse { crate::graph::fuse(&graph.graph)?.0 } else { graph.graph.clone() };
+        let plan = crate::graph::plan_with(&fused, true);
+        let bound: u64 = fused
+            .tensors()
+            .iter()
+            .filter(|t| t.kind == crate::graph::TensorKind::Weight && shared.contains_key(&t.name))
+            .map(|t| t.bytes)
+            .sum();
+        Ok((plan.pooled_bytes + plan.dedicated_bytes).saturating_sub(bound))
+    }
+
+    fn prepare(&self, graph: SampleGraph, preview: bool, shared: &SharedWeights, bytes: u64) -> Result<Prepared> {
         let options = ExecOptions {
             fuse: self.options.fuse,
             profile: self.options.profile,
@@ -455,7 +503,7 @@ impl Generator {
         };
         let ex = Executor::new_shared(&self.gpu, &graph.graph, options, shared)?;
         graph.dit.upload_except(&ex, &self.weights, shared)?;
-        Ok(Prepared { ex, graph })
+        Ok(Prepared { ex, graph, bytes })
     }
 
     /// `e`, or [`Error::DeviceLost`] when the device was lost meanwhile (whatever failed then
@@ -468,8 +516,9 @@ impl Generator {
     }
 
     /// Drops the count of an executor that is not coming back.
-    fn forget(&self, key: &PoolKey) {
+    fn forget(&self, key: &PoolKey, p: Prepared) {
         let mut pools = self.pools.lock().expect("pools");
+        pools.held -= p.bytes.min(pools.held);
         if let Some(made) = pools.made.get_mut(key) {
             *made = made.saturating_sub(1);
         }
@@ -491,6 +540,12 @@ impl Generator {
     pub fn pooled(&self) -> (usize, usize) {
         let pools = self.pools.lock().expect("pools");
         (pools.idle.len(), pools.made.values().sum())
+    }
+
+    /// Bytes of GPU memory the generator holds (weights and executors), as
+    /// [`GeneratorOptions::memory_limit`] counts them.
+    pub fn memory_held(&self) -> u64 {
+        self.pools.lock().expect("pools").held
     }
 
     /// The initial noise of each image: Philox4x32-10 normals of its seed (stream 0, counter
@@ -549,7 +604,7 @@ impl Generator {
             self.release(key, p);
         } else {
             // Its buffers belong to a lost device: drop it, and let a waiting request find out.
-            self.forget(&key);
+            self.forget(&key, p);
         }
         let (samples, report, memory) = result.map_err(|e| self.lost_or(e))?;
         let c = &self.weights.config;

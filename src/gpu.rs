@@ -48,6 +48,10 @@ pub struct Options {
     /// limit): weights and requests that would need a larger one are refused, naming the limit,
     /// before anything is allocated.
     pub max_buffer_size: Option<u64>,
+    /// A seam for testing an app's out-of-memory handling: once this many bytes of buffers
+    /// have been created through this `Gpu`, creating another fails with
+    /// [`Error::OutOfMemory`], as a driver out of memory does.
+    pub fail_allocations_after: Option<u64>,
     /// Directory for wgpu's on-disk pipeline cache, where the device offers one.
     pub pipeline_cache_dir: Option<PathBuf>,
     /// Instance flags (validation, debug); default from `WGPU_VALIDATION` / `WGPU_DEBUG`.
@@ -64,6 +68,7 @@ impl Default for Options {
             no_subgroups: env_flag("MILLIWATT_NO_SUBGROUPS"),
             max_storage_binding: None,
             max_buffer_size: None,
+            fail_allocations_after: None,
             pipeline_cache_dir: std::env::var_os("MILLIWATT_PIPELINE_CACHE").map(PathBuf::from),
             instance_flags: wgpu::InstanceFlags::from_build_config().with_env(),
         }
@@ -322,6 +327,9 @@ struct Shared {
     /// Why the device was lost, once it is (set by the device-lost callback on a device milliwatt
     /// opened, or by the app through [`Gpu::mark_lost`]).
     lost: Arc<Mutex<Option<String>>>,
+    /// Bytes of buffers created so far, and the [`Options::fail_allocations_after`] seam.
+    allocated: std::sync::atomic::AtomicU64,
+    fail_allocations_after: Option<u64>,
 }
 
 impl Gpu {
@@ -389,6 +397,15 @@ impl Gpu {
                 message: format!("buffer `{label}` of {size} bytes is past this device's max_buffer_size of {limit}"),
             });
         }
+        let before = self.shared.allocated.fetch_add(size, Ordering::Relaxed);
+        if let Some(budget) = self.shared.fail_allocations_after
+            && before + size > budget
+        {
+            self.shared.allocated.fetch_sub(size, Ordering::Relaxed);
+            return Err(Error::OutOfMemory {
+                context: format!("creating buffer `{label}` of {size} bytes (fail_allocations_after {budget})"),
+            });
+        }
         Ok(())
     }
 
@@ -433,6 +450,8 @@ impl Gpu {
             disk_cache,
             counters: ObjectCounters::default(),
             lost: Arc::new(Mutex::new(None)),
+            allocated: std::sync::atomic::AtomicU64::new(0),
+            fail_allocations_after: options.fail_allocations_after,
         };
         Self { shared: Arc::new(shared) }
     }

@@ -19,6 +19,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_threads_match_sequential", |b| threads_case(&b.gpu)),
         ("generator_4_threads_x_50_mixed_requests", |b| load_case(&b.gpu)),
         ("generator_device_lost_mid_run", device_lost_case),
+        ("generator_out_of_memory_and_memory_limit", |b| memory_case(&b.gpu)),
         ("generator_packed_equals_quantize_on_load", |b| packed_case(&b.gpu)),
         ("generator_policies_match_cpu_reference", |b| policies_case(&b.gpu)),
         ("generator_heun_ddim_match_cpu_reference", |b| samplers_case(&b.gpu)),
@@ -368,6 +369,56 @@ fn device_lost_case(b: &Backend) -> Outcome {
         Err(Error::DeviceLost { reason }) if reason.contains("app") => Ok(()),
         other => Err(format!("mark_lost then wait gave {other:?}").into()),
     }
+}
+
+/// Out of memory through the `fail_allocations_after` seam: the request fails with a typed error
+/// (no hang, no panic) and the generator's pools stay consistent. A generator's `memory_limit`
+/// drops idle executors of other shapes to make room and refuses, before allocating, a request
+/// that cannot fit.
+fn memory_case(gpu: &Gpu) -> Outcome {
+    let weights = random(&config(8, f32_policy(), AttentionKind::Dense), 8)?;
+    let starved = Gpu::from_device(
+        gpu.device(),
+        gpu.queue(),
+        &Options { fail_allocations_after: Some(64 << 10), ..Options::default() },
+    );
+    let g = Generator::new(&starved, weights.clone(), GeneratorOptions::default()).map_err(err)?;
+    for _ in 0..2 {
+        match g.generate_blocking(&request(vec![1; 8], Seeds::Base(0), 2), |_| ControlFlow::Continue(())) {
+            Err(Error::OutOfMemory { context }) if context.contains("fail_allocations_after") => {}
+            other => return Err(format!("an allocation past the seam gave {:?}", other.map(|g| g.shape)).into()),
+        }
+        if g.pooled() != (0, 0) || g.memory_held() != 0 {
+            return Err(format!("after out-of-memory: pooled {:?}, held {}", g.pooled(), g.memory_held()).into());
+        }
+    }
+    // A limit that holds the weights and one of two shapes' executors, not both.
+    let probe = Generator::new(gpu, weights.clone(), GeneratorOptions::default()).map_err(err)?;
+    run(&probe, &request(vec![1; 2], Seeds::Base(0), 2))?;
+    run(&probe, &request(vec![1; 3], Seeds::Base(0), 2))?;
+    let limit = probe.memory_held() - 1;
+    let limited =
+        Generator::new(gpu, weights, GeneratorOptions { memory_limit: Some(limit), ..GeneratorOptions::default() })
+            .map_err(err)?;
+    let a = run(&limited, &request(vec![1; 2], Seeds::Base(0), 2))?.samples;
+    run(&limited, &request(vec![1; 3], Seeds::Base(0), 2))?;
+    if limited.memory_held() > limit || limited.pooled().0 != 1 {
+        return Err(
+            format!("under the limit {limit}: held {}, pooled {:?}", limited.memory_held(), limited.pooled()).into()
+        );
+    }
+    if run(&limited, &request(vec![1; 2], Seeds::Base(0), 2))?.samples != a {
+        return Err("a shape rebuilt under the memory limit gave another result".into());
+    }
+    let before = gpu.object_counts();
+    match limited.generate_blocking(&request(vec![1; 512], Seeds::Base(0), 2), |_| ControlFlow::Continue(())) {
+        Err(e @ Error::Request { .. }) if e.to_string().contains("memory_limit") => {}
+        other => return Err(format!("512 images past the memory limit gave {:?}", other.map(|g| g.shape)).into()),
+    }
+    if gpu.object_counts() != before {
+        return Err("a request refused by the memory limit allocated".into());
+    }
+    Ok(())
 }
 
 fn packed_case(gpu: &Gpu) -> Outcome {
