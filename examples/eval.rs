@@ -275,7 +275,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut conventional_j = None;
     // Until the conventional row is run: the ledger of its graph at this size (dense f32, 50
     // guided steps), which every request records beside its own.
-    let mut baseline_j = Vec::new();
+    let mut baseline_j = None;
     for r in ROWS {
         let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
@@ -304,7 +304,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if r.id == "conventional" {
             conventional_j = Some(joules);
         }
-        baseline_j.push(classes.iter().map(|c| c.baseline_joules).sum::<f64>() / images as f64);
+        baseline_j.get_or_insert(classes.iter().map(|c| c.baseline_joules).sum::<f64>() / images as f64);
         results.push(RowResult {
             row: r.clone(),
             images,
@@ -327,7 +327,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (denominator, ratio_denominator) = match conventional_j {
         Some(j) => (Some(j), "the conventional row's ledger"),
         None => (
-            baseline_j.first().copied(),
+            baseline_j,
             "the ledger of the conventional graph at this size (fp32, 50 guided steps; the conventional row is not run yet)",
         ),
     };

@@ -11,7 +11,10 @@
 use std::sync::Arc;
 
 use crate::kernel::Kernel;
-use crate::kernels::{Broadcast, Elem, EltOp, Epilogue};
+use crate::kernels::{
+    ActQuant, Attention, AttentionNaive, Broadcast, ClassEmbed, Convert, Counting, Elem, Elementwise, EltOp, Epilogue,
+    FmaProbe, Gemm, Gemv, MatmulNaive, Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, TimestepEmbed, Unpatchify,
+};
 
 /// A kernel a graph can hold: a [`Kernel`] with its [`Fusable`] description.
 pub trait GraphKernel: Kernel + Fusable + Send + Sync {}
@@ -122,11 +125,6 @@ macro_rules! epilogue_site {
         })*
     };
 }
-
-use crate::kernels::{
-    ActQuant, Attention, AttentionNaive, ClassEmbed, Convert, Counting, Elementwise, FmaProbe, Gemm, Gemv, MatmulNaive,
-    Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, TimestepEmbed, Unpatchify,
-};
 
 epilogue_site!(
     Gemm => |k| k.elem,
