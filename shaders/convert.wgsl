@@ -2,6 +2,7 @@
 // define). Moves an f32 sampler state into an f16 model graph and the model's output back.
 // One element per invocation; a 2D grid of workgroups covers lengths past 65535 workgroups.
 #import elem
+#import grid
 
 // Keep in sync with `ConvertParams` in src/kernels/elementwise.rs.
 struct ConvertParams {
@@ -23,12 +24,8 @@ override WG: u32 = 256u;
 #endif
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * WG + li;
+fn main(g: Grid) {
+    let i = workgroup_index(g) * WG + g.li;
     if i >= p.len {
         return;
     }

@@ -8,6 +8,7 @@
 // Each invocation handles one element, or one vec4 with VEC4 (length % 4 == 0). A 2D grid of
 // workgroups covers lengths past the 65535-workgroup dimension limit.
 #import elem
+#import grid
 
 // Keep in sync with `EltParams` in src/kernels/elementwise.rs.
 struct EltParams {
@@ -50,12 +51,8 @@ alias ve = elem;
 #endif
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * WG + li;
+fn main(g: Grid) {
+    let i = workgroup_index(g) * WG + g.li;
     if i >= p.len {
         return;
     }

@@ -31,22 +31,9 @@ const LOAD_BYTES: u32 = ELEM_BYTES;
 #import epilogue
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-#ifdef SUBGROUPS
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-    @builtin(num_subgroups) n_sg: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_id = 0u;
-    let sg_lane = 0u;
-    let n_sg = 0u;
-#endif
-    let m0 = (wid.y * nwg.x + wid.x) * ROWS;
+fn main(g: Grid) {
+    let li = g.li;
+    let m0 = workgroup_index(g) * ROWS;
     if m0 >= p.m {
         return; // uniform per workgroup: safe before the barriers
     }
@@ -81,7 +68,7 @@ fn main(
             }
         }
     }
-    reduce_sums(&acc, ROWS * NCOLS, li, sg_id, sg_lane, n_sg);
+    reduce_sums(&acc, ROWS * NCOLS, g);
     if li < ROWS * NCOLS {
         let r = li / NCOLS;
         let c = li % NCOLS;

@@ -9,7 +9,9 @@
 // src/cpu/norm.rs.
 #import elem
 #import reduce
+#ifdef EMIT_I8
 #import act_quant
+#endif
 
 // Keep in sync with `NormParams` in src/kernels/norm.rs.
 struct NormParams {
@@ -43,10 +45,10 @@ override WG: u32 = 128u;
 #endif
 
 // The whole workgroup's sum of one value per invocation.
-fn workgroup_sum(v: f32, li: u32, sg_id: u32, sg_lane: u32, n_sg: u32) -> f32 {
+fn workgroup_sum(v: f32, g: Grid) -> f32 {
     var acc: array<f32, MAX_ACC>;
     acc[0] = v;
-    reduce_sums(&acc, 1u, li, sg_id, sg_lane, n_sg);
+    reduce_sums(&acc, 1u, g);
     let s = reduced(0u);
     workgroupBarrier(); // everyone has read the result before the space is reused
     return s;
@@ -66,22 +68,9 @@ fn normalized(row: u32, j: u32, mean: f32, inv: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-#ifdef SUBGROUPS
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-    @builtin(num_subgroups) n_sg: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_id = 0u;
-    let sg_lane = 0u;
-    let n_sg = 0u;
-#endif
-    let row = wid.y * nwg.x + wid.x;
+fn main(g: Grid) {
+    let li = g.li;
+    let row = workgroup_index(g);
     if row >= p.rows {
         return; // uniform per workgroup
     }
@@ -93,23 +82,21 @@ fn main(
     for (var j = li; j < p.d; j += WG) {
         s += f32(x[row * p.d + j]);
     }
-    let mean = workgroup_sum(s, li, sg_id, sg_lane, n_sg) / d;
+    let mean = workgroup_sum(s, g) / d;
 #endif
     var q = 0.0;
     for (var j = li; j < p.d; j += WG) {
         let c = f32(x[row * p.d + j]) - mean;
         q = fma(c, c, q);
     }
-    let inv = inverseSqrt(workgroup_sum(q, li, sg_id, sg_lane, n_sg) / d + p.eps);
+    let inv = inverseSqrt(workgroup_sum(q, g) / d + p.eps);
 #ifdef EMIT_I8
     // Absmax of the output row (a max over non-negative values, via the same reduction space).
     var m = 0.0;
     for (var j = li; j < p.d; j += WG) {
         m = max(m, abs(normalized(row, j, mean, inv)));
     }
-    red_max_store(m, li);
-    workgroupBarrier();
-    let scale = act_scale(red_max_result(li));
+    let scale = act_scale(workgroup_max(m, li));
     for (var w = li; w < p.x_row_words; w += WG) {
         var v = vec4<f32>();
         for (var t = 0u; t < 4u; t++) {
@@ -129,21 +116,3 @@ fn main(
 #endif
 }
 
-#ifdef EMIT_I8
-var<workgroup> maxes: array<f32, 256>;
-
-fn red_max_store(v: f32, li: u32) {
-    maxes[li] = v;
-}
-
-// Tree maximum over the WG values (WG a power of two); the caller has synchronised after the store.
-fn red_max_result(li: u32) -> f32 {
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if li < s {
-            maxes[li] = max(maxes[li], maxes[li + s]);
-        }
-        workgroupBarrier();
-    }
-    return maxes[0];
-}
-#endif

@@ -3,6 +3,7 @@
 // words. Output rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the
 // layout the int8-activation matmuls read.
 #import elem
+#import grid
 #import act_quant
 
 // Keep in sync with `ActQuantParams` in src/kernels/qmatmul.rs.
@@ -20,8 +21,6 @@ override WG: u32 = 128u;
 @group(0) @binding(2) var<storage, read_write> xq: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scales: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
 fn load4(row: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>();
     for (var j = 0u; j < 4u; j++) {
@@ -33,12 +32,9 @@ fn load4(row: u32, k: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let row = wid.y * nwg.x + wid.x;
+fn main(g: Grid) {
+    let li = g.li;
+    let row = workgroup_index(g);
     if row >= p.n {
         return; // uniform per workgroup
     }
@@ -47,15 +43,7 @@ fn main(
         let v = abs(load4(row, 4u * w));
         m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
     }
-    red[li] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if li < s {
-            red[li] = max(red[li], red[li + s]);
-        }
-        workgroupBarrier();
-    }
-    let scale = act_scale(red[0]);
+    let scale = act_scale(workgroup_max(m, li));
     for (var w = li; w < p.x_row_words; w += WG) {
         xq[row * p.x_row_words + w] = quantize4(load4(row, 4u * w), scale);
     }

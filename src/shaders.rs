@@ -102,6 +102,7 @@ const SHARED: &[(&str, &str)] = &[
     ("patch_params", include_str!("../shaders/shared/patch_params.wgsl")),
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
     ("work_count", include_str!("../shaders/shared/work_count.wgsl")),
+    ("grid", include_str!("../shaders/shared/grid.wgsl")),
 ];
 
 /// Looks a shader up by name.
