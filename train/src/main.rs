@@ -96,8 +96,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct DitArgs {
-    /// fp32 (the conventional ε-prediction model), ternary (quantization-aware rectified flow),
-    /// ternary24 (its 2:4 variant; pass --init).
+    /// fp32 (the conventional ε-prediction model), fp32-rf (the conventional model with rectified
+    /// flow, as SD3 and Flux train it), ternary (quantization-aware rectified flow), ternary24 (its
+    /// 2:4 variant; pass --init).
     #[arg(long)]
     kind: String,
     #[arg(long)]
@@ -151,9 +152,10 @@ struct DitArgs {
 fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConfig> {
     let (prediction, linear) = match kind {
         "fp32" => (Prediction::Epsilon, LinearFormat::F32),
+        "fp32-rf" => (Prediction::Velocity, LinearFormat::F32),
         "ternary" => (Prediction::Velocity, LinearFormat::Ternary),
         "ternary24" => (Prediction::Velocity, LinearFormat::Ternary24),
-        k => anyhow::bail!("unknown model kind `{k}` (fp32, ternary, ternary24)"),
+        k => anyhow::bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24)"),
     };
     let config = DitConfig {
         input_size: 28,
@@ -177,7 +179,7 @@ fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConf
 
 fn spec_of(a: &DitArgs) -> Result<RunSpec> {
     let lr = a.lr.unwrap_or(match a.kind.as_str() {
-        "fp32" => 5e-4,
+        "fp32" | "fp32-rf" => 5e-4,
         "ternary" => 1e-3,
         _ => 3e-4,
     });

@@ -23,7 +23,7 @@ use crate::rng::Rng;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub config: DitConfig,
-    /// "fp32", "ternary" or "ternary24".
+    /// "fp32", "fp32-rf", "ternary" or "ternary24".
     pub kind: String,
     pub batch: usize,
     pub steps: u64,
@@ -45,10 +45,10 @@ pub struct RunSpec {
 impl RunSpec {
     pub fn quant(&self) -> Result<Quant> {
         Ok(match self.kind.as_str() {
-            "fp32" => Quant::Float,
+            "fp32" | "fp32-rf" => Quant::Float,
             "ternary" => Quant::Ternary,
             "ternary24" => Quant::Ternary24,
-            k => bail!("unknown model kind `{k}` (fp32, ternary, ternary24)"),
+            k => bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24)"),
         })
     }
 
