@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{ExecOptions, Executor, SharedWeights, StepEvent};
+use crate::graph::{ExecOptions, ExecPlan, Executor, SharedWeights, StepEvent};
 use crate::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use crate::ledger::Ledger;
 use crate::model::{
@@ -439,7 +439,8 @@ impl Generator {
             if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
                 let shared = pools.shared.clone().unwrap_or_default();
                 let graph = SampleGraph::new(&self.weights.config, spec)?;
-                let bytes = self.planned_bytes(&graph, &shared)?;
+                let plan = ExecPlan::new(&graph.graph, self.exec_options(&graph, key.preview))?;
+                let bytes = plan.bytes(&shared);
                 if let Some(limit) = self.options.memory_limit {
                     while pools.held + bytes > limit && pools.evict_oldest(Some(key)) {}
                     if pools.held + bytes > limit {
@@ -456,7 +457,7 @@ impl Generator {
                 *pools.made.entry(key.clone()).or_default() += 1;
                 drop(pools);
                 let t = Instant::now();
-                let made = self.prepare(graph, key.preview, &shared, bytes);
+                let made = self.prepare(graph, plan, &shared, bytes);
                 let mut pools = self.pools.lock().expect("pools");
                 match made {
                     Ok(p) => {
@@ -480,28 +481,18 @@ impl Generator {
         }
     }
 
-    /// Bytes of the buffers an executor of `graph` would create, the weights in `shared` (bound,
-    /// not created) left out: the fused graph's planned pool and dedicated buffers.
-    fn planned_bytes(&self, graph: &SampleGraph, shared: &SharedWeights) -> Result<u64> {
-        let fused = if self.options.fuse { crate::graph::fuse(&graph.graph)?.0 } else { graph.graph.clone() };
-        let plan = crate::graph::plan_with(&fused, true);
-        let bound: u64 = fused
-            .tensors()
-            .iter()
-            .filter(|t| t.kind == crate::graph::TensorKind::Weight && shared.contains_key(&t.name))
-            .map(|t| t.bytes)
-            .sum();
-        Ok((plan.pooled_bytes + plan.dedicated_bytes).saturating_sub(bound))
-    }
-
-    fn prepare(&self, graph: SampleGraph, preview: bool, shared: &SharedWeights, bytes: u64) -> Result<Prepared> {
-        let options = ExecOptions {
+    /// How the executors of this generator run `graph`.
+    fn exec_options(&self, graph: &SampleGraph, preview: bool) -> ExecOptions {
+        ExecOptions {
             fuse: self.options.fuse,
             profile: self.options.profile,
             preview: preview.then_some(graph.x),
             ..ExecOptions::default()
-        };
-        let ex = Executor::new_shared(&self.gpu, &graph.graph, options, shared)?;
+        }
+    }
+
+    fn prepare(&self, graph: SampleGraph, plan: ExecPlan, shared: &SharedWeights, bytes: u64) -> Result<Prepared> {
+        let ex = Executor::from_plan(&self.gpu, plan, shared)?;
         graph.dit.upload_except(&ex, &self.weights, shared)?;
         Ok(Prepared { ex, graph, bytes })
     }

@@ -111,6 +111,48 @@ pub struct Executor {
     profiler: Option<Mutex<wgpu_profiler::GpuProfiler>>,
 }
 
+/// A graph fused (where the options ask for it) and its buffers planned: what an [`Executor`] is
+/// built from, and what it will allocate, known before anything is allocated.
+#[derive(Clone, Debug)]
+pub struct ExecPlan {
+    graph: Graph,
+    fusion: super::FusionReport,
+    plan: Plan,
+    options: ExecOptions,
+}
+
+impl ExecPlan {
+    /// Fuses `graph` when `options.fuse` and plans its buffers.
+    pub fn new(graph: &Graph, options: ExecOptions) -> Result<Self> {
+        let (graph, fusion) = if options.fuse {
+            fuse(graph)?
+        } else {
+            let ops = graph.ops().len();
+            (graph.clone(), super::FusionReport { ops_before: ops, ops_after: ops, ..Default::default() })
+        };
+        let plan = plan_with(&graph, options.reuse);
+        Ok(Self { graph, fusion, plan, options })
+    }
+
+    /// The graph as it will run (after fusion).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Bytes of the buffers an executor of this plan creates: the activation pool and the
+    /// dedicated buffers, less the weights named in `shared` (bound, not created).
+    pub fn bytes(&self, shared: &SharedWeights) -> u64 {
+        let bound: u64 = self
+            .graph
+            .tensors()
+            .iter()
+            .filter(|t| t.kind == TensorKind::Weight && shared.contains_key(&t.name))
+            .map(|t| t.bytes)
+            .sum();
+        (self.plan.pooled_bytes + self.plan.dedicated_bytes).saturating_sub(bound)
+    }
+}
+
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor")
@@ -177,19 +219,13 @@ impl Executor {
     /// model (other batch sizes, concurrent requests) then hold its weights once. Activations are
     /// never shared.
     pub fn new_shared(gpu: &Gpu, graph: &Graph, options: ExecOptions, shared: &SharedWeights) -> Result<Self> {
-        let (graph, fusion) = if options.fuse {
-            fuse(graph)?
-        } else {
-            (
-                graph.clone(),
-                super::FusionReport {
-                    ops_before: graph.ops().len(),
-                    ops_after: graph.ops().len(),
-                    ..Default::default()
-                },
-            )
-        };
-        let plan = plan_with(&graph, options.reuse);
+        Self::from_plan(gpu, ExecPlan::new(graph, options)?, shared)
+    }
+
+    /// [`Executor::new_shared`] from a graph already fused and planned, so a caller that sized
+    /// the executor first (a memory budget) does not fuse and plan twice.
+    pub fn from_plan(gpu: &Gpu, exec_plan: ExecPlan, shared: &SharedWeights) -> Result<Self> {
+        let ExecPlan { graph, fusion, plan, options } = exec_plan;
         let caps = gpu.capabilities();
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let mut buffers = Vec::with_capacity(plan.buffers());
