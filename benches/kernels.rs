@@ -476,10 +476,10 @@ fn main() -> Result<()> {
         let caps = gpu.capabilities();
         let shape = MatmulShape::new(4608, 256, 1152);
         let mut dense = milliwatt::Ledger::default();
-        dense.add("gemm f32", Gemm::new(shape, Elem::F32).work(caps)?, 1);
+        dense.add_kernel("gemm f32", &Gemm::new(shape, Elem::F32), caps, 1)?;
         let mut low = milliwatt::Ledger::default();
-        low.add("quantize_act", ActQuant { n: 256, k: 1152, elem: Elem::F32 }.work(caps)?, 1);
-        low.add("gemm W1.58A8", QGemm::new(shape, Format::Ternary2, Act::Int8 { out: Elem::F32 }).work(caps)?, 1);
+        low.add_kernel("quantize_act", &ActQuant { n: 256, k: 1152, elem: Elem::F32 }, caps, 1)?;
+        low.add_kernel("gemm W1.58A8", &QGemm::new(shape, Format::Ternary2, Act::Int8 { out: Elem::F32 }), caps, 1)?;
         println!("\n{dense}\n\n{low}");
         println!("W1.58A8 / dense f32, 256 x 1152 -> 4608: {:.4} of the energy", low.ratio_to(&dense));
     }

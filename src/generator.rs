@@ -569,6 +569,15 @@ impl Generator {
         Ok(ledger)
     }
 
+    /// The ledger `request` would record, counted from its graph without running it (equal to
+    /// [`Generation::ledger`] of a run: the GPU suite checks that the two agree).
+    pub fn estimate(&self, request: &Request) -> Result<Ledger> {
+        let spec = self.spec(request)?;
+        let g = SampleGraph::new(&self.weights.config, &spec)?;
+        let graph = if self.options.fuse { crate::graph::fuse(&g.graph)?.0 } else { g.graph };
+        graph.ledger(self.gpu.capabilities(), spec.steps)
+    }
+
     /// Runs `request`; `progress` sees every finished step and may cancel (the result is then
     /// [`Error::Cancelled`], within one step). Waiting for the GPU does not block the caller's
     /// thread; waiting for a free executor (more concurrent requests of one shape than

@@ -126,6 +126,51 @@ impl Mul<u64> for Work {
     }
 }
 
+/// The bytes one launch binds: what it must move to or from device memory at least once
+/// (compulsory traffic), however often its workgroups re-read them. With [`Work`]'s counted
+/// loads it splits a launch's traffic into compulsory bytes and re-reads, which a cache may serve
+/// ([`crate::ledger::Cache`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Footprint {
+    /// Bytes of the buffers the launch reads (inputs, weights, read-write tensors).
+    pub read: u64,
+    /// Bytes of the buffers it writes.
+    pub written: u64,
+    /// Bytes of all its buffers, each once (a read-write tensor is in `read` and `written`).
+    pub bound: u64,
+}
+
+impl Footprint {
+    /// The footprint of a launch binding `reqs` at their required sizes.
+    pub fn of(reqs: &[BufferReq]) -> Self {
+        let sum = |f: &dyn Fn(&BufferReq) -> bool| reqs.iter().filter(|r| f(r)).map(|r| r.size).sum();
+        Footprint { read: sum(&|r| r.read), written: sum(&|r| r.written), bound: sum(&|_| true) }
+    }
+
+    /// The footprint of a launch that reads and writes each byte it binds once, as `w` counts
+    /// them: no re-reads, so every cache prices it alike.
+    pub fn streaming(w: &Work) -> Self {
+        Footprint { read: w.dram_read, written: w.dram_write, bound: w.dram_bytes() }
+    }
+
+    /// Bytes read that are not compulsory: counted loads past the bytes bound for reading.
+    pub fn re_read(&self, w: &Work) -> u64 {
+        w.dram_read.saturating_sub(self.read)
+    }
+
+    /// Bytes written past the bytes bound for writing (partial results written more than once).
+    pub fn re_written(&self, w: &Work) -> u64 {
+        w.dram_write.saturating_sub(self.written)
+    }
+}
+
+impl Add for Footprint {
+    type Output = Footprint;
+    fn add(self, o: Footprint) -> Footprint {
+        Footprint { read: self.read + o.read, written: self.written + o.written, bound: self.bound + o.bound }
+    }
+}
+
 /// One caller-owned buffer a kernel binds, as [`Kernel::requirements`] describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BufferReq {
@@ -200,6 +245,7 @@ pub struct Prepared {
     label: String,
     dispatches: Vec<Dispatch>,
     work: Work,
+    footprint: Footprint,
     // Buffers the kernel made for itself at preparation (placeholders), kept for the bind groups.
     owned: Vec<wgpu::Buffer>,
 }
@@ -220,11 +266,17 @@ impl Prepared {
         self.work
     }
 
+    /// The bytes the launch binds ([`Kernel::footprint`]).
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
+    }
+
     /// Appends another prepared kernel's dispatches (run after this one's; works add up).
     pub(crate) fn append(&mut self, other: Prepared) {
         self.dispatches.extend(other.dispatches);
         self.owned.extend(other.owned);
         self.work += other.work;
+        self.footprint = self.footprint + other.footprint;
     }
 
     /// Keeps a buffer the kernel created during preparation alive as long as its bind groups.
@@ -294,6 +346,11 @@ pub trait Kernel {
     /// The work one launch does on a device with `caps` (the variant may depend on them).
     fn work(&self, caps: &Capabilities) -> Result<Work>;
 
+    /// The bytes one launch binds (its compulsory traffic), from its requirements.
+    fn footprint(&self, caps: &Capabilities) -> Result<Footprint> {
+        Ok(Footprint::of(&self.requirements(caps)?))
+    }
+
     /// Builds the dispatches over the caller's buffers (given in `requirements` order), which
     /// [`Kernel::prepare`] has checked against `reqs` (the kernel's `requirements` on this device).
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared>;
@@ -305,7 +362,9 @@ pub trait Kernel {
         let caps = gpu.capabilities();
         let reqs = self.requirements(caps)?;
         check_buffers(self.name(), caps, &reqs, buffers)?;
-        self.dispatches(gpu, buffers, &reqs)
+        let mut prepared = self.dispatches(gpu, buffers, &reqs)?;
+        prepared.footprint = Footprint::of(&reqs);
+        Ok(prepared)
     }
 }
 
@@ -407,7 +466,7 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
         })?;
         dispatches.push(Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: s.workgroups, _params: params });
     }
-    Ok(Prepared { name, label, dispatches, work, owned: Vec::new() })
+    Ok(Prepared { name, label, dispatches, work, footprint: Footprint::default(), owned: Vec::new() })
 }
 
 /// Splits a 1D count of workgroups into a grid within the per-dimension limit.

@@ -56,9 +56,9 @@ pub mod shaders;
 pub use error::{CheckpointProblem, Error, INSTALL_HINT, Result};
 pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
-pub use kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
+pub use kernel::{BufferReq, Footprint, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;
-pub use ledger::{Energy, EnergyTable, HOROWITZ_45NM, Ledger};
+pub use ledger::{Cache, Energy, EnergyTable, HOROWITZ_45NM, Ledger};
 pub use wgpu;
 
 #[cfg(test)]

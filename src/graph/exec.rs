@@ -619,7 +619,7 @@ impl Executor {
         self.collect_profile(&mut profile);
         for ((op, prepared), &n) in self.graph.ops().iter().zip(&self.prepared).zip(&counts) {
             if n > 0 {
-                report.ledger.add(op.kind(), prepared.work(), n);
+                report.ledger.add(op.kind(), prepared.work(), prepared.footprint(), n);
             }
         }
         if report.profile.is_some() {

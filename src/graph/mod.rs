@@ -368,7 +368,7 @@ impl Graph {
         let mut ledger = crate::ledger::Ledger::default();
         for op in &self.ops {
             let times = if op.phase == Phase::Step { u64::from(steps) } else { 1 };
-            ledger.add(op.kind(), op.kernel.work(caps)?, times);
+            ledger.add_kernel(op.kind(), &*op.kernel, caps, times)?;
         }
         Ok(ledger)
     }

@@ -136,9 +136,19 @@ fn requests_case(gpu: &Gpu) -> Outcome {
     }
     run(&g, &request(vec![1], Seeds::Base(1), 2))?;
     // The ledger counts the run; the baseline is 50 guided dense f32 steps.
-    let r = run(&g, &request(vec![1], Seeds::Base(1), 5))?;
+    let five = request(vec![1], Seeds::Base(1), 5);
+    let r = run(&g, &five)?;
     if !(r.energy_ratio > 0.0 && r.energy_ratio < 0.5) || r.timings.per_step.is_zero() {
         return Err(format!("5 of 50 steps: energy ratio {}", r.energy_ratio).into());
+    }
+    // The estimate counted from the graph is what the run recorded, priced alike.
+    let estimate = g.estimate(&five).map_err(err)?;
+    if estimate.work() != r.ledger.work() || estimate.traffic() != r.ledger.traffic() {
+        return Err(format!("estimate {:?} != run's ledger {:?}", estimate.work(), r.ledger.work()).into());
+    }
+    let (e, l) = (estimate.energy().total(), r.ledger.energy().total());
+    if (e - l).abs() > 1e-9 * l || estimate.energy_no_cache().total() < l {
+        return Err(format!("estimate {e} J, run {l} J, no-cache bound {}", estimate.energy_no_cache().total()).into());
     }
     // Bad requests: typed errors, not panics.
     for bad in [
