@@ -1,9 +1,11 @@
 // Activation quantization: each row of X (N x K, f32 or f16) to int8, four per u32, with one f32
 // scale per row. One workgroup per row: an absmax reduction, then every invocation packs whole
 // words. Output rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the
-// layout the int8-activation matmuls read.
+// layout the int8-activation matmuls read. COUNT_WORK counts the work done (shared/work_count.wgsl)
+// for the test of `ActQuant::work`.
 #import elem
 #import grid
+#import work_count
 #import act_quant
 
 // Keep in sync with `ActQuantParams` in src/kernels/qmatmul.rs.
@@ -26,6 +28,7 @@ fn load4(row: u32, k: u32) -> vec4<f32> {
     for (var j = 0u; j < 4u; j++) {
         if k + j < p.k {
             v[j] = f32(x[row * p.k + k + j]);
+            count_dram_read(ELEM_BYTES);
         }
     }
     return v;
@@ -46,8 +49,11 @@ fn main(g: Grid) {
     let scale = act_scale(workgroup_max(m, li));
     for (var w = li; w < p.x_row_words; w += WG) {
         xq[row * p.x_row_words + w] = quantize4(load4(row, 4u * w), scale);
+        count_dram_write(4u);
     }
     if li == 0u {
         scales[row] = scale;
+        count_dram_write(4u);
     }
+    count_flush();
 }

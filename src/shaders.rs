@@ -61,7 +61,7 @@ shaders! {
     CONVERT = "convert" ["F16", "TO_F16"];
     FMA_PROBE = "fma_probe" ["F16"];
     MATMUL_NAIVE = "matmul_naive" ["F16"];
-    QUANTIZE_ACT = "quantize_act" ["F16"];
+    QUANTIZE_ACT = "quantize_act" ["F16", "COUNT_WORK"];
     NOISE = "noise" ["NORMAL"];
     PATCHIFY = "patchify" ["F16"];
     UNPATCHIFY = "unpatchify" ["F16"];

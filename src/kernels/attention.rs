@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
-use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
+use crate::kernels::work_count::{COUNT_WORK, Counting, PrepareVariant, counters_binding};
 use crate::shaders::{self, Variant};
 
 /// Queries per workgroup. Keep in sync with attention.wgsl's WG.
@@ -355,9 +355,7 @@ impl PrepareVariant for Attention {
             storage.push((2, b, b.buffer.size() - b.offset));
         }
         storage.push((3, buffers[out_index], reqs[out_index].size));
-        if count {
-            storage.push((COUNTERS_BINDING, buffers[out_index + 1], WorkCounters::SIZE));
-        }
+        storage.extend(counters_binding(buffers, count));
         if self.images > caps.max_workgroups_per_dim || self.heads > caps.max_workgroups_per_dim {
             return Err(Error::Shape {
                 kernel: self.name(),

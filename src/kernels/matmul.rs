@@ -8,7 +8,7 @@ use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d, split_rows};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
-use crate::kernels::work_count::{COUNT_WORK, COUNTERS_BINDING, Counting, PrepareVariant, WorkCounters};
+use crate::kernels::work_count::{COUNT_WORK, Counting, PrepareVariant, counters_binding};
 use crate::quant::Format;
 use crate::shaders::{self, Variant};
 
@@ -97,7 +97,7 @@ fn prepare_matmul(
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     let name = kernel.name();
-    let counters = if count { buffers.last().map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE)) } else { None };
+    let counters = counters_binding(buffers, count);
     // Epilogue tensors follow x, w, y, at bindings 7.. (shaders/shared/epilogue.wgsl).
     let extra: Vec<(u32, TensorRef<'_>, u64)> = epilogue
         .requirements(shape.n, shape.m, elem)

@@ -8,6 +8,7 @@ use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, 
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape};
+use crate::kernels::work_count::{COUNT_WORK, PrepareVariant, counters_binding};
 use crate::quant::Format;
 use crate::shaders::{self, Variant};
 
@@ -72,13 +73,15 @@ impl Kernel for ActQuant {
         let (n, k) = (u64::from(self.n), u64::from(self.k));
         let words = u64::from(act_row_words(self.k));
         let eb = self.elem.size();
-        // x is read twice (absmax, then quantize); per element: abs + max (2 f32 ops), divide,
-        // round and clamp (counted as 1 multiply and 3 adds), and packing (3 bit ops).
         let wg = u64::from(ACT_QUANT_WG);
+        // x is read twice (absmax, then quantize), as the shader counts (shared/act_quant.wgsl):
+        // every invocation divides for the scale; per output lane (padding included) a divide, a
+        // round and 3 bit operations of packing; the absmax tree through workgroup memory.
+        let lanes = 4 * words;
         Ok(Work {
-            f32_add: n * (2 * k + 3 * k + (wg - 1)),
-            f32_mul: n * k,
-            bit_ops: n * 3 * k,
+            f32_add: n * lanes,
+            f32_mul: n * (lanes + wg),
+            bit_ops: n * 3 * lanes,
             dram_read: 2 * n * k * eb,
             dram_write: n * (words * 4 + 4),
             sram_write: n * (wg + (wg - 1)) * 4,
@@ -88,16 +91,27 @@ impl Kernel for ActQuant {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, reqs, false)
+    }
+}
+
+impl PrepareVariant for ActQuant {
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared> {
         let caps = gpu.capabilities();
-        let key = PipelineKey::new(
-            Variant::new(&shaders::QUANTIZE_ACT, self.elem.define()),
-            &[("WG", f64::from(ACT_QUANT_WG))],
-        );
-        let spec = DispatchSpec::sequential(
+        let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK));
+        let key = PipelineKey::new(Variant::new(&shaders::QUANTIZE_ACT, defines), &[("WG", f64::from(ACT_QUANT_WG))]);
+        let mut spec = DispatchSpec::sequential(
             ActQuantParams { n: self.n, k: self.k, x_row_words: act_row_words(self.k), _pad: 0 },
-            buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(),
+            buffers.iter().zip(reqs).take(3).map(|(b, r)| (*b, r.size)).collect(),
             grid_1d(self.n, caps),
         );
+        spec.storage.extend(counters_binding(buffers, count));
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
     }
 }

@@ -1,6 +1,6 @@
 //! The work-counting debug variants of the dense kernels (shaders/shared/work_count.wgsl).
 //!
-//! [`Counting`] wraps a [`Gemv`], [`Gemm`] or [`Attention`] and runs its `COUNT_WORK` shader
+//! [`Counting`] wraps a [`Gemv`], [`Gemm`], [`Attention`] or [`ActQuant`] and runs its `COUNT_WORK` shader
 //! variant: the same computation, plus private tallies beside every load, store and arithmetic
 //! operation, added into a [`WorkCounters`] buffer at the end. Tests compare the counts with
 //! [`Kernel::work`], so the energy ledger prices what the shaders really do. The wrapper's `work`
@@ -13,7 +13,7 @@
 use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
-use crate::kernels::{Attention, Gemm, Gemv};
+use crate::kernels::{ActQuant, Attention, Gemm, Gemv};
 
 /// Binding of the counters in the counting variants.
 /// Keep in sync with shaders/shared/work_count.wgsl.
@@ -50,6 +50,12 @@ impl WorkCounters {
     pub fn requirement() -> BufferReq {
         BufferReq::read_write("counters", Self::SIZE)
     }
+}
+
+/// The storage binding of the counters for a counting variant (`count`): the last of the kernel's
+/// buffers, at [`COUNTERS_BINDING`]; `None` for the normal variant.
+pub(crate) fn counters_binding<'a>(buffers: &[TensorRef<'a>], count: bool) -> Option<(u32, TensorRef<'a>, u64)> {
+    buffers.last().filter(|_| count).map(|b| (COUNTERS_BINDING, *b, WorkCounters::SIZE))
 }
 
 /// The work-counting variant of a dense kernel: buffers as the kernel's, then a
@@ -92,7 +98,7 @@ macro_rules! counting {
     )*};
 }
 
-counting!(Gemv, Gemm, Attention);
+counting!(Gemv, Gemm, Attention, ActQuant);
 
 #[cfg(test)]
 mod tests {

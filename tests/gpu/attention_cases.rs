@@ -12,8 +12,8 @@ use milliwatt::kernels::{
 };
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare, err};
-use crate::{Backend, Case, Failure, Outcome};
+use crate::util::{Rng, compare, err, need_f16};
+use crate::{Backend, Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -47,9 +47,7 @@ fn run<E: Element>(gpu: &Gpu, k: &Attention, qkv: &[E], blocks: Option<&[u32]>) 
 }
 
 fn dense_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
-    }
+    need_f16::<E>(gpu)?;
     let cases = [(1u32, 49u32, 1u32, 32u32), (1, 1, 4, 64), (2, 196, 3, 64), (1, 257, 2, 72), (1, 70, 16, 128)];
     for (i, &(images, tokens, heads, d)) in cases.iter().enumerate().take(limit) {
         let mut rng = Rng::new(10_000 + i as u64);

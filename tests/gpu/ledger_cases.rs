@@ -10,9 +10,10 @@ use milliwatt::cpu::attention::attention;
 use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
+use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
-    Activation, Attention, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulParams, MatmulShape,
-    Sparsity, WorkCounters, block_list, neighbourhood_blocks,
+    ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
+    MatmulParams, MatmulShape, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
 };
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
 
@@ -34,6 +35,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_attention_dense_f16", |b| attention_dense_case::<f16>(&b.gpu, full(b))),
         ("ledger_attention_block_list", |b| attention_blocks_case(&b.gpu, full(b))),
         ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
+        ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
+        ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
     ]
 }
@@ -42,6 +45,25 @@ pub fn all() -> Vec<(&'static str, Case)> {
 /// attention_cases.rs): on GL each attention case runs its first shape only.
 fn full(b: &Backend) -> usize {
     if b.name == "gl" { 1 } else { usize::MAX }
+}
+
+/// Activation quantization on odd shapes (one word, a padded last word, rows past the workgroup):
+/// the counts equal `ActQuant::work`, and the counting variant still quantizes as the twin does.
+fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
+    need_f16::<E>(gpu)?;
+    for (i, &(n, k)) in [(1u32, 3u32), (3, 37), (5, 1000), (2, 4095)].iter().enumerate() {
+        let x: Vec<E> = Rng::new(70 + i as u64).vec((n * k) as usize);
+        let kernel = ActQuant { n, k, elem: E::ELEM };
+        let words = (n * act_row_words(k)) as usize;
+        let up = |name, v: &[u32]| gpu.upload(name, v).map_err(err);
+        let (xb, xq, xs) =
+            (gpu.upload("x", &x).map_err(err)?, up("xq", &vec![7; words])?, up("xs", &vec![7; n as usize])?);
+        let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&xb).into(), (&xq).into(), (&xs).into()])?;
+        agree(&format!("quantize_act ({n}, {k})"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        let (q, s): (Vec<u32>, Vec<f32>) = (gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?);
+        crate::qcases::check_act_quant(n, k, &x, &q, &s)?;
+    }
+    Ok(())
 }
 
 /// The counts agree with the model, field by field; the error names every field that differs.

@@ -8,8 +8,8 @@ use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{Elem, Modulation, Norm, NormKind};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare, err};
-use crate::{Case, Failure, Outcome};
+use crate::util::{Rng, compare, err, need_f16};
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -47,9 +47,7 @@ fn buffers<E: Element>(gpu: &Gpu, n: &Norm, i: &Inputs<E>) -> Result<Vec<milliwa
 }
 
 fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
-    }
+    need_f16::<E>(gpu)?;
     let kinds = [NormKind::LayerNorm, NormKind::Rms { affine: false }, NormKind::Rms { affine: true }];
     let shapes = [(1u32, 7u32), (49, 64), (257, 1000), (98, 1152), (3, 1)];
     for (i, &(rows, d)) in shapes.iter().enumerate() {

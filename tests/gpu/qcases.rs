@@ -11,8 +11,8 @@ use milliwatt::kernels::{Act, ActQuant, Elem, GemvReduce, MatmulShape, QGemv, QG
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare, err};
-use crate::{Case, Failure, Outcome};
+use crate::util::{Rng, compare, err, need_f16};
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -58,9 +58,7 @@ fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<
 }
 
 fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
-    }
+    need_f16::<E>(gpu)?;
     for (i, &(n, k)) in [(1u32, 1u32), (3, 7), (5, 1000), (2, 4095), (8, 64)].iter().enumerate() {
         let mut rng = Rng::new(1000 + i as u64);
         let mut x: Vec<E> = (0..n * k).map(|_| E::from_f32(rng.f32() * 3.0)).collect();
@@ -71,33 +69,41 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
             }
         }
         let (xq, xs) = gpu_act_quant(gpu, n, k, &x)?;
-        let words = act_row_words(k) as usize;
-        let mut tq = vec![0u32; n as usize * words];
-        let mut ts = vec![0f32; n as usize];
-        quantize_act(n as usize, k as usize, words, &x, &mut tq, &mut ts);
-        for r in 0..n as usize {
-            // WGSL division may be off by an ulp or two: scales agree to 1e-6, levels within 1 LSB.
-            if (xs[r] - ts[r]).abs() > 1e-6 * ts[r].abs() {
-                return Err(format!("({n}, {k}) row {r}: scale {} vs twin {}", xs[r], ts[r]).into());
-            }
-            for w in 0..words {
-                let (g, t) = (xq[r * words + w], tq[r * words + w]);
-                for j in 0..4 {
-                    let (a, b) = ((g >> (8 * j)) as u8 as i8, (t >> (8 * j)) as u8 as i8);
-                    if (i16::from(a) - i16::from(b)).abs() > 1 {
-                        return Err(format!("({n}, {k}) row {r} element {}: level {a} vs twin {b}", 4 * w + j).into());
-                    }
-                    if 4 * w + j >= k as usize && a != 0 {
-                        return Err(format!("({n}, {k}) row {r}: padding element {} is {a}", 4 * w + j).into());
-                    }
+        check_act_quant(n, k, &x, &xq, &xs)?;
+    }
+    Ok(())
+}
+
+/// The GPU's int8 activations `xq` and scales `xs` of `x` (N x K) against the CPU twin: scales
+/// within 1e-6, levels within 1 LSB (WGSL division may be off by an ulp or two), padding zero;
+/// and the twin against the plain definition.
+pub(crate) fn check_act_quant<E: Element>(n: u32, k: u32, x: &[E], xq: &[u32], xs: &[f32]) -> Result<(), String> {
+    let words = act_row_words(k) as usize;
+    let mut tq = vec![0u32; n as usize * words];
+    let mut ts = vec![0f32; n as usize];
+    quantize_act(n as usize, k as usize, words, x, &mut tq, &mut ts);
+    for r in 0..n as usize {
+        // WGSL division may be off by an ulp or two: scales agree to 1e-6, levels within 1 LSB.
+        if (xs[r] - ts[r]).abs() > 1e-6 * ts[r].abs() {
+            return Err(format!("({n}, {k}) row {r}: scale {} vs twin {}", xs[r], ts[r]));
+        }
+        for w in 0..words {
+            let (g, t) = (xq[r * words + w], tq[r * words + w]);
+            for j in 0..4 {
+                let (a, b) = ((g >> (8 * j)) as u8 as i8, (t >> (8 * j)) as u8 as i8);
+                if (i16::from(a) - i16::from(b)).abs() > 1 {
+                    return Err(format!("({n}, {k}) row {r} element {}: level {a} vs twin {b}", 4 * w + j));
+                }
+                if 4 * w + j >= k as usize && a != 0 {
+                    return Err(format!("({n}, {k}) row {r}: padding element {} is {a}", 4 * w + j));
                 }
             }
-            // The twin itself: levels are round(x / scale) of the plain definition.
-            let absmax = x[r * k as usize..(r + 1) * k as usize].iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
-            let scale = if absmax == 0.0 { 1.0 } else { absmax / 127.0 };
-            if ts[r] != scale {
-                return Err(format!("twin scale {} vs definition {scale}", ts[r]).into());
-            }
+        }
+        // The twin itself: levels are round(x / scale) of the plain definition.
+        let absmax = x[r * k as usize..(r + 1) * k as usize].iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+        let scale = if absmax == 0.0 { 1.0 } else { absmax / 127.0 };
+        if ts[r] != scale {
+            return Err(format!("twin scale {} vs definition {scale}", ts[r]));
         }
     }
     Ok(())

@@ -11,8 +11,8 @@ use milliwatt::kernels::{Act, ActQuant, Activation, Elem, Epilogue, MatmulShape,
 use milliwatt::quant::{Format, Packed, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare, err};
-use crate::{Case, Failure, Outcome};
+use crate::util::{Rng, compare, err, need_f16};
+use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
@@ -163,9 +163,7 @@ fn a8_cases(gpu: &Gpu) -> Outcome {
 }
 
 fn float_cases<E: Element>(gpu: &Gpu) -> Outcome {
-    if E::ELEM == Elem::F16 && !gpu.capabilities().f16 {
-        return Err(Failure::Unsupported("no SHADER_F16 on this adapter".into()));
-    }
+    need_f16::<E>(gpu)?;
     let none = EpilogueInputs::default();
     let formats = [
         Format::Ternary2,
