@@ -6,8 +6,11 @@
 //   EMIT_I8: instead of writing floats, quantize the row to int8 (per-token absmax, as
 //   quantize_act.wgsl) for the next W1.58A8 / W8A8 matmul, in the same pass.
 // LayerNorm statistics are two-pass (mean, then centred variance) for accuracy. The CPU twin is
-// src/cpu/norm.rs.
+// src/cpu/norm.rs. COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
+// `Norm::work`: every invocation computes the row statistics from the sums (a divide each, the
+// inverse square root counted as one).
 #import elem
+#import work_count
 #import reduce
 #ifdef EMIT_I8
 #import act_quant
@@ -57,12 +60,20 @@ fn workgroup_sum(v: f32, g: Grid) -> f32 {
 // Normalised (and modulated) value of feature j of `row`, given the row statistics.
 fn normalized(row: u32, j: u32, mean: f32, inv: f32) -> f32 {
     var v = (f32(x[row * p.d + j]) - mean) * inv;
+    count_dram_read(ELEM_BYTES);
+    count_f32_add(1u);
+    count_f32_mul(1u);
 #ifdef AFFINE
     v *= f32(weight[j]);
+    count_dram_read(ELEM_BYTES);
+    count_f32_mul(1u);
 #endif
 #ifdef MODULATE
     let base = (row / p.rows_per_image) * p.mod_stride;
     v = fma(v, 1.0 + f32(modulation[base + p.scale_offset + j]), f32(modulation[base + p.shift_offset + j]));
+    count_dram_read(2u * ELEM_BYTES);
+    count_f32_add(2u);
+    count_f32_mul(1u);
 #endif
     return v;
 }
@@ -81,15 +92,24 @@ fn main(g: Grid) {
     var s = 0.0;
     for (var j = li; j < p.d; j += WG) {
         s += f32(x[row * p.d + j]);
+        count_dram_read(ELEM_BYTES);
+        count_f32_add(1u);
     }
     let mean = workgroup_sum(s, g) / d;
+    count_div();
 #endif
     var q = 0.0;
     for (var j = li; j < p.d; j += WG) {
         let c = f32(x[row * p.d + j]) - mean;
         q = fma(c, c, q);
+        count_dram_read(ELEM_BYTES);
+        count_f32_add(2u);
+        count_f32_mul(1u);
     }
     let inv = inverseSqrt(workgroup_sum(q, g) / d + p.eps);
+    count_div();
+    count_f32_add(1u);
+    count_div(); // inverseSqrt
 #ifdef EMIT_I8
     // Absmax of the output row (a max over non-negative values, via the same reduction space).
     var m = 0.0;
@@ -105,14 +125,18 @@ fn main(g: Grid) {
             }
         }
         xq[row * p.x_row_words + w] = quantize4(v, scale);
+        count_dram_write(4u);
     }
     if li == 0u {
         xs[row] = scale;
+        count_dram_write(4u);
     }
 #else
     for (var j = li; j < p.d; j += WG) {
         y[row * p.d + j] = elem(normalized(row, j, mean, inv));
+        count_dram_write(ELEM_BYTES);
     }
 #endif
+    count_flush();
 }
 

@@ -70,7 +70,7 @@ shaders! {
     SAMPLER = "sampler" [];
     ATTENTION = "attention" ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
     ATTENTION_NAIVE = "attention_naive" [];
-    NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8"];
+    NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8", "COUNT_WORK"];
     GEMM_TERNARY_A8 = "gemm_ternary_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];
     GEMM_INT8_A8 = "gemm_int8_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];
     GEMM_TERNARY24_A8 = "gemm_ternary24_a8" ["F16", "BIAS", "RESIDUAL", "GATED"];

@@ -300,6 +300,39 @@ pub enum GemvReduce {
     Shared,
 }
 
+impl GemvReduce {
+    /// The work of `shared/reduce.wgsl` summing `values` partial values per invocation over a
+    /// workgroup of `wg` (`reduce_sums`; the reads of the results, `reduced`, are the caller's).
+    /// Subgroups: S - 1 adds per subgroup of S, wg - sgs per value in all; one slot per subgroup,
+    /// which the first `values` invocations sum from 0.0 (sgs adds): wg adds per value. Exact
+    /// when the subgroup size is fixed (min = max); else sgs is an upper bound. Tree: wg - 1 adds
+    /// per value, each reading two values and writing one.
+    pub(crate) fn work(self, caps: &Capabilities, wg: u64, values: u64) -> Work {
+        match self {
+            GemvReduce::Subgroup => {
+                let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
+                Work {
+                    f32_add: values * wg,
+                    sram_write: values * (sgs + 1) * 4,
+                    sram_read: values * sgs * 4,
+                    ..Work::default()
+                }
+            }
+            GemvReduce::Shared => Work {
+                f32_add: values * (wg - 1),
+                sram_write: values * (2 * wg - 1) * 4,
+                sram_read: values * 2 * (wg - 1) * 4,
+                ..Work::default()
+            },
+        }
+    }
+
+    /// The reduction a kernel uses on a device with `caps`: subgroups where present.
+    pub(crate) fn on(caps: &Capabilities) -> Self {
+        if caps.subgroups { GemvReduce::Subgroup } else { GemvReduce::Shared }
+    }
+}
+
 /// Variant of [`Gemv`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemvVariant {
@@ -471,25 +504,9 @@ impl Kernel for Gemv {
         // vec4 steps are dot products: 4 multiplies, 3 adds and the accumulation.
         let arith = Work::f32_mul_add(macs);
         let mut work = arith + Work { dram_read, dram_write: m64 * n64 * eb, ..Work::default() };
-        let wg = u64::from(v.wg);
-        let (red_adds, sram_w, sram_r) = match v.reduce {
-            // subgroupAdd: S - 1 adds per subgroup of S, wg - sgs per value in all; one slot per
-            // subgroup, which the first `partials` invocations sum from 0.0 (sgs adds): wg adds.
-            // Exact when the subgroup size is fixed (min = max); else sgs is an upper bound.
-            GemvReduce::Subgroup => {
-                let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
-                (partials * wg, partials * (sgs + 1) * 4, partials * sgs * 4)
-            }
-            // Tree: wg - 1 adds per value; each add reads two and writes one.
-            GemvReduce::Shared => (partials * (wg - 1), partials * (2 * wg - 1) * 4, partials * 2 * (wg - 1) * 4),
-        };
-        work += Work {
-            f32_add: groups * red_adds,
-            sram_write: groups * sram_w,
-            // Each stored value is read back once from workgroup memory (rows past M are not).
-            sram_read: groups * sram_r + m64 * n64 * 4,
-            ..Work::default()
-        };
+        work += v.reduce.work(caps, u64::from(v.wg), partials) * groups;
+        // Each sum is read back once from workgroup memory (rows past M are not).
+        work.sram_read += m64 * n64 * 4;
         Ok(work + self.epilogue.work(n, m, self.elem))
     }
 

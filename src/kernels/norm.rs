@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
+use crate::kernels::matmul::GemvReduce;
 use crate::kernels::qmatmul::act_row_words;
+use crate::kernels::work_count::{COUNT_WORK, PrepareVariant, counters_binding};
 use crate::shaders::{self, Variant};
 
 /// Parameter block of norm.wgsl. Keep in sync with `NormParams` there.
@@ -101,7 +103,7 @@ impl Norm {
         Self { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation: None, emit_i8: false, elem }
     }
 
-    fn key(&self, caps: &Capabilities) -> PipelineKey {
+    fn key(&self, caps: &Capabilities, count: bool) -> PipelineKey {
         let defines = self
             .elem
             .define()
@@ -110,7 +112,8 @@ impl Norm {
             .chain(matches!(self.kind, NormKind::Rms { .. }).then_some("RMS"))
             .chain(matches!(self.kind, NormKind::Rms { affine: true }).then_some("AFFINE"))
             .chain(self.modulation.map(|_| "MODULATE"))
-            .chain(self.emit_i8.then_some("EMIT_I8"));
+            .chain(self.emit_i8.then_some("EMIT_I8"))
+            .chain(count.then_some(COUNT_WORK));
         PipelineKey::new(Variant::new(&shaders::NORM, defines), &[("WG", f64::from(WG))])
     }
 }
@@ -156,49 +159,67 @@ impl Kernel for Norm {
     }
 
     fn work(&self, caps: &Capabilities) -> Result<Work> {
+        // As the shader counts (COUNT_WORK; shared/work_count.wgsl conventions), per row.
         let (rows, d) = (u64::from(self.rows), u64::from(self.d));
         let eb = self.elem.size();
-        let layer = self.kind == NormKind::LayerNorm;
-        // Passes over the row: mean (LayerNorm), variance, [absmax], output.
-        let passes = 2 + u64::from(layer) + u64::from(self.emit_i8);
-        let mut w = Work { dram_read: rows * d * eb * passes, ..Work::default() };
-        if layer {
-            w.f32_add += rows * d;
-        }
-        w.f32_add += rows * d * 2; // centre, accumulate
-        w.f32_mul += rows * d; // square
-        // Output value: centre, scale, [weight], [modulation fma + 1 + scale], per pass that needs it.
-        let out_passes = 1 + u64::from(self.emit_i8);
-        w.f32_add += rows * d * out_passes;
-        w.f32_mul += rows * d * out_passes;
-        if self.modulation.is_some() {
-            w.f32_mul += rows * d * out_passes;
-            w.f32_add += rows * d * out_passes * 2;
-            w.dram_read += rows * d * 2 * eb * out_passes;
-        }
-        if self.kind == (NormKind::Rms { affine: true }) {
-            w.f32_mul += rows * d * out_passes;
-            w.dram_read += rows * d * eb * out_passes;
-        }
-        if self.emit_i8 {
-            w.f32_add += rows * d * 4; // abs, max; round, clamp
-            w.f32_mul += rows * d; // divide
-            w.bit_ops += rows * d * 3;
-            w.dram_write += rows * (u64::from(act_row_words(self.d)) * 4 + 4);
-        } else {
-            w.dram_write += rows * d * eb;
-        }
-        // Reductions: 1 or 2 sums (and a max) over the workgroup.
         let wg = u64::from(WG);
-        let reductions = 1 + u64::from(layer) + u64::from(self.emit_i8);
-        w.f32_add += rows * reductions * (wg - 1);
-        let sgs = if caps.subgroups { wg.div_ceil(u64::from(caps.subgroup_min_size.max(4))) } else { wg };
-        w.sram_write += rows * reductions * (sgs + 1) * 4;
-        w.sram_read += rows * reductions * (sgs + 1) * 4;
-        Ok(w)
+        let layer = self.kind == NormKind::LayerNorm;
+        let affine = self.kind == (NormKind::Rms { affine: true });
+        let modulate = self.modulation.is_some();
+        let mut w = Work::default();
+        // LayerNorm's mean: a load and an add per feature, the sum's divide in every invocation.
+        if layer {
+            w += Work { dram_read: d * eb, f32_add: d, f32_mul: wg, ..Work::default() };
+        }
+        // Centred squares: a load, a subtraction and a multiply-add per feature; then a divide,
+        // the epsilon and the inverse square root (a divide) in every invocation.
+        w += Work { dram_read: d * eb, f32_add: 2 * d + wg, f32_mul: d + 2 * wg, ..Work::default() };
+        // Each output pass (the absmax pass too with EMIT_I8) normalises every feature: a load, a
+        // subtraction and a multiply; the affine weight (a load, a multiply); the modulation (two
+        // loads, 1 + scale and a multiply-add).
+        let passes = 1 + u64::from(self.emit_i8);
+        let per = Work {
+            dram_read: eb * (1 + u64::from(affine) + 2 * u64::from(modulate)),
+            f32_add: 1 + 2 * u64::from(modulate),
+            f32_mul: 1 + u64::from(affine) + u64::from(modulate),
+            ..Work::default()
+        };
+        w += per * (passes * d);
+        // The sums through workgroup memory, each result read by every invocation.
+        let sums = 1 + u64::from(layer);
+        w += GemvReduce::on(caps).work(caps, wg, 1) * sums;
+        w.sram_read += sums * wg * 4;
+        if self.emit_i8 {
+            // The absmax tree and the packing, as activation quantization counts them.
+            let words = u64::from(act_row_words(self.d));
+            w += Work {
+                f32_add: 4 * words,
+                f32_mul: wg + 4 * words,
+                bit_ops: 12 * words,
+                dram_write: words * 4 + 4,
+                sram_write: (wg + (wg - 1)) * 4,
+                sram_read: (2 * (wg - 1) + 1) * 4,
+                ..Work::default()
+            };
+        } else {
+            w.dram_write += d * eb;
+        }
+        Ok(w * rows)
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+        self.prepare_variant(gpu, buffers, reqs, false)
+    }
+}
+
+impl PrepareVariant for Norm {
+    fn prepare_variant(
+        &self,
+        gpu: &Gpu,
+        buffers: &[TensorRef<'_>],
+        reqs: &[BufferReq],
+        count: bool,
+    ) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let params = self.params();
         // Bindings: x 1, modulation 2, weight 3, then y 4 or xq 4 + x_scales 5 — in the order of
@@ -214,8 +235,13 @@ impl Kernel for Norm {
         if self.emit_i8 {
             bindings.push(5);
         }
-        let storage = bindings.into_iter().zip(buffers.iter().zip(reqs)).map(|(i, (b, r))| (i, *b, r.size)).collect();
+        let storage = bindings
+            .into_iter()
+            .zip(buffers.iter().zip(reqs))
+            .map(|(i, (b, r))| (i, *b, r.size))
+            .chain(counters_binding(buffers, count))
+            .collect();
         let spec = DispatchSpec { params, storage, workgroups: grid_1d(self.rows, caps) };
-        build(gpu, self.name(), &self.key(caps), vec![spec], self.work(caps)?)
+        build(gpu, self.name(), &self.key(caps, count), vec![spec], self.work(caps)?)
     }
 }

@@ -1,6 +1,6 @@
 //! The work-counting debug variants of the dense kernels (shaders/shared/work_count.wgsl).
 //!
-//! [`Counting`] wraps a [`Gemv`], [`Gemm`], [`Attention`] or [`ActQuant`] and runs its `COUNT_WORK` shader
+//! [`Counting`] wraps a [`Gemv`], [`Gemm`], [`Attention`], [`ActQuant`] or [`Norm`] and runs its `COUNT_WORK` shader
 //! variant: the same computation, plus private tallies beside every load, store and arithmetic
 //! operation, added into a [`WorkCounters`] buffer at the end. Tests compare the counts with
 //! [`Kernel::work`], so the energy ledger prices what the shaders really do. The wrapper's `work`
@@ -13,7 +13,7 @@
 use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
-use crate::kernels::{ActQuant, Attention, Gemm, Gemv};
+use crate::kernels::{ActQuant, Attention, Gemm, Gemv, Norm};
 
 /// Binding of the counters in the counting variants.
 /// Keep in sync with shaders/shared/work_count.wgsl.
@@ -98,7 +98,7 @@ macro_rules! counting {
     )*};
 }
 
-counting!(Gemv, Gemm, Attention, ActQuant);
+counting!(Gemv, Gemm, Attention, ActQuant, Norm);
 
 #[cfg(test)]
 mod tests {

@@ -67,7 +67,7 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
 }
 
 /// The counts agree with the model, field by field; the error names every field that differs.
-fn agree(what: &str, counted: Work, model: Work) -> Result<(), String> {
+pub(crate) fn agree(what: &str, counted: Work, model: Work) -> Result<(), String> {
     let fields = [
         ("f32_add", counted.f32_add, model.f32_add),
         ("f32_mul", counted.f32_mul, model.f32_mul),
@@ -92,7 +92,7 @@ fn agree(what: &str, counted: Work, model: Work) -> Result<(), String> {
 }
 
 /// Runs a counting kernel over `bufs` plus a zeroed counters buffer; returns the counts.
-fn run_counting(gpu: &Gpu, kernel: &dyn Kernel, bufs: &[TensorRef<'_>]) -> Result<Work, String> {
+pub(crate) fn run_counting(gpu: &Gpu, kernel: &dyn Kernel, bufs: &[TensorRef<'_>]) -> Result<Work, String> {
     let counters = gpu.upload("counters", &[WorkCounters::default()]).map_err(err)?;
     let mut all = bufs.to_vec();
     all.push((&counters).into());

@@ -1,11 +1,12 @@
 //! Norms against their twin (and the twin against a plain f64 definition): LayerNorm and RMSNorm,
-//! adaLN modulation, int8 output, on odd row lengths and token counts.
+//! adaLN modulation, int8 output, on odd row lengths and token counts. The `ledger_norm_*` cases
+//! run the same through the COUNT_WORK variant: counts equal `Norm::work`, output equals the twin.
 
 use half::f16;
 use milliwatt::cpu::Element;
 use milliwatt::cpu::norm::{NormOut, norm};
 use milliwatt::kernels::qmatmul::act_row_words;
-use milliwatt::kernels::{Elem, Modulation, Norm, NormKind};
+use milliwatt::kernels::{Counting, Elem, Modulation, Norm, NormKind};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare, err, need_f16};
@@ -13,11 +14,28 @@ use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
-        ("norm_f32", |b| norm_cases::<f32>(&b.gpu)),
-        ("norm_f16", |b| norm_cases::<f16>(&b.gpu)),
-        ("norm_emit_int8", |b| emit_case(&b.gpu)),
-        ("norm_fallback_reduction", |b| norm_cases::<f32>(&b.fallback)),
+        ("norm_f32", |b| norm_cases::<f32>(&b.gpu, false)),
+        ("norm_f16", |b| norm_cases::<f16>(&b.gpu, false)),
+        ("norm_emit_int8", |b| emit_case(&b.gpu, false)),
+        ("norm_fallback_reduction", |b| norm_cases::<f32>(&b.fallback, false)),
+        ("ledger_norm_f32", |b| norm_cases::<f32>(&b.gpu, true)),
+        ("ledger_norm_f16", |b| norm_cases::<f16>(&b.gpu, true)),
+        ("ledger_norm_emit_int8", |b| emit_case(&b.gpu, true)),
+        ("ledger_norm_fallback_reduction", |b| norm_cases::<f32>(&b.fallback, true)),
     ]
+}
+
+/// Runs `n` over `refs`. With `count`, its COUNT_WORK variant (the counters appended), whose
+/// counts must equal `Norm::work` field by field; the caller then checks its output as usual.
+fn run(gpu: &Gpu, n: &Norm, refs: &[milliwatt::TensorRef<'_>], count: bool) -> Result<(), String> {
+    if count {
+        let counted = crate::ledger_cases::run_counting(gpu, &Counting(n.clone()), refs)?;
+        let what =
+            format!("{:?} ({}, {}) modulated {} int8 {}", n.kind, n.rows, n.d, n.modulation.is_some(), n.emit_i8);
+        return crate::ledger_cases::agree(&what, counted, n.work(gpu.capabilities()).map_err(err)?);
+    }
+    let p = n.prepare(gpu, refs).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)
 }
 
 struct Inputs<E> {
@@ -46,7 +64,7 @@ fn buffers<E: Element>(gpu: &Gpu, n: &Norm, i: &Inputs<E>) -> Result<Vec<milliwa
     Ok(v)
 }
 
-fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
+fn norm_cases<E: Element>(gpu: &Gpu, count: bool) -> Outcome {
     need_f16::<E>(gpu)?;
     let kinds = [NormKind::LayerNorm, NormKind::Rms { affine: false }, NormKind::Rms { affine: true }];
     let shapes = [(1u32, 7u32), (49, 64), (257, 1000), (98, 1152), (3, 1)];
@@ -92,8 +110,7 @@ fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
             let y = gpu.upload("y", &vec![E::from_f32(7.0); (rows * d) as usize]).map_err(err)?;
             let mut refs: Vec<milliwatt::TensorRef<'_>> = ins.iter().map(|b| b.into()).collect();
             refs.push((&y).into());
-            let p = n.prepare(gpu, &refs).map_err(err)?;
-            gpu.run(&[&p]).map_err(err)?;
+            run(gpu, &n, &refs, count)?;
             let out: Vec<E> = gpu.read(&y).map_err(err)?;
             let scale = vec![4.0f32; out.len()];
             let rel = if E::ELEM == Elem::F16 { 2e-3 } else { 2e-6 };
@@ -110,7 +127,7 @@ fn norm_cases<E: Element>(gpu: &Gpu) -> Outcome {
     Ok(())
 }
 
-fn emit_case(gpu: &Gpu) -> Outcome {
+fn emit_case(gpu: &Gpu, count: bool) -> Outcome {
     for (i, &(rows, d)) in [(49u32, 1152u32), (5, 33), (98, 64)].iter().enumerate() {
         let modulation = Some(Modulation { rows_per_image: 49, stride: 6 * d, shift_offset: 0, scale_offset: d });
         let n = Norm { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation, emit_i8: true, elem: Elem::F32 };
@@ -125,8 +142,7 @@ fn emit_case(gpu: &Gpu) -> Outcome {
         let mut refs: Vec<milliwatt::TensorRef<'_>> = ins.iter().map(|b| b.into()).collect();
         refs.push((&xq).into());
         refs.push((&xs).into());
-        let p = n.prepare(gpu, &refs).map_err(err)?;
-        gpu.run(&[&p]).map_err(err)?;
+        run(gpu, &n, &refs, count)?;
         let (gq, gs): (Vec<u32>, Vec<f32>) = (gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?);
         for r in 0..rows as usize {
             if (gs[r] - ts[r]).abs() > 1e-5 * ts[r] {
