@@ -7,7 +7,7 @@
 use clap::Parser;
 use milliwatt::bench::{Repeats, time_kernels};
 use milliwatt::kernels::{Attention, AttentionNaive, Elem, Sparsity, neighbourhood_blocks, neighbourhood_tiles};
-use milliwatt::{Gpu, Kernel, Options, Result, wgpu};
+use milliwatt::{Kernel, Result, wgpu};
 
 #[derive(serde::Serialize)]
 struct Row {
@@ -25,19 +25,11 @@ struct Row {
 
 mod common;
 
-/// The benchmark's command line.
-#[derive(clap::Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    flags: common::BenchFlags,
-}
-
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = common::Cli::parse();
     let quick = cli.flags.quick;
     let json = cli.flags.json("attention");
-    let gpu = Gpu::new_blocking(&Options::default())?;
-    println!("adapter: {}", gpu.describe());
+    let gpu = common::gpu()?;
     let repeats = Repeats { warmup: 1, reps: if quick { 3 } else { 5 }, min_seconds: 0.0 };
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
     let fill = |name: &str, n: u64| -> Result<wgpu::Buffer> {

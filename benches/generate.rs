@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use clap::Parser;
 use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, SampleGraph, SampleSpec, SamplerKind};
-use milliwatt::{Generator, GeneratorOptions, Gpu, Options, Request, Result, Seeds};
+use milliwatt::{Generator, GeneratorOptions, Request, Result, Seeds};
 
 fn config(policy: &str, attention: AttentionKind) -> Result<DitConfig> {
     let mut c = DitConfig::from_json(&format!(
@@ -59,19 +59,11 @@ struct Row {
 
 mod common;
 
-/// The benchmark's command line.
-#[derive(clap::Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    flags: common::BenchFlags,
-}
-
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = common::Cli::parse();
     let quick = cli.flags.quick;
     let json = cli.flags.json("generate");
-    let gpu = Gpu::new_blocking(&Options::default())?;
-    println!("adapter: {}", gpu.describe());
+    let gpu = common::gpu()?;
     let steps = if quick { 2 } else { 4 };
     let policies = [
         ("f32", r#"{"attention": "f32", "mlp": "f32", "other": "f32"}"#),

@@ -18,7 +18,7 @@ use milliwatt::kernels::{
     Norm, PatchGeometry, Patchify, QGemm, SamplerOp, SamplerStep, TimestepEmbed, Unpatchify,
 };
 use milliwatt::quant::Format;
-use milliwatt::{Gpu, Options, Result};
+use milliwatt::{Gpu, Result};
 
 /// How the block linears run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,8 +273,7 @@ fn main() -> Result<()> {
     let quick = cli.flags.quick;
     let json = cli.flags.json("graph");
     let trace = cli.trace;
-    let gpu = Gpu::new_blocking(&Options::default())?;
-    println!("adapter: {}", gpu.describe());
+    let gpu = common::gpu()?;
     let steps = if quick { 2 } else { 4 };
     let cfg = Config { hidden: 384, depth: 12, heads: 6, images: 2, side: 32, patch: 2, channels: 4, steps };
     let caps = gpu.capabilities().clone();

@@ -15,7 +15,7 @@ use milliwatt::kernels::{
     QGemm, QGemv,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
-use milliwatt::{Gpu, Kernel, Options, Prepared, Result};
+use milliwatt::{Gpu, Kernel, Prepared, Result};
 
 #[derive(serde::Serialize)]
 struct Record {
@@ -239,9 +239,8 @@ fn main() -> Result<()> {
     let quick = cli.flags.quick;
     let json = cli.flags.json("kernels");
     let filter = cli.filter;
-    let gpu = Gpu::new_blocking(&Options::default())?;
+    let gpu = common::gpu()?;
     let info = gpu.adapter_info().clone();
-    println!("adapter: {}", gpu.describe());
     let repeats = if quick {
         Repeats { warmup: 1, reps: 5, min_seconds: 0.1 }
     } else {
