@@ -12,7 +12,7 @@ use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
     Act, ActQuant, Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
-    QGemm, QGemv,
+    Modulation, Norm, QGemm, QGemv,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Prepared, Result};
@@ -365,6 +365,30 @@ fn main() -> Result<()> {
         let xs = gpu.buffer("bench.acts", u64::from(n) * 4, wgpu::BufferUsages::STORAGE)?;
         let p = ActQuant { n, k, elem: Elem::F32 }.prepare(&gpu, &[(&x).into(), (&xq).into(), (&xs).into()])?;
         b.row("quantize_act", &format!("{n}x{k}"), Elem::F32, &p, u64::from(n * k) * 5 + u64::from(n) * 4, 0)?;
+    }
+    // The modulated LayerNorm of a DiT block at DiT-XL width, float and int8 output (the norm
+    // the W1.58A8 qkv and fc1 read). Minimum bytes: x, the shift and scale rows, the output.
+    for emit_i8 in [false, true] {
+        let name = if emit_i8 { "norm.int8" } else { "norm" };
+        if !b.wanted(name) {
+            continue;
+        }
+        let (rows, d, per_image) = (256u32, 1152u32, 256u32);
+        let modulation = Modulation { rows_per_image: per_image, stride: 6 * d, shift_offset: 0, scale_offset: d };
+        let n = Norm { modulation: Some(modulation), emit_i8, ..Norm::layer_norm(rows, d, Elem::F32) };
+        let usage = wgpu::BufferUsages::STORAGE;
+        let x = gpu.buffer("bench.norm.x", u64::from(rows * d) * 4, usage)?;
+        let m = gpu.buffer("bench.norm.mod", u64::from(6 * d) * 4, usage)?;
+        let out_bytes = if emit_i8 { u64::from(rows * act_row_words(d)) * 4 } else { u64::from(rows * d) * 4 };
+        let y = gpu.buffer("bench.norm.y", out_bytes, usage)?;
+        let s = gpu.buffer("bench.norm.s", u64::from(rows) * 4, usage)?;
+        let mut bufs: Vec<milliwatt::TensorRef<'_>> = vec![(&x).into(), (&m).into(), (&y).into()];
+        if emit_i8 {
+            bufs.push((&s).into());
+        }
+        let p = n.prepare(&gpu, &bufs)?;
+        let bytes = u64::from(rows * d) * 4 + u64::from(2 * d) * 4 + out_bytes;
+        b.row(name, &format!("{rows}x{d}"), Elem::F32, &p, bytes, 0)?;
     }
     // Small N.
     for n in [2u32, 4, 8] {

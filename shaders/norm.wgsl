@@ -5,8 +5,10 @@
 //   rows read from the adaLN projection of the row's image (rows_per_image tokens share one);
 //   EMIT_I8: instead of writing floats, quantize the row to int8 (per-token absmax, as
 //   quantize_act.wgsl) for the next W1.58A8 / W8A8 matmul, in the same pass.
-// LayerNorm statistics are two-pass (mean, then centred variance) for accuracy. The CPU twin is
-// src/cpu/norm.rs. COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
+// LayerNorm statistics are two-pass (mean, then centred variance) for accuracy. Rows of at most
+// CACHED * 4 * WG features (4,096 at WG 128) are read from device memory once: each invocation
+// keeps its groups of four features in registers across the passes. Longer rows are read again
+// in every pass. The CPU twin is src/cpu/norm.rs. COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
 // `Norm::work`: every invocation computes the row statistics from the sums (a divide each, the
 // inverse square root counted as one).
 #import elem
@@ -57,71 +59,203 @@ fn workgroup_sum(v: f32, g: Grid) -> f32 {
     return s;
 }
 
-// Normalised (and modulated) value of feature j of `row`, given the row statistics.
-fn normalized(row: u32, j: u32, mean: f32, inv: f32) -> f32 {
-    var v = (f32(x[row * p.d + j]) - mean) * inv;
-    count_dram_read(ELEM_BYTES);
+// Normalised (and modulated) value of feature j of `row` whose input is v, given the row
+// statistics.
+fn normalize(row: u32, j: u32, v: f32, mean: f32, inv: f32) -> f32 {
+    var r = (v - mean) * inv;
     count_f32_add(1u);
     count_f32_mul(1u);
 #ifdef AFFINE
-    v *= f32(weight[j]);
+    r *= f32(weight[j]);
     count_dram_read(ELEM_BYTES);
     count_f32_mul(1u);
 #endif
 #ifdef MODULATE
     let base = (row / p.rows_per_image) * p.mod_stride;
-    v = fma(v, 1.0 + f32(modulation[base + p.scale_offset + j]), f32(modulation[base + p.shift_offset + j]));
+    r = fma(r, 1.0 + f32(modulation[base + p.scale_offset + j]), f32(modulation[base + p.shift_offset + j]));
     count_dram_read(2u * ELEM_BYTES);
     count_f32_add(2u);
     count_f32_mul(1u);
 #endif
+    return r;
+}
+
+// Feature j of `row` from device memory.
+fn load(row: u32, j: u32) -> f32 {
+    count_dram_read(ELEM_BYTES);
+    return f32(x[row * p.d + j]);
+}
+
+// The inverse standard deviation from the sum of centred squares (every invocation).
+fn inverse_std(q: f32, g: Grid) -> f32 {
+    count_div();
+    count_f32_add(1u);
+    count_div(); // inverseSqrt
+    return inverseSqrt(workgroup_sum(q, g) / f32(p.d) + p.eps);
+}
+
+// Groups of four features per invocation kept in registers.
+const CACHED: u32 = 8u;
+
+// Features of group q (four consecutive features) that lie in the row.
+fn lanes(q: u32) -> u32 {
+    return min(4u, p.d - 4u * q);
+}
+
+// Group q of `row` from device memory, zero past the row.
+fn load4(row: u32, q: u32) -> vec4<f32> {
+    let j = row * p.d + 4u * q;
+    let n = lanes(q);
+    count_dram_read(n * ELEM_BYTES);
+    if n == 4u {
+        return vec4<f32>(f32(x[j]), f32(x[j + 1u]), f32(x[j + 2u]), f32(x[j + 3u]));
+    }
+    var v = vec4<f32>();
+    for (var t = 0u; t < n; t++) {
+        v[t] = f32(x[j + t]);
+    }
     return v;
 }
 
-@compute @workgroup_size(WG)
-fn main(g: Grid) {
-    let li = g.li;
-    let row = workgroup_index(g);
-    if row >= p.rows {
-        return; // uniform per workgroup
+// Group q normalised (lanes past the row stay zero).
+fn normalize4(row: u32, q: u32, v: vec4<f32>, mean: f32, inv: f32) -> vec4<f32> {
+    let n = lanes(q);
+    if n == 4u {
+        return vec4<f32>(
+            normalize(row, 4u * q, v.x, mean, inv),
+            normalize(row, 4u * q + 1u, v.y, mean, inv),
+            normalize(row, 4u * q + 2u, v.z, mean, inv),
+            normalize(row, 4u * q + 3u, v.w, mean, inv),
+        );
     }
-    let d = f32(p.d);
+    var r = vec4<f32>();
+    for (var t = 0u; t < n; t++) {
+        r[t] = normalize(row, 4u * q + t, v[t], mean, inv);
+    }
+    return r;
+}
+
+// A row of at most CACHED * 4 * WG features: read once, normalised in registers.
+fn cached_row(g: Grid, row: u32, groups: u32) {
+    let li = g.li;
+    var cache: array<vec4<f32>, CACHED>;
+    var s = 0.0;
+    for (var i = 0u; i < CACHED; i++) {
+        let q = li + i * WG;
+        if q < groups {
+            cache[i] = load4(row, q);
+#ifndef RMS
+            s += (cache[i].x + cache[i].y) + (cache[i].z + cache[i].w);
+            count_f32_add(lanes(q));
+#endif
+        }
+    }
+#ifdef RMS
+    let mean = 0.0;
+#else
+    let mean = workgroup_sum(s, g) / f32(p.d);
+    count_div();
+#endif
+    var sq = 0.0;
+    for (var i = 0u; i < CACHED; i++) {
+        let q = li + i * WG;
+        if q < groups {
+            // Lanes past the row are not centred: they add nothing.
+            let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.d);
+            let c = select(vec4<f32>(), cache[i] - mean, live);
+            sq += dot(c, c);
+            count_f32_add(2u * lanes(q));
+            count_f32_mul(lanes(q));
+        }
+    }
+    let inv = inverse_std(sq, g);
+    for (var i = 0u; i < CACHED; i++) {
+        let q = li + i * WG;
+        if q < groups {
+            cache[i] = normalize4(row, q, cache[i], mean, inv);
+        }
+    }
+#ifdef EMIT_I8
+    var m = 0.0;
+    for (var i = 0u; i < CACHED; i++) {
+        if li + i * WG < groups {
+            let a = abs(cache[i]);
+            m = max(m, max(max(a.x, a.y), max(a.z, a.w)));
+        }
+    }
+    let scale = act_scale(workgroup_max(m, li));
+    for (var i = 0u; i < CACHED; i++) {
+        let q = li + i * WG;
+        if q < groups {
+            xq[row * p.x_row_words + q] = quantize4(cache[i], scale);
+            count_dram_write(4u);
+        }
+    }
+    // The words past the row's groups (rows are whole vec4<u32>) are zero.
+    for (var w = groups + li; w < p.x_row_words; w += WG) {
+        xq[row * p.x_row_words + w] = 0u;
+        count_dram_write(4u);
+    }
+    if li == 0u {
+        xs[row] = scale;
+        count_dram_write(4u);
+    }
+#else
+    for (var i = 0u; i < CACHED; i++) {
+        let q = li + i * WG;
+        if q < groups {
+            let base = row * p.d + 4u * q;
+            let n = lanes(q);
+            count_dram_write(n * ELEM_BYTES);
+            if n == 4u {
+                y[base] = elem(cache[i].x);
+                y[base + 1u] = elem(cache[i].y);
+                y[base + 2u] = elem(cache[i].z);
+                y[base + 3u] = elem(cache[i].w);
+            } else {
+                for (var t = 0u; t < n; t++) {
+                    y[base + t] = elem(cache[i][t]);
+                }
+            }
+        }
+    }
+#endif
+}
+
+// A longer row: read from device memory in every pass.
+fn streamed_row(g: Grid, row: u32) {
+    let li = g.li;
 #ifdef RMS
     let mean = 0.0;
 #else
     var s = 0.0;
     for (var j = li; j < p.d; j += WG) {
-        s += f32(x[row * p.d + j]);
-        count_dram_read(ELEM_BYTES);
+        s += load(row, j);
         count_f32_add(1u);
     }
-    let mean = workgroup_sum(s, g) / d;
+    let mean = workgroup_sum(s, g) / f32(p.d);
     count_div();
 #endif
-    var q = 0.0;
+    var sq = 0.0;
     for (var j = li; j < p.d; j += WG) {
-        let c = f32(x[row * p.d + j]) - mean;
-        q = fma(c, c, q);
-        count_dram_read(ELEM_BYTES);
+        let c = load(row, j) - mean;
+        sq = fma(c, c, sq);
         count_f32_add(2u);
         count_f32_mul(1u);
     }
-    let inv = inverseSqrt(workgroup_sum(q, g) / d + p.eps);
-    count_div();
-    count_f32_add(1u);
-    count_div(); // inverseSqrt
+    let inv = inverse_std(sq, g);
 #ifdef EMIT_I8
-    // Absmax of the output row (a max over non-negative values, via the same reduction space).
+    // Absmax of the output row, then the row quantized word by word.
     var m = 0.0;
     for (var j = li; j < p.d; j += WG) {
-        m = max(m, abs(normalized(row, j, mean, inv)));
+        m = max(m, abs(normalize(row, j, load(row, j), mean, inv)));
     }
     let scale = act_scale(workgroup_max(m, li));
     for (var w = li; w < p.x_row_words; w += WG) {
         var v = vec4<f32>();
         for (var t = 0u; t < 4u; t++) {
             if 4u * w + t < p.d {
-                v[t] = normalized(row, 4u * w + t, mean, inv);
+                v[t] = normalize(row, 4u * w + t, load(row, 4u * w + t), mean, inv);
             }
         }
         xq[row * p.x_row_words + w] = quantize4(v, scale);
@@ -133,10 +267,23 @@ fn main(g: Grid) {
     }
 #else
     for (var j = li; j < p.d; j += WG) {
-        y[row * p.d + j] = elem(normalized(row, j, mean, inv));
+        y[row * p.d + j] = elem(normalize(row, j, load(row, j), mean, inv));
         count_dram_write(ELEM_BYTES);
     }
 #endif
-    count_flush();
 }
 
+@compute @workgroup_size(WG)
+fn main(g: Grid) {
+    let row = workgroup_index(g);
+    if row >= p.rows {
+        return; // uniform per workgroup
+    }
+    let groups = (p.d + 3u) / 4u;
+    if groups <= CACHED * WG {
+        cached_row(g, row, groups);
+    } else {
+        streamed_row(g, row);
+    }
+    count_flush();
+}

@@ -81,6 +81,10 @@ pub struct Norm {
 
 const WG: u32 = 128;
 
+/// Groups of four features each invocation keeps in registers. Keep in sync with `CACHED` in
+/// shaders/norm.wgsl.
+const CACHED: u32 = 8;
+
 impl Norm {
     /// The parameter block the kernel binds, as the CPU twin takes it.
     pub fn params(&self) -> NormParams {
@@ -101,6 +105,12 @@ impl Norm {
     /// DiT's LayerNorm: no affine, eps 1e-6.
     pub fn layer_norm(rows: u32, d: u32, elem: Elem) -> Self {
         Self { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation: None, emit_i8: false, elem }
+    }
+
+    /// Whether a row fits the invocations' registers (read from device memory once) or is read
+    /// again in every pass.
+    pub fn cached(&self) -> bool {
+        self.d.div_ceil(4) <= CACHED * WG
     }
 
     fn key(&self, caps: &Capabilities, count: bool) -> PipelineKey {
@@ -167,19 +177,24 @@ impl Kernel for Norm {
         let affine = self.kind == (NormKind::Rms { affine: true });
         let modulate = self.modulation.is_some();
         let mut w = Work::default();
-        // LayerNorm's mean: a load and an add per feature, the sum's divide in every invocation.
+        // LayerNorm's mean: an add per feature, the sum's divide in every invocation.
         if layer {
-            w += Work { dram_read: d * eb, f32_add: d, f32_mul: wg, ..Work::default() };
+            w += Work { f32_add: d, f32_mul: wg, ..Work::default() };
         }
-        // Centred squares: a load, a subtraction and a multiply-add per feature; then a divide,
-        // the epsilon and the inverse square root (a divide) in every invocation.
-        w += Work { dram_read: d * eb, f32_add: 2 * d + wg, f32_mul: d + 2 * wg, ..Work::default() };
-        // Each output pass (the absmax pass too with EMIT_I8) normalises every feature: a load, a
-        // subtraction and a multiply; the affine weight (a load, a multiply); the modulation (two
-        // loads, 1 + scale and a multiply-add).
-        let passes = 1 + u64::from(self.emit_i8);
+        // Centred squares: a subtraction and a multiply-add per feature; then a divide, the
+        // epsilon and the inverse square root (a divide) in every invocation.
+        w += Work { f32_add: 2 * d + wg, f32_mul: d + 2 * wg, ..Work::default() };
+        // Rows of at most CACHED * 4 * WG features are read once and normalised once in
+        // registers; longer rows are read again in every pass and normalised in each output pass
+        // (the absmax pass too with EMIT_I8). Normalising is a subtraction and a multiply; the
+        // affine weight a load and a multiply; the modulation two loads, 1 + scale and a
+        // multiply-add.
+        let cached = self.cached();
+        let passes = if cached { 1 } else { 1 + u64::from(self.emit_i8) };
+        let reads_of_x = if cached { 1 } else { u64::from(layer) + 1 + passes };
+        w.dram_read += reads_of_x * d * eb;
         let per = Work {
-            dram_read: eb * (1 + u64::from(affine) + 2 * u64::from(modulate)),
+            dram_read: eb * (u64::from(affine) + 2 * u64::from(modulate)),
             f32_add: 1 + 2 * u64::from(modulate),
             f32_mul: 1 + u64::from(affine) + u64::from(modulate),
             ..Work::default()
@@ -190,12 +205,14 @@ impl Kernel for Norm {
         w += GemvReduce::on(caps).work(caps, wg, 1) * sums;
         w.sram_read += sums * wg * 4;
         if self.emit_i8 {
-            // The absmax tree and the packing, as activation quantization counts them.
+            // The absmax tree and the packing, as activation quantization counts them; cached
+            // rows write the padding words as zeros without packing them.
             let words = u64::from(act_row_words(self.d));
+            let packed = if cached { d.div_ceil(4) } else { words };
             w += Work {
-                f32_add: 4 * words,
-                f32_mul: wg + 4 * words,
-                bit_ops: 12 * words,
+                f32_add: 4 * packed,
+                f32_mul: wg + 4 * packed,
+                bit_ops: 12 * packed,
                 dram_write: words * 4 + 4,
                 sram_write: (wg + (wg - 1)) * 4,
                 sram_read: (2 * (wg - 1) + 1) * 4,

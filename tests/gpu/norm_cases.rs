@@ -67,7 +67,8 @@ fn buffers<E: Element>(gpu: &Gpu, n: &Norm, i: &Inputs<E>) -> Result<Vec<milliwa
 fn norm_cases<E: Element>(gpu: &Gpu, count: bool) -> Outcome {
     need_f16::<E>(gpu)?;
     let kinds = [NormKind::LayerNorm, NormKind::Rms { affine: false }, NormKind::Rms { affine: true }];
-    let shapes = [(1u32, 7u32), (49, 64), (257, 1000), (98, 1152), (3, 1)];
+    // Rows up to 4,096 features stay in registers (read once); (2, 4099) is read in every pass.
+    let shapes = [(1u32, 7u32), (49, 64), (257, 1000), (98, 1152), (3, 1), (1, 4096), (2, 4099)];
     for (i, &(rows, d)) in shapes.iter().enumerate() {
         for (j, &kind) in kinds.iter().enumerate() {
             let modulation = (i % 2 == 1).then_some(Modulation {
@@ -128,7 +129,7 @@ fn norm_cases<E: Element>(gpu: &Gpu, count: bool) -> Outcome {
 }
 
 fn emit_case(gpu: &Gpu, count: bool) -> Outcome {
-    for (i, &(rows, d)) in [(49u32, 1152u32), (5, 33), (98, 64)].iter().enumerate() {
+    for (i, &(rows, d)) in [(49u32, 1152u32), (5, 33), (98, 64), (1, 4096), (3, 4101)].iter().enumerate() {
         let modulation = Some(Modulation { rows_per_image: 49, stride: 6 * d, shift_offset: 0, scale_offset: d });
         let n = Norm { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation, emit_i8: true, elem: Elem::F32 };
         let inp = inputs::<f32>(&n, 4000 + i as u64);
