@@ -9,6 +9,7 @@
 //                      x = sqrt(ab_next) x0 + sqrt(1 - ab_next) a
 //   OP 5 NOISE_INIT:   x = (1 - t) a + t x                      (img2img: a image, x noise)
 //   OP 6 TIME:         out = t       OP 7 TIME_NEXT: out = t_next   (the model's timestep input)
+//   OP 8 STEP_SIZE:    out = t - t_next                         (a shortcut model's step input)
 // Unused bindings of an op are bound to a placeholder by the host. The CPU twin is
 // src/cpu/sampler.rs.
 
@@ -73,8 +74,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         case 6u: {
             out[i] = e.t;
         }
-        default: {
+        case 7u: {
             out[i] = e.t_next;
+        }
+        default: {
+            out[i] = -dt;
         }
     }
 }

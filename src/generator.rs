@@ -463,8 +463,11 @@ impl Generator {
                     Ok(p) => {
                         if pools.shared.is_none() {
                             let mut w = p.ex.weight_buffers();
-                            // The schedule is per request: never shared.
+                            // The schedule and the guidance scales are per request: never shared.
                             w.remove(&p.ex.graph().tensor_desc(p.graph.schedule)?.name);
+                            if let Some(t) = p.graph.guidance {
+                                w.remove(&p.ex.graph().tensor_desc(t)?.name);
+                            }
                             pools.shared = Some(w);
                         }
                         return Ok((p, t.elapsed()));
@@ -556,6 +559,8 @@ impl Generator {
         let config = DitConfig {
             quantization: QuantPolicy::default(),
             attention: AttentionKind::Dense,
+            guidance_embed: false,
+            step_embed: false,
             ..self.weights.config.clone()
         };
         let sampler = match config.prediction {
@@ -648,10 +653,13 @@ impl Generator {
         };
         ex.write(g.noise, &noise)?;
         let mut labels = request.labels.clone();
-        if spec.guidance.is_some() {
+        if spec.doubles_batch(c) {
             labels.extend(std::iter::repeat_n(c.num_classes, request.labels.len()));
         }
         ex.write(g.labels, &labels)?;
+        if let Some(t) = g.guidance {
+            ex.write(t, &vec![spec.embedded_guidance(); labels.len()])?;
+        }
         let schedule: Vec<ScheduleEntry> = match (spec.sampler, &request.init) {
             (SamplerKind::Ddim, _) => ddim_schedule(spec.steps),
             (_, Some(init)) => rectified_flow_schedule(spec.steps, init.strength),

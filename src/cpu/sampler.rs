@@ -34,6 +34,7 @@ pub fn sampler(op: SamplerOp, e: &ScheduleEntry, total: usize, io: SamplerIo<'_>
             SamplerOp::NoiseInit => io.x[i] = (1.0 - e.t).mul_add(io.a[i], e.t * io.x[i]),
             SamplerOp::Time => io.out[i] = e.t,
             SamplerOp::TimeNext => io.out[i] = e.t_next,
+            SamplerOp::StepSize => io.out[i] = -dt,
         }
     }
 }

@@ -58,6 +58,8 @@ pub enum SamplerOp {
     Time,
     /// `out[i] = t_next` (Heun's second evaluation).
     TimeNext,
+    /// `out[i] = t - t_next`: the step size a shortcut model (`step_embed`) is told.
+    StepSize,
 }
 
 impl SamplerOp {
@@ -71,6 +73,7 @@ impl SamplerOp {
             SamplerOp::NoiseInit => 5,
             SamplerOp::Time => 6,
             SamplerOp::TimeNext => 7,
+            SamplerOp::StepSize => 8,
         }
     }
 
@@ -82,7 +85,7 @@ impl SamplerOp {
             SamplerOp::HeunPredict => &["x", "v", "out"],
             SamplerOp::HeunCorrect => &["x", "v1", "v2"],
             SamplerOp::NoiseInit => &["x", "image"],
-            SamplerOp::Time | SamplerOp::TimeNext => &["out"],
+            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize => &["out"],
         }
     }
 }
@@ -134,6 +137,7 @@ impl Kernel for SamplerStep {
             SamplerOp::Ddim => (4, 2, 2, 1),
             SamplerOp::NoiseInit => (2, 1, 2, 1),
             SamplerOp::Time | SamplerOp::TimeNext => (0, 0, 0, 1),
+            SamplerOp::StepSize => (0, 1, 0, 1),
         };
         Ok(Work {
             f32_mul: n * mul,
@@ -153,7 +157,7 @@ impl Kernel for SamplerStep {
             SamplerOp::HeunPredict => &[3, 4, 6],
             SamplerOp::HeunCorrect => &[3, 4, 5],
             SamplerOp::NoiseInit => &[3, 4],
-            SamplerOp::Time | SamplerOp::TimeNext => &[6],
+            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize => &[6],
         };
         // Read-write and read-only slots get different placeholders: one buffer may not be both
         // in a dispatch.

@@ -80,6 +80,17 @@ pub struct DitConfig {
     /// Weight formats per layer kind (default: everything f32).
     #[serde(default)]
     pub quantization: QuantPolicy,
+    /// Whether the model takes the classifier-free guidance scale w as an input (a
+    /// guidance-distilled student, as FLUX-dev): `g_embedder`, shaped as `t_embedder`, embeds
+    /// `time_scale · w` and its output is added to the conditioning, so a guided image costs one
+    /// forward pass per step (default false).
+    #[serde(default)]
+    pub guidance_embed: bool,
+    /// Whether the model takes the sampler's step size as an input (a shortcut model that samples
+    /// in few steps): `d_embedder`, shaped as `t_embedder`, embeds `time_scale · (t − t_next)`
+    /// (default false).
+    #[serde(default)]
+    pub step_embed: bool,
 }
 
 fn default_mlp_ratio() -> f32 {
@@ -388,13 +399,14 @@ impl DitConfig {
                     check::<u32>(v)
                 }
                 "mlp_ratio" | "class_dropout_prob" | "time_scale" => check::<f32>(v),
-                "learn_sigma" => check::<bool>(v),
+                "learn_sigma" | "guidance_embed" | "step_embed" => check::<bool>(v),
                 "attention" => check::<AttentionKind>(v),
                 "prediction" => check::<Prediction>(v),
                 "quantization" => check::<QuantPolicy>(v),
                 _ => Some(
                     "unknown field (input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio, \
-                     class_dropout_prob, num_classes, learn_sigma, attention, prediction, time_scale, quantization)"
+                     class_dropout_prob, num_classes, learn_sigma, attention, prediction, time_scale, quantization, \
+                     guidance_embed, step_embed)"
                         .to_string(),
                 ),
             };

@@ -78,8 +78,10 @@ pub struct DitGraph {
     x_embed: LinearWeights,
     pos_embed: TensorId,
     t_freqs: TensorId,
-    t_mlp0: LinearWeights,
-    t_mlp2: LinearWeights,
+    t_mlp: [LinearWeights; 2],
+    /// The guidance and step-size embedders' MLPs, where the config has them.
+    g_mlp: Option<[LinearWeights; 2]>,
+    d_mlp: Option<[LinearWeights; 2]>,
     y_table: TensorId,
     blocks: Vec<BlockTensors>,
     final_mod: LinearWeights,
@@ -98,6 +100,12 @@ pub struct ForwardIo {
     pub y: TensorId,
     /// Output [images, C, H, W].
     pub out: TensorId,
+    /// The guidance scales' embedding [images, hidden] from [`DitGraph::embed_guidance`], for a
+    /// model with `guidance_embed` (the scale is fixed per request: it is embedded once, not in
+    /// every step); else `None`.
+    pub guidance: Option<TensorId>,
+    /// Step sizes t − t_next [images] in sampler time, for a model with `step_embed`; else `None`.
+    pub step: Option<TensorId>,
 }
 
 /// Declares a model's weights in a graph, remembering where each one's data comes from.
@@ -206,8 +214,12 @@ impl DitGraph {
         let x_embed = w.linear("x_embedder.proj", h, config.patch_dim(), None);
         let pos_embed = w.float("pos_embed", &[config.tokens(), h]);
         let t_freqs = w.f32s("t_embedder.freqs", timestep_freqs(256, 10000.0));
-        let t_mlp0 = w.linear("t_embedder.mlp.0", h, 256, None);
-        let t_mlp2 = w.linear("t_embedder.mlp.2", h, h, None);
+        let mut embedder = |name: &str| {
+            [w.linear(&format!("{name}.mlp.0"), h, 256, None), w.linear(&format!("{name}.mlp.2"), h, h, None)]
+        };
+        let t_mlp = embedder("t_embedder");
+        let g_mlp = config.guidance_embed.then(|| embedder("g_embedder"));
+        let d_mlp = config.step_embed.then(|| embedder("d_embedder"));
         let y_table = w.float("y_embedder.embedding_table.weight", &[config.num_classes + 1, h]);
         let (att, mlp) = (config.quantization.attention.packed(), config.quantization.mlp.packed());
         let mh = config.mlp_hidden();
@@ -246,8 +258,9 @@ impl DitGraph {
             x_embed,
             pos_embed,
             t_freqs,
-            t_mlp0,
-            t_mlp2,
+            t_mlp,
+            g_mlp,
+            d_mlp,
             y_table,
             blocks,
             final_mod,
@@ -410,10 +423,54 @@ impl DitGraph {
         }
     }
 
+    /// The guidance embedding of a `guidance_embed` model: `g_embedder` of the per-image scales
+    /// `scales` [images] (f32), [images, hidden], for [`ForwardIo::guidance`]. Made once per
+    /// request (the sampling graph's setup), not in every step.
+    pub fn embed_guidance(&self, g: &mut Graph, prefix: &str, scales: TensorId) -> Result<TensorId> {
+        let mlp = self.g_mlp.as_ref().ok_or_else(|| Error::Graph {
+            message: "a guidance embedding for a model without `guidance_embed`".into(),
+        })?;
+        self.embed_scalar(g, prefix, "g_embedder", scales, mlp)
+    }
+
+    /// `name`'s embedding of the scalars `input` [images] (a timestep, a guidance scale, a step
+    /// size), DiT's `TimestepEmbedder`: sinusoidal features of `time_scale · v`, a linear, SiLU,
+    /// a linear. [images, hidden].
+    fn embed_scalar(
+        &self,
+        g: &mut Graph,
+        prefix: &str,
+        name: &str,
+        input: TensorId,
+        mlp: &[LinearWeights; 2],
+    ) -> Result<TensorId> {
+        let c = &self.config;
+        let (b, d, e) = (self.images, c.hidden_size, self.elem);
+        let f = DType::from(e);
+        let freq = g.activation(format!("{prefix}{name}.freq"), &[b, 256], f);
+        let features = TimestepEmbed { images: b, dim: 256, max_period: 10000.0, time_scale: c.time_scale, elem: e };
+        g.op(format!("{prefix}{name}.freq"), features, &[input, self.t_freqs, freq])?;
+        let hidden = g.activation(format!("{prefix}{name}.mlp0"), &[b, d], f);
+        let silu = Epilogue { act: Activation::Silu, ..Epilogue::default() };
+        self.apply(g, &format!("{prefix}{name}.mlp.0"), &mlp[0], Input::Float(freq), b, silu, &[], hidden)?;
+        let out = g.activation(format!("{prefix}{name}.emb"), &[b, d], f);
+        self.apply(
+            g,
+            &format!("{prefix}{name}.mlp.2"),
+            &mlp[1],
+            Input::Float(hidden),
+            b,
+            Epilogue::default(),
+            &[],
+            out,
+        )?;
+        Ok(out)
+    }
+
     /// Adds one forward pass over `io`. `prefix` names this pass's activations; with `taps`
     /// the conditioning vector and the first block's output are graph outputs.
     pub fn forward(&self, g: &mut Graph, prefix: &str, io: ForwardIo, taps: bool) -> Result<ForwardTensors> {
-        let ForwardIo { x, t, y, out } = io;
+        let ForwardIo { x, t, y, out, .. } = io;
         let c = &self.config;
         let (b, d) = (self.images, c.hidden_size);
         let tokens = c.tokens();
@@ -464,23 +521,31 @@ impl DitGraph {
         let mut h = a(g, "h.embed", &[rows, d]);
         let pos = Elementwise::new(EltOp::Add, rows * d, e).with_broadcast(Broadcast { cols: tokens * d, group: b });
         g.op(format!("{prefix}pos_embed"), pos, &[h0, self.pos_embed, h])?;
-        let tf = a(g, "t_freq", &[b, 256]);
-        let temb = TimestepEmbed { images: b, dim: 256, max_period: 10000.0, time_scale: c.time_scale, elem: e };
-        g.op(format!("{prefix}t_embedder.freq"), temb, &[t, self.t_freqs, tf])?;
-        let t1 = a(g, "t_mlp0", &[b, d]);
-        let silu = Epilogue { act: Activation::Silu, ..Epilogue::default() };
-        self.apply(g, &format!("{prefix}t_embedder.mlp.0"), &self.t_mlp0, Input::Float(tf), b, silu, &[], t1)?;
-        let t2 = a(g, "t_emb", &[b, d]);
-        self.apply(
-            g,
-            &format!("{prefix}t_embedder.mlp.2"),
-            &self.t_mlp2,
-            Input::Float(t1),
-            b,
-            Epilogue::default(),
-            &[],
-            t2,
-        )?;
+        let mut t2 = self.embed_scalar(g, prefix, "t_embedder", t, &self.t_mlp)?;
+        // A distilled student's guidance embedding (made once per request, `embed_guidance`) and
+        // step-size embedding are added to the timestep's.
+        let mismatch = |field: &str, has: bool| Error::Graph {
+            message: if has {
+                format!("a model with `{field}` needs its input (ForwardIo)")
+            } else {
+                format!("an input for `{field}`, which the model has not")
+            },
+        };
+        if self.g_mlp.is_some() != io.guidance.is_some() {
+            return Err(mismatch("guidance_embed", self.g_mlp.is_some()));
+        }
+        let step_emb = match (&self.d_mlp, io.step) {
+            (Some(mlp), Some(s)) => Some(self.embed_scalar(g, prefix, "d_embedder", s, mlp)?),
+            (None, None) => None,
+            (mlp, _) => return Err(mismatch("step_embed", mlp.is_some())),
+        };
+        for (name, emb) in [("g_embedder", io.guidance), ("d_embedder", step_emb)] {
+            if let Some(emb) = emb {
+                let sum = a(g, &format!("{name}.sum"), &[b, d]);
+                g.op(format!("{prefix}{name}.add"), Elementwise::new(EltOp::Add, b * d, e), &[t2, emb, sum])?;
+                t2 = sum;
+            }
+        }
         let ye = a(g, "y_emb", &[b, d]);
         let classes = ClassEmbed { images: b, dim: d, classes: c.num_classes, elem: e };
         g.op(format!("{prefix}y_embedder"), classes, &[y, self.y_table, ye])?;

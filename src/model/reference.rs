@@ -270,7 +270,24 @@ fn norm_for(
 ///
 /// Errors as `DitGraph::declare` does (invalid configuration, f16 formats it does not build yet,
 /// no images), on a missing or mis-sized weight, or when `x` or `y` do not match `t`'s images.
+/// A distilled student (`guidance_embed`, `step_embed`) takes [`forward_with`].
 pub fn forward(weights: &DitWeights, x: &[f32], t: &[f32], y: &[u32]) -> Result<Forward> {
+    forward_with(weights, x, t, y, Scalars::default())
+}
+
+/// A distilled student's inputs beside the timestep, one value per image: the guidance scale w
+/// (`guidance_embed`) and the step size t − t_next in sampler time (`step_embed`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scalars<'a> {
+    /// Guidance scales, for a model with `guidance_embed`.
+    pub guidance: Option<&'a [f32]>,
+    /// Step sizes, for a model with `step_embed`.
+    pub step: Option<&'a [f32]>,
+}
+
+/// [`forward`] with a student's extra inputs; each must be given exactly when the model has its
+/// embedder, one value per image.
+pub fn forward_with(weights: &DitWeights, x: &[f32], t: &[f32], y: &[u32], extra: Scalars<'_>) -> Result<Forward> {
     let c = &weights.config;
     c.validate()?;
     if c.quantization.other == FloatFormat::F16 {
@@ -322,11 +339,42 @@ pub fn forward(weights: &DitWeights, x: &[f32], t: &[f32], y: &[u32]) -> Result<
     let mut h = vec![0f32; rows * d];
     let broadcast = Broadcast { cols: (tokens * d) as u32, group: b as u32 };
     elementwise_broadcast(EltOp::Add, &h0, Some(pos), Some(broadcast), &mut h);
-    let mut tf = vec![0f32; b * FREQ_DIM];
-    timestep_embed(FREQ_DIM, &timestep_freqs(FREQ_DIM as u32, MAX_PERIOD), c.time_scale, t, &mut tf);
-    let silu = Epilogue { act: Activation::Silu, ..plain };
-    let t1 = apply(&linear(weights, "t_embedder.mlp.0")?, &Input::Float(tf), b, silu, &[], &[])?;
-    let t2 = apply(&linear(weights, "t_embedder.mlp.2")?, &Input::Float(t1), b, plain, &[], &[])?;
+    // DiT's TimestepEmbedder of per-image scalars: sinusoidal features of time_scale · v, a
+    // linear, SiLU, a linear.
+    let embed = |name: &str, v: &[f32]| -> Result<Vec<f32>> {
+        let mut features = vec![0f32; b * FREQ_DIM];
+        timestep_embed(FREQ_DIM, &timestep_freqs(FREQ_DIM as u32, MAX_PERIOD), c.time_scale, v, &mut features);
+        let silu = Epilogue { act: Activation::Silu, ..plain };
+        let hidden = apply(&linear(weights, &format!("{name}.mlp.0"))?, &Input::Float(features), b, silu, &[], &[])?;
+        apply(&linear(weights, &format!("{name}.mlp.2"))?, &Input::Float(hidden), b, plain, &[], &[])
+    };
+    let mut t2 = embed("t_embedder", t)?;
+    // A distilled student's guidance scale and step size, embedded as the timestep and added.
+    for (on, name, field, input) in [
+        (c.guidance_embed, "g_embedder", "guidance_embed", extra.guidance),
+        (c.step_embed, "d_embedder", "step_embed", extra.step),
+    ] {
+        match (on, input) {
+            (true, Some(v)) if v.len() == b => {
+                let e = embed(name, v)?;
+                let mut sum = vec![0f32; b * d];
+                elementwise(EltOp::Add, &t2, Some(&e), &mut sum);
+                t2 = sum;
+            }
+            (false, None) => {}
+            (true, Some(v)) => {
+                return Err(Error::Graph { message: format!("forward: `{field}` needs {b} values, got {}", v.len()) });
+            }
+            (true, None) => {
+                return Err(Error::Graph { message: format!("forward: a model with `{field}` needs its input") });
+            }
+            (false, Some(_)) => {
+                return Err(Error::Graph {
+                    message: format!("forward: an input for `{field}`, which the model has not"),
+                });
+            }
+        }
+    }
     let table = &weights.float("y_embedder.embedding_table.weight")?.data;
     let classes = c.num_classes as usize + 1;
     if table.len() != classes * d {
@@ -437,7 +485,7 @@ pub fn sample(
     if images == 0 || steps == 0 {
         return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
     }
-    let guided = spec.guidance.is_some();
+    let guided = spec.doubles_batch(c);
     let batch = if guided { 2 * images } else { images };
     let len = (c.in_channels * c.input_size * c.input_size) as usize;
     let n = images * len;
@@ -481,8 +529,16 @@ pub fn sample(
         };
         let mut tt = vec![0f32; batch];
         sampler(t_op, e, batch, SamplerIo { out: &mut tt, ..SamplerIo::default() });
-        let out = forward(weights, &model_in, &tt, &labels)?.out;
-        let Some(scale) = spec.guidance else { return Ok(out) };
+        // A student's scalars: the guidance scale, the step size.
+        let guidance = vec![spec.embedded_guidance(); batch];
+        let mut step_size = vec![0f32; batch];
+        sampler(SamplerOp::StepSize, e, batch, SamplerIo { out: &mut step_size, ..SamplerIo::default() });
+        let extra = Scalars {
+            guidance: c.guidance_embed.then_some(&guidance[..]),
+            step: c.step_embed.then_some(&step_size[..]),
+        };
+        let out = forward_with(weights, &model_in, &tt, &labels, extra)?.out;
+        let Some(scale) = spec.guidance.filter(|_| guided) else { return Ok(out) };
         let mut v = vec![0f32; n];
         sampler(SamplerOp::Guide { scale }, e, n, SamplerIo { a: &out, out: &mut v, ..SamplerIo::default() });
         Ok(v)

@@ -41,6 +41,21 @@ pub struct SampleSpec {
     pub img2img: bool,
 }
 
+impl SampleSpec {
+    /// Whether guidance doubles the model batch (conditional and null-class rows, combined by
+    /// the sampler): when asked for, unless the model takes the scale as an input
+    /// (`guidance_embed`, one forward per step).
+    pub fn doubles_batch(&self, config: &DitConfig) -> bool {
+        self.guidance.is_some() && !config.guidance_embed
+    }
+
+    /// The guidance scale a `guidance_embed` model is given: the request's, or 1 (the
+    /// conditional prediction) without guidance.
+    pub fn embedded_guidance(&self) -> f32 {
+        self.guidance.unwrap_or(1.0)
+    }
+}
+
 /// A sampling graph and its interface tensors.
 #[derive(Clone, Debug)]
 pub struct SampleGraph {
@@ -57,6 +72,8 @@ pub struct SampleGraph {
     pub labels: TensorId,
     /// Weight: the schedule [steps] of `ScheduleEntry`.
     pub schedule: TensorId,
+    /// Weight: the guidance scale of every image [images] (f32), for a `guidance_embed` model.
+    pub guidance: Option<TensorId>,
     /// Output: the sample [images, C, H, W].
     pub x: TensorId,
     /// The first forward pass's tensors (the model output of the last step).
@@ -70,7 +87,7 @@ impl SampleGraph {
     /// request is accepted. Computed in u64, so no request size overflows it.
     pub fn largest_activation(config: &DitConfig, spec: &SampleSpec) -> (u64, u64) {
         let c = config;
-        let batch = u64::from(spec.images) * if spec.guidance.is_some() { 2 } else { 1 };
+        let batch = u64::from(spec.images) * if spec.doubles_batch(c) { 2 } else { 1 };
         let rows = batch * u64::from(c.tokens());
         let out_channels = u64::from(c.in_channels) * if c.learn_sigma { 2 } else { 1 };
         let per_row =
@@ -106,7 +123,7 @@ impl SampleGraph {
                 needs: "img2img noising for DDIM (the init noising is rectified flow's)",
             });
         }
-        let guided = spec.guidance.is_some();
+        let guided = spec.doubles_batch(c);
         let batch = if guided { 2 * spec.images } else { spec.images };
         let mut g = Graph::new();
         let dit = DitGraph::declare(&mut g, config, batch)?;
@@ -119,6 +136,7 @@ impl SampleGraph {
         let init = spec.img2img.then(|| g.input("init_image", &image_shape, f));
         let labels = g.input("labels", &[batch], DType::U32);
         let schedule = g.weight("schedule", &[spec.steps, 4], f);
+        let guidance = c.guidance_embed.then(|| g.weight("guidance", &[batch], f));
         let step = g.step_index();
         let x = g.output("x", &image_shape, f);
         let sampler = |op| SamplerStep { op, images: spec.images, len, steps: spec.steps };
@@ -126,6 +144,7 @@ impl SampleGraph {
 
         g.set_phase(Phase::Setup);
         g.op("init.noise", Elementwise::new(EltOp::Copy, n, Elem::F32), &[noise, x])?;
+        let guidance_emb = guidance.map(|w| dit.embed_guidance(&mut g, "setup.", w)).transpose()?;
         if let Some(image) = init {
             g.op("init.img2img", sampler(SamplerOp::NoiseInit), &[schedule, step, x, image])?;
         }
@@ -145,10 +164,18 @@ impl SampleGraph {
                 };
                 let tt = g.activation(format!("{name}.t"), &[batch], f);
                 g.op(format!("{name}.t"), time(t_op), &[schedule, step, tt])?;
+                // A shortcut model is told the step size (Heun's second evaluation the same one).
+                let step_size = if c.step_embed {
+                    let d = g.activation(format!("{name}.step_size"), &[batch], f);
+                    g.op(format!("{name}.step_size"), time(SamplerOp::StepSize), &[schedule, step, d])?;
+                    Some(d)
+                } else {
+                    None
+                };
                 let out = g.activation(format!("{name}.out"), &model_shape, f);
-                let fw =
-                    dit.forward(g, &format!("{name}."), ForwardIo { x: model_in, t: tt, y: labels, out }, false)?;
-                let Some(scale) = spec.guidance else { return Ok((out, fw)) };
+                let io = ForwardIo { x: model_in, t: tt, y: labels, out, guidance: guidance_emb, step: step_size };
+                let fw = dit.forward(g, &format!("{name}."), io, false)?;
+                let Some(scale) = spec.guidance.filter(|_| guided) else { return Ok((out, fw)) };
                 let v = g.activation(format!("{name}.guided"), &image_shape, f);
                 g.op(format!("{name}.guide"), sampler(SamplerOp::Guide { scale }), &[schedule, step, out, v])?;
                 Ok((v, fw))
@@ -164,6 +191,6 @@ impl SampleGraph {
                 g.op("heun.correct", sampler(SamplerOp::HeunCorrect), &[schedule, step, x, v, v2])?;
             }
         }
-        Ok(Self { graph: g, dit, noise, init, labels, schedule, x, forward })
+        Ok(Self { graph: g, dit, noise, init, labels, schedule, guidance, x, forward })
     }
 }

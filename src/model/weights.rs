@@ -148,6 +148,12 @@ fn entries(config: &DitConfig) -> Vec<Entry> {
     tensor(&mut out, "x_embedder.proj.bias", vec![h]);
     linear(&mut out, "t_embedder.mlp.0", h, FREQUENCY_EMBEDDING_SIZE, None);
     linear(&mut out, "t_embedder.mlp.2", h, h, None);
+    for (on, embedder) in [(config.guidance_embed, "g_embedder"), (config.step_embed, "d_embedder")] {
+        if on {
+            linear(&mut out, &format!("{embedder}.mlp.0"), h, FREQUENCY_EMBEDDING_SIZE, None);
+            linear(&mut out, &format!("{embedder}.mlp.2"), h, h, None);
+        }
+    }
     tensor(&mut out, "y_embedder.embedding_table.weight", vec![config.num_classes as usize + 1, h]);
     for i in 0..config.depth {
         let b = format!("blocks.{i}");
@@ -417,7 +423,8 @@ impl DitWeights {
     /// Every tensor of the original DiT state dict for `config`, with its shape, in the state
     /// dict's order: `pos_embed` `[1, tokens, h]`; `x_embedder.proj.weight` `[h, C, p, p]` and
     /// `.bias`; `t_embedder.mlp.0.weight` `[h, 256]`, `t_embedder.mlp.2.weight` `[h, h]` and their
-    /// biases; `y_embedder.embedding_table.weight` `[num_classes + 1, h]`; per block `i`,
+    /// biases (with `guidance_embed` / `step_embed`, `g_embedder` / `d_embedder` likewise);
+    /// `y_embedder.embedding_table.weight` `[num_classes + 1, h]`; per block `i`,
     /// `blocks.{i}.attn.qkv.weight` `[3h, h]`, `attn.proj.weight` `[h, h]`, `mlp.fc1.weight`
     /// `[mlp_hidden, h]`, `mlp.fc2.weight` `[h, mlp_hidden]`, `adaLN_modulation.1.weight`
     /// `[6h, h]`, each followed by its bias; `final_layer.linear.weight` `[p² · out_channels, h]`

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use milliwatt::generator::InitImage;
-use milliwatt::kernels::{ddim_schedule, rectified_flow_schedule};
-use milliwatt::model::{AttentionKind, DitConfig, DitWeights, HostTensor, Prediction, SampleSpec, SamplerKind};
+use milliwatt::graph::Phase;
+use milliwatt::kernels::{SamplerOp, ddim_schedule, rectified_flow_schedule};
+use milliwatt::model::{
+    AttentionKind, DitConfig, DitWeights, HostTensor, Prediction, SampleGraph, SampleSpec, SamplerKind,
+};
 use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
 use crate::util::{Rng, err};
@@ -25,6 +28,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_heun_ddim_match_cpu_reference", |b| samplers_case(&b.gpu)),
         ("generator_same_seed_vulkan_and_gl", vulkan_gl_case),
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
+        ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
     ]
 }
 
@@ -461,7 +465,7 @@ fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str)
     let c = w.config.clone();
     let labels: Vec<u32> = (0..spec.images).map(|i| i % c.num_classes).collect();
     let mut model_labels = labels.clone();
-    if spec.guidance.is_some() {
+    if spec.doubles_batch(&c) {
         model_labels.extend(std::iter::repeat_n(c.num_classes, labels.len()));
     }
     let schedule = if spec.sampler == SamplerKind::Ddim {
@@ -491,6 +495,78 @@ fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str)
         return Err(format!("{what}: GPU vs CPU reference relative RMS {e} > {tol}"));
     }
     Ok(())
+}
+
+/// A distilled student (the guidance scale and the step size as inputs, `g_embedder` and
+/// `d_embedder`): the generator matches the CPU reference, guided and not, dense and ternary; the
+/// scalars reach the output; a guided image costs the unguided dispatches; the embedders'
+/// tensors are required.
+fn student_case(gpu: &Gpu) -> Outcome {
+    for (policy, tol) in [(f32_policy(), 1e-4), (r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#, 2e-2)]
+    {
+        let mut c = config(8, policy, AttentionKind::Dense);
+        (c.guidance_embed, c.step_embed) = (true, true);
+        let w = random(&c, 80)?;
+        for guidance in [Some(3.0), None] {
+            let spec = SampleSpec { images: 3, steps: 3, sampler: SamplerKind::Euler, guidance, img2img: false };
+            against_cpu(gpu, w.clone(), spec, tol, &format!("student {policy} guidance {guidance:?}"))?;
+        }
+    }
+    let mut c = config(8, f32_policy(), AttentionKind::Dense);
+    (c.guidance_embed, c.step_embed) = (true, true);
+    let w = random(&c, 81)?;
+    // The scalars reach the output: another guidance scale, another step count (step size).
+    let sample = |guidance: f32, steps: u32| -> Result<Vec<f32>, String> {
+        let spec =
+            SampleSpec { images: 2, steps, sampler: SamplerKind::Euler, guidance: Some(guidance), img2img: false };
+        let x = vec![0.5f32; 2 * 3 * 64];
+        let t = vec![0.7f32; 2];
+        let mut d = vec![0f32; 2];
+        let e = rectified_flow_schedule(steps, 1.0)[0];
+        milliwatt::cpu::sampler::sampler(
+            SamplerOp::StepSize,
+            &e,
+            2,
+            milliwatt::cpu::sampler::SamplerIo { out: &mut d, ..Default::default() },
+        );
+        let g = vec![spec.embedded_guidance(); 2];
+        let extra = model::reference::Scalars { guidance: Some(&g), step: Some(&d) };
+        Ok(model::reference::forward_with(&w, &x, &t, &[1, 2], extra).map_err(err)?.out)
+    };
+    let base = sample(3.0, 4)?;
+    if base == sample(1.5, 4)? || base == sample(3.0, 2)? {
+        return Err("the guidance scale or the step size does not change the output".into());
+    }
+    // One forward per step whatever the guidance: as many step dispatches as unguided (the
+    // guidance embedding is made once, in the setup), over one row per image.
+    let per_step = |c: &DitConfig, guidance: Option<f32>| -> Result<usize, String> {
+        let spec = SampleSpec { images: 2, steps: 4, sampler: SamplerKind::Euler, guidance, img2img: false };
+        let g = SampleGraph::new(c, &spec).map_err(err)?;
+        Ok(milliwatt::graph::fuse(&g.graph).map_err(err)?.0.phase_range(Phase::Step).len())
+    };
+    let plain = config(8, f32_policy(), AttentionKind::Dense);
+    let (guided, unguided, cfg) = (per_step(&c, Some(3.0))?, per_step(&c, None)?, per_step(&plain, Some(3.0))?);
+    if guided != unguided {
+        return Err(
+            format!("student dispatches per step: guided {guided}, unguided {unguided} (CFG model {cfg})").into()
+        );
+    }
+    let spec = SampleSpec { images: 2, steps: 4, sampler: SamplerKind::Euler, guidance: Some(3.0), img2img: false };
+    let (student, teacher) = (SampleGraph::new(&c, &spec).map_err(err)?, SampleGraph::new(&plain, &spec).map_err(err)?);
+    let rows = |g: &SampleGraph| g.graph.tensor_desc(g.labels).map(|d| d.shape[0]).map_err(err);
+    if rows(&student)? != 2 || rows(&teacher)? != 4 {
+        return Err("a student's guided batch is not one row per image".into());
+    }
+    // Its embedders' tensors are required.
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in DitWeights::expected(&plain) {
+        let n: usize = shape.iter().product();
+        tensors.insert(name, HostTensor { shape, data: vec![0.01; n] });
+    }
+    match DitWeights::from_float(&c, tensors) {
+        Err(e) if e.to_string().contains("g_embedder") || e.to_string().contains("d_embedder") => Ok(()),
+        other => Err(format!("a student without its embedders loaded: {:?}", other.map(|_| ())).into()),
+    }
 }
 
 fn policies_case(gpu: &Gpu) -> Outcome {

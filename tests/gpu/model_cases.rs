@@ -39,7 +39,8 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         let t = g.input("t", &[images], DType::F32);
         let y = g.input("y", &[images], DType::U32);
         let out = g.output("out", &shape, DType::F32);
-        let taps = dit.forward(&mut g, "", ForwardIo { x, t, y, out }, true).map_err(err)?;
+        let taps =
+            dit.forward(&mut g, "", ForwardIo { x, t, y, out, guidance: None, step: None }, true).map_err(err)?;
         let ex = Executor::new(gpu, &g, ExecOptions::default()).map_err(err)?;
         dit.upload(&ex, &golden.weights).map_err(err)?;
         let (xv, tv, labels) = golden.inputs()?;

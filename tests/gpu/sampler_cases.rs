@@ -24,10 +24,11 @@ fn ops_case(gpu: &Gpu) -> Outcome {
         SamplerOp::NoiseInit,
         SamplerOp::Time,
         SamplerOp::TimeNext,
+        SamplerOp::StepSize,
     ];
     for (oi, &op) in ops.iter().enumerate() {
         // The time ops write one value per image.
-        let len = if matches!(op, SamplerOp::Time | SamplerOp::TimeNext) { 1 } else { len };
+        let len = if matches!(op, SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize) { 1 } else { len };
         let total = (images * len) as usize;
         let schedule: Vec<ScheduleEntry> =
             if op == SamplerOp::Ddim { ddim_schedule(4) } else { rectified_flow_schedule(4, 0.8) };
@@ -44,7 +45,9 @@ fn ops_case(gpu: &Gpu) -> Outcome {
         let ob = gpu.upload("out", &vec![7f32; total]).map_err(err)?;
         let bufs: Vec<milliwatt::TensorRef<'_>> = match op {
             SamplerOp::Guide { .. } => vec![(&sb).into(), (&state).into(), (&ab).into(), (&ob).into()],
-            SamplerOp::Time | SamplerOp::TimeNext => vec![(&sb).into(), (&state).into(), (&ob).into()],
+            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize => {
+                vec![(&sb).into(), (&state).into(), (&ob).into()]
+            }
             SamplerOp::HeunPredict => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into(), (&ob).into()],
             SamplerOp::HeunCorrect => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into(), (&bb).into()],
             _ => vec![(&sb).into(), (&state).into(), (&xb).into(), (&ab).into()],
@@ -58,7 +61,11 @@ fn ops_case(gpu: &Gpu) -> Outcome {
             sampler(op, e, total, SamplerIo { x: &mut x, a: &a, b: &b, out: &mut out });
             let scale = vec![4.0f32; total];
             match op {
-                SamplerOp::Guide { .. } | SamplerOp::HeunPredict | SamplerOp::Time | SamplerOp::TimeNext => {
+                SamplerOp::Guide { .. }
+                | SamplerOp::HeunPredict
+                | SamplerOp::Time
+                | SamplerOp::TimeNext
+                | SamplerOp::StepSize => {
                     let got: Vec<f32> = gpu.read(&ob).map_err(err)?;
                     compare(&format!("{op:?} step {step}"), &got, &out, &scale, 1e-6, 1e-6)?;
                 }

@@ -55,7 +55,7 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         let t = g.input("t", &[images], DType::F32);
         let y = g.input("y", &[images], DType::U32);
         let out = g.output("out", &shape, DType::F32);
-        dit.forward(&mut g, "", ForwardIo { x, t, y, out }, false).map_err(err)?;
+        dit.forward(&mut g, "", ForwardIo { x, t, y, out, guidance: None, step: None }, false).map_err(err)?;
         let ex = Executor::new(gpu, &g, ExecOptions::default()).map_err(err)?;
         dit.upload(&ex, &s.weights).map_err(err)?;
         ex.write(x, &s.x).map_err(err)?;

@@ -172,6 +172,8 @@ fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConf
         prediction,
         time_scale: 1000.0,
         quantization: QuantPolicy { attention: linear, mlp: linear, ..QuantPolicy::default() },
+        guidance_embed: false,
+        step_embed: false,
     };
     config.validate()?;
     Ok(config)
