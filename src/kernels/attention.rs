@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
-use crate::kernels::work_count::{COUNT_WORK, Counting, PrepareVariant, counters_binding};
+use crate::kernels::work_count::{COUNT_WORK, Counting, counters_binding, counting};
 use crate::shaders::{self, Variant};
 
 /// Queries per workgroup. Keep in sync with attention.wgsl's WG.
@@ -319,18 +319,7 @@ impl Kernel for Attention {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, reqs, false)
-    }
-}
-
-impl PrepareVariant for Attention {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared> {
+        let count = counting(reqs);
         let caps = gpu.capabilities();
         // The output is the kernel's last buffer; the counters follow it.
         let out_index = buffers.len() - 1 - usize::from(count);

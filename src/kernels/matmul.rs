@@ -8,7 +8,7 @@ use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d, split_rows};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
-use crate::kernels::work_count::{COUNT_WORK, Counting, PrepareVariant, counters_binding};
+use crate::kernels::work_count::{COUNT_WORK, Counting, counters_binding, counting};
 use crate::quant::Format;
 use crate::shaders::{self, Variant};
 
@@ -262,18 +262,7 @@ impl Kernel for Gemm {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, reqs, false)
-    }
-}
-
-impl PrepareVariant for Gemm {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared> {
+        let count = counting(reqs);
         let GemmTile { bm, bn, .. } = Self::TILE;
         let n = self.shape.n;
         prepare_matmul(
@@ -511,18 +500,7 @@ impl Kernel for Gemv {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, reqs, false)
-    }
-}
-
-impl PrepareVariant for Gemv {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared> {
+        let count = counting(reqs);
         let caps = gpu.capabilities();
         let v = self.choose(caps);
         prepare_matmul(

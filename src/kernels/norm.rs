@@ -7,7 +7,7 @@ use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, 
 use crate::kernels::Elem;
 use crate::kernels::matmul::GemvReduce;
 use crate::kernels::qmatmul::act_row_words;
-use crate::kernels::work_count::{COUNT_WORK, PrepareVariant, counters_binding};
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
 use crate::shaders::{self, Variant};
 
 /// Parameter block of norm.wgsl. Keep in sync with `NormParams` there.
@@ -225,18 +225,7 @@ impl Kernel for Norm {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, reqs, false)
-    }
-}
-
-impl PrepareVariant for Norm {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared> {
+        let count = counting(reqs);
         let caps = gpu.capabilities();
         let params = self.params();
         // Bindings: x 1, modulation 2, weight 3, then y 4 or xq 4 + x_scales 5 — in the order of

@@ -8,7 +8,7 @@ use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, 
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GEMV_MAX_N, GemvReduce, MatmulShape};
-use crate::kernels::work_count::{COUNT_WORK, PrepareVariant, counters_binding};
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
 use crate::quant::Format;
 use crate::shaders::{self, Variant};
 
@@ -91,18 +91,7 @@ impl Kernel for ActQuant {
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        self.prepare_variant(gpu, buffers, reqs, false)
-    }
-}
-
-impl PrepareVariant for ActQuant {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared> {
+        let count = counting(reqs);
         let caps = gpu.capabilities();
         let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK));
         let key = PipelineKey::new(Variant::new(&shaders::QUANTIZE_ACT, defines), &[("WG", f64::from(ACT_QUANT_WG))]);

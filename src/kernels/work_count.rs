@@ -63,15 +63,11 @@ pub(crate) fn counters_binding<'a>(buffers: &[TensorRef<'a>], count: bool) -> Op
 #[derive(Clone, Debug)]
 pub struct Counting<K>(pub K);
 
-/// Preparation of a kernel's normal (`count == false`) or counting variant, sharing one path.
-pub(crate) trait PrepareVariant {
-    fn prepare_variant(
-        &self,
-        gpu: &Gpu,
-        buffers: &[TensorRef<'_>],
-        reqs: &[BufferReq],
-        count: bool,
-    ) -> Result<Prepared>;
+/// Whether `reqs` are a counting variant's: the kernel's own, then the counters
+/// ([`WorkCounters::requirement`], which only `Counting` appends). A kernel with a counting
+/// variant builds it from the same `dispatches` when this holds.
+pub(crate) fn counting(reqs: &[BufferReq]) -> bool {
+    reqs.last() == Some(&WorkCounters::requirement())
 }
 
 macro_rules! counting {
@@ -92,7 +88,7 @@ macro_rules! counting {
             }
 
             fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-                self.0.prepare_variant(gpu, buffers, reqs, true)
+                self.0.dispatches(gpu, buffers, reqs)
             }
         }
     )*};
