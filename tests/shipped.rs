@@ -10,7 +10,8 @@ use shipped::{MODELS, Shipped, agree};
 fn shipped_models_match_the_trainer_on_the_cpu_reference() {
     for name in MODELS {
         let s = Shipped::load(name).unwrap();
-        let got = milliwatt::model::reference::forward(&s.weights, &s.x, &s.t, &s.y).unwrap().out;
+        let extra = milliwatt::model::reference::Scalars { guidance: s.guidance.as_deref(), step: s.step.as_deref() };
+        let got = milliwatt::model::reference::forward_with(&s.weights, &s.x, &s.t, &s.y, extra).unwrap().out;
         println!("{}", agree(name, s.int8(), &got, &s.out).unwrap());
     }
 }

@@ -23,6 +23,10 @@ pub struct Shipped {
     pub t: Vec<f32>,
     pub y: Vec<u32>,
     pub out: Vec<f32>,
+    /// A distilled student's guidance scales and step sizes (present exactly when its config
+    /// has the embedder).
+    pub guidance: Option<Vec<f32>>,
+    pub step: Option<Vec<f32>>,
 }
 
 impl Shipped {
@@ -36,7 +40,8 @@ impl Shipped {
             Ok(bytemuck::pod_collect_to_vec::<u8, f32>(t.data()))
         };
         let y = get("y")?.iter().map(|&v| v as u32).collect();
-        Ok(Self { weights, x: get("x")?, t: get("t")?, y, out: get("out")? })
+        let (guidance, step) = (get("guidance").ok(), get("step").ok());
+        Ok(Self { weights, x: get("x")?, t: get("t")?, y, out: get("out")?, guidance, step })
     }
 
     /// Whether the block linears take int8 activations (the ternary models).

@@ -55,12 +55,21 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         let t = g.input("t", &[images], DType::F32);
         let y = g.input("y", &[images], DType::U32);
         let out = g.output("out", &shape, DType::F32);
-        dit.forward(&mut g, "", ForwardIo { x, t, y, out, guidance: None, step: None }, false).map_err(err)?;
+        // A distilled student's scalars: the guidance embedding, the step sizes.
+        let scales = s.guidance.as_ref().map(|_| g.input("guidance", &[images], DType::F32));
+        let guidance = scales.map(|w| dit.embed_guidance(&mut g, "", w)).transpose().map_err(err)?;
+        let step = s.step.as_ref().map(|_| g.input("step", &[images], DType::F32));
+        dit.forward(&mut g, "", ForwardIo { x, t, y, out, guidance, step }, false).map_err(err)?;
         let ex = Executor::new(gpu, &g, ExecOptions::default()).map_err(err)?;
         dit.upload(&ex, &s.weights).map_err(err)?;
         ex.write(x, &s.x).map_err(err)?;
         ex.write(t, &s.t).map_err(err)?;
         ex.write(y, &s.y).map_err(err)?;
+        for (tensor, values) in [(scales, &s.guidance), (step, &s.step)] {
+            if let (Some(tensor), Some(values)) = (tensor, values) {
+                ex.write(tensor, values).map_err(err)?;
+            }
+        }
         ex.run(1, |_| ControlFlow::Continue(())).map_err(err)?;
         println!("    {}", agree(name, s.int8(), &ex.read::<f32>(out).map_err(err)?, &s.out)?);
     }

@@ -125,12 +125,16 @@ impl Dit {
                 continue;
             }
             let n: usize = shape.iter().product();
+            // A student's guidance and step-size embedders start at zero output (their last
+            // linear zero), so a student fine-tuned from its teacher starts as the teacher.
+            let student_out = name.starts_with("g_embedder.mlp.2") || name.starts_with("d_embedder.mlp.2");
             let values: Vec<f32> = if name.ends_with(".bias")
                 || name.contains("adaLN_modulation")
                 || name.starts_with("final_layer.linear")
+                || student_out
             {
                 vec![0.0; n]
-            } else if name.starts_with("y_embedder") || name.starts_with("t_embedder") {
+            } else if ["y_embedder", "t_embedder", "g_embedder", "d_embedder"].iter().any(|e| name.starts_with(e)) {
                 rng.normals(n).into_iter().map(|v| 0.02 * v).collect()
             } else {
                 let fan_out = shape[0];
@@ -208,6 +212,20 @@ impl Dit {
     /// The forward pass: `x` [B, C, H, W], `t_features` from [`Dit::time_features`], `y` [B]
     /// labels (u32, `num_classes` is the null class). Returns [B, out_channels, H, W].
     pub fn forward(&self, x: &Tensor, t_features: &Tensor, y: &Tensor) -> Result<Tensor> {
+        self.forward_student(x, t_features, y, None, None)
+    }
+
+    /// [`Dit::forward`] of a distilled student: the features ([`Dit::time_features`]) of its
+    /// guidance scales (`guidance_embed`) and step sizes (`step_embed`), each given exactly when
+    /// the config has the embedder, as the crate's `reference::forward_with`.
+    pub fn forward_student(
+        &self,
+        x: &Tensor,
+        t_features: &Tensor,
+        y: &Tensor,
+        g_features: Option<&Tensor>,
+        d_features: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, ch, side, _) = x.dims4()?;
         let (p, g, d) = (c.patch_size as usize, c.grid() as usize, c.hidden_size as usize);
@@ -219,8 +237,20 @@ impl Dit {
         let h = patches.matmul(&pw.t()?)?.broadcast_add(self.p("x_embedder.proj.bias")?)?;
         let mut h = h.reshape((b, t_n, d))?.broadcast_add(&self.pos_embed)?;
 
-        let t1 = self.linear("t_embedder.mlp.0", t_features)?.silu()?;
-        let temb = self.linear("t_embedder.mlp.2", &t1)?;
+        let embed = |name: &str, features: &Tensor| -> Result<Tensor> {
+            let hidden = self.linear(&format!("{name}.mlp.0"), features)?.silu()?;
+            self.linear(&format!("{name}.mlp.2"), &hidden)
+        };
+        let mut temb = embed("t_embedder", t_features)?;
+        for (on, name, features) in
+            [(c.guidance_embed, "g_embedder", g_features), (c.step_embed, "d_embedder", d_features)]
+        {
+            match (on, features) {
+                (true, Some(f)) => temb = temb.add(&embed(name, f)?)?,
+                (false, None) => {}
+                _ => bail!("{name}: the features must be given exactly when the config has the embedder"),
+            }
+        }
         let yemb = self.p("y_embedder.embedding_table.weight")?.index_select(y, 0)?;
         let cs = temb.add(&yemb)?.silu()?;
 

@@ -58,14 +58,24 @@ pub fn model_of(weights: &DitWeights) -> Result<Dit> {
     Dit::with_params(&weights.config, quant, params, &dev)
 }
 
-/// The trainer's forward pass of `model` on `x` [B, C, H, W], sampler times `t`, labels `y`.
-pub fn forward(model: &Dit, x: &[f32], t: &[f32], y: &[u32]) -> Result<Vec<f32>> {
+/// A student's guidance scales and step sizes, one per image, where its config has the embedder.
+#[derive(Clone, Debug, Default)]
+pub struct Scalars {
+    pub guidance: Option<Vec<f32>>,
+    pub step: Option<Vec<f32>>,
+}
+
+/// The trainer's forward pass of `model` on `x` [B, C, H, W], sampler times `t`, labels `y`, and
+/// a distilled student's scalars.
+pub fn forward_student(model: &Dit, x: &[f32], t: &[f32], y: &[u32], s: &Scalars) -> Result<Vec<f32>> {
     let c = &model.config;
     let (b, ch, side) = (t.len(), c.in_channels as usize, c.input_size as usize);
     let dev = Device::Cpu;
     let xt = Tensor::from_vec(x.to_vec(), (b, ch, side, side), &dev)?;
     let yt = Tensor::from_vec(y.to_vec(), b, &dev)?;
-    let out = model.forward(&xt, &model.time_features(t)?, &yt)?;
+    let g = s.guidance.as_deref().map(|v| model.time_features(v)).transpose()?;
+    let d = s.step.as_deref().map(|v| model.time_features(v)).transpose()?;
+    let out = model.forward_student(&xt, &model.time_features(t)?, &yt, g.as_ref(), d.as_ref())?;
     Ok(out.flatten_all()?.to_vec1()?)
 }
 
@@ -106,16 +116,26 @@ pub fn export_run(run: &Path, out: &Path, which: &str, latent: bool) -> Result<(
     // on exactly the shipped weights.
     let shipped = DitWeights::open(out, None)?;
     let (x, t, y) = fixture_inputs(config);
-    let got = forward(&model_of(&shipped)?, &x, &t, &y)?;
+    // A student's scalars: guidance scales and step sizes across their range.
+    let scalars = Scalars {
+        guidance: config.guidance_embed.then(|| vec![1.0, 3.0, 1.5, 4.5]),
+        step: config.step_embed.then(|| vec![1.0, 0.5, 0.25, 0.125]),
+    };
+    let got = forward_student(&model_of(&shipped)?, &x, &t, &y, &scalars)?;
     let side = config.input_size as usize;
     let ch = config.in_channels as usize;
     let host = |data: Vec<f32>, shape: Vec<usize>| HostF32 { shape, data };
-    let fixture = BTreeMap::from([
+    let mut fixture = BTreeMap::from([
         ("x".to_string(), host(x, vec![4, ch, side, side])),
         ("t".to_string(), host(t, vec![4])),
         ("y".to_string(), host(y.iter().map(|&v| v as f32).collect(), vec![4])),
         ("out".to_string(), host(got, vec![4, ch, side, side])),
     ]);
+    for (name, values) in [("guidance", scalars.guidance), ("step", scalars.step)] {
+        if let Some(v) = values {
+            fixture.insert(name.to_string(), host(v, vec![4]));
+        }
+    }
     ckpt::save_plain(&out.join("fixture.safetensors"), &fixture)?;
     let losses = std::fs::read_to_string(run.join("loss.csv")).unwrap_or_default();
     let last: Vec<f64> = losses.lines().rev().take(200).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
@@ -168,9 +188,38 @@ mod tests {
         let weights = crate_weights(&config, &params).unwrap();
         let (x, t, y) = inputs(&config);
         let want = milliwatt::model::reference::forward(&weights, &x, &t, &y).unwrap().out;
-        let got = forward(&model_of(&weights).unwrap(), &x, &t, &y).unwrap();
+        let got = forward_student(&model_of(&weights).unwrap(), &x, &t, &y, &Scalars::default()).unwrap();
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-4, "max |diff| {worst}");
+    }
+
+    #[test]
+    fn student_matches_the_crate_reference() {
+        let (mut config, mut params) = random(LinearFormat::Ternary);
+        (config.guidance_embed, config.step_embed) = (true, true);
+        let mut rng = Rng::new(12);
+        for name in ["g_embedder", "d_embedder"] {
+            for (part, shape) in [("mlp.0", (32usize, 256usize)), ("mlp.2", (32, 32))] {
+                let w = Tensor::from_vec(rng.normals(shape.0 * shape.1), shape, &Device::Cpu).unwrap();
+                let b = Tensor::from_vec(rng.normals(shape.0), shape.0, &Device::Cpu).unwrap();
+                params.insert(format!("{name}.{part}.weight"), Var::from_tensor(&(w * 0.05).unwrap()).unwrap());
+                params.insert(format!("{name}.{part}.bias"), Var::from_tensor(&(b * 0.05).unwrap()).unwrap());
+            }
+        }
+        let weights = crate_weights(&config, &params).unwrap();
+        let (x, t, y) = inputs(&config);
+        let (g, d) = (vec![1.0, 3.0, 4.5], vec![0.125, 0.5, 1.0]);
+        let extra = milliwatt::model::reference::Scalars { guidance: Some(&g), step: Some(&d) };
+        let want = milliwatt::model::reference::forward_with(&weights, &x, &t, &y, extra).unwrap().out;
+        let s = Scalars { guidance: Some(g.clone()), step: Some(d.clone()) };
+        let got = forward_student(&model_of(&weights).unwrap(), &x, &t, &y, &s).unwrap();
+        let rms = |v: &[f32]| (v.iter().map(|a| a * a).sum::<f32>() / v.len() as f32).sqrt();
+        let diff: Vec<f32> = got.iter().zip(&want).map(|(a, b)| a - b).collect();
+        assert!(rms(&diff) < 1e-3 * rms(&want), "relative RMS {}", rms(&diff) / rms(&want));
+        // The scalars matter, and a student refuses to run without them.
+        let other = Scalars { guidance: Some(vec![1.0; 3]), step: Some(d) };
+        assert_ne!(forward_student(&model_of(&weights).unwrap(), &x, &t, &y, &other).unwrap(), got);
+        assert!(forward_student(&model_of(&weights).unwrap(), &x, &t, &y, &Scalars::default()).is_err());
     }
 
     #[test]
@@ -180,7 +229,7 @@ mod tests {
             let weights = crate_weights(&config, &params).unwrap();
             let (x, t, y) = inputs(&config);
             let want = milliwatt::model::reference::forward(&weights, &x, &t, &y).unwrap().out;
-            let got = forward(&model_of(&weights).unwrap(), &x, &t, &y).unwrap();
+            let got = forward_student(&model_of(&weights).unwrap(), &x, &t, &y, &Scalars::default()).unwrap();
             let rms = |v: &[f32]| (v.iter().map(|a| a * a).sum::<f32>() / v.len() as f32).sqrt();
             let diff: Vec<f32> = got.iter().zip(&want).map(|(a, b)| a - b).collect();
             assert!(rms(&diff) < 1e-3 * rms(&want), "{format}: relative RMS {}", rms(&diff) / rms(&want));
