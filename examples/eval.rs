@@ -94,6 +94,22 @@ const ROWS: &[Row] = &[
         Some(CFG),
     ),
     row(
+        "fp32rf-as-int8",
+        "conventional rectified flow, int8 on load (no retraining)",
+        "mnist-fp32-rf",
+        Some(LinearFormat::Int8),
+        50,
+        Some(CFG),
+    ),
+    row(
+        "fp32rf-as-ternary",
+        "conventional rectified flow, ternary on load (no retraining)",
+        "mnist-fp32-rf",
+        Some(LinearFormat::Ternary),
+        50,
+        Some(CFG),
+    ),
+    row(
         "ternary-as-2:4",
         "ternary latent weights, 2:4 on load (no fine-tuning)",
         "mnist-ternary-latent",
