@@ -579,8 +579,8 @@ impl Generator {
     pub fn estimate(&self, request: &Request) -> Result<Ledger> {
         let spec = self.spec(request)?;
         let g = SampleGraph::new(&self.weights.config, &spec)?;
-        let graph = if self.options.fuse { crate::graph::fuse(&g.graph)?.0 } else { g.graph };
-        graph.ledger(self.gpu.capabilities(), spec.steps)
+        // The graph as an executor of this generator would run it (fused or not).
+        ExecPlan::new(&g.graph, self.exec_options(&g, false))?.graph().ledger(self.gpu.capabilities(), spec.steps)
     }
 
     /// Runs `request`; `progress` sees every finished step and may cancel (the result is then
