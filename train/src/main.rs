@@ -11,6 +11,7 @@
 
 mod ckpt;
 mod classifier;
+mod distil;
 mod dit;
 mod export;
 mod ops;
@@ -98,7 +99,9 @@ enum Command {
 struct DitArgs {
     /// fp32 (the conventional ε-prediction model), fp32-rf (the conventional model with rectified
     /// flow, as SD3 and Flux train it), ternary (quantization-aware rectified flow), ternary24 (its
-    /// 2:4 variant; pass --init).
+    /// 2:4 variant; pass --init), student (a few-step, guidance-conditioned ternary model distilled
+    /// from --teacher; pass --init with the teacher's latent weights), student24 (its 2:4 variant;
+    /// pass --init with the student's run).
     #[arg(long)]
     kind: String,
     #[arg(long)]
@@ -132,6 +135,15 @@ struct DitArgs {
     /// plain MSE.
     #[arg(long)]
     snr_cap: Option<f64>,
+    /// Students: the guided teacher they distil (default: the shipped milliwatt ternary model).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Students: step-size levels 1, 1/2, …, 2^−(LEVELS−1), so 1 … 2^(LEVELS−1) sampler steps.
+    #[arg(long, default_value_t = 4)]
+    levels: u32,
+    /// Students: the guidance scales they learn, MIN,MAX.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [1.0, 5.0])]
+    guidance_range: Vec<f32>,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
@@ -155,8 +167,11 @@ fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConf
         "fp32-rf" => (Prediction::Velocity, LinearFormat::F32),
         "ternary" => (Prediction::Velocity, LinearFormat::Ternary),
         "ternary24" => (Prediction::Velocity, LinearFormat::Ternary24),
-        k => anyhow::bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24)"),
+        "student" => (Prediction::Velocity, LinearFormat::Ternary),
+        "student24" => (Prediction::Velocity, LinearFormat::Ternary24),
+        k => anyhow::bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24, student, student24)"),
     };
+    let student = kind.starts_with("student");
     let config = DitConfig {
         input_size: 28,
         patch_size: 4,
@@ -172,8 +187,8 @@ fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConf
         prediction,
         time_scale: 1000.0,
         quantization: QuantPolicy { attention: linear, mlp: linear, ..QuantPolicy::default() },
-        guidance_embed: false,
-        step_embed: false,
+        guidance_embed: student,
+        step_embed: student,
     };
     config.validate()?;
     Ok(config)
@@ -181,10 +196,21 @@ fn dit_config(kind: &str, hidden: u32, depth: u32, heads: u32) -> Result<DitConf
 
 fn spec_of(a: &DitArgs) -> Result<RunSpec> {
     let lr = a.lr.unwrap_or(match a.kind.as_str() {
-        "fp32" | "fp32-rf" => 5e-4,
+        "fp32" | "fp32-rf" | "student" => 5e-4,
         "ternary" => 1e-3,
         _ => 3e-4,
     });
+    let distil = a.kind.starts_with("student").then(|| distil::DistilSpec {
+        teacher: a.teacher.clone().unwrap_or_else(distil::default_teacher),
+        guidance: [a.guidance_range[0], a.guidance_range[1]],
+        levels: a.levels,
+        bootstrap: 0.25,
+    });
+    anyhow::ensure!(
+        distil.is_some() || a.teacher.is_none(),
+        "--teacher is for the student kinds (student, student24), not `{}`",
+        a.kind
+    );
     Ok(RunSpec {
         config: dit_config(&a.kind, a.hidden, a.depth, a.heads)?,
         kind: a.kind.clone(),
@@ -197,6 +223,7 @@ fn spec_of(a: &DitArgs) -> Result<RunSpec> {
         seed: a.seed,
         init: a.init.clone(),
         snr_cap: a.snr_cap,
+        distil,
     })
 }
 
@@ -238,6 +265,7 @@ fn probe(seconds: f64, batch: usize, sizes: &[String]) -> Result<()> {
                 seed: 0,
                 init: None,
                 snr_cap: None,
+                distil: None,
             };
             let mut rng = rng::Rng::new(0);
             let model = dit::Dit::new(&spec.config, spec.quant()?, &mut rng, &candle_core::Device::Cpu)?;

@@ -15,6 +15,7 @@ use milliwatt::model::{DitConfig, DitWeights, Prediction};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt::{self, HostF32};
+use crate::distil::{DistilSpec, Teacher};
 use crate::dit::{Dit, Quant};
 use crate::optim::{Adam, AdamConfig};
 use crate::rng::Rng;
@@ -23,7 +24,7 @@ use crate::rng::Rng;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub config: DitConfig,
-    /// "fp32", "fp32-rf", "ternary" or "ternary24".
+    /// "fp32", "fp32-rf", "ternary", "ternary24", or a distilled "student" / "student24".
     pub kind: String,
     pub batch: usize,
     pub steps: u64,
@@ -40,15 +41,18 @@ pub struct RunSpec {
     /// DiT's plain MSE.
     #[serde(default)]
     pub snr_cap: Option<f64>,
+    /// A student's teacher and distillation settings (the student kinds only).
+    #[serde(default)]
+    pub distil: Option<DistilSpec>,
 }
 
 impl RunSpec {
     pub fn quant(&self) -> Result<Quant> {
         Ok(match self.kind.as_str() {
             "fp32" | "fp32-rf" => Quant::Float,
-            "ternary" => Quant::Ternary,
-            "ternary24" => Quant::Ternary24,
-            k => bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24)"),
+            "ternary" | "student" => Quant::Ternary,
+            "ternary24" | "student24" => Quant::Ternary24,
+            k => bail!("unknown model kind `{k}` (fp32, fp32-rf, ternary, ternary24, student, student24)"),
         })
     }
 
@@ -189,8 +193,21 @@ pub fn params_from(tensors: &BTreeMap<String, HostF32>, prefix: &str) -> Result<
 
 /// The weights a run fine-tunes from: a checkpoint's EMA weights, or an exported model's latent
 /// state dict (`model.safetensors` of a directory `export` wrote with fp32 weights or `--latent`).
-/// Tensors the model computes itself (`pos_embed`) or does not have are left out.
-pub fn init_params(init: &Path, config: &DitConfig) -> Result<BTreeMap<String, Var>> {
+/// Tensors the model computes itself (`pos_embed`) or does not have are left out; those the init
+/// lacks (a student's guidance and step-size embedders, fine-tuned from its teacher) keep the
+/// initialisation of `fresh`.
+pub fn init_params(init: &Path, config: &DitConfig, fresh: &Dit) -> Result<BTreeMap<String, Var>> {
+    let mut params = loaded_params(init, config)?;
+    for (name, v) in &fresh.params {
+        if !params.contains_key(name) {
+            println!("  `{name}` is not in the init: it starts from its initialisation");
+            params.insert(name.clone(), Var::from_tensor(&v.as_tensor().copy()?)?);
+        }
+    }
+    Ok(params)
+}
+
+fn loaded_params(init: &Path, config: &DitConfig) -> Result<BTreeMap<String, Var>> {
     let file = if init.is_dir() { init.join(milliwatt::model::weights::MODEL_FILE) } else { init.to_path_buf() };
     if ckpt::is_checkpoint(&file)? {
         let (_, _, tensors) = read_checkpoint(&file)?;
@@ -260,7 +277,12 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
         }
         let mut rng = Rng::new(spec.seed);
         let model = match &spec.init {
-            Some(init) => Dit::with_params(&spec.config, quant, init_params(init, &spec.config)?, &dev)?,
+            // A fine-tune's fresh tensors come from their own stream, so the batches it draws
+            // are those of a run without them.
+            Some(init) => {
+                let fresh = Dit::new(&spec.config, quant, &mut Rng::new(spec.seed.wrapping_add(1)), &dev)?;
+                Dit::with_params(&spec.config, quant, init_params(init, &spec.config, &fresh)?, &dev)?
+            }
             None => Dit::new(&spec.config, quant, &mut rng, &dev)?,
         };
         let opt = Adam::new(model.vars(), AdamConfig::default())?;
@@ -281,6 +303,11 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
     let first_step = step;
     let alpha_bar = alpha_bars();
     let weights = timestep_weights(&alpha_bar, spec.snr_cap);
+    let teacher = match (&spec.distil, spec.kind.starts_with("student")) {
+        (Some(d), true) => Some(Teacher::load(d, &spec.config)?),
+        (None, false) => None,
+        _ => bail!("a `{}` run {} a teacher", spec.kind, if spec.distil.is_some() { "takes no" } else { "needs" }),
+    };
     let started = Instant::now();
     let mut last_ckpt = Instant::now();
     let (mut window, mut window_n) = (0f64, 0u64);
@@ -290,9 +317,22 @@ pub fn run(spec: RunSpec, data: &Digits, session: &Session) -> Result<()> {
     };
     while step < spec.steps {
         let t0 = Instant::now();
-        let batch = draw(&spec, data, &alpha_bar, &weights, &mut rng);
         let lr = spec.lr_at(step);
-        let (loss, norm) = train_step(&model, &mut opt, &batch, lr, spec.ema_decay)?;
+        let (loss, norm) = match (&teacher, &spec.distil) {
+            (Some(teacher), Some(d)) => crate::distil::train_step(
+                d,
+                teacher,
+                &model,
+                &mut opt,
+                spec.batch,
+                spec.label_dropout,
+                data,
+                &mut rng,
+                lr,
+                spec.ema_decay,
+            )?,
+            _ => train_step(&model, &mut opt, &draw(&spec, data, &alpha_bar, &weights, &mut rng), lr, spec.ema_decay)?,
+        };
         if !loss.is_finite() {
             bail!("loss is {loss} at step {step}: stopping (the last checkpoint is intact)");
         }
@@ -346,7 +386,9 @@ mod tests {
                 labels: (0..n).map(|i| (i % CLASSES) as u8).collect(),
             }
         };
-        for kind in ["ternary", "fp32"] {
+        // The student last: it distils the exported ternary model, fine-tuned from its run.
+        for kind in ["ternary", "fp32", "student"] {
+            let student = kind == "student";
             let spec = RunSpec {
                 config: crate::dit_config(kind, 32, 1, 2).unwrap(),
                 kind: kind.into(),
@@ -357,9 +399,15 @@ mod tests {
                 ema_decay: 0.9,
                 label_dropout: 0.1,
                 seed: 4,
-                init: None,
+                init: student.then(|| root.join("ternary-straight").join("checkpoint.safetensors")),
                 // The weighted ε objective on the fp32 run, so both losses are exercised.
                 snr_cap: (kind == "fp32").then_some(100.0),
+                distil: student.then(|| DistilSpec {
+                    teacher: root.join("ternary-model"),
+                    guidance: [1.0, 5.0],
+                    levels: 3,
+                    bootstrap: 0.25,
+                }),
             };
             let session = |out: PathBuf, resume: bool, stop_after: Option<u64>| Session {
                 out,
