@@ -67,6 +67,14 @@ const ROWS: &[Row] = &[
     row("ternary24-8", "milliwatt ternary 2:4", "mnist-ternary24", None, 8, Some(CFG)),
     row("ternary24-16", "milliwatt ternary 2:4", "mnist-ternary24", None, 16, Some(CFG)),
     row("ternary24-8-unguided", "milliwatt ternary 2:4", "mnist-ternary24", None, 8, None),
+    row("ternary-1", "teacher with fewer steps (contrast)", "mnist-ternary", None, 1, Some(CFG)),
+    row("ternary-2", "teacher with fewer steps (contrast)", "mnist-ternary", None, 2, Some(CFG)),
+    row("student-1", "distilled student, guidance embedded (W1.58A8)", "mnist-student", None, 1, Some(CFG)),
+    row("student-2", "distilled student, guidance embedded (W1.58A8)", "mnist-student", None, 2, Some(CFG)),
+    row("student-4", "distilled student, guidance embedded (W1.58A8)", "mnist-student", None, 4, Some(CFG)),
+    row("student24-1", "distilled student 2:4", "mnist-student24", None, 1, Some(CFG)),
+    row("student24-2", "distilled student 2:4", "mnist-student24", None, 2, Some(CFG)),
+    row("student24-4", "distilled student 2:4", "mnist-student24", None, 4, Some(CFG)),
     row("ternary-8-cfg1.5", "guidance sweep", "mnist-ternary", None, 8, Some(1.5)),
     row("ternary-8-cfg5", "guidance sweep", "mnist-ternary", None, 8, Some(5.0)),
     row(
@@ -290,6 +298,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let missing: Vec<u32> =
             (0..CLASSES as u32).filter(|&k| !cache_path(&cache, r, args.per_class, k).exists()).collect();
         if missing.is_empty() {
+            continue;
+        }
+        if !Path::new(MODELS).join(r.model).join("config.json").exists() {
+            let why =
+                format!("row {}: models/{} is not shipped yet (MODEL_CARD.md says how to train it)", r.id, r.model);
+            if !args.rows.is_empty() {
+                return Err(why.into());
+            }
+            println!("{why}: skipped");
             continue;
         }
         let generator = generator_of(&gpu, r)?;

@@ -17,10 +17,15 @@
 // The four value words, and half s % 2 of position word s / 2.
 fn load_step(row: u32, s: u32) -> Step {
     let pos = wa[row * p.a_row_words + s / 2u] >> (16u * (s % 2u));
+    // Positions and the vec4 of f16 pairs; the half of the position word.
+    count_dram_read(20u);
+    count_bit_ops(1u);
     return Step(w[row * (p.w_row_words / 4u) + s], 1.0, 0.0, pos);
 }
 
+// The f16 halves (2), positions (shift) and their four masks (7).
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(10u);
     let v = unpack2x16float(st.words[q]);
     return pair_f(st.aux >> (4u * q), v.x, v.y);
 }
@@ -33,14 +38,24 @@ struct DecI {
     vb: f32,
 }
 
+// ... or the two byte shifts (3 each).
 fn decode_i8(st: Step, q: u32) -> DecI {
+    count_bit_ops(9u);
     let v = unpack2x16float(st.words[q]);
     let n = st.aux >> (4u * q);
     return DecI(24u - ((n & 3u) << 3u), 24u - ((n & 12u) << 1u), v.x, v.y);
 }
 
 fn dot_i8(d: DecI, x: u32) -> f32 {
+    // The two byte-to-float conversions beside the shifts.
+    count_bit_ops(2u);
+    count_f32_mul(2u);
+    count_f32_add(1u);
     return fma(f32(act_byte(x, d.sa)), d.va, f32(act_byte(x, d.sb)) * d.vb);
+}
+
+fn count_slice_sums() {
+    count_f32_add(3u);
 }
 
 fn row_scale(row: u32) -> f32 {

@@ -23,6 +23,13 @@ fn load_step(row: u32, s: u32) -> Step {
     let zero = 8.0;
 #endif
     let words = w[row * (p.w_row_words / 2u) + s];
+    // The scale (and zero point) words and the vec2 of weights; unpacking the scale and zero point.
+#ifdef ZERO_POINT
+    count_dram_read(16u);
+#else
+    count_dram_read(12u);
+#endif
+    count_bit_ops(4u);
     return Step(vec4<u32>(words, 0u, 0u), scale, zero, 0u);
 }
 
@@ -32,11 +39,17 @@ fn nibbles(st: Step, q: u32) -> vec4<u32> {
     return (vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu);
 }
 
+// Select the half word, 4 shifts, 4 masks; subtract the zero point.
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(9u);
+    count_f32_add(4u);
     return vec4<f32>(nibbles(st, q)) - vec4<f32>(st.zero);
 }
 
+// ... and pack4xI8 instead of the float subtract.
 fn decode_i8(st: Step, q: u32) -> DecI {
+    count_bit_ops(19u);
+    count_i32_add(4u);
     return pack4xI8(vec4<i32>(nibbles(st, q)) - vec4<i32>(i32(st.zero)));
 }
 

@@ -18,11 +18,17 @@ fn load_step(row: u32, s: u32) -> Step {
     let g = (16u * s) >> countTrailingZeros(p.group);
     let scale = unpack2x16float(ws[row * p.s_row_words + g / 2u])[g % 2u];
     let pos = wa[row * p.a_row_words + s / 2u] >> (16u * (s % 2u));
+    // Scale, positions and weight words; the scale unpack (4) and the half of the position word.
+    count_dram_read(12u);
+    count_bit_ops(5u);
     return Step(vec4<u32>(w[row * p.w_row_words + s], 0u, 0u, 0u), scale, 0.0, pos);
 }
 
 // Group q of the step: its two value nibbles (bits 8q..8q+7 of the data word) and its positions.
+// Values (shift and 3 masks and shifts) and - 8, positions (shift) and their four masks (7).
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(12u);
+    count_f32_add(2u);
     let v = st.words.x >> (8u * q);
     return pair_f(st.aux >> (4u * q), f32(v & 0xFu) - 8.0, f32((v >> 4u) & 0xFu) - 8.0);
 }
@@ -35,14 +41,23 @@ struct DecI {
     vb: i32,
 }
 
+// ... or the two byte shifts (and, shift and subtract each) and integer values - 8.
 fn decode_i8(st: Step, q: u32) -> DecI {
+    count_bit_ops(11u);
+    count_i32_add(2u);
     let v = st.words.x >> (8u * q);
     let n = st.aux >> (4u * q);
     return DecI(24u - ((n & 3u) << 3u), 24u - ((n & 12u) << 1u), i32(v & 0xFu) - 8, i32((v >> 4u) & 0xFu) - 8);
 }
 
 fn dot_i8(d: DecI, x: u32) -> i32 {
+    count_i8_mul(2u);
+    count_i32_add(1u);
     return act_byte(x, d.sa) * d.va + act_byte(x, d.sb) * d.vb;
+}
+
+fn count_slice_sums() {
+    count_i32_add(3u);
 }
 
 fn row_scale(row: u32) -> f32 {

@@ -10,10 +10,13 @@
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
 fn load_step(row: u32, s: u32) -> Step {
+    count_dram_read(16u);
     return Step(w[row * (p.w_row_words / 4u) + s], 1.0, 0.0, 0u);
 }
 
+// unpack4xI8: a shift and a sign extension per weight.
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(8u);
     return vec4<f32>(unpack4xI8(st.words[q]));
 }
 
@@ -22,5 +25,6 @@ fn decode_i8(st: Step, q: u32) -> DecI {
 }
 
 fn row_scale(row: u32) -> f32 {
+    count_dram_read(4u);
     return ws[row];
 }

@@ -10,6 +10,7 @@
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
 fn load_step(row: u32, s: u32) -> Step {
+    count_dram_read(4u);
     return Step(vec4<u32>(w[row * p.w_row_words + s], 0u, 0u, 0u), 1.0, 0.0, 0u);
 }
 
@@ -18,7 +19,10 @@ fn codes(st: Step, q: u32) -> vec4<u32> {
     return (vec4<u32>(st.words.x >> (8u * q)) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
 }
 
+// Shifts and masks of four codes, then plus - minus.
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(17u);
+    count_f32_add(4u);
     let c = codes(st, q);
     return vec4<f32>(c & vec4<u32>(1u)) - vec4<f32>(c >> vec4<u32>(1u));
 }
@@ -26,11 +30,14 @@ fn decode_f(st: Step, q: u32) -> DecF {
 // Four codes (one byte) to four int8 without a table: spread the 2-bit fields to byte lanes, then
 // byte = plus-bit | minus-bit * 0xFF (the two are never both set, so no lane carries).
 fn decode_i8(st: Step, q: u32) -> DecI {
+    count_bit_ops(15u);
+    count_i32_mul(1u);
     let b = (st.words.x >> (8u * q)) & 0xFFu;
     let spread = (b & 0x3u) | ((b & 0xCu) << 6u) | ((b & 0x30u) << 12u) | ((b & 0xC0u) << 18u);
     return (spread & 0x01010101u) | (((spread >> 1u) & 0x01010101u) * 0xFFu);
 }
 
 fn row_scale(row: u32) -> f32 {
+    count_dram_read(4u);
     return ws[row];
 }

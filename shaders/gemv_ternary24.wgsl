@@ -20,6 +20,9 @@
 fn load_step(row: u32, s: u32) -> Step {
     let o = s % 3u;
     let pair = w[row * (p.w_row_words / 2u) + s / 3u];
+    // The vec2 holding the step (each of its three steps loads it) and the funnel shift.
+    count_dram_read(8u);
+    count_bit_ops(8u);
     let base = select(pair.x, pair.y, o == 2u);
     let sh = (0x0A1400u >> (8u * o)) & 0xFFu; // 0, 20, 10
     return Step(vec4<u32>((base >> sh) | (pair.y << (30u - sh)), 0u, 0u, 0u), 1.0, 0.0, 0u);
@@ -32,7 +35,12 @@ fn state(st: Step, q: u32) -> u32 {
 // Straight from the state bits, no table: pair p = s >> 2 has a >= 1 from p = 3 (s >= 12), a = 2
 // at p = 5 (s >= 20), b = 1 at p = 0 (s < 4), b = 2 at p = 1 or 3 (s & 0b10100 = 0b00100), else
 // b = 3. Values 1 - 2 neg, times live = (s < 24): state 24 gives 0 and 0.
+// The state (2), live (2), the four masks (5), sign bits (2); va = live - 2 neg (a multiply-add),
+// vb = live - neg.
 fn decode_f(st: Step, q: u32) -> DecF {
+    count_bit_ops(11u);
+    count_f32_mul(1u);
+    count_f32_add(2u);
     let s = state(st, q);
     let live = select(0.0, 1.0, s < 24u);
     return DecF(s >= 12u, s >= 20u, s < 4u, (s & 20u) == 4u, live - 2.0 * f32(s & 1u), live - f32(s & 2u));
@@ -51,7 +59,11 @@ struct DecI {
     vb: i32,
 }
 
+// The state (2), the shift-table nibble (3), the two shifts (4), live (2), sign bits (2 and 1),
+// va and vb (2 subtracts).
 fn decode_i8(st: Step, q: u32) -> DecI {
+    count_bit_ops(15u);
+    count_i32_add(2u);
     let s = state(st, q);
     let n = (T24_SHIFTS >> (s & 28u)) & 15u;
     let live = select(0, 1, s < 24u);
@@ -59,9 +71,16 @@ fn decode_i8(st: Step, q: u32) -> DecI {
 }
 
 fn dot_i8(d: DecI, x: u32) -> i32 {
+    count_i8_mul(2u);
+    count_i32_add(1u);
     return act_byte(x, d.sa) * d.va + act_byte(x, d.sb) * d.vb;
 }
 
+fn count_slice_sums() {
+    count_i32_add(3u);
+}
+
 fn row_scale(row: u32) -> f32 {
+    count_dram_read(4u);
     return ws[row];
 }

@@ -78,12 +78,12 @@ shaders! {
     // One weight format per variant: none of W_* is int4, the only one with zero points.
     GEMM_QF = "gemm_qf" ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"]
         exclusive [["W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT"]];
-    GEMV_TERNARY = "gemv_ternary" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
-    GEMV_INT8 = "gemv_int8" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
-    GEMV_INT4 = "gemv_int4" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED"];
-    GEMV_TERNARY24 = "gemv_ternary24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
-    GEMV_INT4S24 = "gemv_int4s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
-    GEMV_F16S24 = "gemv_f16s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED"];
+    GEMV_TERNARY = "gemv_ternary" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV_INT8 = "gemv_int8" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV_INT4 = "gemv_int4" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV_TERNARY24 = "gemv_ternary24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV_INT4S24 = "gemv_int4s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMV_F16S24 = "gemv_f16s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
 }
 
 /// Shared snippets, imported with `#import name`.

@@ -16,7 +16,14 @@
 // Decoding happens once per row and slice and is reused for every column; dot_f / dot_i8 give the
 // format its own product (a dense dot, or two multiply-adds for 2:4 sparse slices).
 // The result is (sum over steps of step scale * level . x) * row scale * activation scale.
+//
+// COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of `QGemv::work`: the body
+// counts the activation loads, the combination of a step's four slice products and its scaled
+// accumulation; each format counts its own loads and decoding in `load_step` (per step) and
+// `decode_*` (per slice), and its products in `dot_*`: a dot4I8Packed is 4 int8 multiplies and
+// 3 i32 adds, a float dot of four 4 multiplies and 3 adds.
 #import matmul_params_q
+#import work_count
 #import reduce
 
 struct Step {
@@ -54,6 +61,7 @@ override NCOLS: u32 = 1u;
 fn load_x4(c: u32, k: u32) -> vec4<f32> {
 #ifdef VEC4
     if k < p.k {
+        count_dram_read(4u * ELEM_BYTES);
         return vec4<f32>(x[(c * p.k + k) / 4u]);
     }
     return vec4<f32>();
@@ -62,6 +70,7 @@ fn load_x4(c: u32, k: u32) -> vec4<f32> {
     for (var j = 0u; j < 4u; j++) {
         if k + j < p.k {
             v[j] = f32(x[c * p.k + k + j]);
+            count_dram_read(ELEM_BYTES);
         }
     }
     return v;
@@ -82,6 +91,7 @@ fn main(g: Grid) {
         var xv: array<vec4<u32>, 8>;
         for (var c = 0u; c < NCOLS; c++) {
             xv[c] = xq[c * (p.x_row_words / 4u) + s];
+            count_dram_read(16u);
         }
         for (var r = 0u; r < ROWS; r++) {
             // Rows past M re-read the last row (valid memory, never written) to keep the loop uniform.
@@ -93,6 +103,7 @@ fn main(g: Grid) {
             for (var c = 0u; c < NCOLS; c++) {
                 let d = dot_i8(w0, xv[c].x) + dot_i8(w1, xv[c].y) + dot_i8(w2, xv[c].z) + dot_i8(w3, xv[c].w);
                 acc[r * NCOLS + c] = fma(st.scale, f32(d), acc[r * NCOLS + c]);
+                count_step_sum();
             }
         }
 #else
@@ -112,6 +123,9 @@ fn main(g: Grid) {
                 let d = dot_f(w0, xv[4u * c]) + dot_f(w1, xv[4u * c + 1u]) + dot_f(w2, xv[4u * c + 2u])
                     + dot_f(w3, xv[4u * c + 3u]);
                 acc[r * NCOLS + c] = fma(st.scale, d, acc[r * NCOLS + c]);
+                count_f32_add(3u);
+                count_f32_mul(1u);
+                count_f32_add(1u);
             }
         }
 #endif
@@ -123,11 +137,15 @@ fn main(g: Grid) {
         if m0 + r < p.m {
 #ifdef ACT_I8
             let xscale = xs[c];
+            count_dram_read(4u);
 #else
             let xscale = 1.0;
 #endif
             let at = c * p.ldy + p.m_offset + m0 + r;
             y[at] = elem(epilogue(reduced(li) * row_scale(m0 + r) * xscale, c, p.m_offset + m0 + r, at));
+            count_f32_mul(2u);
+            count_dram_write(ELEM_BYTES);
         }
     }
+    count_flush();
 }

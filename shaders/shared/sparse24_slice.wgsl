@@ -18,6 +18,9 @@ struct DecF {
 }
 
 fn dot_f(d: DecF, x: vec4<f32>) -> f32 {
+    count_bit_ops(4u);
+    count_f32_mul(2u);
+    count_f32_add(1u);
     let xa = select(select(x.x, x.y, d.a1), x.z, d.a2);
     let xb = select(select(x.w, x.z, d.b2), x.y, d.b1);
     return fma(xa, d.va, xb * d.vb);
@@ -33,5 +36,14 @@ fn pair_f(n: u32, va: f32, vb: f32) -> DecF {
 // Activation byte j of a packed int8 word, sign-extended, given sh = 24 - 8j: shift it to the top,
 // then arithmetic-shift it back (two operations, no mask).
 fn act_byte(x: u32, sh: u32) -> i32 {
+    count_bit_ops(2u);
     return bitcast<i32>(x << sh) >> 24u;
+}
+
+// Adding a step's four slice products (`count_slice_sums`, the format's: integer or float) and
+// accumulating the scaled sum.
+fn count_step_sum() {
+    count_slice_sums();
+    count_f32_mul(1u);
+    count_f32_add(1u);
 }

@@ -26,6 +26,9 @@ const ELEM_BYTES: u32 = 4u;
 #ifdef COUNT_WORK
 const WC_F32_ADD: u32 = 0u;
 const WC_F32_MUL: u32 = 1u;
+const WC_I8_MUL: u32 = 4u;
+const WC_I32_ADD: u32 = 6u;
+const WC_I32_MUL: u32 = 7u;
 const WC_BIT_OPS: u32 = 8u;
 const WC_DRAM_READ: u32 = 9u;
 const WC_DRAM_WRITE: u32 = 10u;
@@ -43,6 +46,18 @@ fn count_f32_add(n: u32) {
 
 fn count_f32_mul(n: u32) {
     wc[WC_F32_MUL] += n;
+}
+
+fn count_i8_mul(n: u32) {
+    wc[WC_I8_MUL] += n;
+}
+
+fn count_i32_add(n: u32) {
+    wc[WC_I32_ADD] += n;
+}
+
+fn count_i32_mul(n: u32) {
+    wc[WC_I32_MUL] += n;
 }
 
 fn count_bit_ops(n: u32) {
@@ -80,6 +95,9 @@ fn count_flush() {
 #else
 fn count_f32_add(n: u32) {}
 fn count_f32_mul(n: u32) {}
+fn count_i8_mul(n: u32) {}
+fn count_i32_add(n: u32) {}
+fn count_i32_mul(n: u32) {}
 fn count_bit_ops(n: u32) {}
 fn count_dram_read(bytes: u32) {}
 fn count_dram_write(bytes: u32) {}

@@ -255,7 +255,7 @@ impl QGemv {
         matches!(self.format, Format::Ternary24 | Format::Int4Sparse24 { .. } | Format::F16Sparse24)
     }
 
-    fn key(&self, v: QGemvVariant) -> PipelineKey {
+    fn key(&self, v: QGemvVariant, count: bool) -> PipelineKey {
         let int8_act = matches!(self.act, Act::Int8 { .. });
         let zero = matches!(self.format, Format::Int4 { zero_point: true, .. });
         let defines = self
@@ -267,7 +267,8 @@ impl QGemv {
             .chain((v.reduce == GemvReduce::Subgroup).then_some("SUBGROUPS"))
             .chain(int8_act.then_some("ACT_I8"))
             .chain(zero.then_some("ZERO_POINT"))
-            .chain(self.epilogue.defines());
+            .chain(self.epilogue.defines())
+            .chain(count.then_some(COUNT_WORK));
         PipelineKey::new(
             Variant::new(self.shader(), defines),
             &[
@@ -355,38 +356,46 @@ impl Kernel for QGemv {
     }
 
     fn work(&self, caps: &Capabilities) -> Result<Work> {
+        // As the COUNT_WORK variant counts (shaders/shared/gemv_q.wgsl and the format shaders).
         let v = self.choose(caps);
         let MatmulShape { m, n, k } = self.shape;
-        let (_, _, ar) = row_words(self.format, k)?;
-        let n64 = u64::from(n);
+        let (wr, sr, ar) = row_words(self.format, k)?;
+        let (m64, n64) = (u64::from(m), u64::from(n));
         let steps = u64::from(k.div_ceil(STEP));
-        let groups = u64::from(m.div_ceil(v.rows));
+        // Workgroups of every dispatch (one per range of W rows split past the binding limit); rows
+        // past M in the last workgroup of a dispatch re-read its last row.
+        let row_bytes: Vec<u64> = [wr, sr, ar].into_iter().filter(|&w| w > 0).map(|w| u64::from(w) * 4).collect();
+        let groups = split_rows_multi(self.name(), caps, m, &row_bytes)?
+            .into_iter()
+            .map(|(_, rows)| u64::from(rows.div_ceil(v.rows)))
+            .sum::<u64>();
         let rows = groups * u64::from(v.rows);
         let (bits, fadd, fmul, iadd, imul) = self.decode_cost();
-        // Weights: the words every row's ceil(K/16) steps touch (padding past them is never read),
-        // plus one scale word per step for the group scales (and one zero-point or position word
-        // per step), or one scale per row.
-        let weight_row_bytes = match self.format {
-            Format::Ternary2 | Format::Int4Sparse24 { .. } => steps * 4,
-            Format::Int8 | Format::F16Sparse24 => steps * 16,
-            Format::Int4 { .. } => steps * 8,
-            // One vec2 per three steps.
-            Format::Ternary24 => steps.div_ceil(3) * 8,
+        // Per row and step, the loads of `load_step`: the weight words (Ternary24's vec2 holds three
+        // steps and each of them loads it), the group scale, zero-point and position words.
+        let step_bytes = match self.format {
+            Format::Ternary2 => 4,
+            Format::Int8 => 16,
+            Format::Int4 { .. } => 8 + 4 * (1 + u64::from(ar > 0)),
+            Format::Ternary24 => 8,
+            Format::Int4Sparse24 { .. } => 12,
+            Format::F16Sparse24 => 20,
         };
-        let scale_row_bytes = match self.format {
-            Format::Int4 { .. } => steps * 4 * (1 + u64::from(ar > 0)),
-            Format::Int4Sparse24 { .. } => steps * 4 * 2,
-            Format::F16Sparse24 => steps * 4,
-            _ => 4,
+        // The per-row scale, read for every output (the group-scaled formats have none).
+        let row_scale_bytes = match self.format {
+            Format::Ternary2 | Format::Int8 | Format::Ternary24 => m64 * n64 * 4,
+            _ => 0,
         };
+        // Every workgroup reads all activations: K values of a float row (the tail of the last
+        // step is not loaded), or whole 16-byte steps of int8 plus the row's scale per output.
         let x_bytes = match self.act {
-            Act::Float(e) => groups * n64 * steps * 16 * e.size(),
-            Act::Int8 { .. } => groups * n64 * (steps * 16 + 4),
+            Act::Float(e) => groups * n64 * u64::from(k) * e.size(),
+            Act::Int8 { .. } => groups * n64 * steps * 16 + m64 * n64 * 4,
         };
         let out = self.act.out().size();
         let mut work = Work {
-            dram_read: rows * (weight_row_bytes + scale_row_bytes) + x_bytes,
-            dram_write: u64::from(m) * n64 * out,
+            dram_read: rows * steps * step_bytes + row_scale_bytes + x_bytes,
+            dram_write: m64 * n64 * out,
             bit_ops: rows * steps * bits,
             f32_add: rows * steps * fadd,
             f32_mul: rows * steps * fmul,
@@ -394,48 +403,32 @@ impl Kernel for QGemv {
             i32_mul: rows * steps * imul,
             ..Work::default()
         };
-        // Per step, row and column: the 16-weight dot product and the scaled accumulation. The 2:4
-        // formats do 8 multiply-adds per 16 weights instead of 16, and pick their two activations
-        // per slice with 4 selects (float) or 4 shifts (int8 bytes; F16Sparse24 then converts the
-        // two bytes to f32 and multiplies in f32, counted with the shifts as 6 bit ops per slice).
+        // Per step, row and column: the four slice products, their sum and the scaled accumulation.
+        // A dense float slice is a dot of four (4 multiplies, 3 adds), an int8 one a dot4I8Packed
+        // (4 int8 multiplies, 3 i32 adds). The 2:4 formats do two multiply-adds per slice instead
+        // of four, and pick their two activations with 4 selects (float) or 4 shifts (int8 bytes;
+        // F16Sparse24 then converts the two bytes to f32 and multiplies in f32, counted with the
+        // shifts as 6 bit ops per slice).
         let per = rows * steps * n64;
-        work += match (self.act, self.sparse24()) {
-            (Act::Float(_), false) => Work { f32_mul: per * 17, f32_add: per * 16, ..Work::default() },
-            (Act::Int8 { .. }, false) => {
-                Work { i8_mul: per * 16, i32_add: per * 16, f32_mul: per, f32_add: per, ..Work::default() }
-            }
-            (Act::Float(_), true) => Work { f32_mul: per * 9, f32_add: per * 8, bit_ops: per * 16, ..Work::default() },
-            (Act::Int8 { .. }, true) if self.format == Format::F16Sparse24 => {
-                Work { f32_mul: per * 9, f32_add: per * 8, bit_ops: per * 24, ..Work::default() }
-            }
-            (Act::Int8 { .. }, true) => Work {
-                i8_mul: per * 8,
-                i32_add: per * 8,
-                f32_mul: per,
-                f32_add: per,
-                bit_ops: per * 16,
-                ..Work::default()
-            },
-        };
-        // Final scaling and the workgroup reduction (as the dense GEMV).
-        let partials = u64::from(v.rows) * n64;
-        let wg = u64::from(v.wg);
-        work += Work { f32_mul: u64::from(m) * n64 * 2, f32_add: groups * partials * (wg - 1), ..Work::default() };
-        work += match v.reduce {
-            GemvReduce::Subgroup => {
-                let sgs = wg.div_ceil(u64::from(caps.subgroup_min_size.max(4)));
-                Work {
-                    sram_write: groups * (partials * sgs * 4 + partials * 4),
-                    sram_read: groups * partials * sgs * 4,
-                    ..Work::default()
+        let scaled_sum = Work { f32_mul: per, f32_add: per, ..Work::default() };
+        work += scaled_sum
+            + match (self.act, self.sparse24()) {
+                (Act::Float(_), false) => Work { f32_mul: per * 16, f32_add: per * 15, ..Work::default() },
+                (Act::Int8 { .. }, false) => Work { i8_mul: per * 16, i32_add: per * 15, ..Work::default() },
+                (Act::Float(_), true) => {
+                    Work { f32_mul: per * 8, f32_add: per * 7, bit_ops: per * 16, ..Work::default() }
                 }
-            }
-            GemvReduce::Shared => Work {
-                sram_write: groups * partials * (2 * wg - 1) * 4,
-                sram_read: groups * partials * (2 * (wg - 1) + 1) * 4,
-                ..Work::default()
-            },
-        };
+                (Act::Int8 { .. }, true) if self.format == Format::F16Sparse24 => {
+                    Work { f32_mul: per * 8, f32_add: per * 7, bit_ops: per * 24, ..Work::default() }
+                }
+                (Act::Int8 { .. }, true) => {
+                    Work { i8_mul: per * 8, i32_add: per * 7, bit_ops: per * 16, ..Work::default() }
+                }
+            };
+        // The workgroup reduction (as the dense GEMV), each sum read back once, and the row and
+        // activation scales applied to it.
+        work += v.reduce.work(caps, u64::from(v.wg), u64::from(v.rows) * n64) * groups;
+        work += Work { f32_mul: m64 * n64 * 2, sram_read: m64 * n64 * 4, ..Work::default() };
         Ok(work + self.epilogue.work(n, m, self.act.out()))
     }
 
@@ -444,7 +437,7 @@ impl Kernel for QGemv {
         let v = self.choose(caps);
         let specs =
             self.bindings().specs(self.name(), caps, reqs, buffers, |count| grid_1d(count.div_ceil(v.rows), caps))?;
-        build(gpu, self.name(), &self.key(v), specs, self.work(caps)?)
+        build(gpu, self.name(), &self.key(v, counting(reqs)), specs, self.work(caps)?)
     }
 }
 
@@ -554,6 +547,7 @@ impl LowBitBindings {
                 }
                 storage.push(y);
                 storage.extend(extra.iter().copied());
+                storage.extend(counters_binding(buffers, counting(reqs)));
                 let params = QMatmulParams { m: count, m_offset: first, ..whole };
                 DispatchSpec { params, storage, workgroups: grid(count) }
             })

@@ -12,9 +12,10 @@ use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
-    ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
-    MatmulParams, MatmulShape, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
+    Act, ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
+    MatmulParams, MatmulShape, QGemv, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
 };
+use milliwatt::quant::Format;
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
 
 use crate::util::{Rng, compare, err, need_f16, rel_tol};
@@ -35,6 +36,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_attention_dense_f16", |b| attention_dense_case::<f16>(&b.gpu, full(b))),
         ("ledger_attention_block_list", |b| attention_blocks_case(&b.gpu, full(b))),
         ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
+        ("ledger_qgemv_dense_formats", |b| qgemv_case(&b.gpu, &DENSE_FORMATS, full(b))),
+        ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
+        ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
@@ -62,6 +66,62 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
         agree(&format!("quantize_act ({n}, {k})"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
         let (q, s): (Vec<u32>, Vec<f32>) = (gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?);
         crate::qcases::check_act_quant(n, k, &x, &q, &s)?;
+    }
+    Ok(())
+}
+
+const DENSE_FORMATS: [Format; 4] = [
+    Format::Ternary2,
+    Format::Int8,
+    Format::Int4 { group: 32, zero_point: false },
+    Format::Int4 { group: 64, zero_point: true },
+];
+const SPARSE_FORMATS: [Format; 3] = [Format::Ternary24, Format::Int4Sparse24 { group: 64 }, Format::F16Sparse24];
+
+/// Low-bit GEMVs on odd shapes (K off the 16-weight step and the vec4, M off the rows per
+/// workgroup, N of 2 and 5; GL and the no-subgroup device the first only), float and int8
+/// activations: the counts equal `QGemv::work`, and
+/// the counting variant still computes what the twin computes.
+fn qgemv_case(gpu: &Gpu, formats: &[Format], shapes: usize) -> Outcome {
+    use milliwatt::cpu::qmatmul::{ActIn, qgemv};
+    for &format in formats {
+        for (i, &(m, n, k)) in [(7u32, 2u32, 33u32), (130, 5, 1000)].iter().take(shapes).enumerate() {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = crate::qcases::problem(shape, format, 4100 + i as u64)?;
+            let pk = &pr.packed;
+            let quantized = crate::qcases::gpu_act_quant(gpu, n, k, &pr.x)?;
+            for act in [Act::Float(Elem::F32), Act::Int8 { out: Elem::F32 }] {
+                let kernel = QGemv::new(shape, format, act);
+                let up = |name, v: &[u32]| gpu.upload(name, v).map_err(err);
+                let acts = match act {
+                    Act::Float(_) => vec![gpu.upload("x", &pr.x).map_err(err)?],
+                    Act::Int8 { .. } => vec![up("xq", &quantized.0)?, gpu.upload("xs", &quantized.1).map_err(err)?],
+                };
+                let streams = [up("w", &pk.data)?, up("w_scales", &pk.scales)?, up("w_aux", &pk.aux)?];
+                let y = gpu.upload("y", &vec![7f32; (m * n) as usize]).map_err(err)?;
+                let mut bufs: Vec<TensorRef<'_>> = acts.iter().map(TensorRef::from).collect();
+                // Empty streams (no scales for F16Sparse24, no aux for most) are not passed.
+                for (b, len) in streams.iter().zip([pk.data.len(), pk.scales.len(), pk.aux.len()]) {
+                    if len > 0 {
+                        bufs.push(b.into());
+                    }
+                }
+                bufs.push((&y).into());
+                let what = format!("qgemv {format:?} {act:?} ({m}, {n}, {k})");
+                let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
+                agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+                let out: Vec<f32> = gpu.read(&y).map_err(err)?;
+                let mut twin = vec![0f32; (m * n) as usize];
+                let input = match act {
+                    Act::Float(_) => ActIn::Float(&pr.x),
+                    Act::Int8 { .. } => ActIn::Int8(&quantized.0, &quantized.1),
+                };
+                let v = kernel.choose(gpu.capabilities());
+                let p = crate::qcases::params(shape, format);
+                qgemv(format, &p, v.wg as usize, input, &pk.data, &pk.scales, &pk.aux, &mut twin);
+                compare(&what, &out, &twin, &vec![k as f32; out.len()], 1e-5, 1e-6)?;
+            }
+        }
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
 }
 
 /// GPU activation quantization of `x` (N x K): (xq words, scales).
-fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<u32>, Vec<f32>), String> {
+pub(crate) fn gpu_act_quant<E: Element>(gpu: &Gpu, n: u32, k: u32, x: &[E]) -> Result<(Vec<u32>, Vec<f32>), String> {
     let xb = gpu.upload("x", x).map_err(err)?;
     let xq = gpu.upload("xq", &vec![0xDEAD_BEEFu32; (n * act_row_words(k)) as usize]).map_err(err)?;
     let xs = gpu.upload("xs", &vec![-1f32; n as usize]).map_err(err)?;
@@ -109,21 +109,21 @@ pub(crate) fn check_act_quant<E: Element>(n: u32, k: u32, x: &[E], xq: &[u32], x
     Ok(())
 }
 
-fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
+pub(crate) fn params(shape: MatmulShape, format: Format) -> QMatmulParams {
     QGemv::new(shape, format, Act::Float(Elem::F32)).params().expect("format with a kernel")
 }
 
 const SHAPES: &[(u32, u32, u32)] =
     &[(1, 1, 1), (7, 2, 33), (127, 3, 1000), (33, 8, 1001), (300, 1, 4095), (65, 4, 64), (130, 1, 1152)];
 
-struct Problem {
-    packed: Packed,
+pub(crate) struct Problem {
+    pub(crate) packed: Packed,
     /// Dequantized weights (M x K) from `crate::quant`'s unpacker: the independent reference.
-    dequant: Vec<f32>,
-    x: Vec<f32>,
+    pub(crate) dequant: Vec<f32>,
+    pub(crate) x: Vec<f32>,
 }
 
-fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
+pub(crate) fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
     let mut rng = Rng::new(seed);
     let w: Vec<f32> = (0..shape.m * shape.k).map(|_| rng.f32()).collect();
     let x: Vec<f32> = (0..shape.n * shape.k).map(|_| rng.f32()).collect();
