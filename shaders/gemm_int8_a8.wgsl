@@ -8,10 +8,12 @@
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
 fn load_w_words(row: u32, q: u32) -> vec4<u32> {
+    count_dram_read(16u);
     return w[row * (p.w_row_words / 4u) + q];
 }
 
 fn w_scale(row: u32) -> f32 {
+    count_dram_read(4u);
     return ws[row];
 }
 

@@ -41,6 +41,9 @@ fn load_w(row: u32, k: u32) -> elem4 {
         return elem4();
     }
 #ifdef W_TERNARY
+    count_dram_read(4u);
+    count_bit_ops(13u);
+    count_f32_add(4u);
     let c = (vec4<u32>(w[row * p.w_row_words + k / 16u] >> (2u * (k % 16u))) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u);
     return elem4(vec4<f32>(c & vec4<u32>(1u)) - vec4<f32>(c >> vec4<u32>(1u)));
 #else
@@ -48,6 +51,11 @@ fn load_w(row: u32, k: u32) -> elem4 {
     // Group g = k / 4: state s (six per word, layout as gemv_ternary24.wgsl) keeps positions a < b
     // with values 1 - 2 (s & 1) and 1 - (s & 2); state 24 keeps nothing.
     let g = k / 4u;
+    // State extraction, positions and values, and the two lane selects.
+    count_dram_read(4u);
+    count_bit_ops(12u);
+    count_f32_add(6u);
+    count_f32_mul(2u);
     let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
     let live = select(0.0, 1.0, s < 24u);
     let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
@@ -58,9 +66,20 @@ fn load_w(row: u32, k: u32) -> elem4 {
     return elem4(select(vec4<f32>(), vec4<f32>(va), lane == vec4<u32>(a)) + select(vec4<f32>(), vec4<f32>(vb), lane == vec4<u32>(b)));
 #else
 #ifdef W_INT8
+    count_dram_read(4u);
+    count_bit_ops(8u);
     return elem4(vec4<f32>(unpack4xI8(w[row * p.w_row_words + k / 4u])));
 #else
     let g = k / p.group;
+    // The scale, (zero point) and weight words; nibbles, subtract and scale.
+#ifdef ZERO_POINT
+    count_dram_read(12u);
+#else
+    count_dram_read(8u);
+#endif
+    count_bit_ops(13u);
+    count_f32_add(4u);
+    count_f32_mul(4u);
     let scale = unpack2x16float(ws[row * p.s_row_words + g / 2u])[g % 2u];
 #ifdef ZERO_POINT
     let zero = f32((wz[row * p.a_row_words + g / 8u] >> (4u * (g % 8u))) & 0xFu);
@@ -74,18 +93,27 @@ fn load_w(row: u32, k: u32) -> elem4 {
 #endif
 }
 
+// The row scale, and its multiply in the body (counted here: for int4 the body multiplies by 1).
 fn out_scale(m: u32) -> f32 {
 #ifdef W_TERNARY
+    count_row_scale();
     return ws[m];
 #else
 #ifdef W_TERNARY24
+    count_row_scale();
     return ws[m];
 #else
 #ifdef W_INT8
+    count_row_scale();
     return ws[m];
 #else
     return 1.0;
 #endif
 #endif
 #endif
+}
+
+fn count_row_scale() {
+    count_dram_read(4u);
+    count_f32_mul(1u);
 }

@@ -11,7 +11,10 @@
 
 // Group g of `row` as four packed int8: byte a = 1 - 2 (s & 1), byte b = 1 - (s & 2), in
 // two's complement; state 24 keeps nothing. Positions from the state bits as decode_f does.
+// A group's state to one packed int8 word: extraction, positions, values, shifts (16).
 fn group_i8(row: u32, g: u32) -> u32 {
+    count_dram_read(4u);
+    count_bit_ops(16u);
     let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
     let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
     let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
@@ -26,6 +29,7 @@ fn load_w_words(row: u32, q: u32) -> vec4<u32> {
 }
 
 fn w_scale(row: u32) -> f32 {
+    count_dram_read(4u);
     return ws[row];
 }
 

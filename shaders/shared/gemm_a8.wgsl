@@ -16,7 +16,13 @@
 //   fn w_scale(row: u32) -> f32                       (not GROUPED)
 //   fn group_scales(m: u32, g: u32) -> vec4<f32>      scales of group g, rows m .. m+3 (GROUPED)
 // (row < p.m is checked by the caller for load_w_words; group_scales clamps its rows).
+//
+// COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of `QGemm::work`: the
+// body counts the activation loads, the staging, the products and the output; the importer counts
+// its weight and scale loads and the decoding in `load_w_words`, `w_scale` and `group_scales`. A
+// dot4I8Packed accumulated into a sum is 4 int8 multiplies and 4 i32 adds.
 #import matmul_params_q
+#import work_count
 
 @group(0) @binding(0) var<uniform> p: QMatmulParams;
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
@@ -37,6 +43,7 @@ var<workgroup> wt: array<vec4<u32>, 256>; // BKW * BM / 4
 
 fn load_x_words(row: u32, q: u32) -> vec4<u32> {
     if row < p.n && 4u * q < p.x_row_words {
+        count_dram_read(16u);
         return xq[row * (p.x_row_words / 4u) + q];
     }
     return vec4<u32>();
@@ -77,6 +84,7 @@ fn main(
             let at = (4u * sc + j) * BN + sr;
             xt[at / 4u][at % 4u] = xv[j];
             wt[at / 4u][at % 4u] = wv[j];
+            count_sram_write(8u);
         }
         workgroupBarrier();
         for (var kw = 0u; kw < BKW; kw++) {
@@ -86,6 +94,9 @@ fn main(
             acc1 += dot_row(a.y, b);
             acc2 += dot_row(a.z, b);
             acc3 += dot_row(a.w, b);
+            count_sram_read(32u);
+            count_i8_mul(64u);
+            count_i32_add(64u);
         }
         workgroupBarrier();
         if GROUPED {
@@ -94,6 +105,8 @@ fn main(
             facc1 = fma(vec4<f32>(acc1), gs, facc1);
             facc2 = fma(vec4<f32>(acc2), gs, facc2);
             facc3 = fma(vec4<f32>(acc3), gs, facc3);
+            count_f32_mul(16u);
+            count_f32_add(16u);
             acc0 = vec4<i32>();
             acc1 = vec4<i32>();
             acc2 = vec4<i32>();
@@ -111,12 +124,17 @@ fn main(
                     var v: f32;
                     if GROUPED {
                         v = facc[i][j] * xs[n];
+                        count_f32_mul(1u);
                     } else {
                         v = f32(acc[i][j]) * w_scale(mm + j) * xs[n];
+                        count_f32_mul(2u);
                     }
+                    count_dram_read(4u);
                     y[at] = elem(epilogue(v, n, p.m_offset + mm + j, at));
+                    count_dram_write(ELEM_BYTES);
                 }
             }
         }
     }
+    count_flush();
 }

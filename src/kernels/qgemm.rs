@@ -11,6 +11,7 @@ use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
 use crate::kernels::qmatmul::{Act, LowBitBindings, QMatmulParams, act_row_words, row_words};
+use crate::kernels::work_count::{COUNT_WORK, counting};
 use crate::quant::Format;
 use crate::shaders::{self, Variant};
 
@@ -55,7 +56,7 @@ impl QGemm {
         matches!(self.act, Act::Int8 { .. })
     }
 
-    fn key(&self) -> Result<PipelineKey> {
+    fn key(&self, count: bool) -> Result<PipelineKey> {
         let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),
             (Format::Int8, true) => (&shaders::GEMM_INT8_A8, vec![]),
@@ -79,6 +80,7 @@ impl QGemm {
         let vec4 = !self.int8_act() && self.shape.k.is_multiple_of(4);
         let defines =
             self.out().define().into_iter().chain(defines).chain(vec4.then_some("VEC4")).chain(self.epilogue.defines());
+        let defines = defines.chain(count.then_some(COUNT_WORK));
         Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
     }
 
@@ -109,99 +111,111 @@ impl Kernel for QGemm {
             return Err(Error::Shape { kernel: name, message: format!("empty shape {:?}", self.shape) });
         }
         self.out().check(name, caps)?;
-        self.key()?;
+        self.key(false)?;
         self.epilogue.check(name, n)?;
         self.bindings().requirements()
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        // As the COUNT_WORK variants count (shaders/shared/gemm_a8.wgsl, gemm_tile.wgsl and the
+        // format shaders): loads as the instructions name them, so a weight word that several
+        // staging loads share is counted each time (the ledger prices what repeats as cache
+        // traffic when the footprint fits the L2).
         let MatmulShape { m, n, k } = self.shape;
-        let (wr, _, ar) = self.layout()?;
+        let (_, _, ar) = self.layout()?;
         let (m64, n64) = (u64::from(m), u64::from(n));
         let tiles_m = u64::from(m.div_ceil(64));
         let tiles_n = u64::from(n.div_ceil(64));
         let groups = tiles_m * tiles_n;
+        let outputs = m64 * n64;
         let out = self.out().size();
-        let mut work = Work { dram_write: m64 * n64 * out, ..Work::default() } + self.epilogue.work(n, m, self.out());
+        let mut work = Work { dram_write: outputs * out, ..Work::default() } + self.epilogue.work(n, m, self.out());
+        // The per-row scale of W, read for every output (int4 scales its groups instead).
+        let row_scaled = !matches!(self.format, Format::Int4 { .. });
+        if row_scaled {
+            work.dram_read += outputs * 4;
+        }
         if self.int8_act() {
             // Slices of 64 K; every workgroup stages its rows of X (16 int8 per invocation) and W
             // (decoded to int8 in the same shape), then 16 x 16 dot4 per invocation per slice word.
             let words = u64::from(act_row_words(k));
             let slices = words.div_ceil(16);
+            // Staging loads per row of W and tile of N, for its words / 4 vec4s of int8.
             let w_row_bytes = match self.format {
-                Format::Ternary2 => words,              // 2 bits per weight
-                Format::Ternary24 => u64::from(wr) * 4, // the packed row (1.34 bits per weight)
-                _ => words * 4,                         // 8 bits per weight
+                Format::Ternary2 => words,                                    // one u32 of codes per vec4
+                Format::Ternary24 => words * 4,                               // one u32 per group
+                Format::Int4 { .. } => words * 2 + u64::from(ar > 0) * words, // two u32, a zero-point word
+                _ => words * 4,                                               // the vec4 itself
             };
-            work.dram_read += tiles_m * n64 * (words * 4 + 4) + tiles_n * m64 * (w_row_bytes + 4);
+            // X rows per tile of M, and the activation scale per output.
+            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + outputs * 4;
             let padded_words = groups * 64 * 64 * slices * 16;
             work.i8_mul += padded_words * 4;
             work.i32_add += padded_words * 4;
             work.sram_write += groups * slices * 16 * 128 * 4;
             work.sram_read += groups * slices * 16 * 256 * 2 * 16;
-            if self.format == Format::Ternary2 {
+            let staged_words = tiles_n * m64 * words;
+            match self.format {
                 // Decoding one byte of codes to four int8: 15 bit operations and a multiply.
-                work.bit_ops += tiles_n * m64 * words * 15;
-                work.i32_mul += tiles_n * m64 * words;
-            }
-            if self.format == Format::Ternary24 {
+                Format::Ternary2 => {
+                    work.bit_ops += staged_words * 15;
+                    work.i32_mul += staged_words;
+                }
                 // A group's state to one packed int8 word: extraction, positions, values, shifts.
-                work.bit_ops += tiles_n * m64 * words * 16;
+                Format::Ternary24 => work.bit_ops += staged_words * 16,
+                Format::Int4 { .. } => {
+                    // Four nibbles to four int8 (shift, mask, subtract, pack), per staged word.
+                    work.bit_ops += staged_words * 14;
+                    work.i32_add += staged_words * 4;
+                    // Each slice's sums scaled into f32 accumulators (one fma per output) by the
+                    // group scales of the invocation's four rows, then the activation scale.
+                    let padded_outputs = groups * 64 * 64;
+                    work.f32_mul += padded_outputs * slices + outputs;
+                    work.f32_add += padded_outputs * slices;
+                    work.dram_read += groups * 256 * slices * 4 * 4;
+                }
+                _ => {}
             }
-            if let Format::Int4 { .. } = self.format {
-                // Four nibbles to four int8 (shift, mask, subtract, pack), per staged word.
-                work.bit_ops += tiles_n * m64 * words * 14;
-                work.i32_add += tiles_n * m64 * words * 4;
-                // Each slice's sums scaled into f32 accumulators (one fma per output), then the
-                // activation scale.
-                let padded_outputs = groups * 64 * 64;
-                work.f32_mul += padded_outputs * slices + m64 * n64;
-                work.f32_add += padded_outputs * slices;
-            } else {
-                // Output: two scale multiplies per value.
-                work.f32_mul += 2 * m64 * n64;
+            if row_scaled {
+                // Output: the row and activation scale multiplies.
+                work.f32_mul += 2 * outputs;
             }
         } else {
             let GemmTile { bm, bn, bk } = Self::TILE;
             let slices = u64::from(k.div_ceil(bk));
             let x_elem = self.out().size();
             let k64 = u64::from(k);
-            // Packed weight bytes per row actually read (K rounded up to the staging width of 4).
-            let w_bytes = u64::from(wr) * 4 * u64::from(k.div_ceil(4) * 4) / u64::from(self.format.layout(k)?.padded_k);
-            let scale_bytes = match self.format {
-                // One scale (and zero-point) word per staged group of 4.
-                Format::Int4 { .. } => u64::from(k.div_ceil(4)) * 4 * (1 + u64::from(ar > 0)),
-                _ => 0,
+            // One staging load of W per 4 weights below K: a u32 of codes, states, int8 or
+            // nibbles, plus int4's scale (and zero-point) word.
+            let staged = tiles_n * m64 * u64::from(k.div_ceil(4));
+            let stage_bytes = match self.format {
+                Format::Int4 { .. } => 4 * (2 + u64::from(ar > 0)),
+                _ => 4,
             };
-            work.dram_read += tiles_m * n64 * k64 * x_elem + tiles_n * m64 * (w_bytes + scale_bytes);
-            if !matches!(self.format, Format::Int4 { .. }) {
-                work.dram_read += tiles_n * m64 * 4;
-            }
+            work.dram_read += tiles_m * n64 * k64 * x_elem + staged * stage_bytes;
             let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
             work += Work::f32_mul_add(padded_macs);
             // Decode per staged group of 4 weights.
-            let staged = tiles_n * m64 * u64::from(k.div_ceil(4));
             match self.format {
                 Format::Ternary2 => {
                     work.bit_ops += staged * 13;
                     work.f32_add += staged * 4;
-                    work.f32_mul += m64 * n64;
                 }
-                Format::Int8 => {
-                    work.bit_ops += staged * 8;
-                    work.f32_mul += m64 * n64;
-                }
+                Format::Int8 => work.bit_ops += staged * 8,
                 Format::Ternary24 => {
                     // State extraction, positions and values, and the two lane selects.
                     work.bit_ops += staged * 12;
                     work.f32_add += staged * 6;
-                    work.f32_mul += staged * 2 + m64 * n64;
+                    work.f32_mul += staged * 2;
                 }
                 _ => {
                     work.bit_ops += staged * 13;
                     work.f32_add += staged * 4;
                     work.f32_mul += staged * 4;
                 }
+            }
+            if row_scaled {
+                work.f32_mul += outputs;
             }
             let eb = self.out().size();
             work.sram_write += groups * slices * u64::from(bk * (bm + bn)) * eb;
@@ -215,6 +229,6 @@ impl Kernel for QGemm {
         let n = self.shape.n;
         let specs =
             self.bindings().specs(self.name(), caps, reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
-        build(gpu, self.name(), &self.key()?, specs, self.work(caps)?)
+        build(gpu, self.name(), &self.key(counting(reqs))?, specs, self.work(caps)?)
     }
 }

@@ -13,7 +13,7 @@ use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
     Act, ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
-    MatmulParams, MatmulShape, QGemv, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
+    MatmulParams, MatmulShape, QGemm, QGemv, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
 };
 use milliwatt::quant::Format;
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
@@ -39,6 +39,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemv_dense_formats", |b| qgemv_case(&b.gpu, &DENSE_FORMATS, full(b))),
         ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
+        ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
+        ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
@@ -121,6 +123,58 @@ fn qgemv_case(gpu: &Gpu, formats: &[Format], shapes: usize) -> Outcome {
                 qgemv(format, &p, v.wg as usize, input, &pk.data, &pk.scales, &pk.aux, &mut twin);
                 compare(&what, &out, &twin, &vec![k as f32; out.len()], 1e-5, 1e-6)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Tiled low-bit GEMMs on odd shapes (M, N off the 64 tile, K off the slice and the vec4 on the
+/// second), int8 activations (every format with an A8 kernel) and float ones: the counts equal
+/// `QGemm::work`, and the counting variant still computes what the twin computes.
+fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
+    use crate::qgemm_cases::{act_quant, params, problem, weights};
+    use milliwatt::cpu::epilogue::EpilogueInputs;
+    use milliwatt::cpu::qgemm::{qgemm_a8, qgemm_float};
+    let formats: &[Format] = if int8 {
+        &[Format::Ternary2, Format::Ternary24, Format::Int8, Format::Int4 { group: 64, zero_point: true }]
+    } else {
+        &[Format::Ternary2, Format::Ternary24, Format::Int8, Format::Int4 { group: 32, zero_point: true }]
+    };
+    for &format in formats {
+        for (i, &(m, n, k)) in [(70u32, 37u32, 200u32), (65, 70, 1001)].iter().take(shapes).enumerate() {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = problem(shape, format, 4200 + i as u64)?;
+            let pk = &pr.packed;
+            let (act, acts) = if int8 {
+                let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+                (Act::Int8 { out: Elem::F32 }, Some((xq, xs)))
+            } else {
+                (Act::Float(Elem::F32), None)
+            };
+            let kernel = QGemm::new(shape, format, act);
+            let mut bufs_owned = match &acts {
+                Some((xq, xs)) => vec![gpu.upload("xq", xq).map_err(err)?, gpu.upload("xs", xs).map_err(err)?],
+                None => vec![gpu.upload("x", &pr.x).map_err(err)?],
+            };
+            bufs_owned.push(gpu.upload("w", &pk.data).map_err(err)?);
+            bufs_owned.push(gpu.upload("w_scales", &pk.scales).map_err(err)?);
+            if !pk.aux.is_empty() {
+                bufs_owned.push(gpu.upload("w_zeros", &pk.aux).map_err(err)?);
+            }
+            let y = gpu.upload("y", &vec![7f32; (m * n) as usize]).map_err(err)?;
+            let mut bufs: Vec<TensorRef<'_>> = bufs_owned.iter().map(TensorRef::from).collect();
+            bufs.push((&y).into());
+            let what = format!("qgemm {format:?} {act:?} ({m}, {n}, {k})");
+            let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
+            agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+            let out: Vec<f32> = gpu.read(&y).map_err(err)?;
+            let mut twin = vec![0f32; (m * n) as usize];
+            let (p, none) = (params(shape, format, 0), EpilogueInputs::default());
+            match &acts {
+                Some((xq, xs)) => qgemm_a8(&p, weights(&pr), &Epilogue::default(), &none, xq, xs, &mut twin),
+                None => qgemm_float(&p, weights(&pr), &Epilogue::default(), &none, &pr.x, &mut twin),
+            }
+            compare(&what, &out, &twin, &pr.scale, 1e-5, 1e-6)?;
         }
     }
     Ok(())

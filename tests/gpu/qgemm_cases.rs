@@ -26,20 +26,20 @@ pub fn all() -> Vec<(&'static str, Case)> {
 
 const SHAPES: &[(u32, u32, u32)] = &[(1, 1, 1), (70, 33, 127), (65, 257, 1000), (130, 40, 1001), (33, 64, 4095)];
 
-fn params(shape: MatmulShape, format: Format, gate_rows: u32) -> QMatmulParams {
+pub(crate) fn params(shape: MatmulShape, format: Format, gate_rows: u32) -> QMatmulParams {
     let epilogue = Epilogue { gate_rows: (gate_rows > 0).then_some(gate_rows), ..Epilogue::default() };
     QGemm::new(shape, format, Act::Float(Elem::F32)).with_epilogue(epilogue).params().expect("valid format")
 }
 
-struct Problem {
-    packed: Packed,
+pub(crate) struct Problem {
+    pub(crate) packed: Packed,
     dequant: Vec<f32>,
-    x: Vec<f32>,
+    pub(crate) x: Vec<f32>,
     /// Per output, the sum over k of |x| |w|.
-    scale: Vec<f32>,
+    pub(crate) scale: Vec<f32>,
 }
 
-fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
+pub(crate) fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
     let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
     let mut rng = Rng::new(seed);
     let w: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
@@ -52,7 +52,7 @@ fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, Str
     Ok(Problem { packed, dequant, x, scale })
 }
 
-fn weights(pr: &Problem) -> Weights<'_> {
+pub(crate) fn weights(pr: &Problem) -> Weights<'_> {
     Weights { format: pr.packed.format, w: &pr.packed.data, ws: &pr.packed.scales, wz: &pr.packed.aux }
 }
 
@@ -106,7 +106,7 @@ fn run<E: Element>(
     Ok((gpu.read(&y).map_err(err)?, p.dispatch_count()))
 }
 
-fn act_quant(gpu: &Gpu, n: u32, k: u32, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>), String> {
+pub(crate) fn act_quant(gpu: &Gpu, n: u32, k: u32, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>), String> {
     let xb = gpu.upload("x", x).map_err(err)?;
     let xq = gpu.upload("xq", &vec![0u32; (n * act_row_words(k)) as usize]).map_err(err)?;
     let xs = gpu.upload("xs", &vec![0f32; n as usize]).map_err(err)?;
