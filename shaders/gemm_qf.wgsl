@@ -93,7 +93,8 @@ fn load_w(row: u32, k: u32) -> elem4 {
 #endif
 }
 
-// The row scale, and its multiply in the body (counted here: for int4 the body multiplies by 1).
+// The row scale of output column m, loaded once per invocation and column (the body's multiply
+// by it is counted beside it; for int4 the body multiplies by 1, not counted).
 fn out_scale(m: u32) -> f32 {
 #ifdef W_TERNARY
     count_row_scale();
@@ -115,5 +116,19 @@ fn out_scale(m: u32) -> f32 {
 
 fn count_row_scale() {
     count_dram_read(4u);
+}
+
+// The multiply by the row scale, per output (int4's scale is applied while staging).
+fn count_out_scale() {
+#ifdef W_TERNARY
     count_f32_mul(1u);
+#else
+#ifdef W_TERNARY24
+    count_f32_mul(1u);
+#else
+#ifdef W_INT8
+    count_f32_mul(1u);
+#endif
+#endif
+#endif
 }

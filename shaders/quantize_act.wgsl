@@ -1,6 +1,8 @@
 // Activation quantization: each row of X (N x K, f32 or f16) to int8, four per u32, with one f32
 // scale per row. One workgroup per row: an absmax reduction, then every invocation packs whole
-// words. Output rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the
+// words. A row of at most CACHED * 4 * WG values (6,144 at WG 128: every DiT width up to XL's MLP)
+// is read from device memory once and kept in registers between the two; a longer one is read
+// twice. Output rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the
 // layout the int8-activation matmuls read. COUNT_WORK counts the work done (shared/work_count.wgsl)
 // for the test of `ActQuant::work`.
 #import elem
@@ -17,6 +19,8 @@ struct ActQuantParams {
 }
 
 override WG: u32 = 128u;
+// vec4 groups of a row each invocation keeps in registers.
+const CACHED: u32 = 12u;
 
 @group(0) @binding(0) var<uniform> p: ActQuantParams;
 @group(0) @binding(1) var<storage, read> x: array<elem>;
@@ -42,14 +46,36 @@ fn main(g: Grid) {
         return; // uniform per workgroup
     }
     var m = 0.0;
-    for (var w = li; w < p.x_row_words; w += WG) {
-        let v = abs(load4(row, 4u * w));
-        m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
-    }
-    let scale = act_scale(workgroup_max(m, li));
-    for (var w = li; w < p.x_row_words; w += WG) {
-        xq[row * p.x_row_words + w] = quantize4(load4(row, 4u * w), scale);
-        count_dram_write(4u);
+    var scale: f32;
+    if p.x_row_words <= CACHED * WG {
+        // Uniform branch: the whole workgroup takes the same side.
+        var cache: array<vec4<f32>, CACHED>;
+        for (var i = 0u; i < CACHED; i++) {
+            let w = li + i * WG;
+            if w < p.x_row_words {
+                cache[i] = load4(row, 4u * w);
+                let v = abs(cache[i]);
+                m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
+            }
+        }
+        scale = act_scale(workgroup_max(m, li));
+        for (var i = 0u; i < CACHED; i++) {
+            let w = li + i * WG;
+            if w < p.x_row_words {
+                xq[row * p.x_row_words + w] = quantize4(cache[i], scale);
+                count_dram_write(4u);
+            }
+        }
+    } else {
+        for (var w = li; w < p.x_row_words; w += WG) {
+            let v = abs(load4(row, 4u * w));
+            m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
+        }
+        scale = act_scale(workgroup_max(m, li));
+        for (var w = li; w < p.x_row_words; w += WG) {
+            xq[row * p.x_row_words + w] = quantize4(load4(row, 4u * w), scale);
+            count_dram_write(4u);
+        }
     }
     if li == 0u {
         scales[row] = scale;

@@ -115,21 +115,32 @@ fn main(
     }
     let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
     let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
+    // The row scales of the invocation's four columns of W and then each row's activation scale,
+    // loaded once and reused for the 4 x 4 block.
+    var wsc = vec4<f32>(1.0);
+    if !GROUPED {
+        for (var j = 0u; j < 4u; j++) {
+            if mm + j < p.m {
+                wsc[j] = w_scale(mm + j);
+            }
+        }
+    }
     for (var i = 0u; i < 4u; i++) {
         let n = n0 + lid.y * 4u + i;
         if n < p.n {
+            let xscale = xs[n];
+            count_dram_read(4u);
             for (var j = 0u; j < 4u; j++) {
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;
                     var v: f32;
                     if GROUPED {
-                        v = facc[i][j] * xs[n];
+                        v = facc[i][j] * xscale;
                         count_f32_mul(1u);
                     } else {
-                        v = f32(acc[i][j]) * w_scale(mm + j) * xs[n];
+                        v = f32(acc[i][j]) * wsc[j] * xscale;
                         count_f32_mul(2u);
                     }
-                    count_dram_read(4u);
                     y[at] = elem(epilogue(v, n, p.m_offset + mm + j, at));
                     count_dram_write(ELEM_BYTES);
                 }

@@ -13,7 +13,8 @@
 // (k is a multiple of 4; row < p.m is checked by the caller).
 //
 // The body counts its work with shared/work_count.wgsl (empty helpers unless COUNT_WORK): the
-// importer counts its own loads in `load_w`, and the multiply of `out_scale` where it is not 1.
+// importer counts its own loads in `load_w` and `out_scale` (once per invocation and column), and
+// in `count_out_scale` the multiply by it per output where it is not 1.
 #import work_count
 
 // Keep in sync with `Gemm::TILE` in src/kernels/matmul.rs.
@@ -97,13 +98,21 @@ fn main(
 
     let mm = m0 + lid.x * TM;
     let acc = array<vec4<f32>, TN>(acc0, acc1, acc2, acc3);
+    // The output scales of the invocation's four columns (1 for dense weights), loaded once.
+    var os = vec4<f32>(1.0);
+    for (var j = 0u; j < TM; j++) {
+        if mm + j < p.m {
+            os[j] = out_scale(mm + j);
+        }
+    }
     for (var i = 0u; i < TN; i++) {
         let n = n0 + lid.y * TN + i;
         if n < p.n {
             for (var j = 0u; j < TM; j++) {
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;
-                    y[at] = elem(epilogue(acc[i][j] * out_scale(mm + j), n, p.m_offset + mm + j, at));
+                    y[at] = elem(epilogue(acc[i][j] * os[j], n, p.m_offset + mm + j, at));
+                    count_out_scale();
                     count_dram_write(ELEM_BYTES);
                 }
             }

@@ -130,10 +130,11 @@ impl Kernel for QGemm {
         let outputs = m64 * n64;
         let out = self.out().size();
         let mut work = Work { dram_write: outputs * out, ..Work::default() } + self.epilogue.work(n, m, self.out());
-        // The per-row scale of W, read for every output (int4 scales its groups instead).
+        // The per-row scale of W (int4 scales its groups instead), loaded once per invocation for
+        // its four columns: by the 16 invocations sharing a column, in every tile of N.
         let row_scaled = !matches!(self.format, Format::Int4 { .. });
         if row_scaled {
-            work.dram_read += outputs * 4;
+            work.dram_read += tiles_n * 16 * m64 * 4;
         }
         if self.int8_act() {
             // Slices of 64 K; every workgroup stages its rows of X (16 int8 per invocation) and W
@@ -147,8 +148,9 @@ impl Kernel for QGemm {
                 Format::Int4 { .. } => words * 2 + u64::from(ar > 0) * words, // two u32, a zero-point word
                 _ => words * 4,                                               // the vec4 itself
             };
-            // X rows per tile of M, and the activation scale per output.
-            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + outputs * 4;
+            // X rows per tile of M, and each row's activation scale once per invocation (by the 16
+            // sharing the row, in every tile of M).
+            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + tiles_m * 16 * n64 * 4;
             let padded_words = groups * 64 * 64 * slices * 16;
             work.i8_mul += padded_words * 4;
             work.i32_add += padded_words * 4;

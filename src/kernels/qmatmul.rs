@@ -47,6 +47,8 @@ pub struct ActQuant {
 }
 
 const ACT_QUANT_WG: u32 = 128;
+/// vec4 groups of a row per invocation held in registers. Keep in sync with quantize_act.wgsl.
+const ACT_QUANT_CACHED: u64 = 12;
 
 impl Kernel for ActQuant {
     fn name(&self) -> &'static str {
@@ -74,7 +76,8 @@ impl Kernel for ActQuant {
         let words = u64::from(act_row_words(self.k));
         let eb = self.elem.size();
         let wg = u64::from(ACT_QUANT_WG);
-        // x is read twice (absmax, then quantize), as the shader counts (shared/act_quant.wgsl):
+        // x is read once when a row fits the invocations' registers (quantize_act.wgsl's
+        // CACHED), else twice (absmax, then quantize), as the shader counts (shared/act_quant.wgsl):
         // every invocation divides for the scale; per output lane (padding included) a divide, a
         // round and 3 bit operations of packing; the absmax tree through workgroup memory.
         let lanes = 4 * words;
@@ -82,7 +85,7 @@ impl Kernel for ActQuant {
             f32_add: n * lanes,
             f32_mul: n * (lanes + wg),
             bit_ops: n * 3 * lanes,
-            dram_read: 2 * n * k * eb,
+            dram_read: if words <= ACT_QUANT_CACHED * wg { 1 } else { 2 } * n * k * eb,
             dram_write: n * (words * 4 + 4),
             sram_write: n * (wg + (wg - 1)) * 4,
             sram_read: n * (2 * (wg - 1) + 1) * 4,

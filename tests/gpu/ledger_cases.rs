@@ -53,11 +53,13 @@ fn full(b: &Backend) -> usize {
     if b.name == "gl" { 1 } else { usize::MAX }
 }
 
-/// Activation quantization on odd shapes (one word, a padded last word, rows past the workgroup):
+/// Activation quantization on odd shapes (one word, a padded last word, rows past the workgroup,
+/// the longest row held in registers and one past it):
 /// the counts equal `ActQuant::work`, and the counting variant still quantizes as the twin does.
 fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
     need_f16::<E>(gpu)?;
-    for (i, &(n, k)) in [(1u32, 3u32), (3, 37), (5, 1000), (2, 4095)].iter().enumerate() {
+    // The last row is longer than the registers hold (12 · 4 · 128 = 6,144): read twice.
+    for (i, &(n, k)) in [(1u32, 3u32), (3, 37), (5, 1000), (2, 6144), (2, 6145)].iter().enumerate() {
         let x: Vec<E> = Rng::new(70 + i as u64).vec((n * k) as usize);
         let kernel = ActQuant { n, k, elem: E::ELEM };
         let words = (n * act_row_words(k)) as usize;
