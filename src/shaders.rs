@@ -57,7 +57,7 @@ macro_rules! shaders {
 shaders! {
     GEMM = "gemm" ["F16", "VEC4", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     GEMV = "gemv" ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
-    ELEMENTWISE = "elementwise" ["F16", "VEC4", "BROADCAST"];
+    ELEMENTWISE = "elementwise" ["F16", "VEC4", "BROADCAST", "COUNT_WORK"];
     CONVERT = "convert" ["F16", "TO_F16"];
     FMA_PROBE = "fma_probe" ["F16"];
     MATMUL_NAIVE = "matmul_naive" ["F16"];

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
 use crate::shaders::{self, Variant};
 
 /// Parameter block of shaders/elementwise.wgsl. Keep in sync with `EltParams` there.
@@ -97,7 +98,7 @@ impl EltOp {
     }
 
     /// Whether a [`Broadcast`] applies (to `b`, or to `a` for `Copy`).
-    fn broadcasts(self) -> bool {
+    pub fn broadcasts(self) -> bool {
         matches!(self, EltOp::Add | EltOp::Mul | EltOp::Copy)
     }
 }
@@ -188,8 +189,12 @@ impl Kernel for Elementwise {
         Ok(arith + Work { dram_read: (a_reads + b_reads) * eb, dram_write: n * eb, ..Work::default() })
     }
 
-    fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
+    fn dispatches(&self, gpu: &Gpu, all_buffers: &[TensorRef<'_>], all_reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
+        // The counting variant's counters come last (bound at binding 15).
+        let count = counting(all_reqs);
+        let own = all_reqs.len() - usize::from(count);
+        let (buffers, reqs) = (&all_buffers[..own], &all_reqs[..own]);
         let vec4 = self.vec4();
         let len = if vec4 { self.len / 4 } else { self.len };
         let (alpha, beta) = match self.op {
@@ -209,15 +214,21 @@ impl Kernel for Elementwise {
         let key = PipelineKey::new(
             Variant::new(
                 &shaders::ELEMENTWISE,
-                self.elem.define().into_iter().chain(vec4.then_some("VEC4")).chain(self.broadcast.map(|_| "BROADCAST")),
+                self.elem
+                    .define()
+                    .into_iter()
+                    .chain(vec4.then_some("VEC4"))
+                    .chain(self.broadcast.map(|_| "BROADCAST"))
+                    .chain(count.then_some(COUNT_WORK)),
             ),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
-        let spec = DispatchSpec::sequential(
+        let mut spec = DispatchSpec::sequential(
             EltParams { len, alpha, beta, b_cols, b_group, _pad: [0; 3] },
             vec![(a, reqs[0].size), (b, b_bytes), (out, bytes)],
             grid_1d(len.div_ceil(WG), caps),
         );
+        spec.storage.extend(counters_binding(all_buffers, count));
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
     }
 }

@@ -13,7 +13,7 @@
 use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
-use crate::kernels::{ActQuant, Attention, Gemm, Gemv, Norm, QGemm, QGemv};
+use crate::kernels::{ActQuant, Attention, Elementwise, Gemm, Gemv, Norm, QGemm, QGemv};
 
 /// Binding of the counters in the counting variants.
 /// Keep in sync with shaders/shared/work_count.wgsl.
@@ -94,7 +94,7 @@ macro_rules! counting {
     )*};
 }
 
-counting!(Gemv, Gemm, Attention, ActQuant, Norm, QGemv, QGemm);
+counting!(Gemv, Gemm, Attention, ActQuant, Norm, QGemv, QGemm, Elementwise);
 
 #[cfg(test)]
 mod tests {

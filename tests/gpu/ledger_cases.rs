@@ -41,6 +41,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
+        ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
@@ -177,6 +178,45 @@ fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
                 None => qgemm_float(&p, weights(&pr), &Epilogue::default(), &none, &pr.x, &mut twin),
             }
             compare(&what, &out, &twin, &pr.scale, 1e-5, 1e-6)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every element-wise operation, vec4 and scalar lengths, with and without a broadcast `b`: the
+/// counts equal `Elementwise::work`, and the counting variant computes what the twin computes.
+fn elementwise_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::cpu::elementwise::elementwise_broadcast;
+    use milliwatt::kernels::{Broadcast, Elementwise, EltOp};
+    let ops =
+        [EltOp::Add, EltOp::Mul, EltOp::Scale { alpha: 0.5, beta: -1.0 }, EltOp::Silu, EltOp::GeluTanh, EltOp::Copy];
+    for (i, &op) in ops.iter().enumerate() {
+        for (len, broadcast) in [(1001u32, None), (1000, None), (1000, Some(Broadcast { cols: 40, group: 5 }))] {
+            if broadcast.is_some() && !op.broadcasts() {
+                continue;
+            }
+            let mut kernel = Elementwise::new(op, len, Elem::F32);
+            if let Some(b) = broadcast {
+                kernel = kernel.with_broadcast(b);
+            }
+            let mut rng = Rng::new(4300 + i as u64);
+            let b_len = broadcast.map_or(len, |b| len / (b.cols * b.group) * b.cols) as usize;
+            let (a, b): (Vec<f32>, Vec<f32>) = (rng.vec(len as usize), rng.vec(b_len));
+            let out = gpu.upload("out", &vec![7f32; len as usize]).map_err(err)?;
+            let (ab, bb) = (gpu.upload("a", &a).map_err(err)?, gpu.upload("b", &b).map_err(err)?);
+            let bufs: Vec<TensorRef<'_>> = match op {
+                EltOp::Copy => vec![(&bb).into(), (&out).into()],
+                EltOp::Add | EltOp::Mul => vec![(&ab).into(), (&bb).into(), (&out).into()],
+                _ => vec![(&ab).into(), (&out).into()],
+            };
+            let what = format!("elementwise {op:?} {len} {broadcast:?}");
+            let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
+            agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+            let got: Vec<f32> = gpu.read(&out).map_err(err)?;
+            let mut twin = vec![0f32; len as usize];
+            let (src, other) = if op == EltOp::Copy { (&b, None) } else { (&a, Some(&b[..])) };
+            elementwise_broadcast(op, src, other, broadcast, &mut twin);
+            compare(&what, &got, &twin, &vec![1.0; got.len()], 1e-5, 1e-6)?;
         }
     }
     Ok(())
