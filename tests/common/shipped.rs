@@ -8,8 +8,8 @@ use milliwatt::model::DitWeights;
 use safetensors::SafeTensors;
 
 /// The DiTs in models/.
-pub const MODELS: [&str; 5] =
-    ["mnist-fp32", "mnist-fp32-rf", "mnist-ternary", "mnist-ternary24", "mnist-ternary-latent"];
+pub const MODELS: [&str; 6] =
+    ["mnist-fp32", "mnist-fp32-rf", "mnist-ternary", "mnist-ternary24", "mnist-ternary-latent", "mnist-student"];
 
 /// The directory of shipped model `name`.
 pub fn model_dir(name: &str) -> PathBuf {
