@@ -1,7 +1,9 @@
 // Class-embedding lookup (DiT's LabelEmbedder): rows of the table (classes + 1 null class, dim)
 // for each label; classifier-free guidance doubles the batch with the null class. A label past
 // the table reads the null class rather than out-of-bounds memory.
+// COUNT_WORK counts its loads and stores (shared/work_count.wgsl) for the test of `work()`.
 #import elem
+#import work_count
 
 // Keep in sync with `ClassEmbedParams` in src/kernels/embed.rs.
 struct ClassEmbedParams {
@@ -28,4 +30,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let row = min(labels[b], p.rows - 1u);
     emb[b * p.dim + j] = table[row * p.dim + j];
+    count_dram_read(4u + ELEM_BYTES);
+    count_dram_write(ELEM_BYTES);
+    count_flush();
 }

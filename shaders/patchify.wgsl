@@ -2,7 +2,9 @@
 // (B, C, H, W) to tokens (B, T, C*p*p) with T = (H/p)(W/p) row-major over the patch grid and
 // feature (c, i, j) at c*p*p + i*p + j — the order of the convolution weight flattened to
 // (hidden, C*p*p), so the patch embedding is then one GEMM. One invocation per output element.
+// COUNT_WORK counts its loads and stores (shared/work_count.wgsl) for the test of `work()`.
 #import elem
+#import work_count
 
 #import patch_params
 
@@ -29,4 +31,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let y = (t / gw) * p.patch_size + (f % pp) / p.patch_size;
     let x = (t % gw) * p.patch_size + f % p.patch_size;
     tokens[i] = image[((b * p.channels + c) * p.height + y) * p.width + x];
+    count_dram_read(ELEM_BYTES);
+    count_dram_write(ELEM_BYTES);
+    count_flush();
 }

@@ -2,7 +2,9 @@
 // with feature (i, j, c) at (i*p + j)*C + c, to images (B, C, H, W). When the model predicts
 // more channels than the image has (learn_sigma: 2C), `token_channels` is the stride and only the
 // first C channels are read. One invocation per output pixel.
+// COUNT_WORK counts its loads and stores (shared/work_count.wgsl) for the test of `work()`.
 #import elem
+#import work_count
 
 #import patch_params
 
@@ -28,4 +30,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let tokens_per_image = (p.height / p.patch_size) * gw;
     let f = ((y % p.patch_size) * p.patch_size + x % p.patch_size) * p.token_channels + c;
     image[o] = tokens[(b * tokens_per_image + t) * features + f];
+    count_dram_read(ELEM_BYTES);
+    count_dram_write(ELEM_BYTES);
+    count_flush();
 }

@@ -63,10 +63,10 @@ shaders! {
     MATMUL_NAIVE = "matmul_naive" ["F16"];
     QUANTIZE_ACT = "quantize_act" ["F16", "COUNT_WORK"];
     NOISE = "noise" ["NORMAL"];
-    PATCHIFY = "patchify" ["F16"];
-    UNPATCHIFY = "unpatchify" ["F16"];
+    PATCHIFY = "patchify" ["F16", "COUNT_WORK"];
+    UNPATCHIFY = "unpatchify" ["F16", "COUNT_WORK"];
     TIMESTEP_EMBED = "timestep_embed" ["F16"];
-    CLASS_EMBED = "class_embed" ["F16"];
+    CLASS_EMBED = "class_embed" ["F16", "COUNT_WORK"];
     SAMPLER = "sampler" [];
     ATTENTION = "attention" ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
     ATTENTION_NAIVE = "attention_naive" [];

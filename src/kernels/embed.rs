@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
 use crate::shaders::{self, Variant};
 
 const WG: u32 = 256;
@@ -84,7 +85,9 @@ impl PatchGeometry {
         buffers: &[TensorRef<'_>],
         reqs: &[BufferReq],
     ) -> Result<Prepared> {
-        let key = PipelineKey::new(Variant::new(shader, elem.define()), &[("WG", f64::from(WG))]);
+        let count = counting(reqs);
+        let defines = elem.define().into_iter().chain(count.then_some(COUNT_WORK));
+        let key = PipelineKey::new(Variant::new(shader, defines), &[("WG", f64::from(WG))]);
         let params = PatchParams {
             images: self.images,
             channels: self.channels,
@@ -116,7 +119,15 @@ fn simple(
     grid: [u32; 3],
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
-    let spec = DispatchSpec::sequential(params, buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+    // A counting variant's counters (its last requirement) go to binding 15, not in order.
+    let count = counting(reqs);
+    let own = reqs.len() - usize::from(count);
+    let mut spec = DispatchSpec::sequential(
+        params,
+        buffers[..own].iter().zip(&reqs[..own]).map(|(b, r)| (*b, r.size)).collect(),
+        grid,
+    );
+    spec.storage.extend(counters_binding(buffers, count));
     build(gpu, kernel.name(), &key, vec![spec], kernel.work(caps)?)
 }
 
@@ -319,15 +330,13 @@ impl Kernel for ClassEmbed {
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let n = u64::from(self.images) * u64::from(self.dim);
-        Ok(Work {
-            dram_read: n * self.elem.size() + u64::from(self.images) * 4,
-            dram_write: n * self.elem.size(),
-            ..Work::default()
-        })
+        // Every output reads its image's label and one table value.
+        Ok(Work { dram_read: n * (self.elem.size() + 4), dram_write: n * self.elem.size(), ..Work::default() })
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        let key = PipelineKey::new(Variant::new(&shaders::CLASS_EMBED, self.elem.define()), &[("WG", 64.0)]);
+        let defines = self.elem.define().into_iter().chain(counting(reqs).then_some(COUNT_WORK));
+        let key = PipelineKey::new(Variant::new(&shaders::CLASS_EMBED, defines), &[("WG", 64.0)]);
         let params = ClassEmbedParams { images: self.images, dim: self.dim, rows: self.classes + 1, _pad: 0 };
         simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }

@@ -13,7 +13,9 @@
 use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
-use crate::kernels::{ActQuant, Attention, Elementwise, Gemm, Gemv, Norm, QGemm, QGemv};
+use crate::kernels::{
+    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, Unpatchify,
+};
 
 /// Binding of the counters in the counting variants.
 /// Keep in sync with shaders/shared/work_count.wgsl.
@@ -94,7 +96,7 @@ macro_rules! counting {
     )*};
 }
 
-counting!(Gemv, Gemm, Attention, ActQuant, Norm, QGemv, QGemm, Elementwise);
+counting!(Gemv, Gemm, Attention, ActQuant, Norm, QGemv, QGemm, Elementwise, Patchify, Unpatchify, ClassEmbed);
 
 #[cfg(test)]
 mod tests {

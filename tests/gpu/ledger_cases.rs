@@ -42,6 +42,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
+        ("ledger_patchify_class_embed", |b| embed_case(&b.gpu)),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
@@ -218,6 +219,64 @@ fn elementwise_case(gpu: &Gpu) -> Outcome {
             elementwise_broadcast(op, src, other, broadcast, &mut twin);
             compare(&what, &got, &twin, &vec![1.0; got.len()], 1e-5, 1e-6)?;
         }
+    }
+    Ok(())
+}
+
+/// Patchify, unpatchify (with extra token channels) and the class-embedding lookup on odd
+/// geometries: the counts equal `work()`, and the counting variants compute what the twins do.
+fn embed_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::kernels::{ClassEmbed, PatchGeometry, Patchify, Unpatchify};
+    for (i, &(images, channels, height, width, patch)) in
+        [(2u32, 3u32, 8u32, 12u32, 2u32), (3, 1, 9, 6, 3)].iter().enumerate()
+    {
+        let g = PatchGeometry { images, channels, height, width, patch };
+        let mut rng = Rng::new(4400 + i as u64);
+        let image: Vec<f32> = rng.vec((images * channels * height * width) as usize);
+        let (ib, tb) =
+            (gpu.upload("image", &image).map_err(err)?, gpu.upload("tokens", &vec![7f32; image.len()]).map_err(err)?);
+        let kernel = Patchify { geometry: g, elem: Elem::F32 };
+        let what = format!("patchify {g:?}");
+        agree(
+            &what,
+            run_counting(gpu, &Counting(kernel.clone()), &[(&ib).into(), (&tb).into()])?,
+            kernel.work(gpu.capabilities()).map_err(err)?,
+        )?;
+        let mut twin = vec![0f32; image.len()];
+        cpu::embed::patchify(&g, &image, &mut twin);
+        if gpu.read::<f32>(&tb).map_err(err)? != twin {
+            return Err(format!("{what}: the counting variant differs from the twin").into());
+        }
+        let token_channels = channels + 1;
+        let tokens: Vec<f32> = rng.vec((images * g.tokens() * patch * patch * token_channels) as usize);
+        let (tb, ob) =
+            (gpu.upload("tokens", &tokens).map_err(err)?, gpu.upload("image", &vec![7f32; image.len()]).map_err(err)?);
+        let kernel = Unpatchify { geometry: g, token_channels, elem: Elem::F32 };
+        let what = format!("unpatchify {g:?}");
+        agree(
+            &what,
+            run_counting(gpu, &Counting(kernel.clone()), &[(&tb).into(), (&ob).into()])?,
+            kernel.work(gpu.capabilities()).map_err(err)?,
+        )?;
+        let mut twin = vec![0f32; image.len()];
+        cpu::embed::unpatchify(&g, token_channels as usize, &tokens, &mut twin);
+        if gpu.read::<f32>(&ob).map_err(err)? != twin {
+            return Err(format!("{what}: the counting variant differs from the twin").into());
+        }
+    }
+    let (images, dim, classes) = (5u32, 37u32, 10u32);
+    let mut rng = Rng::new(4410);
+    let table: Vec<f32> = rng.vec(((classes + 1) * dim) as usize);
+    let labels: Vec<u32> = vec![0, 9, 10, 3, 42];
+    let kernel = ClassEmbed { images, dim, classes, elem: Elem::F32 };
+    let (lb, tb) = (gpu.upload("labels", &labels).map_err(err)?, gpu.upload("table", &table).map_err(err)?);
+    let eb = gpu.upload("emb", &vec![7f32; (images * dim) as usize]).map_err(err)?;
+    let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&lb).into(), (&tb).into(), (&eb).into()])?;
+    agree("class_embed", counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+    let mut twin = vec![0f32; (images * dim) as usize];
+    cpu::embed::class_embed(dim as usize, (classes + 1) as usize, &labels, &table, &mut twin);
+    if gpu.read::<f32>(&eb).map_err(err)? != twin {
+        return Err("class_embed: the counting variant differs from the twin".into());
     }
     Ok(())
 }
