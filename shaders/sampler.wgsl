@@ -14,6 +14,10 @@
 // src/cpu/sampler.rs.
 
 // Keep in sync with `SamplerParams` in src/kernels/sampler.rs.
+// COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of `Sampler::work`: a
+// square root is a multiply (as an inverse square root), a negation is not counted.
+#import work_count
+
 struct SamplerParams {
     // Elements per image.
     len: u32,
@@ -49,27 +53,51 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let e = schedule[state[0]];
+    // The step's entry and the state word, and the one value every op writes.
+    count_dram_read(20u);
+    count_dram_write(4u);
     let dt = e.t_next - e.t;
     switch OP {
         case 0u: {
             let u = a[total + i];
             out[i] = fma(p.guidance, a[i] - u, u);
+            count_dram_read(8u);
+            count_f32_mul(1u);
+            count_f32_add(2u);
         }
         case 1u: {
             x[i] = fma(dt, a[i], x[i]);
+            count_dram_read(8u);
+            count_f32_mul(1u);
+            count_f32_add(2u);
         }
         case 2u: {
             out[i] = fma(dt, a[i], x[i]);
+            count_dram_read(8u);
+            count_f32_mul(1u);
+            count_f32_add(2u);
         }
         case 3u: {
             x[i] = fma(dt * 0.5, a[i] + b[i], x[i]);
+            count_dram_read(12u);
+            count_f32_mul(2u);
+            count_f32_add(3u);
         }
         case 4u: {
-            let x0 = (x[i] - sqrt(1.0 - e.alpha_bar) * a[i]) / sqrt(e.alpha_bar);
-            x[i] = fma(sqrt(e.alpha_bar_next), x0, sqrt(1.0 - e.alpha_bar_next) * a[i]);
+            let ai = a[i];
+            let x0 = (x[i] - sqrt(1.0 - e.alpha_bar) * ai) / sqrt(e.alpha_bar);
+            x[i] = fma(sqrt(e.alpha_bar_next), x0, sqrt(1.0 - e.alpha_bar_next) * ai);
+            count_dram_read(8u);
+            // Four square roots, two products, the divide and the fma; 1 - ᾱ twice, the
+            // subtraction and the fma's add.
+            count_f32_mul(8u);
+            count_f32_add(4u);
         }
         case 5u: {
             x[i] = fma(1.0 - e.t, a[i], e.t * x[i]);
+            count_dram_read(8u);
+            count_f32_mul(2u);
+            count_f32_add(2u);
         }
         case 6u: {
             out[i] = e.t;
@@ -79,6 +107,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         default: {
             out[i] = -dt;
+            count_f32_add(1u);
         }
     }
+    count_flush();
 }

@@ -67,7 +67,7 @@ shaders! {
     UNPATCHIFY = "unpatchify" ["F16", "COUNT_WORK"];
     TIMESTEP_EMBED = "timestep_embed" ["F16"];
     CLASS_EMBED = "class_embed" ["F16", "COUNT_WORK"];
-    SAMPLER = "sampler" [];
+    SAMPLER = "sampler" ["COUNT_WORK"];
     ATTENTION = "attention" ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
     ATTENTION_NAIVE = "attention_naive" [];
     NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8", "COUNT_WORK"];

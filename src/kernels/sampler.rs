@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
 use crate::shaders::{self, Variant};
 use crate::wgpu;
 
@@ -129,21 +130,24 @@ impl Kernel for SamplerStep {
     }
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        // As the COUNT_WORK variant counts (sampler.wgsl): per element the op's operands, and the
+        // step's schedule entry (16 bytes) and state word that every invocation reads; dt = t_next
+        // - t is an add where an op uses it; a square root is a multiply.
         let n = u64::from(self.images) * u64::from(self.len);
-        let (mul, add, reads, writes) = match self.op {
-            SamplerOp::Guide { .. } => (1, 2, 2, 1),
-            SamplerOp::Euler | SamplerOp::HeunPredict => (1, 1, 2, 1),
-            SamplerOp::HeunCorrect => (2, 2, 3, 1),
-            SamplerOp::Ddim => (4, 2, 2, 1),
-            SamplerOp::NoiseInit => (2, 1, 2, 1),
-            SamplerOp::Time | SamplerOp::TimeNext => (0, 0, 0, 1),
-            SamplerOp::StepSize => (0, 1, 0, 1),
+        let (mul, add, reads) = match self.op {
+            SamplerOp::Guide { .. } => (1, 2, 2),
+            SamplerOp::Euler | SamplerOp::HeunPredict => (1, 2, 2),
+            SamplerOp::HeunCorrect => (2, 3, 3),
+            SamplerOp::Ddim => (8, 4, 2),
+            SamplerOp::NoiseInit => (2, 2, 2),
+            SamplerOp::Time | SamplerOp::TimeNext => (0, 0, 0),
+            SamplerOp::StepSize => (0, 1, 0),
         };
         Ok(Work {
             f32_mul: n * mul,
             f32_add: n * add,
-            dram_read: n * 4 * reads,
-            dram_write: n * 4 * writes,
+            dram_read: n * (4 * reads + 20),
+            dram_write: n * 4,
             ..Work::default()
         })
     }
@@ -178,8 +182,10 @@ impl Kernel for SamplerStep {
         let params = SamplerParams { len: self.len, images: self.images, guidance, _pad: 0 };
         let groups =
             u32::try_from((u64::from(self.images) * u64::from(self.len)).div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        let count = counting(reqs);
+        storage.extend(counters_binding(buffers, count));
         let key = PipelineKey::new(
-            Variant::new(&shaders::SAMPLER, []),
+            Variant::new(&shaders::SAMPLER, count.then_some(COUNT_WORK)),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
         let spec = DispatchSpec { params, storage, workgroups: grid_1d(groups, caps) };

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 use crate::kernels::{
-    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, Unpatchify,
+    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep, Unpatchify,
 };
 
 /// Binding of the counters in the counting variants.
@@ -96,7 +96,20 @@ macro_rules! counting {
     )*};
 }
 
-counting!(Gemv, Gemm, Attention, ActQuant, Norm, QGemv, QGemm, Elementwise, Patchify, Unpatchify, ClassEmbed);
+counting!(
+    Gemv,
+    Gemm,
+    Attention,
+    ActQuant,
+    Norm,
+    QGemv,
+    QGemm,
+    Elementwise,
+    Patchify,
+    Unpatchify,
+    ClassEmbed,
+    SamplerStep
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! schedule against the original DiT's respacing.
 
 use milliwatt::cpu::sampler::{SamplerIo, sampler};
-use milliwatt::kernels::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use milliwatt::kernels::{Counting, SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare, err};
@@ -13,6 +13,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![("sampler_ops_every_step", |b| ops_case(&b.gpu)), ("ddim_schedule_matches_dit", |_| ddim_case())]
 }
 
+/// Every sampler op stepped through a schedule against the twin, creating nothing per step; its
+/// counting variant counts what `work()` says.
 fn ops_case(gpu: &Gpu) -> Outcome {
     let (images, len) = (3u32, 1001u32);
     let ops = [
@@ -81,6 +83,23 @@ fn ops_case(gpu: &Gpu) -> Outcome {
         if after.bind_groups != before.bind_groups || after.pipelines != before.pipelines {
             return Err(format!("{op:?}: stepping created GPU objects: {before:?} -> {after:?}").into());
         }
+        // The counting variant (step 0 again, from the state the steps left): counts equal
+        // `work()`, and it steps as the twin does.
+        gpu.queue().write_buffer(&state, 0, bytemuck::bytes_of(&0u32));
+        let kernel = SamplerStep { op, images, len, steps: schedule.len() as u32 };
+        let counted = crate::ledger_cases::run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
+        crate::ledger_cases::agree(&format!("sampler {op:?}"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        let mut out = vec![0f32; total];
+        sampler(op, &schedule[0], total, SamplerIo { x: &mut x, a: &a, b: &b, out: &mut out });
+        let (got, want): (Vec<f32>, &[f32]) = if op.buffers().contains(&"out") {
+            (gpu.read(&ob).map_err(err)?, &out)
+        } else {
+            (gpu.read(&xb).map_err(err)?, &x)
+        };
+        // From the final state DDIM's first step scales x up (by 1 / √ᾱ of t = 750): relative
+        // tolerance on its magnitude.
+        let scale: Vec<f32> = want.iter().map(|v| v.abs().max(4.0)).collect();
+        compare(&format!("{op:?} counting variant"), &got, want, &scale, 1e-6, 1e-6)?;
     }
     Ok(())
 }
