@@ -65,7 +65,7 @@ shaders! {
     NOISE = "noise" ["NORMAL"];
     PATCHIFY = "patchify" ["F16", "COUNT_WORK"];
     UNPATCHIFY = "unpatchify" ["F16", "COUNT_WORK"];
-    TIMESTEP_EMBED = "timestep_embed" ["F16"];
+    TIMESTEP_EMBED = "timestep_embed" ["F16", "COUNT_WORK"];
     CLASS_EMBED = "class_embed" ["F16", "COUNT_WORK"];
     SAMPLER = "sampler" ["COUNT_WORK"];
     ATTENTION = "attention" ["F16", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];

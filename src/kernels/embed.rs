@@ -265,18 +265,23 @@ impl Kernel for TimestepEmbed {
 
     fn work(&self, _caps: &Capabilities) -> Result<Work> {
         let n = u64::from(self.images) * u64::from(self.dim);
-        // Per value: two products, the 2 pi reduction (3 fma) and the cos/sin polynomials (~12 fma).
+        // As the COUNT_WORK variant counts (timestep_embed.wgsl): per value of the 2 (dim / 2)
+        // sinusoids (an odd dim's last is 0) the time and frequency reads, two products, the 2 pi
+        // reduction (a product, a round, 3 fma) and cos_sin (a product, a round, 2 fma, 2 products,
+        // 8 fma of the polynomials).
+        let values = u64::from(self.images) * u64::from(self.dim / 2 * 2);
         Ok(Work {
-            f32_mul: n * 18,
-            f32_add: n * 15,
-            dram_read: n * 8,
+            f32_mul: values * 19,
+            f32_add: values * 15,
+            dram_read: values * 8,
             dram_write: n * self.elem.size(),
             ..Work::default()
         })
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
-        let key = PipelineKey::new(Variant::new(&shaders::TIMESTEP_EMBED, self.elem.define()), &[("WG", 64.0)]);
+        let defines = self.elem.define().into_iter().chain(counting(reqs).then_some(COUNT_WORK));
+        let key = PipelineKey::new(Variant::new(&shaders::TIMESTEP_EMBED, defines), &[("WG", 64.0)]);
         let params = TimestepParams { images: self.images, dim: self.dim, _pad: 0, time_scale: self.time_scale };
         simple(gpu, self, key, params, buffers, reqs, [self.dim.div_ceil(64), self.images, 1])
     }

@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 use crate::kernels::{
-    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep, Unpatchify,
+    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep, TimestepEmbed,
+    Unpatchify,
 };
 
 /// Binding of the counters in the counting variants.
@@ -108,7 +109,8 @@ counting!(
     Patchify,
     Unpatchify,
     ClassEmbed,
-    SamplerStep
+    SamplerStep,
+    TimestepEmbed
 );
 
 #[cfg(test)]

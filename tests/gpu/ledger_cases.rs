@@ -42,7 +42,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
-        ("ledger_patchify_class_embed", |b| embed_case(&b.gpu)),
+        ("ledger_patchify_embeddings", |b| embed_case(&b.gpu)),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
         ("ledger_counts_past_u32", |b| past_u32_case(&b.gpu)),
@@ -223,10 +223,10 @@ fn elementwise_case(gpu: &Gpu) -> Outcome {
     Ok(())
 }
 
-/// Patchify, unpatchify (with extra token channels) and the class-embedding lookup on odd
-/// geometries: the counts equal `work()`, and the counting variants compute what the twins do.
+/// Patchify, unpatchify (with extra token channels), the timestep embedding (even and odd
+/// widths) and the class-embedding lookup on odd geometries: the counts equal `work()`, and the counting variants compute what the twins do.
 fn embed_case(gpu: &Gpu) -> Outcome {
-    use milliwatt::kernels::{ClassEmbed, PatchGeometry, Patchify, Unpatchify};
+    use milliwatt::kernels::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify};
     for (i, &(images, channels, height, width, patch)) in
         [(2u32, 3u32, 8u32, 12u32, 2u32), (3, 1, 9, 6, 3)].iter().enumerate()
     {
@@ -263,6 +263,20 @@ fn embed_case(gpu: &Gpu) -> Outcome {
         if gpu.read::<f32>(&ob).map_err(err)? != twin {
             return Err(format!("{what}: the counting variant differs from the twin").into());
         }
+    }
+    // The timestep embedding, odd width (its last value 0), f32.
+    for dim in [256u32, 37] {
+        let kernel = TimestepEmbed { images: 3, dim, max_period: 10_000.0, time_scale: 1000.0, elem: Elem::F32 };
+        let freqs = milliwatt::kernels::timestep_freqs(dim, 10_000.0);
+        let t = [0.0f32, 0.25, 1.0];
+        let (tb, fb) = (gpu.upload("t", &t).map_err(err)?, gpu.upload("freqs", &freqs).map_err(err)?);
+        let eb = gpu.upload("emb", &vec![7f32; (3 * dim) as usize]).map_err(err)?;
+        let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&tb).into(), (&fb).into(), (&eb).into()])?;
+        agree(&format!("timestep_embed {dim}"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        let mut twin = vec![0f32; (3 * dim) as usize];
+        cpu::embed::timestep_embed(dim as usize, &freqs, 1000.0, &t, &mut twin);
+        let got: Vec<f32> = gpu.read(&eb).map_err(err)?;
+        compare(&format!("timestep_embed {dim} counting variant"), &got, &twin, &vec![1.0; got.len()], 1e-6, 1e-6)?;
     }
     let (images, dim, classes) = (5u32, 37u32, 10u32);
     let mut rng = Rng::new(4410);
