@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
-use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting, own};
 use crate::shaders::{self, Variant};
 
 /// Parameter block of shaders/elementwise.wgsl. Keep in sync with `EltParams` there.
@@ -193,8 +193,7 @@ impl Kernel for Elementwise {
         let caps = gpu.capabilities();
         // The counting variant's counters come last (bound at binding 15).
         let count = counting(all_reqs);
-        let own = all_reqs.len() - usize::from(count);
-        let (buffers, reqs) = (&all_buffers[..own], &all_reqs[..own]);
+        let (buffers, reqs) = own(all_buffers, all_reqs);
         let vec4 = self.vec4();
         let len = if vec4 { self.len / 4 } else { self.len };
         let (alpha, beta) = match self.op {

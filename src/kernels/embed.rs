@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
 use crate::kernel::{BufferReq, DispatchSpec, Kernel, Prepared, TensorRef, Work, build, grid_1d};
 use crate::kernels::Elem;
-use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting};
+use crate::kernels::work_count::{COUNT_WORK, counters_binding, counting, own};
 use crate::shaders::{self, Variant};
 
 const WG: u32 = 256;
@@ -120,14 +120,10 @@ fn simple(
 ) -> Result<Prepared> {
     let caps = gpu.capabilities();
     // A counting variant's counters (its last requirement) go to binding 15, not in order.
-    let count = counting(reqs);
-    let own = reqs.len() - usize::from(count);
-    let mut spec = DispatchSpec::sequential(
-        params,
-        buffers[..own].iter().zip(&reqs[..own]).map(|(b, r)| (*b, r.size)).collect(),
-        grid,
-    );
-    spec.storage.extend(counters_binding(buffers, count));
+    let (mine, my_reqs) = own(buffers, reqs);
+    let mut spec =
+        DispatchSpec::sequential(params, mine.iter().zip(my_reqs).map(|(b, r)| (*b, r.size)).collect(), grid);
+    spec.storage.extend(counters_binding(buffers, counting(reqs)));
     build(gpu, kernel.name(), &key, vec![spec], kernel.work(caps)?)
 }
 

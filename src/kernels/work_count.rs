@@ -55,6 +55,16 @@ impl WorkCounters {
     }
 }
 
+/// A kernel's own buffers and requirements: without a counting variant's counters (its last),
+/// for kernels that bind their buffers in order.
+pub(crate) fn own<'b, 'a>(
+    buffers: &'b [TensorRef<'a>],
+    reqs: &'b [BufferReq],
+) -> (&'b [TensorRef<'a>], &'b [BufferReq]) {
+    let n = reqs.len() - usize::from(counting(reqs));
+    (&buffers[..n.min(buffers.len())], &reqs[..n])
+}
+
 /// The storage binding of the counters for a counting variant (`count`): the last of the kernel's
 /// buffers, at [`COUNTERS_BINDING`]; `None` for the normal variant.
 pub(crate) fn counters_binding<'a>(buffers: &[TensorRef<'a>], count: bool) -> Option<(u32, TensorRef<'a>, u64)> {

@@ -68,8 +68,7 @@ fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
         let up = |name, v: &[u32]| gpu.upload(name, v).map_err(err);
         let (xb, xq, xs) =
             (gpu.upload("x", &x).map_err(err)?, up("xq", &vec![7; words])?, up("xs", &vec![7; n as usize])?);
-        let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&xb).into(), (&xq).into(), (&xs).into()])?;
-        agree(&format!("quantize_act ({n}, {k})"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        counts_agree(gpu, &format!("quantize_act ({n}, {k})"), &kernel, &[(&xb).into(), (&xq).into(), (&xs).into()])?;
         let (q, s): (Vec<u32>, Vec<f32>) = (gpu.read(&xq).map_err(err)?, gpu.read(&xs).map_err(err)?);
         crate::qcases::check_act_quant(n, k, &x, &q, &s)?;
     }
@@ -114,8 +113,7 @@ fn qgemv_case(gpu: &Gpu, formats: &[Format], shapes: usize) -> Outcome {
                 }
                 bufs.push((&y).into());
                 let what = format!("qgemv {format:?} {act:?} ({m}, {n}, {k})");
-                let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
-                agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+                counts_agree(gpu, &what, &kernel, &bufs)?;
                 let out: Vec<f32> = gpu.read(&y).map_err(err)?;
                 let mut twin = vec![0f32; (m * n) as usize];
                 let input = match act {
@@ -169,8 +167,7 @@ fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
             let mut bufs: Vec<TensorRef<'_>> = bufs_owned.iter().map(TensorRef::from).collect();
             bufs.push((&y).into());
             let what = format!("qgemm {format:?} {act:?} ({m}, {n}, {k})");
-            let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
-            agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+            counts_agree(gpu, &what, &kernel, &bufs)?;
             let out: Vec<f32> = gpu.read(&y).map_err(err)?;
             let mut twin = vec![0f32; (m * n) as usize];
             let (p, none) = (params(shape, format, 0), EpilogueInputs::default());
@@ -211,8 +208,7 @@ fn elementwise_case(gpu: &Gpu) -> Outcome {
                 _ => vec![(&ab).into(), (&out).into()],
             };
             let what = format!("elementwise {op:?} {len} {broadcast:?}");
-            let counted = run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
-            agree(&what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+            counts_agree(gpu, &what, &kernel, &bufs)?;
             let got: Vec<f32> = gpu.read(&out).map_err(err)?;
             let mut twin = vec![0f32; len as usize];
             let (src, other) = if op == EltOp::Copy { (&b, None) } else { (&a, Some(&b[..])) };
@@ -237,11 +233,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
             (gpu.upload("image", &image).map_err(err)?, gpu.upload("tokens", &vec![7f32; image.len()]).map_err(err)?);
         let kernel = Patchify { geometry: g, elem: Elem::F32 };
         let what = format!("patchify {g:?}");
-        agree(
-            &what,
-            run_counting(gpu, &Counting(kernel.clone()), &[(&ib).into(), (&tb).into()])?,
-            kernel.work(gpu.capabilities()).map_err(err)?,
-        )?;
+        counts_agree(gpu, &what, &kernel, &[(&ib).into(), (&tb).into()])?;
         let mut twin = vec![0f32; image.len()];
         cpu::embed::patchify(&g, &image, &mut twin);
         if gpu.read::<f32>(&tb).map_err(err)? != twin {
@@ -253,11 +245,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
             (gpu.upload("tokens", &tokens).map_err(err)?, gpu.upload("image", &vec![7f32; image.len()]).map_err(err)?);
         let kernel = Unpatchify { geometry: g, token_channels, elem: Elem::F32 };
         let what = format!("unpatchify {g:?}");
-        agree(
-            &what,
-            run_counting(gpu, &Counting(kernel.clone()), &[(&tb).into(), (&ob).into()])?,
-            kernel.work(gpu.capabilities()).map_err(err)?,
-        )?;
+        counts_agree(gpu, &what, &kernel, &[(&tb).into(), (&ob).into()])?;
         let mut twin = vec![0f32; image.len()];
         cpu::embed::unpatchify(&g, token_channels as usize, &tokens, &mut twin);
         if gpu.read::<f32>(&ob).map_err(err)? != twin {
@@ -271,8 +259,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
         let t = [0.0f32, 0.25, 1.0];
         let (tb, fb) = (gpu.upload("t", &t).map_err(err)?, gpu.upload("freqs", &freqs).map_err(err)?);
         let eb = gpu.upload("emb", &vec![7f32; (3 * dim) as usize]).map_err(err)?;
-        let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&tb).into(), (&fb).into(), (&eb).into()])?;
-        agree(&format!("timestep_embed {dim}"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        counts_agree(gpu, &format!("timestep_embed {dim}"), &kernel, &[(&tb).into(), (&fb).into(), (&eb).into()])?;
         let mut twin = vec![0f32; (3 * dim) as usize];
         cpu::embed::timestep_embed(dim as usize, &freqs, 1000.0, &t, &mut twin);
         let got: Vec<f32> = gpu.read(&eb).map_err(err)?;
@@ -285,8 +272,7 @@ fn embed_case(gpu: &Gpu) -> Outcome {
     let kernel = ClassEmbed { images, dim, classes, elem: Elem::F32 };
     let (lb, tb) = (gpu.upload("labels", &labels).map_err(err)?, gpu.upload("table", &table).map_err(err)?);
     let eb = gpu.upload("emb", &vec![7f32; (images * dim) as usize]).map_err(err)?;
-    let counted = run_counting(gpu, &Counting(kernel.clone()), &[(&lb).into(), (&tb).into(), (&eb).into()])?;
-    agree("class_embed", counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+    counts_agree(gpu, "class_embed", &kernel, &[(&lb).into(), (&tb).into(), (&eb).into()])?;
     let mut twin = vec![0f32; (images * dim) as usize];
     cpu::embed::class_embed(dim as usize, (classes + 1) as usize, &labels, &table, &mut twin);
     if gpu.read::<f32>(&eb).map_err(err)? != twin {
@@ -318,6 +304,15 @@ pub(crate) fn agree(what: &str, counted: Work, model: Work) -> Result<(), String
         .map(|(f, c, m)| format!("{f}: shader counted {c}, work() says {m} ({:+})", *m as i128 - *c as i128))
         .collect();
     if diffs.is_empty() { Ok(()) } else { Err(format!("{what}: {}", diffs.join("; "))) }
+}
+
+/// Runs `kernel`'s counting variant over `bufs` and checks its counts equal `kernel.work()`.
+pub(crate) fn counts_agree<K: Kernel + Clone>(gpu: &Gpu, what: &str, kernel: &K, bufs: &[TensorRef<'_>]) -> Outcome
+where
+    Counting<K>: Kernel,
+{
+    let counted = run_counting(gpu, &Counting(kernel.clone()), bufs)?;
+    Ok(agree(what, counted, kernel.work(gpu.capabilities()).map_err(err)?)?)
 }
 
 /// Runs a counting kernel over `bufs` plus a zeroed counters buffer; returns the counts.

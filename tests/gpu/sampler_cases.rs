@@ -3,7 +3,7 @@
 //! schedule against the original DiT's respacing.
 
 use milliwatt::cpu::sampler::{SamplerIo, sampler};
-use milliwatt::kernels::{Counting, SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use milliwatt::kernels::{SamplerOp, SamplerStep, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use milliwatt::{Gpu, Kernel};
 
 use crate::util::{Rng, compare, err};
@@ -87,8 +87,7 @@ fn ops_case(gpu: &Gpu) -> Outcome {
         // `work()`, and it steps as the twin does.
         gpu.queue().write_buffer(&state, 0, bytemuck::bytes_of(&0u32));
         let kernel = SamplerStep { op, images, len, steps: schedule.len() as u32 };
-        let counted = crate::ledger_cases::run_counting(gpu, &Counting(kernel.clone()), &bufs)?;
-        crate::ledger_cases::agree(&format!("sampler {op:?}"), counted, kernel.work(gpu.capabilities()).map_err(err)?)?;
+        crate::ledger_cases::counts_agree(gpu, &format!("sampler {op:?}"), &kernel, &bufs)?;
         let mut out = vec![0f32; total];
         sampler(op, &schedule[0], total, SamplerIo { x: &mut x, a: &a, b: &b, out: &mut out });
         let (got, want): (Vec<f32>, &[f32]) = if op.buffers().contains(&"out") {
