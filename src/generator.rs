@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{ExecOptions, ExecPlan, Executor, SharedWeights, StepEvent};
-use crate::kernels::{ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use crate::kernel::{Kernel, Prepared as PreparedKernel};
+use crate::kernels::{DecodeRgba8, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use crate::ledger::Ledger;
 use crate::model::{
     AttentionKind, DitConfig, DitWeights, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
@@ -142,6 +143,34 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
+/// A caller's texture a generation draws into ([`Generator::generate_into`]): images tiled
+/// `columns` wide from the top-left corner, each pixel one texel. The texture is `Rgba8Unorm`, 2D,
+/// single-sampled, with `STORAGE_BINDING` (written by the decoder directly) or `COPY_DST` (decoded
+/// into a buffer and copied), and at least [`TextureTarget::size`] texels large.
+#[derive(Clone, Copy, Debug)]
+pub struct TextureTarget<'a> {
+    /// The texture (of the generator's device).
+    pub texture: &'a wgpu::Texture,
+    /// Images per row of the grid; `None` puts every image in one row.
+    pub columns: Option<u32>,
+}
+
+impl<'a> TextureTarget<'a> {
+    /// Every image in one row.
+    pub fn row(texture: &'a wgpu::Texture) -> Self {
+        Self { texture, columns: None }
+    }
+
+    /// Texels the grid of `images` images of `width` x `height` needs, (width, height).
+    pub fn size(&self, images: u32, width: u32, height: u32) -> (u32, u32) {
+        self.decoder(images, 1, width, height).grid_size()
+    }
+
+    fn decoder(&self, images: u32, channels: u32, width: u32, height: u32) -> DecodeRgba8 {
+        DecodeRgba8 { images, channels, height, width, columns: self.columns.unwrap_or(images).clamp(1, images.max(1)) }
+    }
+}
+
 /// Where the time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Timings {
@@ -187,14 +216,16 @@ pub trait Decoder: Send + Sync + std::fmt::Debug {
     fn decode(&self, samples: &[f32], shape: [u32; 4]) -> Result<Vec<image::DynamicImage>>;
 }
 
-/// Pixel space: values in [-1, 1] to 8-bit; 1 channel is grey, 2 grey + alpha, 3 RGB, 4 RGBA.
+/// Pixel space: values in [-1, 1] to 8-bit, floor(x + 0.5) of x = (v + 1) · 127.5 (the GPU
+/// decoder's rounding, [`crate::cpu::decode::to_byte`]); 1 channel is grey, 2 grey + alpha, 3 RGB,
+/// 4 RGBA.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PixelDecoder;
 
 impl Decoder for PixelDecoder {
     fn decode(&self, samples: &[f32], shape: [u32; 4]) -> Result<Vec<image::DynamicImage>> {
         let [n, c, h, w] = shape.map(|v| v as usize);
-        let to8 = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let to8 = crate::cpu::decode::to_byte;
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let img = &samples[i * c * h * w..(i + 1) * c * h * w];
@@ -226,6 +257,35 @@ struct PoolKey {
     guidance: Option<u32>,
     img2img: bool,
     preview: bool,
+}
+
+/// The output stage of [`Generator::generate_into`], recorded after a step.
+struct Output {
+    kernel: PreparedKernel,
+    /// The buffer the decoder writes and its row bytes, width and height, when the texture is
+    /// filled by a copy.
+    copy: Option<(wgpu::Buffer, u32, u32, u32)>,
+    texture: wgpu::Texture,
+}
+
+impl Output {
+    fn encode(&self, enc: &mut wgpu::CommandEncoder) {
+        self.kernel.encode(enc);
+        if let Some((buffer, row_bytes, width, height)) = &self.copy {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(*row_bytes),
+                        rows_per_image: None,
+                    },
+                },
+                self.texture.as_image_copy(),
+                wgpu::Extent3d { width: *width, height: *height, depth_or_array_layers: 1 },
+            );
+        }
+    }
 }
 
 struct Prepared {
@@ -592,19 +652,103 @@ impl Generator {
         request: &Request,
         mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Generation> {
+        self.generate_inner(request, None, &mut progress).await
+    }
+
+    /// [`Generator::generate`], and the images drawn into the caller's texture on the GPU, in the
+    /// last step's command buffer (after every step when the request asks for previews: then the
+    /// texture is the preview and [`Progress::preview`] is `None`, no sample crosses to the CPU
+    /// until the end). Nothing is copied through the host for the texture; the result is as
+    /// `generate`'s (its `images` are the texture's pixels, byte for byte), and its ledger counts
+    /// the decoding. A texture the decoder cannot write is [`Error::Request`], before anything
+    /// runs.
+    pub async fn generate_into(
+        &self,
+        request: &Request,
+        target: &TextureTarget<'_>,
+        mut progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        self.generate_inner(request, Some(target), &mut progress).await
+    }
+
+    /// [`Generator::generate_into`], blocking.
+    pub fn generate_into_blocking(
+        &self,
+        request: &Request,
+        target: &TextureTarget<'_>,
+        progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_into(request, target, progress))
+    }
+
+    /// Checks `target` for `spec`'s images; the decoder that fills it.
+    fn check_target(&self, spec: &SampleSpec, target: &TextureTarget<'_>) -> Result<DecodeRgba8> {
+        let c = &self.weights.config;
+        let t = target.texture;
+        let bad = |message: String| Err(Error::Request { message });
+        if target.columns == Some(0) {
+            return bad("a texture target needs at least one column".into());
+        }
+        let decoder = target.decoder(spec.images, c.in_channels, c.input_size, c.input_size);
+        let (w, h) = decoder.grid_size();
+        if t.format() != wgpu::TextureFormat::Rgba8Unorm {
+            return bad(format!("the target texture is {:?}; generate_into writes Rgba8Unorm", t.format()));
+        }
+        let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST;
+        if !t.usage().intersects(usage) {
+            return bad(format!("the target texture's usage {:?} has neither STORAGE_BINDING nor COPY_DST", t.usage()));
+        }
+        if t.dimension() != wgpu::TextureDimension::D2 || t.sample_count() != 1 {
+            return bad(format!(
+                "the target texture is {:?} with {} samples; generate_into writes a single-sampled 2D texture",
+                t.dimension(),
+                t.sample_count()
+            ));
+        }
+        if t.width() < w || t.height() < h {
+            return bad(format!(
+                "{} images of {}x{} in {} columns need a {w}x{h} texture, the target is {}x{}",
+                spec.images,
+                c.input_size,
+                c.input_size,
+                decoder.columns,
+                t.width(),
+                t.height()
+            ));
+        }
+        Ok(decoder)
+    }
+
+    async fn generate_inner(
+        &self,
+        request: &Request,
+        target: Option<&TextureTarget<'_>>,
+        progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Generation> {
         let start = Instant::now();
         self.gpu.check_alive()?;
         let spec = self.spec(request)?;
+        let decoder = target.map(|t| self.check_target(&spec, t)).transpose()?;
+        // Into a texture, previews are drawn there, not copied to the host.
+        let cpu_preview = request.preview && target.is_none();
         let key = PoolKey {
             images: spec.images,
             steps: spec.steps,
             sampler: spec.sampler,
             guidance: spec.guidance.map(f32::to_bits),
             img2img: spec.img2img,
-            preview: request.preview,
+            preview: cpu_preview,
         };
         let (p, prepare) = self.acquire(&key, &spec).map_err(|e| self.lost_or(e))?;
-        let result = self.run(&p, &spec, request, &mut progress, start).await;
+        let output = match (target, decoder) {
+            (Some(t), Some(d)) => Some(self.output(&p, t, d).map_err(|e| self.lost_or(e))),
+            _ => None,
+        }
+        .transpose();
+        let result = match output {
+            Ok(output) => self.run(&p, &spec, request, output.as_ref(), progress, start).await,
+            Err(e) => Err(e),
+        };
         if self.gpu.lost().is_none() {
             self.release(key, p);
         } else {
@@ -631,11 +775,37 @@ impl Generator {
         })
     }
 
+    /// The output stage of a texture target: the decoder bound to the executor's sample and to
+    /// the texture (directly, or through a buffer copied into it).
+    fn output(&self, p: &Prepared, target: &TextureTarget<'_>, decoder: DecodeRgba8) -> Result<Output> {
+        let x = p.ex.buffer(p.graph.x)?;
+        let texture = target.texture;
+        if texture.usage().contains(wgpu::TextureUsages::STORAGE_BINDING) {
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                label: Some("milliwatt.output"),
+                mip_level_count: Some(1),
+                ..Default::default()
+            });
+            let kernel = decoder.prepare_texture(&self.gpu, x.into(), &view)?;
+            return Ok(Output { kernel, copy: None, texture: texture.clone() });
+        }
+        let reqs = decoder.requirements(self.gpu.capabilities())?;
+        let buffer = self.gpu.buffer(
+            "output.rgba8",
+            reqs[1].size,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let kernel = decoder.prepare(&self.gpu, &[x.into(), (&buffer).into()])?;
+        let (width, height) = decoder.grid_size();
+        Ok(Output { kernel, copy: Some((buffer, decoder.pitch() * 4, width, height)), texture: texture.clone() })
+    }
+
     async fn run(
         &self,
         p: &Prepared,
         spec: &SampleSpec,
         request: &Request,
+        output: Option<&Output>,
         progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
         start: Instant,
     ) -> Result<(Vec<f32>, crate::graph::RunReport, crate::graph::MemoryReport)> {
@@ -669,8 +839,15 @@ impl Generator {
         if let (Some(t), Some(init)) = (g.init, &request.init) {
             ex.write(t, &init.pixels)?;
         }
-        let report = ex
-            .run_async(spec.steps, |e: &StepEvent| {
+        let last = spec.steps - 1;
+        let every_step = request.preview;
+        let decode = |enc: &mut wgpu::CommandEncoder, step: u32| {
+            if let Some(o) = output.filter(|_| every_step || step == last) {
+                o.encode(enc);
+            }
+        };
+        let mut report = ex
+            .run_async_then(spec.steps, output.is_some().then_some(&decode as _), |e: &StepEvent| {
                 progress(&Progress {
                     step: e.step,
                     steps: e.steps,
@@ -679,6 +856,11 @@ impl Generator {
                 })
             })
             .await?;
+        if let Some(o) = output {
+            let k = &o.kernel;
+            let times = if every_step { u64::from(report.steps) } else { 1 };
+            report.ledger.add(k.name(), k.work(), k.footprint(), times);
+        }
         Ok((ex.read::<f32>(g.x)?, report, ex.memory()))
     }
 

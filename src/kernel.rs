@@ -279,6 +279,11 @@ impl Prepared {
         self.footprint = self.footprint + other.footprint;
     }
 
+    /// Sets the bytes the launch binds, for a kernel prepared outside [`Kernel::prepare`].
+    pub(crate) fn set_footprint(&mut self, footprint: Footprint) {
+        self.footprint = footprint;
+    }
+
     /// Keeps a buffer the kernel created during preparation alive as long as its bind groups.
     pub(crate) fn keep_alive(&mut self, buffer: wgpu::Buffer) {
         self.owned.push(buffer);
@@ -423,6 +428,8 @@ pub(crate) fn check_buffers(
 pub(crate) struct DispatchSpec<'a, P> {
     pub params: P,
     pub storage: Vec<(u32, TensorRef<'a>, u64)>,
+    /// Texture views (binding number, view): storage textures.
+    pub views: Vec<(u32, &'a wgpu::TextureView)>,
     pub workgroups: [u32; 3],
 }
 
@@ -430,7 +437,7 @@ impl<'a, P> DispatchSpec<'a, P> {
     /// A spec whose storage bindings are numbered 1, 2, … in order.
     pub fn sequential(params: P, storage: Vec<(TensorRef<'a>, u64)>, workgroups: [u32; 3]) -> Self {
         let storage = storage.into_iter().zip(1u32..).map(|((t, size), b)| (b, t, size)).collect();
-        Self { params, storage, workgroups }
+        Self { params, storage, views: Vec::new(), workgroups }
     }
 }
 
@@ -458,6 +465,10 @@ pub(crate) fn build<P: bytemuck::NoUninit>(
                     size: wgpu::BufferSize::new(size.next_multiple_of(4).max(4)),
                 }),
             });
+        }
+        for (binding, view) in &s.views {
+            entries
+                .push(wgpu::BindGroupEntry { binding: *binding, resource: wgpu::BindingResource::TextureView(view) });
         }
         let bind_group = gpu.bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&format!("milliwatt.{name}.bind{i}")),

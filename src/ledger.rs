@@ -252,6 +252,11 @@ impl Ledger {
         }
     }
 
+    /// Launches of `kernel` recorded (every shape).
+    pub fn runs(&self, kernel: &str) -> u64 {
+        self.entries.iter().filter(|e| e.kernel == kernel).map(|e| e.runs).sum()
+    }
+
     /// Records `times` launches of `kernel` on a device with `caps` under `label`, counted from
     /// its own reports (work and footprint), without a device.
     pub fn add_kernel(&mut self, label: &str, kernel: &dyn Kernel, caps: &Capabilities, times: u64) -> Result<()> {

@@ -54,7 +54,7 @@ pub mod quant;
 pub mod shaders;
 
 pub use error::{CheckpointProblem, Error, INSTALL_HINT, Result};
-pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds};
+pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds, TextureTarget};
 pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
 pub use kernel::{BufferReq, Footprint, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;

@@ -84,6 +84,7 @@ shaders! {
     GEMV_TERNARY24 = "gemv_ternary24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     GEMV_INT4S24 = "gemv_int4s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     GEMV_F16S24 = "gemv_f16s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    DECODE_RGBA8 = "decode_rgba8" ["TEXTURE", "COUNT_WORK"];
 }
 
 /// Shared snippets, imported with `#import name`.
@@ -239,24 +240,38 @@ pub fn validate(label: &str, source: &str) -> Result<(naga::Module, naga::valid:
 }
 
 /// Bind-group-layout entries (group 0) for every resource binding `module` declares: uniforms,
-/// and storage buffers read-only or read-write as declared.
+/// storage buffers read-only or read-write as declared, and write-only 2D `rgba8unorm` storage
+/// textures (the GPU-resident output).
 pub fn layout_entries(module: &naga::Module) -> Vec<wgpu::BindGroupLayoutEntry> {
     let mut entries: Vec<wgpu::BindGroupLayoutEntry> = module
         .global_variables
         .iter()
         .filter_map(|(_, var)| {
             let binding = var.binding.as_ref()?;
+            let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
             let ty = match var.space {
-                naga::AddressSpace::Uniform => wgpu::BufferBindingType::Uniform,
+                naga::AddressSpace::Uniform => buffer(wgpu::BufferBindingType::Uniform),
                 naga::AddressSpace::Storage { access } => {
-                    wgpu::BufferBindingType::Storage { read_only: !access.contains(naga::StorageAccess::STORE) }
+                    buffer(wgpu::BufferBindingType::Storage { read_only: !access.contains(naga::StorageAccess::STORE) })
                 }
+                naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                    naga::TypeInner::Image {
+                        dim: naga::ImageDimension::D2,
+                        arrayed: false,
+                        class: naga::ImageClass::Storage { format: naga::StorageFormat::Rgba8Unorm, .. },
+                    } => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba8Unorm,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
+                    _ => return None,
+                },
                 _ => return None,
             };
             Some(wgpu::BindGroupLayoutEntry {
                 binding: binding.binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+                ty,
                 count: None,
             })
         })

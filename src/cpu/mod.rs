@@ -2,6 +2,7 @@
 //! and written to read like it, so tests can compare the two on the same data.
 
 pub mod attention;
+pub mod decode;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;

@@ -45,6 +45,10 @@ impl Default for ExecOptions {
     }
 }
 
+/// The caller's work recorded after each step's ops ([`Executor::run_async_then`]): the step's
+/// encoder and the step (0-based).
+pub type AfterStep<'a> = &'a (dyn Fn(&mut wgpu::CommandEncoder, u32) + Sync);
+
 /// What the step callback of [`Executor::run`] sees, after the GPU finished the step.
 #[derive(Clone, Debug)]
 pub struct StepEvent {
@@ -379,6 +383,12 @@ impl Executor {
         }
     }
 
+    /// The buffer holding tensor `t` (from offset 0), e.g. to bind a sample to the caller's own
+    /// kernel recorded after a step ([`Executor::run_async_then`]).
+    pub fn buffer(&self, t: TensorId) -> Result<&wgpu::Buffer> {
+        self.buffer_of(t)
+    }
+
     fn buffer_of(&self, t: TensorId) -> Result<&wgpu::Buffer> {
         let d = self.graph.tensor_desc(t)?;
         self.tensor_buffer[t.0]
@@ -510,6 +520,7 @@ impl Executor {
         &self,
         phase: Phase,
         step: Option<u32>,
+        after_step: Option<AfterStep<'_>>,
         report: &mut RunReport,
         counts: &mut [u64],
     ) -> Result<wgpu::SubmissionIndex> {
@@ -517,6 +528,9 @@ impl Executor {
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("milliwatt.step") });
         report.dispatches += self.record(&mut enc, phase, step, counts, true);
+        if let (Some(after), Some(s)) = (after_step, step) {
+            after(&mut enc, s);
+        }
         if let (Some(staging), Some(t), Some(s)) = (&self.preview, self.options.preview, step) {
             let bytes = self.graph.tensor_desc(t)?.bytes;
             enc.copy_buffer_to_buffer(self.buffer_of(t)?, 0, &staging[s as usize % 2], 0, bytes);
@@ -573,9 +587,18 @@ impl Executor {
     }
 
     /// [`Executor::run`] as a future: waiting for the GPU does not block the calling thread.
-    pub async fn run_async(
+    pub async fn run_async(&self, steps: u32, on_step: impl FnMut(&StepEvent) -> ControlFlow<()>) -> Result<RunReport> {
+        self.run_async_then(steps, None, on_step).await
+    }
+
+    /// [`Executor::run_async`], with `after_step` recording the caller's own work into each
+    /// step's command buffer after the step's ops (e.g. decoding the sample into a texture the
+    /// app draws): it sees the encoder and the step, and runs on the GPU before the step is
+    /// reported to `on_step`. Its work is the caller's to count.
+    pub async fn run_async_then(
         &self,
         steps: u32,
+        after_step: Option<AfterStep<'_>>,
         mut on_step: impl FnMut(&StepEvent) -> ControlFlow<()>,
     ) -> Result<RunReport> {
         let start = Instant::now();
@@ -591,12 +614,12 @@ impl Executor {
         let mut counts = vec![0u64; self.prepared.len()];
         let mut profile = Profile::default();
         if !self.graph.phase_range(Phase::Setup).is_empty() {
-            self.submit(Phase::Setup, None, &mut report, &mut counts)?;
+            self.submit(Phase::Setup, None, None, &mut report, &mut counts)?;
         }
         let mut in_flight: VecDeque<(u32, wgpu::SubmissionIndex)> = VecDeque::new();
         let mut cancelled = false;
         for s in 0..steps {
-            in_flight.push_back((s, self.submit(Phase::Step, Some(s), &mut report, &mut counts)?));
+            in_flight.push_back((s, self.submit(Phase::Step, Some(s), after_step, &mut report, &mut counts)?));
             if in_flight.len() == 2 {
                 let (done, index) = in_flight.pop_front().expect("two in flight");
                 if self.complete(done, steps, index, start, &mut report, &mut profile, &mut on_step).await?.is_break() {
@@ -613,7 +636,7 @@ impl Executor {
             return Err(Error::Cancelled { completed: report.steps, total: steps });
         }
         if !self.graph.phase_range(Phase::Finish).is_empty() {
-            let index = self.submit(Phase::Finish, None, &mut report, &mut counts)?;
+            let index = self.submit(Phase::Finish, None, None, &mut report, &mut counts)?;
             submission_done(&self.device, index).await?;
         }
         self.collect_profile(&mut profile);

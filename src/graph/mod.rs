@@ -40,7 +40,7 @@ mod fuse;
 mod plan;
 
 pub use crate::profile::Phase;
-pub use exec::{ExecOptions, ExecPlan, Executor, MemoryReport, RunReport, SharedWeights, StepEvent};
+pub use exec::{AfterStep, ExecOptions, ExecPlan, Executor, MemoryReport, RunReport, SharedWeights, StepEvent};
 pub use fuse::{FusionReport, fuse};
 pub use plan::{Plan, PoolBuffer, plan, plan_with, size_class};
 

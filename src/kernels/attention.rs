@@ -351,7 +351,12 @@ impl Kernel for Attention {
                 message: "too many images or heads for one dispatch".into(),
             });
         }
-        let spec = DispatchSpec { params, storage, workgroups: [self.query_blocks(), self.heads, self.images] };
+        let spec = DispatchSpec {
+            params,
+            storage,
+            views: Vec::new(),
+            workgroups: [self.query_blocks(), self.heads, self.images],
+        };
         build(gpu, self.name(), &self.key(count), vec![spec], self.work(caps)?)
     }
 }

@@ -1,6 +1,7 @@
 //! Typed wrappers of the WGSL kernels, each implementing [`crate::Kernel`].
 
 pub mod attention;
+pub mod decode;
 pub mod elementwise;
 pub mod embed;
 pub mod epilogue;
@@ -15,6 +16,7 @@ pub mod sampler;
 pub mod work_count;
 
 pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
+pub use decode::{DecodeParams, DecodeRgba8};
 pub use elementwise::{Broadcast, Convert, Elementwise, EltOp};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};

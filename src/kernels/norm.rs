@@ -247,7 +247,7 @@ impl Kernel for Norm {
             .map(|(i, (b, r))| (i, *b, r.size))
             .chain(counters_binding(buffers, count))
             .collect();
-        let spec = DispatchSpec { params, storage, workgroups: grid_1d(self.rows, caps) };
+        let spec = DispatchSpec { params, storage, views: Vec::new(), workgroups: grid_1d(self.rows, caps) };
         build(gpu, self.name(), &self.key(caps, count), vec![spec], self.work(caps)?)
     }
 }

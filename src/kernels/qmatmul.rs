@@ -552,7 +552,7 @@ impl LowBitBindings {
                 storage.extend(extra.iter().copied());
                 storage.extend(counters_binding(buffers, counting(reqs)));
                 let params = QMatmulParams { m: count, m_offset: first, ..whole };
-                DispatchSpec { params, storage, workgroups: grid(count) }
+                DispatchSpec { params, storage, views: Vec::new(), workgroups: grid(count) }
             })
             .collect())
     }

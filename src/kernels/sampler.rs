@@ -188,7 +188,7 @@ impl Kernel for SamplerStep {
             Variant::new(&shaders::SAMPLER, count.then_some(COUNT_WORK)),
             &[("OP", f64::from(self.op.code())), ("WG", f64::from(WG))],
         );
-        let spec = DispatchSpec { params, storage, workgroups: grid_1d(groups, caps) };
+        let spec = DispatchSpec { params, storage, views: Vec::new(), workgroups: grid_1d(groups, caps) };
         let mut prepared = build(gpu, self.name(), &key, vec![spec], self.work(caps)?)?;
         prepared.keep_alive(placeholder_rw);
         prepared.keep_alive(placeholder_ro);

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 use crate::kernels::{
-    ActQuant, Attention, ClassEmbed, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep, TimestepEmbed,
-    Unpatchify,
+    ActQuant, Attention, ClassEmbed, DecodeRgba8, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep,
+    TimestepEmbed, Unpatchify,
 };
 
 /// Binding of the counters in the counting variants.
@@ -120,7 +120,8 @@ counting!(
     Unpatchify,
     ClassEmbed,
     SamplerStep,
-    TimestepEmbed
+    TimestepEmbed,
+    DecodeRgba8
 );
 
 #[cfg(test)]

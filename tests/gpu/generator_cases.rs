@@ -13,7 +13,7 @@ use milliwatt::model::{
 };
 use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
-use crate::util::{Rng, err};
+use crate::util::{Rng, err, read_texture, rgba_texture};
 use crate::{Backend, Case, Failure, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_same_seed_vulkan_and_gl", vulkan_gl_case),
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
         ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
+        ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
     ]
 }
 
@@ -683,6 +684,127 @@ fn f16_case(gpu: &Gpu) -> Outcome {
         Err(Error::Graph { .. })
     ) {
         return Err("f32 block linears in an f16 graph were accepted".into());
+    }
+    Ok(())
+}
+
+/// The images of `out` tiled `columns` wide into a `width`-texel-wide RGBA8 grid (the rest zero).
+fn tiled(out: &Generation, columns: usize, width: usize, height: usize) -> Vec<u8> {
+    let mut grid = vec![0u8; width * height * 4];
+    for (i, img) in out.images.iter().enumerate() {
+        let img = img.to_rgba8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        for y in 0..h {
+            let at = (((i / columns) * h + y) * width + (i % columns) * w) * 4;
+            grid[at..at + w * 4].copy_from_slice(&img.as_raw()[y * w * 4..(y + 1) * w * 4]);
+        }
+    }
+    grid
+}
+
+/// `generate_into`: the texture (written by the decoder directly, or through a copy) equals
+/// `Generation::images` byte for byte; previews reach the texture before the last step; the
+/// ledger counts the decoding once or once per step; a texture it cannot write is a typed error.
+fn into_texture_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::TextureTarget;
+    use milliwatt::wgpu::{TextureFormat, TextureUsages};
+    let w = random(&config(8, f32_policy(), AttentionKind::Dense), 4)?;
+    let g = Generator::new(gpu, w, GeneratorOptions::default()).map_err(err)?;
+    let r = request(vec![0, 1, 2, 3, 4], Seeds::Base(21), 3);
+    let plain = run(&g, &r)?;
+    for (usage, columns, size) in [
+        (TextureUsages::STORAGE_BINDING, Some(2), (17, 25)),
+        (TextureUsages::COPY_DST, Some(3), (24, 16)),
+        (TextureUsages::COPY_DST | TextureUsages::STORAGE_BINDING, None, (40, 8)),
+    ] {
+        let texture = rgba_texture(gpu, size.0, size.1, usage);
+        let target = TextureTarget { texture: &texture, columns };
+        let out = g.generate_into_blocking(&r, &target, |_| ControlFlow::Continue(())).map_err(err)?;
+        if out.samples != plain.samples {
+            return Err(format!("{usage:?}: generate_into changed the samples").into());
+        }
+        let want = tiled(&out, columns.unwrap_or(5) as usize, size.0 as usize, size.1 as usize);
+        let got = read_texture(gpu, &texture)?;
+        if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+            let (px, c) = (i / 4, i % 4);
+            return Err(format!(
+                "{usage:?}, {columns:?} columns: texel ({}, {}) channel {c} is {}, the image's {}",
+                px % size.0 as usize,
+                px / size.0 as usize,
+                got[i],
+                want[i]
+            )
+            .into());
+        }
+        let decodes: u64 = out.ledger.runs("decode_rgba8");
+        if decodes != 1 {
+            return Err(format!("{usage:?}: the ledger counts {decodes} decodes of a request without previews").into());
+        }
+    }
+    // Previews: the texture holds a step's sample before the run ends, and each step is decoded.
+    let previewed = Request { preview: true, ..request(vec![3, 1], Seeds::Base(5), 4) };
+    let mut steps = Vec::new();
+    let with_cpu = g
+        .generate_blocking(&previewed, |p| {
+            steps.push(p.preview.clone().unwrap_or_default());
+            ControlFlow::Continue(())
+        })
+        .map_err(err)?;
+    let texture = rgba_texture(gpu, 16, 8, TextureUsages::STORAGE_BINDING);
+    let target = TextureTarget::row(&texture);
+    let mut previews = 0;
+    match g.generate_into_blocking(&previewed, &target, |p| {
+        previews += usize::from(p.preview.is_some());
+        if p.step == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    }) {
+        Err(Error::Cancelled { .. }) => {}
+        other => return Err(format!("cancelling a texture run gave {:?}", other.map(|o| o.shape)).into()),
+    }
+    if previews != 0 {
+        return Err("a texture run copied previews to the host".into());
+    }
+    let got = read_texture(gpu, &texture)?;
+    let decoded = |samples: &[f32]| -> Result<Vec<u8>, String> {
+        use milliwatt::generator::{Decoder, PixelDecoder};
+        let images = PixelDecoder.decode(samples, with_cpu.shape).map_err(err)?;
+        Ok(tiled(&Generation { images, ..with_cpu.clone() }, 2, 16, 8))
+    };
+    // Cancelled after step 0, the step queued behind it has run too: step 0's or step 1's preview.
+    if got != decoded(&steps[0])? && got != decoded(&steps[1])? {
+        return Err("after cancelling at step 0 the texture holds neither step 0 nor step 1".into());
+    }
+    let out = g.generate_into_blocking(&previewed, &target, |_| ControlFlow::Continue(())).map_err(err)?;
+    let decodes: u64 = out.ledger.runs("decode_rgba8");
+    if decodes != 4 || read_texture(gpu, &texture)? != decoded(&with_cpu.samples)? {
+        return Err(format!("previews into a texture: {decodes} decodes of 4 steps, or the last differs").into());
+    }
+    // Textures it cannot write: typed errors naming the problem, nothing run.
+    let cases = [
+        (rgba_texture(gpu, 40, 7, TextureUsages::STORAGE_BINDING), "need a 40x8"),
+        (rgba_texture(gpu, 40, 8, TextureUsages::TEXTURE_BINDING), "neither STORAGE_BINDING nor COPY_DST"),
+        (
+            gpu.device().create_texture(&milliwatt::wgpu::TextureDescriptor {
+                label: None,
+                size: milliwatt::wgpu::Extent3d { width: 40, height: 8, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: milliwatt::wgpu::TextureDimension::D2,
+                format: TextureFormat::Bgra8Unorm,
+                usage: TextureUsages::COPY_DST,
+                view_formats: &[],
+            }),
+            "Bgra8Unorm",
+        ),
+    ];
+    for (texture, says) in &cases {
+        match g.generate_into_blocking(&r, &TextureTarget::row(texture), |_| ControlFlow::Continue(())) {
+            Err(e @ Error::Request { .. }) if e.to_string().contains(says) => {}
+            other => {
+                return Err(
+                    format!("texture {texture:?}: {:?}, not an error saying `{says}`", other.map(|o| o.shape)).into()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod attention_cases;
 mod cases;
+mod decode_cases;
 mod embed_cases;
 mod generator_cases;
 #[path = "../common/golden.rs"]
@@ -94,6 +95,7 @@ const SUITES: &[Suite] = &[
     qgemm_cases::all,
     noise_cases::all,
     embed_cases::all,
+    decode_cases::all,
     sampler_cases::all,
     attention_cases::all,
     norm_cases::all,

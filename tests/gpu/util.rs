@@ -78,3 +78,45 @@ pub fn rel_tol(elem: Elem) -> f32 {
         Elem::F16 => 1e-3,
     }
 }
+
+/// An `Rgba8Unorm` texture of `width` x `height` with `usage` (and `COPY_SRC`, to read it back).
+pub fn rgba_texture(
+    gpu: &Gpu,
+    width: u32,
+    height: u32,
+    usage: milliwatt::wgpu::TextureUsages,
+) -> milliwatt::wgpu::Texture {
+    use milliwatt::wgpu;
+    gpu.device().create_texture(&wgpu::TextureDescriptor {
+        label: Some("test.rgba"),
+        size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage: usage | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    })
+}
+
+/// The texels of an `Rgba8Unorm` texture, rows packed (width x height x 4 bytes).
+pub fn read_texture(gpu: &Gpu, texture: &milliwatt::wgpu::Texture) -> Result<Vec<u8>, String> {
+    use milliwatt::wgpu;
+    let (w, h) = (texture.width(), texture.height());
+    let pitch = (w * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
+    let buffer = gpu
+        .buffer("test.texels", u64::from(pitch * h), wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)
+        .map_err(err)?;
+    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    enc.copy_texture_to_buffer(
+        texture.as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &buffer,
+            layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(pitch), rows_per_image: None },
+        },
+        wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+    );
+    gpu.queue().submit([enc.finish()]);
+    let bytes: Vec<u8> = gpu.read(&buffer).map_err(err)?;
+    Ok(bytes.chunks(pitch as usize).flat_map(|row| row[..w as usize * 4].to_vec()).collect())
+}
