@@ -1,18 +1,35 @@
-//! The main command (examples/generate) as a user runs it: it writes a PNG grid carrying the
-//! generation parameters in text chunks, and a bad flag value is one line and exit code 2.
-//! `cargo test` builds the examples beside the tests; this runs the built binary on the default
-//! adapter (lavapipe here).
+//! The examples as a user runs them. The main command (examples/generate) writes a PNG grid
+//! carrying the generation parameters in text chunks, and a bad flag value is one line and exit
+//! code 2; the embedding example, headless, shows `Generation::images` byte for byte through the
+//! app's own render pass. `cargo test` builds the examples beside the tests; this runs the built
+//! binaries on the default adapter (lavapipe here).
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// target/<profile>/examples/generate, beside this test's target/<profile>/deps/.
-fn generate() -> PathBuf {
+/// target/<profile>/examples/<name>, beside this test's target/<profile>/deps/.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = profile_dir.join("examples").join(format!("generate{}", std::env::consts::EXE_SUFFIX));
+    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} is missing: run through `cargo test`, which builds the examples", path.display());
     path
+}
+
+fn generate() -> PathBuf {
+    example("generate")
+}
+
+#[test]
+fn embed_headless_shows_the_images_byte_for_byte() {
+    let out = std::env::temp_dir().join(format!("milliwatt-embed-{}.png", std::process::id()));
+    let run = Command::new(example("embed")).args(["--headless", "-o"]).arg(&out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "embed failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("equal to Generation::images byte for byte"), "{stdout}");
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (280, 28));
+    std::fs::remove_file(&out).unwrap();
 }
 
 #[test]
