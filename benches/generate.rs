@@ -150,6 +150,6 @@ fn main() -> Result<()> {
         &serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows }),
     )?;
     println!("json: {json}");
-    common::check_variants(&gpu)?;
+    milliwatt::bench::check_variants(&gpu)?;
     Ok(())
 }

@@ -374,6 +374,6 @@ fn main() -> Result<()> {
     }
     milliwatt::bench::write_json(&json, &serde_json::json!({ "device": gpu.describe(), "rows": rows }))?;
     println!("json: {json}");
-    common::check_variants(&gpu)?;
+    milliwatt::bench::check_variants(&gpu)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! cargo run --release --example generate -- -c 3,7 -b 4 -s 42 --steps 16 -o sevens.png
 //! cargo run --release --example generate -- -m mnist-fp32 --steps 50 --cfg-scale 4
 //! cargo run --release --example generate -- -m mnist-fp32 --quant int4-g64 --steps 50
+//! cargo run --release --example generate -- --all-adapters -b 10   # spread over every adapter
 //! ```
 //!
 //! `-m` takes a model directory (config.json + model.safetensors) or the name of one under
@@ -93,6 +94,10 @@ struct Args {
     /// Output PNG.
     #[arg(short = 'o', long, default_value = "out.png")]
     output: PathBuf,
+    /// Spread the images over every adapter found (of --backend, if given), split by measured
+    /// speed; the same seeds give the same digits as on one adapter.
+    #[arg(long)]
+    all_adapters: bool,
 }
 
 fn parse_cfg(s: &str) -> Result<f32, String> {
@@ -215,7 +220,6 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         init,
         preview: false,
     };
-    let generator = Generator::new(&gpu, weights, GeneratorOptions { profile: true, ..GeneratorOptions::default() })?;
     println!(
         "drawing {n} digits ({} × {}) with {} at {} steps, guidance {cfg}, seed {seed}",
         classes.len(),
@@ -223,7 +227,31 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         dir.display(),
         args.steps
     );
-    let out = common::generate_with_bar(&generator, &request, String::new())?;
+    let out = if args.all_adapters {
+        let mut generators = Vec::new();
+        for adapter in milliwatt::list_adapters_blocking(&options) {
+            let gpu = Gpu::new_blocking(&adapter.options())?;
+            println!("  + {}", gpu.describe());
+            generators.push(Generator::new(&gpu, weights.clone(), GeneratorOptions::default())?);
+        }
+        let spread = milliwatt::Spread::new(generators)?;
+        let bar = common::step_bar(request.steps, String::new());
+        let out = spread.generate_blocking(&request, |p| {
+            bar.set_position(u64::from(p.step + 1));
+            std::ops::ControlFlow::Continue(())
+        })?;
+        bar.finish();
+        println!(
+            "spread over {} adapters; the next request would split {n} images {:?}",
+            spread.generators().len(),
+            spread.shares(n)
+        );
+        out
+    } else {
+        let generator =
+            Generator::new(&gpu, weights, GeneratorOptions { profile: true, ..GeneratorOptions::default() })?;
+        common::generate_with_bar(&generator, &request, String::new())?
+    };
 
     let grid = picture::grid(&out.images, args.batch as usize, SCALE, SCALE)?;
     let sampler_name = format!("{:?}", request.sampler.unwrap_or(generator_sampler(&c))).to_lowercase();

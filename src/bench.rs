@@ -180,3 +180,18 @@ pub fn write_json(path: &str, report: &impl serde::Serialize) -> Result<()> {
         .map_err(|e| Error::Io { path: path.into(), source: std::io::Error::other(e) })?;
     std::fs::write(path, text).map_err(io)
 }
+
+/// Fails if `gpu` made a pipeline outside [`crate::shaders::Variant::all`], the list the naga test
+/// validates and translates for every backend (a benchmark calls it after its run).
+pub fn check_variants(gpu: &Gpu) -> Result<()> {
+    let listed: std::collections::BTreeSet<_> = crate::shaders::Variant::all().into_iter().collect();
+    let unlisted: Vec<String> =
+        gpu.pipeline_keys().into_iter().filter(|k| !listed.contains(&k.variant)).map(|k| k.variant.label()).collect();
+    if unlisted.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Shader {
+        shader: unlisted.join(", "),
+        message: "built, but not in shaders::Variant::all(): add it to the shader table's rules".into(),
+    })
+}

@@ -178,6 +178,22 @@ pub struct AdapterReport {
     pub capabilities: Capabilities,
 }
 
+impl AdapterReport {
+    /// Options that open this adapter: its backend and its name.
+    pub fn options(&self) -> Options {
+        Options {
+            backends: wgpu::Backends::from(self.info.backend),
+            adapter_name: Some(self.info.name.clone()),
+            ..Options::default()
+        }
+    }
+}
+
+/// [`list_adapters`], blocking.
+pub fn list_adapters_blocking(options: &Options) -> Vec<AdapterReport> {
+    pollster::block_on(list_adapters(options))
+}
+
 /// Lists every adapter of `options.backends` with the capabilities milliwatt would use.
 ///
 /// Opens (and drops) a device on each, because features and limits are only final on a device.

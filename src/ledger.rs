@@ -252,6 +252,13 @@ impl Ledger {
         }
     }
 
+    /// Adds every launch `other` recorded (e.g. the parts of a request spread over adapters).
+    pub fn absorb(&mut self, other: &Ledger) {
+        for e in &other.entries {
+            self.add(&e.kernel, e.work, e.footprint, e.runs);
+        }
+    }
+
     /// Launches of `kernel` recorded (every shape).
     pub fn runs(&self, kernel: &str) -> u64 {
         self.entries.iter().filter(|e| e.kernel == kernel).map(|e| e.runs).sum()

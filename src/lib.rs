@@ -52,13 +52,15 @@ pub mod picture;
 pub mod profile;
 pub mod quant;
 pub mod shaders;
+pub mod spread;
 
 pub use error::{CheckpointProblem, Error, INSTALL_HINT, Result};
 pub use generator::{Generation, Generator, GeneratorOptions, Request, Seeds, TextureTarget};
-pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters};
+pub use gpu::{AdapterReport, Capabilities, Gpu, ObjectCounts, Options, list_adapters, list_adapters_blocking};
 pub use kernel::{BufferReq, Footprint, Kernel, Prepared, TensorRef, Work};
 pub use kernels::Elem;
 pub use ledger::{Cache, Energy, EnergyTable, HOROWITZ_45NM, Ledger};
+pub use spread::Spread;
 pub use wgpu;
 
 #[cfg(test)]

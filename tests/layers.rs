@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["graph"],
     &["model"],
     &["generator"],
+    &["spread"],
     &["eval", "picture", "bench"],
 ];
 

@@ -38,18 +38,3 @@ impl BenchFlags {
         self.json.clone().unwrap_or_else(|| format!("target/bench/{name}.json"))
     }
 }
-
-/// Fails if the run made a pipeline outside `shaders::Variant::all()`, the list the naga test
-/// validates and translates for every backend.
-pub fn check_variants(gpu: &milliwatt::Gpu) -> milliwatt::Result<()> {
-    let listed: std::collections::BTreeSet<_> = milliwatt::shaders::Variant::all().into_iter().collect();
-    let unlisted: Vec<String> =
-        gpu.pipeline_keys().into_iter().filter(|k| !listed.contains(&k.variant)).map(|k| k.variant.label()).collect();
-    if unlisted.is_empty() {
-        return Ok(());
-    }
-    Err(milliwatt::Error::Shader {
-        shader: unlisted.join(", "),
-        message: "built, but not in shaders::Variant::all(): add it to the shader table's rules".into(),
-    })
-}

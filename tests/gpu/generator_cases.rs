@@ -30,6 +30,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
         ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
         ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
+        ("spread_over_two_adapters_equals_one", spread_case),
     ]
 }
 
@@ -805,6 +806,68 @@ fn into_texture_case(gpu: &Gpu) -> Outcome {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// A request spread over two generators gives the images of one: two generators on this device
+/// (exactly), and on the GL turn a Vulkan and a GL adapter (within the cross-backend tolerance),
+/// in request order; the split follows the measured speeds and keeps every image.
+fn spread_case(b: &Backend) -> Outcome {
+    use milliwatt::Spread;
+    let w = random(&config(8, f32_policy(), AttentionKind::Dense), 61)?;
+    let r = request(vec![0, 4, 1, 3, 2, 0, 4], Seeds::Base(77), 3);
+    let one = run(&Generator::new(&b.gpu, w.clone(), GeneratorOptions::default()).map_err(err)?, &r)?;
+    let mut gpus = vec![b.gpu.clone()];
+    if b.name == "gl" {
+        match Gpu::new_blocking(&Options { backends: milliwatt::wgpu::Backends::VULKAN, ..Options::default() }) {
+            Ok(v) => gpus.push(v),
+            Err(e) => return Err(Failure::Unsupported(format!("no Vulkan adapter: {e}"))),
+        }
+    } else {
+        gpus.push(b.gpu.clone());
+    }
+    let generators = gpus
+        .iter()
+        .map(|g| Generator::new(g, w.clone(), GeneratorOptions::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    let spread = Spread::new(generators).map_err(err)?;
+    if spread.shares(7).iter().sum::<usize>() != 7 {
+        return Err(format!("shares {:?} of 7 images", spread.shares(7)).into());
+    }
+    // A part's batch may pick another matmul variant than the whole batch's (GEMV or GEMM).
+    let tolerance = if b.name == "gl" { 1e-3 } else { 1e-5 };
+    for round in 0..2 {
+        let parts = spread.shares(7).iter().filter(|&&s| s > 0).count() as u64;
+        let mut steps = Vec::new();
+        let out = spread
+            .generate_blocking(&r, |p| {
+                steps.push(p.step);
+                ControlFlow::Continue(())
+            })
+            .map_err(err)?;
+        let d = max_diff(&out.samples, &one.samples);
+        if d > tolerance || out.images.len() != 7 || out.shape != one.shape {
+            return Err(
+                format!("round {round}: the spread differs from one generator by {d} (shape {:?})", out.shape).into()
+            );
+        }
+        if steps != [0, 1, 2] {
+            return Err(format!("round {round}: progress {steps:?}").into());
+        }
+        // Both parts ran and the ledger holds them all: each part's sampler launches.
+        let (a, o) = (out.ledger.runs("sampler"), one.ledger.runs("sampler"));
+        if a != parts * o || o == 0 {
+            return Err(format!(
+                "round {round}: the spread's ledger has {a} sampler launches, one generator {o} ({parts} parts)"
+            )
+            .into());
+        }
+    }
+    let shares = spread.shares(7);
+    if shares.iter().sum::<usize>() != 7 || shares.contains(&7) && b.name != "gl" {
+        return Err(format!("after measuring, shares {shares:?} of 7 images on two equal generators").into());
     }
     Ok(())
 }

@@ -1,13 +1,11 @@
-//! Kernel benchmarks: the dense baselines against the copy and FMA probes measured in the same run.
-//!
-//! `cargo bench --bench kernels [-- --quick] [--json PATH] [--filter SUBSTR]`
+//! The kernel suite: the dense baselines and the low-bit kernels against the copy and FMA probes
+//! measured in the same run.
 //!
 //! Every figure is a median of repeats after warm-up, timed with GPU timestamps where the adapter
 //! has them. Traffic is the bytes a kernel must move at least once (weights, activations, outputs)
 //! divided by its time; the roofline fraction divides that by the copy traffic (2 x bytes / time of
 //! a buffer-to-buffer copy) of this run; the FMA fraction divides GFLOP/s by the FMA probe's.
 
-use clap::Parser;
 use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
@@ -17,8 +15,9 @@ use milliwatt::kernels::{
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Prepared, Result};
 
-#[derive(serde::Serialize)]
-struct Record {
+/// One timed kernel.
+#[derive(serde::Serialize, Debug)]
+pub struct Record {
     kernel: String,
     variant: String,
     shape: String,
@@ -31,16 +30,17 @@ struct Record {
     clock: milliwatt::bench::Clock,
 }
 
-#[derive(serde::Serialize)]
-struct Report {
-    adapter: String,
-    backend: String,
-    driver: String,
-    quick: bool,
+/// The suite's results on one adapter.
+#[derive(serde::Serialize, Debug)]
+pub struct KernelSuite {
     copy_gbps: f64,
     fma_gflops_f32: f64,
     fma_gflops_f16: Option<f64>,
     records: Vec<Record>,
+    /// The low-bit kernels against the dense ones of this run, as printed.
+    speedups: Vec<String>,
+    /// The DiT MLP linear's ledger, W1.58A8 / dense f32 (laptop L2).
+    ledger_ratio_w158a8: Option<f64>,
 }
 
 struct Bench<'a> {
@@ -222,34 +222,20 @@ fn format_label(f: Format) -> String {
 
 use milliwatt::wgpu;
 
-mod common;
-
-/// The benchmark's command line.
-#[derive(clap::Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    flags: common::BenchFlags,
-    /// Run only the kernels whose name contains this.
-    #[arg(long)]
-    filter: Option<String>,
-}
-
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let quick = cli.flags.quick;
-    let json = cli.flags.json("kernels");
-    let filter = cli.filter;
-    let gpu = common::gpu()?;
-    let info = gpu.adapter_info().clone();
+/// Runs the suite on `gpu` (`quick`: fewer shapes and repeats), the kernels whose name contains
+/// `filter` only when given; prints a table as it goes.
+pub fn run(gpu: &Gpu, quick: bool, filter: Option<String>) -> Result<KernelSuite> {
+    // The quick form (≤ 3 minutes per adapter with the rest of the tool on a software adapter):
+    // the DiT shapes only, three repeats, no naive 1024³ reference.
     let repeats = if quick {
-        Repeats { warmup: 1, reps: 5, min_seconds: 0.1 }
+        Repeats { warmup: 1, reps: 3, min_seconds: 0.0 }
     } else {
         Repeats { warmup: 2, reps: 9, min_seconds: 0.3 }
     };
 
     // Probes first: the roofs every row is judged against.
     let copy_bytes: u64 = if quick { 64 << 20 } else { 256 << 20 };
-    let copy = time_copy(&gpu, copy_bytes, repeats)?;
+    let copy = time_copy(gpu, copy_bytes, repeats)?;
     let copy_gbps = 2.0 * copy_bytes as f64 / copy.median() / 1e9;
     println!(
         "copy probe: {} MiB, {:.3} ms, {copy_gbps:.2} GB/s ({:?})",
@@ -263,16 +249,16 @@ fn main() -> Result<()> {
             return Ok(None);
         }
         let out = gpu.buffer("bench.fma", 256 * 1024 * 4, wgpu::BufferUsages::STORAGE)?;
-        let p = probe.prepare(&gpu, &[(&out).into()])?;
-        let t = time_kernels(&gpu, &[&p], repeats)?.median();
+        let p = probe.prepare(gpu, &[(&out).into()])?;
+        let t = time_kernels(gpu, &[&p], repeats)?.median();
         let gflops = p.work().flops() as f64 / t / 1e9;
         println!("fma probe {elem:?}: {:.3} ms, {gflops:.2} GFLOP/s", t * 1e3);
         Ok(Some(gflops))
     };
-    let fma32 = fma(Elem::F32)?.expect("f32 probe always runs");
+    let fma32 = fma(Elem::F32)?.ok_or(milliwatt::Error::Unsupported { kernel: "fma_probe", needs: "f32" })?;
     let fma16 = fma(Elem::F16)?;
 
-    let mut b = Bench { gpu: &gpu, repeats, copy_gbps, fma_gflops: fma32, filter, records: Vec::new() };
+    let mut b = Bench { gpu, repeats, copy_gbps, fma_gflops: fma32, filter, records: Vec::new() };
     println!(
         "\n{:<22} {:<18} {:<4} {:>13} {:>13} {:>17}  roofline / fma fraction  variant",
         "kernel", "M x N x K", "elem", "time", "traffic", "compute"
@@ -280,10 +266,11 @@ fn main() -> Result<()> {
 
     // GEMV, N = 1: the memory-bound case. The `floor` row is the NOTES reference configuration
     // (one 64-invocation workgroup per row, shared-memory reduction).
-    let mut gemv_shapes = vec![(4096, 4096), (4608, 1152), (1152, 1152)];
-    if !quick {
-        gemv_shapes.insert(1, (14336, 4096));
-    }
+    let gemv_shapes = if quick {
+        vec![(4096, 4096), (4608, 1152)]
+    } else {
+        vec![(4096, 4096), (14336, 4096), (4608, 1152), (1152, 1152)]
+    };
     for &(m, k) in &gemv_shapes {
         let shape = MatmulShape::new(m, 1, k);
         for elem in [Elem::F32, Elem::F16] {
@@ -328,7 +315,12 @@ fn main() -> Result<()> {
         ];
         let mut times = Vec::new();
         for format in formats {
-            for act in [Act::Float(Elem::F32), Act::Float(Elem::F16), Act::Int8 { out: Elem::F32 }] {
+            let acts: &[Act] = if quick {
+                &[Act::Float(Elem::F32), Act::Int8 { out: Elem::F32 }]
+            } else {
+                &[Act::Float(Elem::F32), Act::Float(Elem::F16), Act::Int8 { out: Elem::F32 }]
+            };
+            for &act in acts {
                 let name = format!("qgemv.{}", format_label(format));
                 let Some(t) = b.qgemv(&name, shape, format, act)? else { continue };
                 if let Some(d) = dense {
@@ -363,7 +355,7 @@ fn main() -> Result<()> {
         let x = gpu.buffer("bench.act", u64::from(n * k) * 4, wgpu::BufferUsages::STORAGE)?;
         let xq = gpu.buffer("bench.actq", u64::from(n * act_row_words(k)) * 4, wgpu::BufferUsages::STORAGE)?;
         let xs = gpu.buffer("bench.acts", u64::from(n) * 4, wgpu::BufferUsages::STORAGE)?;
-        let p = ActQuant { n, k, elem: Elem::F32 }.prepare(&gpu, &[(&x).into(), (&xq).into(), (&xs).into()])?;
+        let p = ActQuant { n, k, elem: Elem::F32 }.prepare(gpu, &[(&x).into(), (&xq).into(), (&xs).into()])?;
         b.row("quantize_act", &format!("{n}x{k}"), Elem::F32, &p, u64::from(n * k) * 5 + u64::from(n) * 4, 0)?;
     }
     // The modulated LayerNorm of a DiT block at DiT-XL width, float and int8 output (the norm
@@ -386,7 +378,7 @@ fn main() -> Result<()> {
         if emit_i8 {
             bufs.push((&s).into());
         }
-        let p = n.prepare(&gpu, &bufs)?;
+        let p = n.prepare(gpu, &bufs)?;
         let bytes = u64::from(rows * d) * 4 + u64::from(2 * d) * 4 + out_bytes;
         b.row(name, &format!("{rows}x{d}"), Elem::F32, &p, bytes, 0)?;
     }
@@ -397,15 +389,22 @@ fn main() -> Result<()> {
     }
     // Low-bit tiled GEMM at the DiT shapes (256 tokens), against the dense GEMMs of this run.
     let mut gemm_speedups = Vec::new();
-    for (m, k) in [(4608u32, 1152u32), (1152, 4608)] {
+    let dit_shapes: &[(u32, u32)] = if quick { &[(4608, 1152)] } else { &[(4608, 1152), (1152, 4608)] };
+    for &(m, k) in dit_shapes {
         let shape = MatmulShape::new(m, 256, k);
-        for (format, act) in [
+        for (i, (format, act)) in [
             (Format::Ternary2, Act::Int8 { out: Elem::F32 }),
             (Format::Int8, Act::Int8 { out: Elem::F32 }),
             (Format::Ternary2, Act::Float(Elem::F32)),
             (Format::Int4 { group: 128, zero_point: false }, Act::Float(Elem::F32)),
             (Format::Int4 { group: 128, zero_point: false }, Act::Float(Elem::F16)),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if quick && i > 2 {
+                continue;
+            }
             let name = format!("qgemm.{}", format_label(format));
             if let Some(t) = b.quant_row(&name, &QGemm::new(shape, format, act), shape, format, act)? {
                 gemm_speedups.push((name, act, m, k, t));
@@ -413,13 +412,15 @@ fn main() -> Result<()> {
         }
     }
     // Tiled GEMM against the naive reference.
-    let cube = MatmulShape::new(1024, 1024, 1024);
-    for elem in [Elem::F32, Elem::F16] {
-        b.matmul("gemm", &Gemm::new(cube, elem), cube, elem)?;
-        b.matmul("matmul_naive", &MatmulNaive { shape: cube, elem }, cube, elem)?;
+    if !quick {
+        let cube = MatmulShape::new(1024, 1024, 1024);
+        for elem in [Elem::F32, Elem::F16] {
+            b.matmul("gemm", &Gemm::new(cube, elem), cube, elem)?;
+            b.matmul("matmul_naive", &MatmulNaive { shape: cube, elem }, cube, elem)?;
+        }
     }
     // The DiT shapes (256 tokens).
-    for (m, k) in [(4608, 1152), (1152, 4608)] {
+    for &(m, k) in dit_shapes {
         let shape = MatmulShape::new(m, 256, k);
         for elem in [Elem::F32, Elem::F16] {
             b.matmul("gemm.dit", &Gemm::new(shape, elem), shape, elem)?;
@@ -427,7 +428,7 @@ fn main() -> Result<()> {
     }
     // Element-wise add over 16 Mi elements.
     for elem in [Elem::F32, Elem::F16] {
-        let len = 16u32 << 20;
+        let len = if quick { 4u32 << 20 } else { 16u32 << 20 };
         let k = Elementwise::new(EltOp::Add, len, elem);
         if !b.wanted("elementwise") || k.requirements(gpu.capabilities()).is_err() {
             continue;
@@ -435,7 +436,7 @@ fn main() -> Result<()> {
         let bytes = u64::from(len) * elem.size();
         let mk = |n: &str| gpu.buffer(n, bytes, wgpu::BufferUsages::STORAGE);
         let (x, y, z) = (mk("bench.a")?, mk("bench.b")?, mk("bench.out")?);
-        let p = k.prepare(&gpu, &[(&x).into(), (&y).into(), (&z).into()])?;
+        let p = k.prepare(gpu, &[(&x).into(), (&y).into(), (&z).into()])?;
         b.row("elementwise.add", &format!("{len}"), elem, &p, 3 * bytes, u64::from(len))?;
     }
 
@@ -495,6 +496,7 @@ fn main() -> Result<()> {
 
     // Energy ledger (estimate, Horowitz 45 nm) of one DiT MLP linear, W1.58A8 against dense f32:
     // the counts are the kernels' own work reports for these launches.
+    let mut ledger_ratio = None;
     if b.wanted("ledger") {
         let caps = gpu.capabilities();
         let shape = MatmulShape::new(4608, 256, 1152);
@@ -505,20 +507,17 @@ fn main() -> Result<()> {
         low.add_kernel("gemm W1.58A8", &QGemm::new(shape, Format::Ternary2, Act::Int8 { out: Elem::F32 }), caps, 1)?;
         println!("\n{dense}\n\n{low}");
         println!("W1.58A8 / dense f32, 256 x 1152 -> 4608: {:.4} of the energy", low.ratio_to(&dense));
+        ledger_ratio = Some(low.ratio_to(&dense));
     }
 
-    let report = Report {
-        adapter: info.name.clone(),
-        backend: format!("{:?}", info.backend),
-        driver: format!("{} {}", info.driver, info.driver_info),
-        quick,
+    let mut lines = speedups;
+    lines.extend(sparse_speedups);
+    Ok(KernelSuite {
         copy_gbps,
         fma_gflops_f32: fma32,
         fma_gflops_f16: fma16,
         records: b.records,
-    };
-    milliwatt::bench::write_json(&json, &report)?;
-    println!("\nwrote {json}");
-    common::check_variants(&gpu)?;
-    Ok(())
+        speedups: lines,
+        ledger_ratio_w158a8: ledger_ratio,
+    })
 }

@@ -1,16 +1,14 @@
-//! Attention benchmarks: the fused flash-style kernel against the naive three-dispatch
-//! attention, and 2D neighbourhood attention (window 7) against dense fused attention, each pair
-//! measured in the same run on the same device.
-//!
-//! `cargo bench --bench attention [-- --quick] [--json PATH]`
+//! Attention: the fused flash-style kernel against the naive three-dispatch attention, and 2D
+//! neighbourhood attention (window 7) against dense fused attention, each pair measured in the
+//! same run on the same device.
 
-use clap::Parser;
 use milliwatt::bench::{Repeats, time_kernels};
 use milliwatt::kernels::{Attention, AttentionNaive, Elem, Sparsity, neighbourhood_blocks, neighbourhood_tiles};
-use milliwatt::{Kernel, Result, wgpu};
+use milliwatt::{Gpu, Kernel, Result, wgpu};
 
-#[derive(serde::Serialize)]
-struct Row {
+/// One pair of kernels timed side by side.
+#[derive(serde::Serialize, Debug)]
+pub struct Row {
     what: String,
     tokens: u32,
     heads: u32,
@@ -23,13 +21,8 @@ struct Row {
     goal_speedup: Option<f64>,
 }
 
-mod common;
-
-fn main() -> Result<()> {
-    let cli = common::Cli::parse();
-    let quick = cli.flags.quick;
-    let json = cli.flags.json("attention");
-    let gpu = common::gpu()?;
+/// Runs the attention pairs on `gpu` (`quick`: fewer sizes and repeats).
+pub fn run(gpu: &Gpu, quick: bool) -> Result<Vec<Row>> {
     let repeats = Repeats { warmup: 1, reps: if quick { 3 } else { 5 }, min_seconds: 0.0 };
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
     let fill = |name: &str, n: u64| -> Result<wgpu::Buffer> {
@@ -54,11 +47,11 @@ fn main() -> Result<()> {
                 wgpu::BufferUsages::STORAGE,
             )?;
             let fused =
-                Attention::dense(1, tokens, heads, d, Elem::F32).prepare(&gpu, &[(&qkv).into(), (&out).into()])?;
+                Attention::dense(1, tokens, heads, d, Elem::F32).prepare(gpu, &[(&qkv).into(), (&out).into()])?;
             let naive = AttentionNaive { images: 1, tokens, heads, head_dim: d }
-                .prepare(&gpu, &[(&qkv).into(), (&scores).into(), (&out).into()])?;
-            let tf = time_kernels(&gpu, &[&fused], repeats)?.median();
-            let tn = time_kernels(&gpu, &[&naive], repeats)?.median();
+                .prepare(gpu, &[(&qkv).into(), (&scores).into(), (&out).into()])?;
+            let tf = time_kernels(gpu, &[&fused], repeats)?.median();
+            let tn = time_kernels(gpu, &[&naive], repeats)?.median();
             println!(
                 "  {tokens:>5} tokens d {d:>3}: fused {:>9.2} ms  naive {:>9.2} ms  speedup {:>5.2}x",
                 tf * 1e3,
@@ -99,10 +92,10 @@ fn main() -> Result<()> {
             visited_tiles: Some(visited),
             ..Attention::dense(1, tokens, heads, d, Elem::F32)
         }
-        .prepare(&gpu, &[(&qkv).into(), (&blocks).into(), (&out).into()])?;
-        let dense = Attention::dense(1, tokens, heads, d, Elem::F32).prepare(&gpu, &[(&qkv).into(), (&out).into()])?;
-        let ts = time_kernels(&gpu, &[&sparse], repeats)?.median();
-        let td = time_kernels(&gpu, &[&dense], repeats)?.median();
+        .prepare(gpu, &[(&qkv).into(), (&blocks).into(), (&out).into()])?;
+        let dense = Attention::dense(1, tokens, heads, d, Elem::F32).prepare(gpu, &[(&qkv).into(), (&out).into()])?;
+        let ts = time_kernels(gpu, &[&sparse], repeats)?.median();
+        let td = time_kernels(gpu, &[&dense], repeats)?.median();
         let goal = 0.7 / fraction;
         println!(
             "  {g:>2}x{g:<2}: ideal density {:>6.2}%  visited {:>6.2}%  sparse {:>9.2} ms  dense {:>9.2} ms  speedup {:>5.2}x (goal {:>5.2}x)",
@@ -126,8 +119,5 @@ fn main() -> Result<()> {
             goal_speedup: Some(goal),
         });
     }
-    milliwatt::bench::write_json(&json, &serde_json::json!({ "adapter": gpu.describe(), "rows": rows }))?;
-    println!("\nwrote {json}");
-    common::check_variants(&gpu)?;
-    Ok(())
+    Ok(rows)
 }
