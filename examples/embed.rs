@@ -14,6 +14,8 @@
 
 #[path = "common/blit.rs"]
 mod blit;
+#[path = "common/present.rs"]
+mod present;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -64,33 +66,12 @@ fn main() -> ExitCode {
     }
 }
 
-type BoxError = Box<dyn std::error::Error>;
-
-/// The app's device: every feature milliwatt can use that the adapter has, the adapter's limits.
-fn open_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue), BoxError> {
-    let desc = wgpu::DeviceDescriptor {
-        label: Some("app"),
-        required_features: adapter.features() & milliwatt::gpu::WANTED_FEATURES,
-        required_limits: adapter.limits(),
-        experimental_features: wgpu::ExperimentalFeatures::disabled(),
-        memory_hints: wgpu::MemoryHints::Performance,
-        trace: wgpu::Trace::Off,
-    };
-    Ok(pollster::block_on(adapter.request_device(&desc))?)
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The app's picture of the ten digits: drawn by milliwatt, sampled by the app.
 fn picture_texture(device: &wgpu::Device, size: (u32, u32)) -> wgpu::Texture {
-    device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("app.picture"),
-        size: wgpu::Extent3d { width: size.0, height: size.1, depth_or_array_layers: 1 },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
-        view_formats: &[],
-    })
+    let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING;
+    blit::rgba_texture(device, "app.picture", size, usage)
 }
 
 fn model_dir(name: &str) -> PathBuf {
@@ -113,7 +94,7 @@ fn headless(args: &Args) -> Result<ExitCode, BoxError> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None))?;
     println!("adapter: {} ({:?})", adapter.get_info().name, adapter.get_info().backend);
-    let (device, queue) = open_device(&adapter)?;
+    let (device, queue) = present::open_device(&adapter)?;
     let generator = generator(args, &device, &queue)?;
     let size = grid_size(&generator);
     let picture = picture_texture(&device, size);
@@ -123,16 +104,8 @@ fn headless(args: &Args) -> Result<ExitCode, BoxError> {
         |_| ControlFlow::Continue(()),
     )?;
     // The app's own pass, into its own offscreen target, one pixel per texel.
-    let target = device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("app.target"),
-        size: wgpu::Extent3d { width: size.0, height: size.1, depth_or_array_layers: 1 },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
-        view_formats: &[],
-    });
+    let usage = wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC;
+    let target = blit::rgba_texture(&device, "app.target", size, usage);
     let blit = blit::Blit::new(&device, wgpu::TextureFormat::Rgba8Unorm);
     let bind = blit.bind(&device, &picture);
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("app.frame") });
@@ -186,12 +159,7 @@ enum Note {
 }
 
 struct Gfx {
-    window: Arc<Window>,
-    surface: wgpu::Surface<'static>,
-    config: wgpu::SurfaceConfiguration,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    blit: blit::Blit,
+    p: present::Presenter,
     bind: wgpu::BindGroup,
     picture: Arc<wgpu::Texture>,
     size: (u32, u32),
@@ -234,25 +202,12 @@ impl App {
         let attrs = Window::default_attributes()
             .with_title("milliwatt embedded")
             .with_inner_size(winit::dpi::LogicalSize::new(840.0, 120.0));
-        let window = Arc::new(event_loop.create_window(attrs)?);
-        let surface = self.instance.create_surface(window.clone())?;
-        let adapter = pollster::block_on(self.instance.request_adapter(&wgpu::RequestAdapterOptions {
-            compatible_surface: Some(&surface),
-            ..Default::default()
-        }))?;
-        let (device, queue) = open_device(&adapter)?;
-        let size = window.inner_size();
-        let mut config =
-            surface.get_default_config(&adapter, size.width.max(1), size.height.max(1)).ok_or("surface unsupported")?;
-        let caps = surface.get_capabilities(&adapter);
-        config.format = caps.formats.iter().copied().find(|f| !f.is_srgb()).unwrap_or(config.format);
-        surface.configure(&device, &config);
-        let generator = Arc::new(generator(&self.args, &device, &queue)?);
-        let grid = grid_size(&generator);
-        let picture = Arc::new(picture_texture(&device, grid));
-        let blit = blit::Blit::new(&device, config.format);
-        let bind = blit.bind(&device, &picture);
-        self.gfx = Some(Gfx { window, surface, config, device, queue, blit, bind, picture, size: grid, generator });
+        let p = present::Presenter::open(&self.instance, event_loop, attrs)?;
+        let generator = Arc::new(generator(&self.args, &p.device, &p.queue)?);
+        let size = grid_size(&generator);
+        let picture = Arc::new(picture_texture(&p.device, size));
+        let bind = p.blit.bind(&p.device, &picture);
+        self.gfx = Some(Gfx { p, bind, picture, size, generator });
         self.generate();
         Ok(())
     }
@@ -276,23 +231,12 @@ impl App {
         });
     }
 
-    fn draw(&mut self) {
+    fn draw(&mut self, event_loop: &ActiveEventLoop) {
         let Some(g) = &mut self.gfx else { return };
-        let frame = match g.surface.get_current_texture() {
-            wgpu::CurrentSurfaceTexture::Success(f) | wgpu::CurrentSurfaceTexture::Suboptimal(f) => f,
-            wgpu::CurrentSurfaceTexture::Outdated | wgpu::CurrentSurfaceTexture::Lost => {
-                g.surface.configure(&g.device, &g.config);
-                g.window.request_redraw();
-                return;
-            }
-            _ => return,
-        };
-        let view = frame.texture.create_view(&wgpu::TextureViewDescriptor::default());
-        let mut encoder = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("app.frame") });
-        g.blit.draw(&g.queue, &mut encoder, &g.bind, g.size, &view, (g.config.width, g.config.height));
-        g.queue.submit([encoder.finish()]);
-        g.window.pre_present_notify();
-        g.queue.present(frame);
+        if let Err(e) = g.p.present(&self.instance, &g.bind, g.size) {
+            self.error = Some(e);
+            event_loop.exit();
+        }
     }
 }
 
@@ -309,10 +253,12 @@ impl ApplicationHandler<Note> for App {
     fn user_event(&mut self, event_loop: &ActiveEventLoop, note: Note) {
         let Some(g) = &self.gfx else { return };
         match note {
-            Note::Step(step, steps) => g.window.set_title(&format!("milliwatt embedded: step {} of {steps}", step + 1)),
+            Note::Step(step, steps) => {
+                g.p.window.set_title(&format!("milliwatt embedded: step {} of {steps}", step + 1))
+            }
             Note::Done(Ok(joules)) => {
                 self.busy = false;
-                g.window.set_title(&format!(
+                g.p.window.set_title(&format!(
                     "milliwatt embedded: {:.2} mJ per digit (ledger); space: new digits",
                     1e3 * joules
                 ));
@@ -322,24 +268,18 @@ impl ApplicationHandler<Note> for App {
                 event_loop.exit();
             }
         }
-        g.window.request_redraw();
+        g.p.window.request_redraw();
     }
 
     fn window_event(&mut self, event_loop: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
         match event {
             WindowEvent::CloseRequested => event_loop.exit(),
             WindowEvent::Resized(size) => {
-                if let Some(g) = &mut self.gfx
-                    && size.width > 0
-                    && size.height > 0
-                {
-                    g.config.width = size.width;
-                    g.config.height = size.height;
-                    g.surface.configure(&g.device, &g.config);
-                    g.window.request_redraw();
+                if let Some(g) = &mut self.gfx {
+                    g.p.resize(size.width, size.height);
                 }
             }
-            WindowEvent::RedrawRequested => self.draw(),
+            WindowEvent::RedrawRequested => self.draw(event_loop),
             WindowEvent::KeyboardInput {
                 event: KeyEvent { logical_key, state: ElementState::Pressed, .. }, ..
             } => match logical_key {

@@ -15,6 +15,8 @@
 
 #[path = "common/blit.rs"]
 mod blit;
+#[path = "common/present.rs"]
+mod present;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -157,13 +159,8 @@ struct Finished {
 
 /// The window's GPU state.
 struct Gfx {
-    window: Arc<Window>,
-    surface: wgpu::Surface<'static>,
-    config: wgpu::SurfaceConfiguration,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    p: present::Presenter,
     gpu: Gpu,
-    blit: blit::Blit,
     bind: wgpu::BindGroup,
     picture: Arc<wgpu::Texture>,
     /// The loaded model and which choice it is.
@@ -204,47 +201,14 @@ impl App {
             .with_title("milliwatt")
             .with_inner_size(winit::dpi::PhysicalSize::new(w, h))
             .with_min_inner_size(winit::dpi::PhysicalSize::new(DIGITS * 8, 8));
-        let window = Arc::new(event_loop.create_window(attrs)?);
-        let surface = self.instance.create_surface(window.clone())?;
-        let adapter = pollster::block_on(self.instance.request_adapter(&wgpu::RequestAdapterOptions {
-            compatible_surface: Some(&surface),
-            power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance),
-            ..Default::default()
-        }))?;
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("window"),
-            required_features: adapter.features() & milliwatt::gpu::WANTED_FEATURES,
-            required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))?;
-        let size = window.inner_size();
-        let mut config = surface
-            .get_default_config(&adapter, size.width.max(1), size.height.max(1))
-            .ok_or("the adapter cannot present to this window")?;
-        // Texel bytes shown as they are: a non-sRGB format where the surface offers one.
-        let caps = surface.get_capabilities(&adapter);
-        config.format = caps.formats.iter().copied().find(|f| !f.is_srgb()).unwrap_or(config.format);
-        surface.configure(&device, &config);
-        let gpu = Gpu::from_device(&device, &queue, &Options::default());
+        let p = present::Presenter::open(&self.instance, event_loop, attrs)?;
+        let gpu = Gpu::from_device(&p.device, &p.queue, &Options::default());
         println!("adapter: {}", gpu.describe());
-        let picture = Arc::new(device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("window.digits"),
-            size: wgpu::Extent3d { width: PICTURE.0, height: PICTURE.1, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba8Unorm,
-            usage: wgpu::TextureUsages::STORAGE_BINDING
-                | wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        }));
-        let blit = blit::Blit::new(&device, config.format);
-        let bind = blit.bind(&device, &picture);
-        self.gfx = Some(Gfx { window, surface, config, device, queue, gpu, blit, bind, picture, model: None });
+        let usage =
+            wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_SRC;
+        let picture = Arc::new(blit::rgba_texture(&p.device, "window.digits", PICTURE, usage));
+        let bind = p.blit.bind(&p.device, &picture);
+        self.gfx = Some(Gfx { p, gpu, bind, picture, model: None });
         self.kick();
         Ok(())
     }
@@ -284,48 +248,21 @@ impl App {
 
     fn set_title(&self) {
         if let Some(g) = &self.gfx {
-            g.window.set_title(&format!("milliwatt: {} ({} steps)", self.status, self.steps));
+            g.p.window.set_title(&format!("milliwatt: {} ({} steps)", self.status, self.steps));
         }
     }
 
     fn draw(&mut self, event_loop: &ActiveEventLoop) {
         let Some(g) = &mut self.gfx else { return };
-        if g.config.width == 0 || g.config.height == 0 {
-            return; // minimised
+        match g.p.present(&self.instance, &g.bind, PICTURE) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                self.error = Some(e);
+                event_loop.exit();
+                return;
+            }
         }
-        let frame = match g.surface.get_current_texture() {
-            wgpu::CurrentSurfaceTexture::Success(f) | wgpu::CurrentSurfaceTexture::Suboptimal(f) => f,
-            wgpu::CurrentSurfaceTexture::Outdated => {
-                g.surface.configure(&g.device, &g.config);
-                g.window.request_redraw();
-                return;
-            }
-            wgpu::CurrentSurfaceTexture::Lost => {
-                // A lost surface is made again from the window, then configured.
-                match self.instance.create_surface(g.window.clone()) {
-                    Ok(s) => {
-                        g.surface = s;
-                        g.surface.configure(&g.device, &g.config);
-                        g.window.request_redraw();
-                    }
-                    Err(e) => {
-                        self.error = Some(e.into());
-                        event_loop.exit();
-                    }
-                }
-                return;
-            }
-            _ => {
-                g.window.request_redraw(); // timeout or occluded: try the next frame
-                return;
-            }
-        };
-        let view = frame.texture.create_view(&wgpu::TextureViewDescriptor::default());
-        let mut encoder = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
-        g.blit.draw(&g.queue, &mut encoder, &g.bind, PICTURE, &view, (g.config.width, g.config.height));
-        g.queue.submit([encoder.finish()]);
-        g.window.pre_present_notify();
-        g.queue.present(frame);
         self.frames += 1;
         if let Some(n) = self.args.frames {
             if self.finished_once && self.frames >= n {
@@ -336,7 +273,7 @@ impl App {
                 }
                 event_loop.exit();
             } else if self.finished_once {
-                g.window.request_redraw();
+                g.p.window.request_redraw();
             }
         }
     }
@@ -344,23 +281,17 @@ impl App {
     /// The frame as the window shows it, rendered offscreen at the window's size.
     fn screenshot(&self, path: &Path) -> Result<(), BoxError> {
         let g = self.gfx.as_ref().ok_or("no window")?;
-        let (w, h) = (g.config.width.max(1), g.config.height.max(1));
-        let target = g.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("screenshot"),
-            size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba8Unorm,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
-        let blit = blit::Blit::new(&g.device, wgpu::TextureFormat::Rgba8Unorm);
-        let bind = blit.bind(&g.device, &g.picture);
-        let mut encoder = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("shot") });
-        blit.draw(&g.queue, &mut encoder, &bind, PICTURE, &target.create_view(&Default::default()), (w, h));
-        g.queue.submit([encoder.finish()]);
-        let pixels = blit::read_rgba(&g.device, &g.queue, &target).map_err(|e| e.to_string())?;
+        let (device, queue) = (&g.p.device, &g.p.queue);
+        let (w, h) = g.p.size();
+        let (w, h) = (w.max(1), h.max(1));
+        let usage = wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC;
+        let target = blit::rgba_texture(device, "screenshot", (w, h), usage);
+        let blit = blit::Blit::new(device, wgpu::TextureFormat::Rgba8Unorm);
+        let bind = blit.bind(device, &g.picture);
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("shot") });
+        blit.draw(queue, &mut encoder, &bind, PICTURE, &target.create_view(&Default::default()), (w, h));
+        queue.submit([encoder.finish()]);
+        let pixels = blit::read_rgba(device, queue, &target)?;
         let img = image::RgbaImage::from_raw(w, h, pixels).ok_or("screenshot size")?;
         let text = [("Software", "milliwatt examples/window".to_string()), ("status", self.status.clone())];
         picture::save_png(path, &image::DynamicImage::ImageRgba8(img), &text)?;
@@ -371,7 +302,7 @@ impl App {
     /// Saves the digits at 4× as a PNG in the working directory.
     fn save(&mut self) -> Result<(), BoxError> {
         let g = self.gfx.as_ref().ok_or("no window")?;
-        let pixels = blit::read_rgba(&g.device, &g.queue, &g.picture).map_err(|e| e.to_string())?;
+        let pixels = blit::read_rgba(&g.p.device, &g.p.queue, &g.picture)?;
         let img = image::RgbaImage::from_raw(PICTURE.0, PICTURE.1, pixels).ok_or("picture size")?;
         let big = image::imageops::resize(&img, PICTURE.0 * 4, PICTURE.1 * 4, image::imageops::FilterType::Nearest);
         self.saved += 1;
@@ -491,7 +422,7 @@ impl ApplicationHandler<Note> for App {
         }
         self.set_title();
         if let Some(g) = &self.gfx {
-            g.window.request_redraw();
+            g.p.window.request_redraw();
         }
     }
 
@@ -505,13 +436,7 @@ impl ApplicationHandler<Note> for App {
             }
             WindowEvent::Resized(size) => {
                 if let Some(g) = &mut self.gfx {
-                    g.config.width = size.width;
-                    g.config.height = size.height;
-                    // Zero while minimised: nothing to configure or draw until it comes back.
-                    if size.width > 0 && size.height > 0 {
-                        g.surface.configure(&g.device, &g.config);
-                        g.window.request_redraw();
-                    }
+                    g.p.resize(size.width, size.height);
                 }
             }
             WindowEvent::RedrawRequested => self.draw(event_loop),

@@ -141,7 +141,7 @@ pub fn read_rgba(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     texture: &wgpu::Texture,
-) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
     let (w, h) = (texture.width(), texture.height());
     let pitch = (w * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -164,4 +164,18 @@ pub fn read_rgba(
     device.poll(wgpu::PollType::wait_indefinitely())?;
     let bytes = buffer.slice(..).get_mapped_range()?.to_vec();
     Ok(bytes.chunks(pitch as usize).flat_map(|row| row[..w as usize * 4].to_vec()).collect())
+}
+
+/// A 2D `Rgba8Unorm` texture of `size` texels with `usage`.
+pub fn rgba_texture(device: &wgpu::Device, label: &str, size: (u32, u32), usage: wgpu::TextureUsages) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d { width: size.0, height: size.1, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage,
+        view_formats: &[],
+    })
 }
