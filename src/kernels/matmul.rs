@@ -171,28 +171,39 @@ pub struct Gemm {
     pub epilogue: Epilogue,
 }
 
+/// The constructors and accessors the dense matmuls share (their fields are the same: shape,
+/// element type, forced variant, epilogue).
+macro_rules! dense_matmul {
+    ($kernel:ident, $what:literal) => {
+        impl $kernel {
+            /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
+            /// narrows `m` and `m_offset`), as the CPU twins take it.
+            pub fn params(&self) -> MatmulParams {
+                MatmulParams::whole(self.shape, &self.epilogue)
+            }
+
+            #[doc = concat!("A ", $what, " of `shape` over `elem`.")]
+            pub fn new(shape: MatmulShape, elem: Elem) -> Self {
+                Self { shape, elem, variant: None, epilogue: Epilogue::default() }
+            }
+
+            #[doc = concat!("The same ", $what, " with an epilogue.")]
+            pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
+                Self { epilogue, ..self }
+            }
+
+            #[doc = concat!("The work-counting debug variant of this ", $what, ".")]
+            pub fn counting(self) -> Counting<Self> {
+                Counting(self)
+            }
+        }
+    };
+}
+
+dense_matmul!(Gemm, "GEMM");
+dense_matmul!(Gemv, "GEMV / small-N matmul");
+
 impl Gemm {
-    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
-    /// narrows `m` and `m_offset`), as the CPU twins take it.
-    pub fn params(&self) -> MatmulParams {
-        MatmulParams::whole(self.shape, &self.epilogue)
-    }
-
-    /// A GEMM of `shape` over `elem`.
-    pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self { shape, elem, variant: None, epilogue: Epilogue::default() }
-    }
-
-    /// The same GEMM with an epilogue.
-    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
-        Self { epilogue, ..self }
-    }
-
-    /// The work-counting debug variant of this GEMM.
-    pub fn counting(self) -> Counting<Self> {
-        Counting(self)
-    }
-
     /// The tile of the shader. Keep in sync with the constants of shaders/gemm.wgsl.
     pub const TILE: GemmTile = GemmTile { bm: 64, bn: 64, bk: 16 };
 
@@ -373,27 +384,6 @@ impl MatmulKind {
 }
 
 impl Gemv {
-    /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
-    /// narrows `m` and `m_offset`), as the CPU twins take it.
-    pub fn params(&self) -> MatmulParams {
-        MatmulParams::whole(self.shape, &self.epilogue)
-    }
-
-    /// A GEMV / small-N matmul of `shape` over `elem`.
-    pub fn new(shape: MatmulShape, elem: Elem) -> Self {
-        Self { shape, elem, variant: None, epilogue: Epilogue::default() }
-    }
-
-    /// The same GEMV with an epilogue.
-    pub fn with_epilogue(self, epilogue: Epilogue) -> Self {
-        Self { epilogue, ..self }
-    }
-
-    /// The work-counting debug variant of this GEMV.
-    pub fn counting(self) -> Counting<Self> {
-        Counting(self)
-    }
-
     /// The variant for this device and shape: subgroups when present; vec4 loads when
     /// `k % 4 == 0`; 4 rows per workgroup (fewer as N grows, so `rows * n <= 32` partial sums stay
     /// in registers); and a workgroup wide enough that each invocation makes about four loads per

@@ -760,19 +760,21 @@ fn put_byte(words: &mut [u32], j: usize, value: u8) {
 mod tests {
     use super::*;
 
+    /// Every format, int4 with and without zero points and at two group sizes.
+    const FORMATS: &[Format] = &[
+        Format::Ternary2,
+        Format::Int8,
+        Format::Int4 { group: 32, zero_point: true },
+        Format::Int4 { group: 128, zero_point: false },
+        Format::Ternary24,
+        Format::Int4Sparse24 { group: 32 },
+        Format::Int4Sparse24 { group: 128 },
+        Format::F16Sparse24,
+    ];
+
     #[test]
     fn layouts_are_whole_vec4_rows() {
-        let formats = [
-            Format::Ternary2,
-            Format::Int8,
-            Format::Int4 { group: 32, zero_point: true },
-            Format::Int4 { group: 128, zero_point: false },
-            Format::Ternary24,
-            Format::Int4Sparse24 { group: 32 },
-            Format::Int4Sparse24 { group: 128 },
-            Format::F16Sparse24,
-        ];
-        for f in formats {
+        for &f in FORMATS {
             for k in [1, 2, 15, 16, 17, 63, 64, 65, 79, 80, 81, 95, 96, 97, 1000, 4096] {
                 let l = f.layout(k).unwrap();
                 assert_eq!(l.row_words % 4, 0, "{f} K={k}");
@@ -791,16 +793,7 @@ mod tests {
 
     #[test]
     fn format_names_round_trip() {
-        let formats = [
-            Format::Ternary2,
-            Format::Int8,
-            Format::Int4 { group: 32, zero_point: true },
-            Format::Int4 { group: 128, zero_point: false },
-            Format::Ternary24,
-            Format::Int4Sparse24 { group: 64 },
-            Format::F16Sparse24,
-        ];
-        for f in formats {
+        for &f in FORMATS {
             assert_eq!(f.to_string().parse::<Format>().unwrap(), f);
         }
         for bad in ["", "int4", "int4-g16", "int4-g64-zp-zp", "int4-gx", "ternary", "Int8", "int4-sparse24-g0"] {
