@@ -313,9 +313,17 @@ impl App {
         Ok(())
     }
 
+    /// Stops the running request within a step and leaves the event loop.
+    fn quit(&mut self, event_loop: &ActiveEventLoop) {
+        if let Some(job) = &self.job {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        event_loop.exit();
+    }
+
     fn key(&mut self, key: Key, event_loop: &ActiveEventLoop) {
         match key {
-            Key::Named(NamedKey::Escape) => event_loop.exit(),
+            Key::Named(NamedKey::Escape) => self.quit(event_loop),
             Key::Named(NamedKey::Space) => self.seed += u64::from(DIGITS),
             Key::Named(NamedKey::ArrowUp) => self.steps = (self.steps * 2).min(200),
             Key::Named(NamedKey::ArrowDown) => self.steps = (self.steps / 2).max(1),
@@ -428,12 +436,7 @@ impl ApplicationHandler<Note> for App {
 
     fn window_event(&mut self, event_loop: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
         match event {
-            WindowEvent::CloseRequested => {
-                if let Some(job) = &self.job {
-                    job.cancel.store(true, Ordering::Relaxed);
-                }
-                event_loop.exit();
-            }
+            WindowEvent::CloseRequested => self.quit(event_loop),
             WindowEvent::Resized(size) => {
                 if let Some(g) = &mut self.gfx {
                     g.p.resize(size.width, size.height);
