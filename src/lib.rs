@@ -16,7 +16,7 @@
 //!   executor that encodes each sampler step as one command buffer;
 //! - the class-conditional DiT ([`model`]: config, weights, graph, CPU reference) and the
 //!   [`Generator`] that samples it (rectified-flow Euler or Heun, DDIM, guidance, previews);
-//! - at the edge: scoring ([`eval`]), image helpers ([`picture`]) and benchmark timing ([`bench`]).
+//! - at the edge: scoring ([`eval`]), image helpers ([`picture`]) and benchmark timing ([`mod@bench`]).
 //!
 //! One kernel on your own buffers:
 //!

@@ -121,16 +121,16 @@ fn ternary24_state(st: &Step, q: usize) -> u32 {
 pub enum DecF {
     /// Four levels, multiplied with `dot`.
     Dense([f32; 4]),
-    /// x[a] = x[2] if `a2`, else x[1] if `a1`, else x[0]; x[b] = x[1] if `b1`, else x[2] if `b2`,
-    /// else x[3]; product x[a] va + x[b] vb.
+    /// `x[a] = x[2]` if `a2`, else `x[1]` if `a1`, else `x[0]`; `x[b] = x[1]` if `b1`, else `x[2]`
+    /// if `b2`, else `x[3]`; product `x[a] va + x[b] vb`.
     Pair {
-        /// Selects x[1] for a (unless `a2`).
+        /// Selects `x[1]` for a (unless `a2`).
         a1: bool,
-        /// Selects x[2] for a.
+        /// Selects `x[2]` for a.
         a2: bool,
-        /// Selects x[1] for b.
+        /// Selects `x[1]` for b.
         b1: bool,
-        /// Selects x[2] for b (unless `b1`).
+        /// Selects `x[2]` for b (unless `b1`).
         b2: bool,
         /// Value at a.
         va: f32,

@@ -20,7 +20,7 @@ use safetensors::{Dtype, SafeTensors};
 use super::digits::{CLASSES, PIXELS, SIDE};
 use crate::error::{Error, Result};
 
-/// Width of the feature vector ([`Classifier::features`]).
+/// Width of the feature vector ([`Output::features`]).
 pub const FEATURES: usize = 128;
 const C1: usize = 32;
 const C2: usize = 64;

@@ -363,7 +363,7 @@ impl Graph {
 
     /// The energy ledger of a run of `steps` steps on a device with `caps`, from the work each
     /// op's kernel reports — without a device. This is how a baseline (the same model dense in
-    /// f32) is priced; [`Executor::ledger`] counts the dispatches it really made.
+    /// f32) is priced; [`Executor::run`]'s [`RunReport::ledger`] counts the dispatches it really made.
     pub fn ledger(&self, caps: &Capabilities, steps: u32) -> Result<crate::ledger::Ledger> {
         let mut ledger = crate::ledger::Ledger::default();
         for op in &self.ops {

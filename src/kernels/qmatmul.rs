@@ -15,7 +15,7 @@ use crate::shaders::{self, Variant};
 /// Weights per step of the low-bit GEMV (one decode unit; see shaders/shared/gemv_q.wgsl).
 pub const STEP: u32 = 16;
 
-/// u32 words per row of int8 activations: ceil(K / 16) * 4 (whole vec4<u32>, zero past K).
+/// u32 words per row of int8 activations: ceil(K / 16) * 4 (whole `vec4<u32>`, zero past K).
 pub fn act_row_words(k: u32) -> u32 {
     k.div_ceil(16) * 4
 }

@@ -94,9 +94,9 @@ pub struct DitGraph {
 pub struct ForwardIo {
     /// Model input [images, C, H, W].
     pub x: TensorId,
-    /// Timesteps [images] in sampler time (the model sees `time_scale · t`).
+    /// Timesteps `[images]` in sampler time (the model sees `time_scale · t`).
     pub t: TensorId,
-    /// Class labels [images] (u32; `num_classes` is the null class).
+    /// Class labels `[images]` (u32; `num_classes` is the null class).
     pub y: TensorId,
     /// Output [images, C, H, W].
     pub out: TensorId,
@@ -104,7 +104,7 @@ pub struct ForwardIo {
     /// model with `guidance_embed` (the scale is fixed per request: it is embedded once, not in
     /// every step); else `None`.
     pub guidance: Option<TensorId>,
-    /// Step sizes t − t_next [images] in sampler time, for a model with `step_embed`; else `None`.
+    /// Step sizes t − t_next `[images]` in sampler time, for a model with `step_embed`; else `None`.
     pub step: Option<TensorId>,
 }
 
@@ -424,7 +424,7 @@ impl DitGraph {
     }
 
     /// The guidance embedding of a `guidance_embed` model: `g_embedder` of the per-image scales
-    /// `scales` [images] (f32), [images, hidden], for [`ForwardIo::guidance`]. Made once per
+    /// `scales` `[images]` (f32), `[images, hidden]`, for [`ForwardIo::guidance`]. Made once per
     /// request (the sampling graph's setup), not in every step.
     pub fn embed_guidance(&self, g: &mut Graph, prefix: &str, scales: TensorId) -> Result<TensorId> {
         let mlp = self.g_mlp.as_ref().ok_or_else(|| Error::Graph {

@@ -264,8 +264,8 @@ fn norm_for(
     }
 }
 
-/// The DiT forward pass of src/model/dit.rs on the CPU: `x` [images, C, H, W], `t` [images] in
-/// sampler time (the model sees `time_scale · t`), `y` [images] class labels (`num_classes` is the
+/// The DiT forward pass of src/model/dit.rs on the CPU: `x` `[images, C, H, W]`, `t` `[images]` in
+/// sampler time (the model sees `time_scale · t`), `y` `[images]` class labels (`num_classes` is the
 /// null class; larger labels read it too). Returns the output and the taps `c` and `block0`.
 ///
 /// Errors as `DitGraph::declare` does (invalid configuration, f16 formats it does not build yet,

@@ -70,9 +70,9 @@ pub struct SampleGraph {
     /// Input: class labels [model batch] (u32): the requested labels, then (guided) as many null
     /// labels.
     pub labels: TensorId,
-    /// Weight: the schedule [steps] of `ScheduleEntry`.
+    /// Weight: the schedule, `[steps]` of `ScheduleEntry`.
     pub schedule: TensorId,
-    /// Weight: the guidance scale of every image [images] (f32), for a `guidance_embed` model.
+    /// Weight: the guidance scale of every image, `[images]` (f32), for a `guidance_embed` model.
     pub guidance: Option<TensorId>,
     /// Output: the sample [images, C, H, W].
     pub x: TensorId,

@@ -1,6 +1,6 @@
 //! DiT weights on the host: read from safetensors in the original state-dict naming (F32, F16 or
 //! BF16, converted to f32), checked against the configuration, and quantized on load per its
-//! [`QuantPolicy`](super::QuantPolicy); or saved and loaded pre-packed.
+//! [`QuantPolicy`]; or saved and loaded pre-packed.
 //!
 //! ```text
 //!  model.safetensors ──load──► check names, dtypes, shapes ──► quantize + pack the block linears

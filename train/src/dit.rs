@@ -209,8 +209,8 @@ impl Dit {
         Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
     }
 
-    /// The forward pass: `x` [B, C, H, W], `t_features` from [`Dit::time_features`], `y` [B]
-    /// labels (u32, `num_classes` is the null class). Returns [B, out_channels, H, W].
+    /// The forward pass: `x` `[B, C, H, W]`, `t_features` from [`Dit::time_features`], `y` `[B]`
+    /// labels (u32, `num_classes` is the null class). Returns `[B, out_channels, H, W]`.
     pub fn forward(&self, x: &Tensor, t_features: &Tensor, y: &Tensor) -> Result<Tensor> {
         self.forward_student(x, t_features, y, None, None)
     }
