@@ -173,10 +173,10 @@ impl Spread {
                 }
             }
         }
-        self.merge(outs, start, n)
+        self.merge(outs, start, n, request.steps)
     }
 
-    fn merge(&self, outs: Vec<Generation>, start: Instant, images: usize) -> Result<Generation> {
+    fn merge(&self, outs: Vec<Generation>, start: Instant, images: usize, steps: u32) -> Result<Generation> {
         let first = &outs[0];
         let shape = [images as u32, first.shape[1], first.shape[2], first.shape[3]];
         let mut ledger = first.ledger.clone();
@@ -187,7 +187,6 @@ impl Spread {
         let max =
             |f: &dyn Fn(&Timings) -> std::time::Duration| outs.iter().map(|o| f(&o.timings)).max().unwrap_or_default();
         let sampling = max(&|t| t.sampling);
-        let steps = (first.timings.sampling.as_secs_f64() / first.timings.per_step.as_secs_f64().max(1e-12)).round();
         let memory = outs.iter().fold(MemoryReport::default(), |m, o| MemoryReport {
             buffers: m.buffers + o.memory.buffers,
             bytes: m.bytes + o.memory.bytes,
@@ -202,7 +201,7 @@ impl Spread {
             timings: Timings {
                 prepare: max(&|t| t.prepare),
                 sampling,
-                per_step: if steps > 0.0 { sampling.div_f64(steps) } else { sampling },
+                per_step: sampling / steps.max(1),
                 total: start.elapsed(),
             },
             profile: None,
