@@ -165,6 +165,8 @@ struct RowResult {
     images: usize,
     accuracy: f64,
     fd: f64,
+    /// Sampling seconds per image: the median over the row's classes (see
+    /// [`median_seconds_per_image`]).
     seconds_per_image: f64,
     /// Ledger energy per image with a laptop GPU's L2 (4 MiB), the estimate.
     joules_per_image: f64,
@@ -199,6 +201,19 @@ fn joules_per_image(gpu: &Gpu, r: &Row, per_class: u32) -> Result<[f64; 3], Box<
         ledger.energy_with(Cache::DATA_CENTRE).total() / n,
         ledger.energy_no_cache().total() / n,
     ])
+}
+
+/// The median over a row's classes of each class's sampling seconds per image. Classes are drawn
+/// in separate runs, some of them sharing the machine with other work (or paused), so the median
+/// says what one run alone takes where a sum would carry every stall.
+fn median_seconds_per_image(classes: &[ClassRecord]) -> f64 {
+    let mut per_image: Vec<f64> = classes.iter().map(|c| c.sampling_seconds / c.images.max(1) as f64).collect();
+    per_image.sort_by(f64::total_cmp);
+    match per_image.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => per_image[n / 2],
+        n => 0.5 * (per_image[n / 2 - 1] + per_image[n / 2]),
+    }
 }
 
 /// The record of one class of one row; its digits are the `.png` beside it.
@@ -363,7 +378,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             images,
             accuracy: right as f64 / images as f64,
             fd,
-            seconds_per_image: classes.iter().map(|c| c.sampling_seconds).sum::<f64>() / images as f64,
+            seconds_per_image: median_seconds_per_image(&classes),
             joules_per_image: joules,
             joules_per_image_data_centre: data_centre,
             joules_per_image_no_cache: no_cache,

@@ -8,8 +8,15 @@ use milliwatt::model::DitWeights;
 use safetensors::SafeTensors;
 
 /// The DiTs in models/.
-pub const MODELS: [&str; 6] =
-    ["mnist-fp32", "mnist-fp32-rf", "mnist-ternary", "mnist-ternary24", "mnist-ternary-latent", "mnist-student"];
+pub const MODELS: [&str; 7] = [
+    "mnist-fp32",
+    "mnist-fp32-rf",
+    "mnist-ternary",
+    "mnist-ternary24",
+    "mnist-ternary-latent",
+    "mnist-student",
+    "mnist-student24",
+];
 
 /// The directory of shipped model `name`.
 pub fn model_dir(name: &str) -> PathBuf {
