@@ -25,7 +25,7 @@ mod common;
 use clap::Parser;
 use milliwatt::eval::digits::{self, CLASSES, PIXELS, SIDE};
 use milliwatt::eval::{Classifier, Gaussian, frechet_distance};
-use milliwatt::model::{DitWeights, FloatFormat, LinearFormat, QuantPolicy};
+use milliwatt::model::{DitConfig, DitWeights, FloatFormat, LinearFormat};
 use milliwatt::{Cache, Generator, GeneratorOptions, Gpu, Options, Request, Seeds};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,9 @@ struct Row {
     quant: Option<LinearFormat>,
     steps: u32,
     cfg: Option<f32>,
+    /// The float format of the layers that stay float and of the activations (`other`): the
+    /// model's own unless a row asks for f16.
+    floats: Option<FloatFormat>,
 }
 
 const fn row(
@@ -52,7 +55,12 @@ const fn row(
     steps: u32,
     cfg: Option<f32>,
 ) -> Row {
-    Row { id, what, model, quant, steps, cfg }
+    Row { id, what, model, quant, steps, cfg, floats: None }
+}
+
+/// Row `r` with its float layers and activations in f16, as `id`.
+const fn in_f16(id: &'static str, r: Row) -> Row {
+    Row { id, floats: Some(FloatFormat::F16), ..r }
 }
 
 /// The rows, the conventional reference first.
@@ -75,6 +83,22 @@ const ROWS: &[Row] = &[
     row("student24-1", "distilled student 2:4", "mnist-student24", None, 1, Some(CFG)),
     row("student24-2", "distilled student 2:4", "mnist-student24", None, 2, Some(CFG)),
     row("student24-4", "distilled student 2:4", "mnist-student24", None, 4, Some(CFG)),
+    in_f16(
+        "student-1-f16",
+        row("", "distilled student, f16 floats and activations", "mnist-student", None, 1, Some(CFG)),
+    ),
+    in_f16(
+        "student-2-f16",
+        row("", "distilled student, f16 floats and activations", "mnist-student", None, 2, Some(CFG)),
+    ),
+    in_f16(
+        "student24-1-f16",
+        row("", "distilled student 2:4, f16 floats and activations", "mnist-student24", None, 1, Some(CFG)),
+    ),
+    in_f16(
+        "ternary-8-f16",
+        row("", "milliwatt ternary, f16 floats and activations", "mnist-ternary", None, 8, Some(CFG)),
+    ),
     row("ternary-8-cfg1.5", "guidance sweep", "mnist-ternary", None, 8, Some(1.5)),
     row("ternary-8-cfg5", "guidance sweep", "mnist-ternary", None, 8, Some(5.0)),
     row(
@@ -182,7 +206,7 @@ struct RowResult {
 /// The generator of a row: its model, quantized on load where the row says so.
 fn generator_of(gpu: &Gpu, r: &Row) -> Result<Generator, Box<dyn std::error::Error>> {
     let dir = Path::new(MODELS).join(r.model);
-    let policy = r.quant.map(|q| QuantPolicy { attention: q, mlp: q, other: FloatFormat::F32 });
+    let policy = DitConfig::from_file(&dir.join("config.json"))?.quantization.overridden(r.quant, r.floats);
     Ok(Generator::new(gpu, DitWeights::open(&dir, policy)?, GeneratorOptions::default())?)
 }
 
@@ -345,9 +369,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The table from whatever is cached.
     let mut results = Vec::new();
     // Every row's energy is its graph's ledger, so the conventional row is the denominator
-    // whether or not its digits have been drawn yet.
+    // whether or not its digits have been drawn yet: its graph as the recipe runs it, one image
+    // a request (each row itself is priced at the batch it ran).
     let conventional = ROWS.iter().find(|r| r.id == "conventional").ok_or("no conventional row")?;
-    let [denominator, ..] = joules_per_image(&gpu, conventional, args.per_class)?;
+    let [denominator, ..] = joules_per_image(&gpu, conventional, 1)?;
     for r in ROWS {
         let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
@@ -394,7 +419,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let grid = milliwatt::picture::grid(&grid_images, 10, 2, 2)?;
         grid.save(paths[0].with_file_name("grid.png"))?;
     }
-    let ratio_denominator = "the conventional row's ledger (fp32 ε model, 50 DDIM steps, guided), laptop L2";
+    let ratio_denominator =
+        "the conventional row's ledger (fp32 ε model, 50 DDIM steps, guided, one image a request), laptop L2";
     println!(
         "\n| row | model | steps | cfg | accuracy | FD | s/image | mJ/image (ledger, L2 4 MiB) | no-cache bound | vs conventional |"
     );

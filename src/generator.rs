@@ -199,8 +199,9 @@ pub struct Generation {
     pub profile: Option<Profile>,
     /// Energy ledger of the dispatches this request made.
     pub ledger: Ledger,
-    /// Ledger of the same model, dense f32 weights and dense attention, 50 steps, guided, for
-    /// the same images (counted from its graph, not run).
+    /// Ledger of the conventional recipe for the same images: the same model with dense f32
+    /// weights and dense attention, 50 steps, guided, one image a request as the recipe runs
+    /// (counted from its graph, not run).
     pub baseline: Ledger,
     /// `ledger / baseline`.
     pub energy_ratio: f64,
@@ -610,9 +611,15 @@ impl Generator {
         seeds.iter().flat_map(|&s| (0..len).map(move |e| crate::cpu::noise::normal(s, 0, 0, e))).collect()
     }
 
-    /// The baseline ledger of `images` images: dense f32, dense attention, 50 guided steps
-    /// (counted from the graph, not run; computed once per image count).
+    /// The baseline ledger of `images` images: dense f32, dense attention, 50 guided steps, one
+    /// image a request (counted from the one-image graph, not run, and repeated).
     pub fn baseline_ledger(&self, images: u32) -> Result<Ledger> {
+        Ok(self.baseline_graph_ledger(1)?.repeated(u64::from(images)))
+    }
+
+    /// The baseline recipe's ledger for one request of `images` images (computed once per
+    /// image count).
+    fn baseline_graph_ledger(&self, images: u32) -> Result<Ledger> {
         if let Some(l) = self.baselines.lock().expect("baselines").get(&images) {
             return Ok(l.clone());
         }

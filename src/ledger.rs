@@ -259,6 +259,13 @@ impl Ledger {
         }
     }
 
+    /// The same launches made `n` times over (e.g. a one-image request's ledger for `n` images
+    /// drawn one a request).
+    pub fn repeated(&self, n: u64) -> Ledger {
+        let entries = self.entries.iter().map(|e| Entry { runs: e.runs * n, ..e.clone() }).collect();
+        Ledger { entries, measured: None, ..self.clone() }
+    }
+
     /// Launches of `kernel` recorded (every shape).
     pub fn runs(&self, kernel: &str) -> u64 {
         self.entries.iter().filter(|e| e.kernel == kernel).map(|e| e.runs).sum()
@@ -448,6 +455,17 @@ mod tests {
         assert!(text.contains("L2 4 MiB") && text.contains("no-cache bound") && text.contains("L2 50 MiB"), "{text}");
         // One row per kernel name.
         assert_eq!(text.lines().filter(|l| l.starts_with("gemm ")).count(), 1, "{text}");
+
+        // Repeated: every launch n times over, priced per launch as before (so the same cache
+        // verdicts), with no measurement carried over.
+        ledger.set_measured(1.0, "a meter");
+        let three = ledger.repeated(3);
+        assert_eq!(three.runs("gemm"), 9);
+        assert!(close(three.energy().total(), 3.0 * ledger.energy().total()));
+        assert!(close(three.energy_no_cache().total(), 3.0 * ledger.energy_no_cache().total()));
+        let (c, a) = ledger.traffic();
+        assert_eq!(three.traffic(), (3 * c, 3 * a));
+        assert_eq!(three.measured(), None);
     }
 
     #[test]

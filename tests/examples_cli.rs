@@ -36,7 +36,7 @@ fn embed_headless_shows_the_images_byte_for_byte() {
 fn generate_writes_a_grid_with_its_parameters() {
     let out = std::env::temp_dir().join(format!("milliwatt-generate-{}.png", std::process::id()));
     let run = Command::new(generate())
-        .args(["-c", "3,7", "-b", "2", "-s", "5", "--steps", "2", "--cfg-scale", "2.5", "-o"])
+        .args(["-c", "3,7", "-b", "2", "-s", "5", "--steps", "2", "--cfg-scale", "2.5", "--floats", "f16", "-o"])
         .arg(&out)
         .output()
         .unwrap();
@@ -54,15 +54,24 @@ fn generate_writes_a_grid_with_its_parameters() {
     assert_eq!(get("steps").as_deref(), Some("2"));
     assert_eq!(get("cfg_scale").as_deref(), Some("2.5"));
     assert_eq!(get("sampler").as_deref(), Some("euler"));
+    // The shipped ternary model with its float layers and activations in f16.
+    assert!(get("quantization").is_some_and(|q| q.contains(r#""other":"f16""#)), "{text:?}");
     assert!(get("parameters").is_some_and(|p| p.contains("steps: 2")), "{text:?}");
     std::fs::remove_file(&out).unwrap();
 }
 
 #[test]
 fn a_bad_flag_value_is_one_line_and_exit_code_2() {
-    for args in
-        [&["--steps", "0"][..], &["--cfg-scale", "-1"], &["-c", "10"], &["--quant", "int3"], &["-m", "no-such-model"]]
-    {
+    for args in [
+        &["--steps", "0"][..],
+        &["--cfg-scale", "-1"],
+        &["-c", "10"],
+        &["--quant", "int3"],
+        &["-m", "no-such-model"],
+        &["--floats", "f64"],
+        // The shipped model is pre-packed: its block linears cannot be re-quantized.
+        &["--quant", "int8"],
+    ] {
         let run = Command::new(generate()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");

@@ -649,8 +649,8 @@ fn load_packed_rejects_inconsistent_files() {
 }
 
 /// `DitWeights::open` on the shipped directories: a state dict quantizes on load per the policy
-/// asked for; a pre-packed file refuses another policy and a `config.json` that disagrees with
-/// it, naming `config.json`.
+/// asked for; a pre-packed file refuses other block-linear formats and a `config.json` that
+/// disagrees with it, naming `config.json`, and takes another float format for the rest.
 #[test]
 fn open_reads_model_directories() {
     use milliwatt::model::{FloatFormat, LinearFormat, QuantPolicy, WeightData};
@@ -664,6 +664,17 @@ fn open_reads_model_directories() {
     assert!(DitWeights::open(&packed, None).unwrap().packed("blocks.3.attn.qkv.weight").is_ok());
     let e = DitWeights::open(&packed, Some(int8)).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("pre-packed"), "{e}");
+    let own = DitWeights::open(&packed, None).unwrap().config.quantization;
+    assert_eq!(own.overridden(None, None), None);
+    let f16 = QuantPolicy { other: FloatFormat::F16, ..own };
+    assert_eq!(own.overridden(None, Some(FloatFormat::F16)), Some(f16));
+    // Dense f16 linears take the graph's float format with them unless told otherwise.
+    let dense16 = QuantPolicy { attention: LinearFormat::F16, mlp: LinearFormat::F16, other: FloatFormat::F16 };
+    assert_eq!(own.overridden(Some(LinearFormat::F16), None), Some(dense16));
+    assert_eq!(own.overridden(Some(LinearFormat::Int8), None), Some(QuantPolicy { other: own.other, ..int8 }));
+    let w = DitWeights::open(&packed, Some(f16)).unwrap();
+    assert_eq!(w.config.quantization, f16);
+    assert!(w.packed("blocks.3.attn.qkv.weight").is_ok());
 
     let dir = std::env::temp_dir().join(format!("milliwatt-open-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

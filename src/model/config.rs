@@ -168,6 +168,27 @@ pub struct QuantPolicy {
     pub other: FloatFormat,
 }
 
+impl QuantPolicy {
+    /// The policy to open a model whose own is `self` with (for
+    /// [`DitWeights::open`](super::DitWeights::open)): its block linears re-quantized to
+    /// `linears`, its float layers and activations in `floats` (by default the model's, or the
+    /// dense linears' format: a graph's dense linears and float layers share one); `None` when
+    /// neither is asked (the model's own policy).
+    pub fn overridden(self, linears: Option<LinearFormat>, floats: Option<FloatFormat>) -> Option<QuantPolicy> {
+        if linears.is_none() && floats.is_none() {
+            return None;
+        }
+        let (attention, mlp) = linears.map_or((self.attention, self.mlp), |f| (f, f));
+        // Dense block linears share the graph's float format, so they set it unless asked.
+        let other = floats.unwrap_or(match linears {
+            Some(LinearFormat::F16) => FloatFormat::F16,
+            Some(LinearFormat::F32) => FloatFormat::F32,
+            _ => self.other,
+        });
+        Some(QuantPolicy { attention, mlp, other })
+    }
+}
+
 /// [`QuantPolicy`] as written, so that a bad format string is reported with its field.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

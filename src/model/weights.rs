@@ -440,7 +440,9 @@ impl DitWeights {
     /// Reads a model directory: `config.json` and `model.safetensors`, which is either a DiT
     /// state dict (quantized on load per the configuration's policy, or per `policy` when given)
     /// or a file [`DitWeights::save_packed`] wrote (its configuration must equal `config.json`'s;
-    /// it cannot be re-quantized, so `policy` must be `None` or its own).
+    /// its block linears cannot be re-quantized, so `policy` must be `None` or name its own linear
+    /// formats; its `other` may differ: the float tensors are floats either way, so a pre-packed
+    /// model runs its float layers and activations in f16 or f32 as asked).
     ///
     /// Errors: [`Error::Io`] when a file cannot be read; [`Error::Checkpoint`] as
     /// [`DitWeights::load`] and [`DitWeights::load_packed`] do, and naming `config.json` when it
@@ -457,14 +459,17 @@ impl DitWeights {
             if weights.config != config {
                 return Err(bad(format!("differs from the configuration stored in {}", path.display())));
             }
-            if let Some(p) = policy
-                && p != config.quantization
-            {
-                return Err(bad(format!(
-                    "{} is pre-packed ({}); only a float model can be quantized on load",
-                    path.display(),
-                    serde_json::to_string(&config.quantization).unwrap_or_default()
-                )));
+            let mut weights = weights;
+            if let Some(p) = policy {
+                let own = config.quantization;
+                if (p.attention, p.mlp) != (own.attention, own.mlp) {
+                    return Err(bad(format!(
+                        "{} is pre-packed ({}); only a float model's block linears can be quantized on load",
+                        path.display(),
+                        serde_json::to_string(&own).unwrap_or_default()
+                    )));
+                }
+                weights.config.quantization.other = p.other;
             }
             return Ok(weights);
         }
