@@ -1,5 +1,6 @@
 //! The shipped models (models/) on the GPU: the forward pass against the trainer's fidelity
-//! fixture on every backend, and the default model drawing digits the classifier reads.
+//! fixture on every backend, and the default model and the distilled student drawing digits the
+//! classifier reads.
 
 use std::ops::ControlFlow;
 
@@ -18,6 +19,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("shipped_models_match_the_trainer", |b| forward_case(&b.gpu)),
         ("shipped_ternary_8_steps_draws_readable_digits", accuracy_case),
+        ("shipped_student_4_steps_draws_readable_digits", student_accuracy_case),
         ("soak_memory_stops_growing", |b| soak_case(&b.gpu)),
     ]
 }
@@ -80,26 +82,38 @@ fn forward_case(gpu: &Gpu) -> Outcome {
 /// the classifier must read at least 90 of them as the class asked for. Vulkan only (the GL
 /// software adapter takes several times longer, and the forward case covers GL).
 fn accuracy_case(b: &Backend) -> Outcome {
+    readable_digits(b, "mnist-ternary", 8)
+}
+
+/// The distilled student draws readable digits in 4 steps (one forward each, guidance embedded).
+fn student_accuracy_case(b: &Backend) -> Outcome {
+    readable_digits(b, "mnist-student", 4)
+}
+
+/// Shipped model `name` at `steps` guided steps: the classifier reads at least 90 of 100 digits
+/// (ten seeds per class) as their class.
+fn readable_digits(b: &Backend, name: &str, steps: u32) -> Outcome {
     if b.name != "vulkan" {
         return Err(Failure::Unsupported("run on Vulkan only (time); GL is covered by the forward case".into()));
     }
-    let weights = DitWeights::open(&model_dir("mnist-ternary"), None).map_err(err)?;
+    let weights = DitWeights::open(&model_dir(name), None).map_err(err)?;
     let classifier =
         milliwatt::eval::Classifier::load(&model_dir("classifier").join("classifier.safetensors")).map_err(err)?;
     let generator = Generator::new(&b.gpu, weights, GeneratorOptions::default()).map_err(err)?;
     let labels: Vec<u32> = (0..10).flat_map(|k| std::iter::repeat_n(k, 10)).collect();
     let seeds: Vec<u64> = (0..10).flat_map(|_| 0..10).collect();
     let request =
-        Request { seeds: Seeds::List(seeds), steps: 8, guidance: Some(DEFAULT_CFG), ..Request::new(labels.clone()) };
+        Request { seeds: Seeds::List(seeds), steps, guidance: Some(DEFAULT_CFG), ..Request::new(labels.clone()) };
     let out = generator.generate_blocking(&request, |_| ControlFlow::Continue(())).map_err(err)?;
     let pixels: Vec<u8> = out.images.iter().flat_map(|i| i.to_luma8().into_raw()).collect();
     let read = classifier.run_all(&pixels);
     let right = read.iter().zip(&labels).filter(|(o, l)| u32::from(o.class()) == **l).count();
-    println!("    classifier reads {right} of 100 digits as their class");
+    println!("    {name}, {steps} steps: the classifier reads {right} of 100 digits as their class");
     if right < 90 {
-        return Err(
-            format!("the classifier reads only {right} of 100 generated digits as their class (gate: 90)").into()
-        );
+        return Err(format!(
+            "{name}, {steps} steps: the classifier reads only {right} of 100 generated digits as their class (gate: 90)"
+        )
+        .into());
     }
     Ok(())
 }
