@@ -293,6 +293,11 @@ fn priced(gpu: &Gpu, r: &Row, per_request: u32, conventional: [f64; 3]) -> Resul
     })
 }
 
+/// A reduction factor as the table prints it: one decimal below 10.
+fn factor(x: f64) -> String {
+    if x < 10.0 { format!("{x:.1}") } else { format!("{x:.0}") }
+}
+
 /// The median over a row's classes of each class's sampling seconds per image. Classes are drawn
 /// in separate runs, some of them sharing the machine with other work (or paused), so the median
 /// says what one run alone takes where a sum would carry every stall.
@@ -511,7 +516,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for r in &results {
         let [big, small] = r.priced;
         println!(
-            "| {}{} | {}{} | {} | {} | {:.1} % | {:.3} | {:.3} | {:.3}; {:.3}; {:.3} | {:.0}× | {:.3} | {:.0}× |",
+            "| {}{} | {}{} | {} | {} | {:.1} % | {:.3} | {:.3} | {:.3}; {:.3}; {:.3} | {}× | {:.3} | {}× |",
             r.row.id,
             if r.matches_reference { " (matched)" } else { "" },
             r.row.what,
@@ -524,9 +529,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             1e3 * big.laptop_l2,
             1e3 * big.data_centre_l2,
             1e3 * big.no_cache,
-            big.least_times_less(),
+            factor(big.least_times_less()),
             1e3 * small.laptop_l2,
-            small.times_less[0],
+            factor(small.times_less[0]),
         );
     }
     println!("\nratios: {ratio_denominator}");
