@@ -13,6 +13,9 @@
 //! MILLIWATT_FUZZ_CASES=200000 cargo test --release --test fuzz -- --nocapture
 //! ```
 //!
+//! or runs for a time: `MILLIWATT_FUZZ_SECONDS=3600` repeats rounds of `MILLIWATT_FUZZ_CASES`
+//! fresh inputs until an hour has passed (name one target, e.g. `-- fuzz_pre_packed_loader`).
+//!
 //! (cargo-fuzz needs a nightly toolchain, which the registries here do not offer; see
 //! BENCHMARKS.md for the long runs' execution counts and findings.)
 
@@ -31,18 +34,32 @@ fn cases() -> u32 {
     std::env::var("MILLIWATT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
 }
 
-/// Runs `test` on `cases()` inputs of `strategy` and prints how many ran.
+/// How long to keep fuzzing (`MILLIWATT_FUZZ_SECONDS`; unset: one round of `cases()`).
+fn seconds() -> Option<f64> {
+    std::env::var("MILLIWATT_FUZZ_SECONDS").ok().and_then(|v| v.parse().ok())
+}
+
+/// Runs `test` on rounds of `cases()` inputs of `strategy` (one round, or as many as fit
+/// `seconds()`, each from a fresh random seed) and prints how many ran.
 fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
 where
     S::Value: std::fmt::Debug,
 {
     let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
     let started = std::time::Instant::now();
-    let mut runner = TestRunner::new(config);
-    if let Err(e) = runner.run(&strategy, test) {
-        panic!("{name}: {e}");
+    let mut inputs = 0u64;
+    loop {
+        // A fresh runner draws a fresh random seed.
+        let mut runner = TestRunner::new(config.clone());
+        if let Err(e) = runner.run(&strategy, &test) {
+            panic!("{name}: {e} (after {inputs} inputs of earlier rounds)");
+        }
+        inputs += u64::from(cases());
+        if seconds().is_none_or(|s| started.elapsed().as_secs_f64() >= s) {
+            break;
+        }
     }
-    println!("{name}: {} inputs in {:.1} s, no panic", cases(), started.elapsed().as_secs_f64());
+    println!("{name}: {inputs} inputs in {:.1} s, no panic", started.elapsed().as_secs_f64());
 }
 
 /// JSON values of every kind, nested a little: what a field might hold by mistake.
