@@ -60,7 +60,8 @@ pub struct Row {
     pub peak_memory_bytes: u64,
     /// Ledger joules per image.
     pub ledger_j_per_image: Joules,
-    /// The conventional model's (same size, fp32, 50 steps, guided) ledger joules per image.
+    /// The conventional recipe's (same size, fp32, 50 steps, guided, one image a request) ledger
+    /// joules per image.
     pub conventional_j_per_image: Joules,
     /// `ledger_j_per_image.laptop_l2 / conventional_j_per_image.laptop_l2`.
     pub ratio_to_conventional: f64,
