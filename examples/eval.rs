@@ -270,8 +270,8 @@ fn request_of(r: &Row, class: u32, per_class: u32) -> Request {
 
 /// The row's ledger per image, counted from its graph for requests of `per_request` images
 /// (the same count a run records): with the laptop L2, the data-centre L2 and no cache, joules.
-fn joules_per_image(gpu: &Gpu, r: &Row, per_request: u32) -> Result<[f64; 3], Box<dyn std::error::Error>> {
-    let ledger = generator_of(gpu, r)?.estimate(&request_of(r, 0, per_request))?;
+fn joules_per_image(generator: &Generator, r: &Row, per_request: u32) -> Result<[f64; 3], Box<dyn std::error::Error>> {
+    let ledger = generator.estimate(&request_of(r, 0, per_request))?;
     let n = f64::from(per_request);
     Ok([
         ledger.energy_with(Cache::LAPTOP).total() / n,
@@ -280,10 +280,15 @@ fn joules_per_image(gpu: &Gpu, r: &Row, per_request: u32) -> Result<[f64; 3], Bo
     ])
 }
 
-/// Row `r` priced at `per_request` images a request against the conventional recipe's joules
-/// per image `conventional` (per pricing).
-fn priced(gpu: &Gpu, r: &Row, per_request: u32, conventional: [f64; 3]) -> Result<Priced, Box<dyn std::error::Error>> {
-    let j = joules_per_image(gpu, r, per_request)?;
+/// Row `r` (drawn by `generator`) priced at `per_request` images a request against the
+/// conventional recipe's joules per image `conventional` (per pricing).
+fn priced(
+    generator: &Generator,
+    r: &Row,
+    per_request: u32,
+    conventional: [f64; 3],
+) -> Result<Priced, Box<dyn std::error::Error>> {
+    let j = joules_per_image(generator, r, per_request)?;
     Ok(Priced {
         images_per_request: per_request,
         laptop_l2: j[0],
@@ -443,7 +448,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // whether or not its digits have been drawn yet: its graph as the recipe runs it, one image
     // a request (each row itself is priced at the table's request size and at a small one).
     let conventional = ROWS.iter().find(|r| r.id == "conventional").ok_or("no conventional row")?;
-    let denominator = joules_per_image(&gpu, conventional, 1)?;
+    let denominator = joules_per_image(&generator_of(&gpu, conventional)?, conventional, 1)?;
     for r in ROWS {
         let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
@@ -468,6 +473,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .sum();
         let features: Vec<&Vec<f32>> = outputs.iter().flatten().map(|o| &o.features).collect();
         let fd = frechet_distance(&Gaussian::of(&features, milliwatt::eval::classifier::FEATURES), &held_out);
+        let generator = generator_of(&gpu, r)?;
         results.push(RowResult {
             row: r.clone(),
             images,
@@ -475,8 +481,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             fd,
             seconds_per_image: median_seconds_per_image(&classes),
             priced: [
-                priced(&gpu, r, args.per_class, denominator)?,
-                priced(&gpu, r, SMALL_REQUEST.min(args.per_class), denominator)?,
+                priced(&generator, r, args.per_class, denominator)?,
+                priced(&generator, r, SMALL_REQUEST.min(args.per_class), denominator)?,
             ],
             matches_reference: false,
             adapter: classes[0].adapter.clone(),

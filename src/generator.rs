@@ -351,7 +351,7 @@ pub struct Generator {
     decoder: Box<dyn Decoder>,
     pools: Mutex<Pools>,
     returned: Condvar,
-    baselines: Mutex<HashMap<u32, Ledger>>,
+    baseline: Mutex<Option<Ledger>>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -397,7 +397,7 @@ impl Generator {
             decoder: Box::new(PixelDecoder),
             pools: Mutex::new(Pools::default()),
             returned: Condvar::new(),
-            baselines: Mutex::new(HashMap::new()),
+            baseline: Mutex::new(None),
         })
     }
 
@@ -614,13 +614,12 @@ impl Generator {
     /// The baseline ledger of `images` images: dense f32, dense attention, 50 guided steps, one
     /// image a request (counted from the one-image graph, not run, and repeated).
     pub fn baseline_ledger(&self, images: u32) -> Result<Ledger> {
-        Ok(self.baseline_graph_ledger(1)?.repeated(u64::from(images)))
+        Ok(self.one_image_baseline()?.repeated(u64::from(images)))
     }
 
-    /// The baseline recipe's ledger for one request of `images` images (computed once per
-    /// image count).
-    fn baseline_graph_ledger(&self, images: u32) -> Result<Ledger> {
-        if let Some(l) = self.baselines.lock().expect("baselines").get(&images) {
+    /// The baseline recipe's ledger for one request of one image (computed once).
+    fn one_image_baseline(&self) -> Result<Ledger> {
+        if let Some(l) = self.baseline.lock().expect("baseline").as_ref() {
             return Ok(l.clone());
         }
         let config = DitConfig {
@@ -634,10 +633,10 @@ impl Generator {
             Prediction::Velocity => SamplerKind::Euler,
             Prediction::Epsilon => SamplerKind::Ddim,
         };
-        let spec = SampleSpec { images, steps: 50, sampler, guidance: Some(4.0), img2img: false };
+        let spec = SampleSpec { images: 1, steps: 50, sampler, guidance: Some(4.0), img2img: false };
         let g = SampleGraph::new(&config, &spec)?;
         let ledger = crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)?;
-        self.baselines.lock().expect("baselines").insert(images, ledger.clone());
+        *self.baseline.lock().expect("baseline") = Some(ledger.clone());
         Ok(ledger)
     }
 
