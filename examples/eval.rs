@@ -237,8 +237,8 @@ struct RowResult {
     images: usize,
     accuracy: f64,
     fd: f64,
-    /// Sampling seconds per image: the median over the row's classes (see
-    /// [`median_seconds_per_image`]).
+    /// Sampling seconds per image: the median over the row's classes drawn on `adapter` (see
+    /// [`time_per_image`]).
     seconds_per_image: f64,
     /// The ledger at the request size the table draws (its images per class), then at
     /// [`SMALL_REQUEST`] images a request (same images: each image's arithmetic does not depend
@@ -247,6 +247,8 @@ struct RowResult {
     /// Quality within reach of the reference row's: FD ≤ 1.2× and accuracy at most 1 point
     /// below.
     matches_reference: bool,
+    /// The adapter most of the row's classes were drawn on (a row can be drawn in parts on
+    /// several machines; its time is that adapter's).
     adapter: String,
 }
 
@@ -303,17 +305,35 @@ fn factor(x: f64) -> String {
     if x < 10.0 { format!("{x:.1}") } else { format!("{x:.0}") }
 }
 
-/// The median over a row's classes of each class's sampling seconds per image. Classes are drawn
-/// in separate runs, some of them sharing the machine with other work (or paused), so the median
-/// says what one run alone takes where a sum would carry every stall.
-fn median_seconds_per_image(classes: &[ClassRecord]) -> f64 {
-    let mut per_image: Vec<f64> = classes.iter().map(|c| c.sampling_seconds / c.images.max(1) as f64).collect();
+/// Seconds as the table prints them: three significant digits (a GPU draws a digit in well
+/// under a millisecond, lavapipe in seconds).
+fn seconds(x: f64) -> String {
+    let decimals = if x >= 1.0 || x <= 0.0 { 2 } else { (2 - x.log10().floor() as i64).clamp(2, 7) as usize };
+    format!("{x:.decimals$}")
+}
+
+/// The adapter most of a row's classes were drawn on, and the median over those classes of each
+/// class's sampling seconds per image. Classes are drawn in separate runs, some of them sharing
+/// the machine with other work (or paused), so the median says what one run alone takes where a
+/// sum would carry every stall; and a row drawn in parts on two machines is timed on one.
+fn time_per_image(classes: &[ClassRecord]) -> (String, f64) {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for c in classes {
+        *counts.entry(c.adapter.as_str()).or_default() += 1;
+    }
+    let adapter = counts.iter().max_by_key(|(_, n)| **n).map_or("", |(a, _)| a).to_string();
+    let mut per_image: Vec<f64> = classes
+        .iter()
+        .filter(|c| c.adapter == adapter)
+        .map(|c| c.sampling_seconds / c.images.max(1) as f64)
+        .collect();
     per_image.sort_by(f64::total_cmp);
-    match per_image.len() {
+    let median = match per_image.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => per_image[n / 2],
         n => 0.5 * (per_image[n / 2 - 1] + per_image[n / 2]),
-    }
+    };
+    (adapter, median)
 }
 
 /// The record of one class of one row; its digits are the `.png` beside it.
@@ -408,7 +428,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let gpu = Gpu::new_blocking(&Options::default())?;
-    println!("adapter: {}", gpu.describe());
+    let here = gpu.describe();
+    println!("adapter: {here}");
     for r in &chosen {
         let missing: Vec<u32> =
             (0..CLASSES as u32).filter(|&k| !cache_path(&cache, r, args.per_class, k).exists()).collect();
@@ -474,18 +495,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let features: Vec<&Vec<f32>> = outputs.iter().flatten().map(|o| &o.features).collect();
         let fd = frechet_distance(&Gaussian::of(&features, milliwatt::eval::classifier::FEATURES), &held_out);
         let generator = generator_of(&gpu, r)?;
+        let (adapter, time) = time_per_image(&classes);
         results.push(RowResult {
             row: r.clone(),
             images,
             accuracy: right as f64 / images as f64,
             fd,
-            seconds_per_image: median_seconds_per_image(&classes),
+            seconds_per_image: time,
             priced: [
                 priced(&generator, r, args.per_class, denominator)?,
                 priced(&generator, r, SMALL_REQUEST.min(args.per_class), denominator)?,
             ],
             matches_reference: false,
-            adapter: classes[0].adapter.clone(),
+            adapter,
         });
         // A grid of the first ten digits of each class, for looking at.
         let grid_images: Vec<image::DynamicImage> = pixels
@@ -522,7 +544,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for r in &results {
         let [big, small] = r.priced;
         println!(
-            "| {}{} | {}{} | {} | {} | {:.1} % | {:.3} | {:.3} | {:.3}; {:.3}; {:.3} | {}× | {:.3} | {}× |",
+            "| {}{} | {}{} | {} | {} | {:.1} % | {:.3} | {}{} | {:.3}; {:.3}; {:.3} | {}× | {:.3} | {}× |",
             r.row.id,
             if r.matches_reference { " (matched)" } else { "" },
             r.row.what,
@@ -531,7 +553,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             r.row.cfg.map_or("-".into(), |c| c.to_string()),
             100.0 * r.accuracy,
             r.fd,
-            r.seconds_per_image,
+            seconds(r.seconds_per_image),
+            // A row drawn on another machine says which (its adapter's name, driver left out).
+            if r.adapter == here { String::new() } else { format!(" ({})", r.adapter.split(" (").next().unwrap_or("")) },
             1e3 * big.laptop_l2,
             1e3 * big.data_centre_l2,
             1e3 * big.no_cache,

@@ -65,8 +65,13 @@ pub struct Row {
     pub conventional_j_per_image: Joules,
     /// `ledger_j_per_image.laptop_l2 / conventional_j_per_image.laptop_l2`.
     pub ratio_to_conventional: f64,
-    /// Measured board joules per image (NVML), where available.
+    /// Measured board joules per image (NVML), where available: the counter read around
+    /// repeated requests of at least two seconds, divided by the images drawn.
     pub nvml_j_per_image: Option<f64>,
+    /// The board's idle power (NVML, one second before the measured requests), watts.
+    pub nvml_idle_w: Option<f64>,
+    /// `nvml_j_per_image` less the idle power over the same time: what drawing the image added.
+    pub nvml_above_idle_j_per_image: Option<f64>,
 }
 
 /// Runs the shipped models on `gpu` (`quick`: the student and the ternary model, 10 images;
@@ -100,6 +105,7 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Vec<Row>> {
             Request { seeds: Seeds::Base(0), steps: case.steps, guidance: Some(3.0), ..Request::new(labels(images)) };
         generator.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
         let (out, measured) = measure(gpu, || generator.generate_blocking(&request, |_| ControlFlow::Continue(())))?;
+        let per_image = |j: f64| j / f64::from(images);
         let per = |l: &milliwatt::Ledger| Joules {
             laptop_l2: l.energy_with(Cache::LAPTOP).total() / f64::from(images),
             datacentre_l2: l.energy_with(Cache::DATA_CENTRE).total() / f64::from(images),
@@ -118,7 +124,11 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Vec<Row>> {
             ledger_j_per_image: per(&out.ledger),
             conventional_j_per_image: per(&out.baseline),
             ratio_to_conventional: out.energy_ratio,
-            nvml_j_per_image: measured.map(|j| j / f64::from(images)),
+            nvml_j_per_image: measured.as_ref().map(|m| per_image(m.joules_per_run)),
+            nvml_idle_w: measured.as_ref().map(|m| m.idle_watts),
+            nvml_above_idle_j_per_image: measured
+                .as_ref()
+                .map(|m| per_image(m.joules_per_run - m.idle_watts * m.seconds_per_run)),
         };
         println!(
             "{:<20} {:>6} {:>5} {:>9.2} {:>9.1} {:>10.1} {:>13.3e} {:>13.3e} {:>13.3e} {:>9.4}{}",
@@ -132,7 +142,10 @@ pub fn run(gpu: &Gpu, quick: bool) -> Result<Vec<Row>> {
             row.ledger_j_per_image.datacentre_l2,
             row.ledger_j_per_image.no_cache,
             row.ratio_to_conventional,
-            row.nvml_j_per_image.map(|j| format!("  NVML {j:.3e} J/img")).unwrap_or_default()
+            match (row.nvml_j_per_image, row.nvml_above_idle_j_per_image) {
+                (Some(j), Some(above)) => format!("  NVML {j:.3e} J/img ({above:.3e} above idle)"),
+                _ => String::new(),
+            }
         );
         rows.push(row);
     }
@@ -144,15 +157,48 @@ fn labels(images: u32) -> Vec<u32> {
     (0..images).map(|i| i * 10 / images.max(1)).collect()
 }
 
-/// Runs `f`, with the board's energy counter read around it where the feature and an NVIDIA
-/// board are there.
-fn measure<T>(gpu: &Gpu, f: impl FnOnce() -> Result<T>) -> Result<(T, Option<f64>)> {
+/// The board's energy counter read around repeated runs.
+#[cfg_attr(not(feature = "nvml"), allow(dead_code))]
+struct Measured {
+    /// Board joules per run.
+    joules_per_run: f64,
+    /// Wall seconds per run.
+    seconds_per_run: f64,
+    /// The board's power before the runs, watts.
+    idle_watts: f64,
+}
+
+/// Runs `f`; where the feature and an NVIDIA board are there, runs it again and again for at least
+/// two seconds with the board's energy counter read around the runs (the counter counts
+/// millijoules and a request can take a millisecond), after reading the idle power for a second.
+fn measure<T>(gpu: &Gpu, mut f: impl FnMut() -> Result<T>) -> Result<(T, Option<Measured>)> {
     #[cfg(feature = "nvml")]
-    if gpu.adapter_info().vendor == 0x10de
-        && let Ok(counter) = milliwatt::nvml::EnergyCounter::open(0)
-    {
-        let (out, joules) = counter.measure(f)?;
-        return Ok((out, Some(joules)));
+    if gpu.adapter_info().vendor == 0x10de {
+        use std::time::{Duration, Instant};
+        let counter = match milliwatt::nvml::EnergyCounter::open(0) {
+            Ok(c) => c,
+            Err(e) => {
+                // Said, not hidden: the row's NVML fields stay null.
+                println!("  (no NVML measurement: {e})");
+                return Ok((f()?, None));
+            }
+        };
+        let idle_start = (Instant::now(), counter.read_joules()?);
+        std::thread::sleep(Duration::from_secs(1));
+        let idle_watts = (counter.read_joules()? - idle_start.1) / idle_start.0.elapsed().as_secs_f64();
+        let (start, before) = (Instant::now(), counter.read_joules()?);
+        let mut runs = 0u32;
+        let out = loop {
+            let out = f()?;
+            runs += 1;
+            if start.elapsed() >= Duration::from_secs(2) {
+                break out;
+            }
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let joules = counter.read_joules()? - before;
+        let n = f64::from(runs);
+        return Ok((out, Some(Measured { joules_per_run: joules / n, seconds_per_run: seconds / n, idle_watts })));
     }
     let _ = gpu;
     Ok((f()?, None))

@@ -33,7 +33,12 @@ pub struct Record {
 /// The suite's results on one adapter.
 #[derive(serde::Serialize, Debug)]
 pub struct KernelSuite {
+    /// The memory roof: the faster of the two copy probes.
     copy_gbps: f64,
+    /// Buffer-to-buffer copy (the copy command).
+    copy_engine_gbps: f64,
+    /// The same copy by a compute shader.
+    copy_shader_gbps: f64,
     fma_gflops_f32: f64,
     fma_gflops_f16: Option<f64>,
     records: Vec<Record>,
@@ -236,13 +241,33 @@ pub fn run(gpu: &Gpu, quick: bool, filter: Option<String>) -> Result<KernelSuite
     // Probes first: the roofs every row is judged against.
     let copy_bytes: u64 = if quick { 64 << 20 } else { 256 << 20 };
     let copy = time_copy(gpu, copy_bytes, repeats)?;
-    let copy_gbps = 2.0 * copy_bytes as f64 / copy.median() / 1e9;
+    let copy_engine_gbps = 2.0 * copy_bytes as f64 / copy.median() / 1e9;
     println!(
-        "copy probe: {} MiB, {:.3} ms, {copy_gbps:.2} GB/s ({:?})",
+        "copy probe (buffer to buffer): {} MiB, {:.3} ms, {copy_engine_gbps:.2} GB/s ({:?})",
         copy_bytes >> 20,
         copy.median() * 1e3,
         copy.clock
     );
+    // The same bytes copied by a compute shader (vec4 loads and stores): on some drivers the
+    // buffer-to-buffer copy is not the fastest way through memory (NVIDIA's Vulkan copy reached a
+    // fifth of what an element-wise kernel moved on an H200), so the roof is the faster of the two.
+    let copy_shader_gbps = {
+        // One binding each way: no larger than the device binds.
+        let bytes = copy_bytes.min(gpu.capabilities().max_storage_binding) / 16 * 16;
+        let len = u32::try_from(bytes / 4).map_err(|_| milliwatt::Error::Unsupported {
+            kernel: "copy probe",
+            needs: "a copy of fewer than 2^32 elements",
+        })?;
+        let k = Elementwise::new(EltOp::Copy, len, Elem::F32);
+        let src = gpu.buffer("copy_probe.shader.src", bytes, wgpu::BufferUsages::STORAGE)?;
+        let dst = gpu.buffer("copy_probe.shader.dst", bytes, wgpu::BufferUsages::STORAGE)?;
+        let p = k.prepare(gpu, &[(&src).into(), (&dst).into()])?;
+        let t = time_kernels(gpu, &[&p], repeats)?.median();
+        let gbps = 2.0 * bytes as f64 / t / 1e9;
+        println!("copy probe (compute shader): {} MiB, {:.3} ms, {gbps:.2} GB/s", bytes >> 20, t * 1e3);
+        gbps
+    };
+    let copy_gbps = copy_engine_gbps.max(copy_shader_gbps);
     let fma = |elem: Elem| -> Result<Option<f64>> {
         let probe = FmaProbe { invocations: 256 * 1024, iters: if quick { 256 } else { 1024 }, elem };
         if probe.requirements(gpu.capabilities()).is_err() {
@@ -514,6 +539,8 @@ pub fn run(gpu: &Gpu, quick: bool, filter: Option<String>) -> Result<KernelSuite
     lines.extend(sparse_speedups);
     Ok(KernelSuite {
         copy_gbps,
+        copy_engine_gbps,
+        copy_shader_gbps,
         fma_gflops_f32: fma32,
         fma_gflops_f16: fma16,
         records: b.records,
