@@ -322,11 +322,8 @@ fn time_per_image(classes: &[ClassRecord]) -> (String, f64) {
         *counts.entry(c.adapter.as_str()).or_default() += 1;
     }
     let adapter = counts.iter().max_by_key(|(_, n)| **n).map_or("", |(a, _)| a).to_string();
-    let mut per_image: Vec<f64> = classes
-        .iter()
-        .filter(|c| c.adapter == adapter)
-        .map(|c| c.sampling_seconds / c.images.max(1) as f64)
-        .collect();
+    let mut per_image: Vec<f64> =
+        classes.iter().filter(|c| c.adapter == adapter).map(|c| c.sampling_seconds / c.images.max(1) as f64).collect();
     per_image.sort_by(f64::total_cmp);
     let median = match per_image.len() {
         0 => f64::NAN,
@@ -555,7 +552,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             r.fd,
             seconds(r.seconds_per_image),
             // A row drawn on another machine says which (its adapter's name, driver left out).
-            if r.adapter == here { String::new() } else { format!(" ({})", r.adapter.split(" (").next().unwrap_or("")) },
+            if r.adapter == here {
+                String::new()
+            } else {
+                format!(" ({})", r.adapter.split(" (").next().unwrap_or(""))
+            },
             1e3 * big.laptop_l2,
             1e3 * big.data_centre_l2,
             1e3 * big.no_cache,

@@ -10,6 +10,9 @@
 //   OP 5 NOISE_INIT:   x = (1 - t) a + t x                      (img2img: a image, x noise)
 //   OP 6 TIME:         out = t       OP 7 TIME_NEXT: out = t_next   (the model's timestep input)
 //   OP 8 STEP_SIZE:    out = t - t_next                         (a shortcut model's step input)
+//   OP 9, 10:          TIME and STEP_SIZE of every step at once, step-major (len x images values
+//                      per step; the entry is the value's step, not the state's): a request's setup
+//                      computing the modulation of every step.
 // Unused bindings of an op are bound to a placeholder by the host. The CPU twin is
 // src/cpu/sampler.rs.
 
@@ -23,7 +26,7 @@ struct SamplerParams {
     len: u32,
     images: u32,
     guidance: f32,
-    _pad: u32,
+    steps: u32,
 }
 
 // Keep in sync with `ScheduleEntry` in src/kernels/sampler.rs.
@@ -48,11 +51,13 @@ override WG: u32 = 256u;
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
-    let total = p.len * p.images;
+    let every_step = OP >= 9u;
+    let per_step = p.len * p.images;
+    let total = per_step * select(1u, p.steps, every_step);
     if i >= total {
         return;
     }
-    let e = schedule[state[0]];
+    let e = schedule[select(state[0], i / per_step, every_step)];
     // The step's entry and the state word, and the one value every op writes.
     count_dram_read(20u);
     count_dram_write(4u);
@@ -99,7 +104,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             count_f32_mul(2u);
             count_f32_add(2u);
         }
-        case 6u: {
+        case 6u, 9u: {
             out[i] = e.t;
         }
         case 7u: {

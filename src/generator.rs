@@ -43,7 +43,7 @@ use crate::kernel::{Kernel, Prepared as PreparedKernel};
 use crate::kernels::{DecodeRgba8, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use crate::ledger::Ledger;
 use crate::model::{
-    AttentionKind, DitConfig, DitWeights, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
+    AttentionKind, DitConfig, DitWeights, ModulationPlan, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
 };
 use crate::profile::Profile;
 
@@ -634,7 +634,9 @@ impl Generator {
             Prediction::Epsilon => SamplerKind::Ddim,
         };
         let spec = SampleSpec { images: 1, steps: 50, sampler, guidance: Some(4.0), img2img: false };
-        let g = SampleGraph::new(&config, &spec)?;
+        // As DiT's recipe runs: the adaLN modulation projected in every step (this crate's
+        // every-step modulation is a milliwatt lever, not the baseline's).
+        let g = SampleGraph::with_plan(&config, &spec, ModulationPlan::PerStep)?;
         let ledger = crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)?;
         *self.baseline.lock().expect("baseline") = Some(ledger.clone());
         Ok(ledger)

@@ -59,6 +59,7 @@ shaders! {
     GEMV = "gemv" ["F16", "VEC4", "SUBGROUPS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     ELEMENTWISE = "elementwise" ["F16", "VEC4", "BROADCAST", "COUNT_WORK"];
     CONVERT = "convert" ["F16", "TO_F16"];
+    STEP_SLICE = "step_slice" ["F16", "VEC4", "COUNT_WORK"];
     FMA_PROBE = "fma_probe" ["F16"];
     MATMUL_NAIVE = "matmul_naive" ["F16"];
     QUANTIZE_ACT = "quantize_act" ["F16", "COUNT_WORK"];

@@ -9,8 +9,8 @@ use approx::assert_abs_diff_eq;
 use milliwatt::graph::TensorKind;
 use milliwatt::kernels::pos_embed_2d;
 use milliwatt::model::{
-    AttentionKind, DitConfig, DitWeights, FloatFormat, HostTensor, LinearFormat, Prediction, QuantPolicy, SampleGraph,
-    SampleSpec, SamplerKind, WeightData,
+    AttentionKind, DitConfig, DitWeights, FloatFormat, HostTensor, LinearFormat, ModulationPlan, Prediction,
+    QuantPolicy, SampleGraph, SampleSpec, SamplerKind, WeightData,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{CheckpointProblem, Error};
@@ -686,6 +686,29 @@ fn open_reads_model_directories() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every step's modulation is planned in the setup where it moves fewer bytes: a few guided or
+/// unguided images over several steps (the adaLN weights dominate a step); not 100 guided
+/// images (the modulation itself would outweigh them), not one step, never Heun; and
+/// `with_plan` refuses it for Heun.
+#[test]
+fn modulation_of_every_step_is_planned_where_it_moves_fewer_bytes() {
+    let c = config("dit-tiny");
+    let spec = |images, steps, sampler| SampleSpec { images, steps, sampler, guidance: Some(2.0), img2img: false };
+    let plan = |s: SampleSpec| ModulationPlan::for_spec(&c, &s);
+    assert_eq!(plan(spec(1, 8, SamplerKind::Euler)), ModulationPlan::EveryStep);
+    assert_eq!(plan(SampleSpec { guidance: None, ..spec(2, 4, SamplerKind::Euler) }), ModulationPlan::EveryStep);
+    assert_eq!(plan(spec(100, 8, SamplerKind::Euler)), ModulationPlan::PerStep);
+    assert_eq!(plan(spec(1, 1, SamplerKind::Euler)), ModulationPlan::PerStep);
+    assert_eq!(plan(spec(1, 8, SamplerKind::Heun)), ModulationPlan::PerStep);
+    let heun = SampleGraph::with_plan(&c, &spec(1, 8, SamplerKind::Heun), ModulationPlan::EveryStep);
+    assert!(matches!(heun, Err(Error::Unsupported { .. })), "{:?}", heun.map(|_| ()));
+    // Where planned, the graph has no per-step timestep op and a slice per modulation tensor.
+    let g = SampleGraph::new(&c, &spec(1, 8, SamplerKind::Euler)).unwrap();
+    assert_eq!(g.plan, ModulationPlan::EveryStep);
+    let slices = g.graph.ops().iter().filter(|o| o.kind() == "step_slice").count();
+    assert_eq!(slices, 3 * c.depth as usize + 1);
+}
+
 /// The largest activation the generator checks a request against is the largest non-weight
 /// tensor of the graph it would build, for float and low-bit policies, f16, learned sigma,
 /// guided or not.
@@ -698,12 +721,15 @@ fn the_largest_activation_is_the_graphs() {
     for c in [config("dit-tiny"), config("dit-tiny-sigma"), f16, wide] {
         for (images, guidance) in [(1, None), (7, Some(2.0)), (3, None)] {
             let sampler = if c.prediction == Prediction::Epsilon { SamplerKind::Ddim } else { SamplerKind::Euler };
-            let spec = SampleSpec { images, steps: 2, sampler, guidance, img2img: false };
-            let graph = SampleGraph::new(&c, &spec).unwrap();
-            let largest = graph.graph.tensors().iter().filter(|t| t.kind != TensorKind::Weight).map(|t| t.bytes).max();
-            let (bytes, _) = SampleGraph::largest_activation(&c, &spec);
-            // The graph rounds each tensor up to 4 bytes.
-            assert_eq!(largest, Some(bytes.next_multiple_of(4)), "{c:?} {spec:?}");
+            for steps in [2, 60] {
+                let spec = SampleSpec { images, steps, sampler, guidance, img2img: false };
+                let graph = SampleGraph::new(&c, &spec).unwrap();
+                let largest =
+                    graph.graph.tensors().iter().filter(|t| t.kind != TensorKind::Weight).map(|t| t.bytes).max();
+                let (bytes, _) = SampleGraph::largest_activation(&c, &spec);
+                // The graph rounds each tensor up to 4 bytes.
+                assert_eq!(largest, Some(bytes.next_multiple_of(4)), "{c:?} {spec:?} {:?}", graph.plan);
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Twin of elementwise.wgsl.
+//! Twins of elementwise.wgsl and step_slice.wgsl.
 
 use super::Element;
 use crate::kernels::EltOp;
@@ -34,4 +34,13 @@ pub fn elementwise_broadcast<E: Element>(
             EltOp::Copy => unreachable!("handled above"),
         });
     }
+}
+
+/// Twin of step_slice.wgsl: step `step`'s slice of `src` (`[steps, dst.len()]`), the last step's
+/// when the counter is past it.
+pub fn step_slice<E: Element>(step: u32, src: &[E], dst: &mut [E]) {
+    let len = dst.len();
+    let steps = src.len() / len.max(1);
+    let s = (step as usize).min(steps.saturating_sub(1));
+    dst.copy_from_slice(&src[s * len..(s + 1) * len]);
 }

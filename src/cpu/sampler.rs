@@ -32,9 +32,17 @@ pub fn sampler(op: SamplerOp, e: &ScheduleEntry, total: usize, io: SamplerIo<'_>
                 io.x[i] = e.alpha_bar_next.sqrt().mul_add(x0, (1.0 - e.alpha_bar_next).sqrt() * io.a[i]);
             }
             SamplerOp::NoiseInit => io.x[i] = (1.0 - e.t).mul_add(io.a[i], e.t * io.x[i]),
-            SamplerOp::Time => io.out[i] = e.t,
+            SamplerOp::Time | SamplerOp::TimeEveryStep => io.out[i] = e.t,
             SamplerOp::TimeNext => io.out[i] = e.t_next,
-            SamplerOp::StepSize => io.out[i] = -dt,
+            SamplerOp::StepSize | SamplerOp::StepSizeEveryStep => io.out[i] = -dt,
         }
+    }
+}
+
+/// Twin of the every-step ops ([`SamplerOp::TimeEveryStep`], [`SamplerOp::StepSizeEveryStep`]):
+/// `per_step` values of each entry of `schedule`, step-major, into `out`.
+pub fn sampler_every_step(op: SamplerOp, schedule: &[ScheduleEntry], per_step: usize, out: &mut [f32]) {
+    for (e, chunk) in schedule.iter().zip(out.chunks_mut(per_step.max(1))) {
+        sampler(op, e, chunk.len(), SamplerIo { out: chunk, ..Default::default() });
     }
 }

@@ -232,6 +232,96 @@ impl Kernel for Elementwise {
     }
 }
 
+/// Parameter block of shaders/step_slice.wgsl. Keep in sync with `StepSliceParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepSliceParams {
+    /// Elements (vec4s with the vec4 variant) of one step.
+    pub len: u32,
+    /// Steps in `src`.
+    pub steps: u32,
+    /// Padding.
+    pub _pad: [u32; 2],
+}
+
+/// One step's slice of a tensor made for every step at once: `dst[i] = src[s · len + i]`, `s`
+/// the step counter ([`crate::graph::Graph::step_index`]; a counter past the last step reads the
+/// last). How a sampling step takes its adaLN modulation when the request's setup computed every
+/// step's (`model::sample`). Buffers: `step` (one u32), `src` (`[steps, len]`), `dst` (`[len]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepSlice {
+    /// Elements of one step.
+    pub len: u32,
+    /// Steps in `src`.
+    pub steps: u32,
+    /// Element type.
+    pub elem: Elem,
+}
+
+impl StepSlice {
+    /// vec4 loads when a step's length is a multiple of 4.
+    pub fn vec4(&self) -> bool {
+        self.len.is_multiple_of(4)
+    }
+
+    /// The parameter block the kernel binds.
+    pub fn params(&self) -> StepSliceParams {
+        let len = if self.vec4() { self.len / 4 } else { self.len };
+        StepSliceParams { len, steps: self.steps, _pad: [0; 2] }
+    }
+}
+
+impl Kernel for StepSlice {
+    fn name(&self) -> &'static str {
+        "step_slice"
+    }
+
+    fn requirements(&self, caps: &Capabilities) -> Result<Vec<BufferReq>> {
+        if self.len == 0 || self.steps == 0 {
+            return Err(Error::Shape {
+                kernel: self.name(),
+                message: format!("{} elements over {} steps", self.len, self.steps),
+            });
+        }
+        self.elem.check(self.name(), caps)?;
+        let n = u64::from(self.len);
+        Ok(vec![
+            BufferReq::input("step", 4),
+            BufferReq::input("src", self.elem.bytes(n * u64::from(self.steps))),
+            BufferReq::output("dst", self.elem.bytes(n)),
+        ])
+    }
+
+    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+        // As the COUNT_WORK variant counts: every invocation reads the step word and one element
+        // (or vec4) of `src`, and writes one.
+        let n = u64::from(self.params().len);
+        let lane_bytes = self.elem.size() * if self.vec4() { 4 } else { 1 };
+        Ok(Work { dram_read: n * (4 + lane_bytes), dram_write: n * lane_bytes, ..Work::default() })
+    }
+
+    fn dispatches(&self, gpu: &Gpu, all_buffers: &[TensorRef<'_>], all_reqs: &[BufferReq]) -> Result<Prepared> {
+        let caps = gpu.capabilities();
+        let count = counting(all_reqs);
+        let (buffers, reqs) = own(all_buffers, all_reqs);
+        let key = PipelineKey::new(
+            Variant::new(
+                &shaders::STEP_SLICE,
+                self.elem.define().into_iter().chain(self.vec4().then_some("VEC4")).chain(count.then_some(COUNT_WORK)),
+            ),
+            &[("WG", f64::from(WG))],
+        );
+        let params = self.params();
+        let mut spec = DispatchSpec::sequential(
+            params,
+            buffers.iter().zip(reqs).map(|(b, r)| (*b, r.size)).collect(),
+            grid_1d(params.len.div_ceil(WG), caps),
+        );
+        spec.storage.extend(counters_binding(all_buffers, count));
+        build(gpu, self.name(), &key, vec![spec], self.work(caps)?)
+    }
+}
+
 /// Parameter block of shaders/convert.wgsl. Keep in sync with `ConvertParams` there.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]

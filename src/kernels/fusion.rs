@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::kernel::Kernel;
 use crate::kernels::{
     ActQuant, Attention, AttentionNaive, Broadcast, ClassEmbed, Convert, Counting, Elem, Elementwise, EltOp, Epilogue,
-    FmaProbe, Gemm, Gemv, MatmulNaive, Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, TimestepEmbed, Unpatchify,
+    FmaProbe, Gemm, Gemv, MatmulNaive, Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, StepSlice, TimestepEmbed,
+    Unpatchify,
 };
 
 /// A kernel a graph can hold: a [`Kernel`] with its [`Fusable`] description.
@@ -138,6 +139,7 @@ not_fusable!(
     Attention,
     AttentionNaive,
     Convert,
+    StepSlice,
     Patchify,
     Unpatchify,
     TimestepEmbed,

@@ -17,7 +17,7 @@ pub mod work_count;
 
 pub use attention::{Attention, AttentionNaive, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles};
 pub use decode::{DecodeParams, DecodeRgba8};
-pub use elementwise::{Broadcast, Convert, Elementwise, EltOp};
+pub use elementwise::{Broadcast, Convert, Elementwise, EltOp, StepSlice};
 pub use embed::{ClassEmbed, PatchGeometry, Patchify, TimestepEmbed, Unpatchify, pos_embed_2d, timestep_freqs};
 pub use epilogue::{Activation, Epilogue};
 pub use matmul::{

@@ -19,8 +19,8 @@ pub struct SamplerParams {
     pub images: u32,
     /// Guidance scale.
     pub guidance: f32,
-    /// Padding.
-    pub _pad: u32,
+    /// Steps in the schedule (the every-step ops write one slice per step).
+    pub steps: u32,
 }
 
 /// One step of a schedule. Keep in sync with `ScheduleEntry` in sampler.wgsl.
@@ -61,6 +61,12 @@ pub enum SamplerOp {
     TimeNext,
     /// `out[i] = t - t_next`: the step size a shortcut model (`step_embed`) is told.
     StepSize,
+    /// [`SamplerOp::Time`] of every step at once, step-major: `out[s · images · len + i]` is step
+    /// `s`'s `t` (the step counter is not read for the entry). What a request's setup gives the
+    /// modulation of every step ([`crate::model::ModulationPlan::EveryStep`]).
+    TimeEveryStep,
+    /// [`SamplerOp::StepSize`] of every step at once, step-major.
+    StepSizeEveryStep,
 }
 
 impl SamplerOp {
@@ -75,7 +81,14 @@ impl SamplerOp {
             SamplerOp::Time => 6,
             SamplerOp::TimeNext => 7,
             SamplerOp::StepSize => 8,
+            SamplerOp::TimeEveryStep => 9,
+            SamplerOp::StepSizeEveryStep => 10,
         }
+    }
+
+    /// Whether the op writes every step's values at once (`out` is `steps` times longer).
+    pub fn every_step(self) -> bool {
+        matches!(self, SamplerOp::TimeEveryStep | SamplerOp::StepSizeEveryStep)
     }
 
     /// Names of the caller's buffers after `schedule` and `state`, in binding order.
@@ -86,7 +99,11 @@ impl SamplerOp {
             SamplerOp::HeunPredict => &["x", "v", "out"],
             SamplerOp::HeunCorrect => &["x", "v1", "v2"],
             SamplerOp::NoiseInit => &["x", "image"],
-            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize => &["out"],
+            SamplerOp::Time
+            | SamplerOp::TimeNext
+            | SamplerOp::StepSize
+            | SamplerOp::TimeEveryStep
+            | SamplerOp::StepSizeEveryStep => &["out"],
         }
     }
 }
@@ -117,12 +134,13 @@ impl Kernel for SamplerStep {
             return Err(Error::Shape { kernel: self.name(), message: "zero images, elements or steps".into() });
         }
         let n = u64::from(self.images) * u64::from(self.len) * 4;
+        let out = if self.op.every_step() { n * u64::from(self.steps) } else { n };
         let mut reqs = vec![BufferReq::input("schedule", u64::from(self.steps) * 16), BufferReq::input("state", 4)];
         for &name in self.op.buffers() {
             reqs.push(match name {
                 "model_out" => BufferReq::input(name, 2 * n),
                 "x" => BufferReq::read_write(name, n),
-                "out" => BufferReq::output(name, n),
+                "out" => BufferReq::output(name, out),
                 _ => BufferReq::input(name, n),
             });
         }
@@ -133,15 +151,16 @@ impl Kernel for SamplerStep {
         // As the COUNT_WORK variant counts (sampler.wgsl): per element the op's operands, and the
         // step's schedule entry (16 bytes) and state word that every invocation reads; dt = t_next
         // - t is an add where an op uses it; a square root is a multiply.
-        let n = u64::from(self.images) * u64::from(self.len);
+        let n =
+            u64::from(self.images) * u64::from(self.len) * if self.op.every_step() { u64::from(self.steps) } else { 1 };
         let (mul, add, reads) = match self.op {
             SamplerOp::Guide { .. } => (1, 2, 2),
             SamplerOp::Euler | SamplerOp::HeunPredict => (1, 2, 2),
             SamplerOp::HeunCorrect => (2, 3, 3),
             SamplerOp::Ddim => (8, 4, 2),
             SamplerOp::NoiseInit => (2, 2, 2),
-            SamplerOp::Time | SamplerOp::TimeNext => (0, 0, 0),
-            SamplerOp::StepSize => (0, 1, 0),
+            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::TimeEveryStep => (0, 0, 0),
+            SamplerOp::StepSize | SamplerOp::StepSizeEveryStep => (0, 1, 0),
         };
         Ok(Work {
             f32_mul: n * mul,
@@ -161,7 +180,11 @@ impl Kernel for SamplerStep {
             SamplerOp::HeunPredict => &[3, 4, 6],
             SamplerOp::HeunCorrect => &[3, 4, 5],
             SamplerOp::NoiseInit => &[3, 4],
-            SamplerOp::Time | SamplerOp::TimeNext | SamplerOp::StepSize => &[6],
+            SamplerOp::Time
+            | SamplerOp::TimeNext
+            | SamplerOp::StepSize
+            | SamplerOp::TimeEveryStep
+            | SamplerOp::StepSizeEveryStep => &[6],
         };
         // Read-write and read-only slots get different placeholders: one buffer may not be both
         // in a dispatch.
@@ -179,9 +202,10 @@ impl Kernel for SamplerStep {
             }
         }
         let guidance = if let SamplerOp::Guide { scale } = self.op { scale } else { 0.0 };
-        let params = SamplerParams { len: self.len, images: self.images, guidance, _pad: 0 };
-        let groups =
-            u32::try_from((u64::from(self.images) * u64::from(self.len)).div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        let params = SamplerParams { len: self.len, images: self.images, guidance, steps: self.steps };
+        let total =
+            u64::from(self.images) * u64::from(self.len) * if self.op.every_step() { u64::from(self.steps) } else { 1 };
+        let groups = u32::try_from(total.div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
         let count = counting(reqs);
         storage.extend(counters_binding(buffers, count));
         let key = PipelineKey::new(

@@ -15,7 +15,7 @@ use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 use crate::kernels::{
     ActQuant, Attention, ClassEmbed, DecodeRgba8, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep,
-    TimestepEmbed, Unpatchify,
+    StepSlice, TimestepEmbed, Unpatchify,
 };
 
 /// Binding of the counters in the counting variants.
@@ -116,6 +116,7 @@ counting!(
     QGemv,
     QGemm,
     Elementwise,
+    StepSlice,
     Patchify,
     Unpatchify,
     ClassEmbed,

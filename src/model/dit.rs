@@ -18,8 +18,8 @@ use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
 use crate::kernels::qmatmul::act_row_words;
 use crate::kernels::{
     Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Convert, Elem, Elementwise, EltOp, Epilogue, Gemm,
-    Gemv, MatmulKind, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, TimestepEmbed,
-    Unpatchify, neighbourhood_blocks, timestep_freqs,
+    Gemv, MatmulKind, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, StepSlice,
+    TimestepEmbed, Unpatchify, neighbourhood_blocks, timestep_freqs,
 };
 use crate::quant::Format;
 
@@ -90,22 +90,62 @@ pub struct DitGraph {
 }
 
 /// The tensors a forward pass reads and writes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ForwardIo {
     /// Model input [images, C, H, W].
     pub x: TensorId,
-    /// Timesteps `[images]` in sampler time (the model sees `time_scale · t`).
-    pub t: TensorId,
-    /// Class labels `[images]` (u32; `num_classes` is the null class).
-    pub y: TensorId,
     /// Output [images, C, H, W].
     pub out: TensorId,
-    /// The guidance scales' embedding [images, hidden] from [`DitGraph::embed_guidance`], for a
-    /// model with `guidance_embed` (the scale is fixed per request: it is embedded once, not in
-    /// every step); else `None`.
-    pub guidance: Option<TensorId>,
-    /// Step sizes t − t_next `[images]` in sampler time, for a model with `step_embed`; else `None`.
-    pub step: Option<TensorId>,
+    /// Where the conditioning and the adaLN modulation come from.
+    pub cond: Conditioning,
+}
+
+/// Where a forward pass's conditioning comes from.
+#[derive(Clone, Debug)]
+pub enum Conditioning {
+    /// The pass embeds its own and projects it to every block's modulation.
+    Embedded {
+        /// Timesteps `[images]` in sampler time (the model sees `time_scale · t`).
+        t: TensorId,
+        /// Class labels `[images]` (u32; `num_classes` is the null class).
+        y: TensorId,
+        /// The guidance scales' embedding [images, hidden] from [`DitGraph::embed_guidance`],
+        /// for a model with `guidance_embed` (the scale is fixed per request: it is embedded
+        /// once, not in every step); else `None`.
+        guidance: Option<TensorId>,
+        /// Step sizes t − t_next `[images]` in sampler time, for a model with `step_embed`;
+        /// else `None`.
+        step: Option<TensorId>,
+    },
+    /// Every step's conditioning and modulation, made once in the request's setup
+    /// ([`DitGraph::modulation_every_step`]): the pass takes the step counter's slice.
+    EveryStep(StepModulation),
+}
+
+/// The conditioning and the adaLN modulation of every step of a request, `[steps × images, ·]`
+/// with step-major rows, from [`DitGraph::modulation_every_step`].
+#[derive(Clone, Debug)]
+pub struct StepModulation {
+    steps: u32,
+    /// The conditioning vectors `c`, [steps × images, hidden].
+    c: TensorId,
+    /// Per block: shift and scale of both norms [steps × images, 4 hidden], the attention's gate
+    /// and the MLP's gate [steps × images, hidden].
+    blocks: Vec<[TensorId; 3]>,
+    /// The final layer's shift and scale [steps × images, 2 hidden].
+    final_mod: TensorId,
+}
+
+impl StepModulation {
+    /// Steps it holds.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// The conditioning vectors of every step, [steps × images, hidden].
+    pub fn c(&self) -> TensorId {
+        self.c
+    }
 }
 
 /// Declares a model's weights in a graph, remembering where each one's data comes from.
@@ -175,7 +215,8 @@ pub struct ForwardTensors {
     /// The model output, unpatchified: [images, in_channels, H, W] (a `learn_sigma` model's
     /// first `in_channels` channels).
     pub out: TensorId,
-    /// The conditioning vector `c` [images, hidden].
+    /// The conditioning vector `c` [images, hidden] (with [`Conditioning::EveryStep`], every
+    /// step's: [steps × images, hidden]).
     pub c: TensorId,
     /// The token states after the first block [images, tokens, hidden].
     pub block0: TensorId,
@@ -430,12 +471,12 @@ impl DitGraph {
         let mlp = self.g_mlp.as_ref().ok_or_else(|| Error::Graph {
             message: "a guidance embedding for a model without `guidance_embed`".into(),
         })?;
-        self.embed_scalar(g, prefix, "g_embedder", scales, mlp)
+        self.embed_scalar(g, prefix, "g_embedder", scales, mlp, self.images)
     }
 
-    /// `name`'s embedding of the scalars `input` [images] (a timestep, a guidance scale, a step
-    /// size), DiT's `TimestepEmbedder`: sinusoidal features of `time_scale · v`, a linear, SiLU,
-    /// a linear. [images, hidden].
+    /// `name`'s embedding of the `n` scalars `input` [n] (timesteps, guidance scales, step
+    /// sizes), DiT's `TimestepEmbedder`: sinusoidal features of `time_scale · v`, a linear, SiLU,
+    /// a linear. [n, hidden].
     fn embed_scalar(
         &self,
         g: &mut Graph,
@@ -443,9 +484,10 @@ impl DitGraph {
         name: &str,
         input: TensorId,
         mlp: &[LinearWeights; 2],
+        n: u32,
     ) -> Result<TensorId> {
         let c = &self.config;
-        let (b, d, e) = (self.images, c.hidden_size, self.elem);
+        let (b, d, e) = (n, c.hidden_size, self.elem);
         let f = DType::from(e);
         let freq = g.activation(format!("{prefix}{name}.freq"), &[b, 256], f);
         let features = TimestepEmbed { images: b, dim: 256, max_period: 10000.0, time_scale: c.time_scale, elem: e };
@@ -467,10 +509,117 @@ impl DitGraph {
         Ok(out)
     }
 
+    /// The conditioning `c` [n, hidden] of `n` rows (`n / images` steps of this graph's images,
+    /// step-major): the timestep embedding of `t` [n], plus the guidance embedding [images,
+    /// hidden] and the step-size embedding of `step` [n] where the model has them, plus the class
+    /// embedding of `y` [images]. Errors when the inputs do not fit the model's embedders.
+    #[allow(clippy::too_many_arguments)]
+    fn conditioning(
+        &self,
+        g: &mut Graph,
+        prefix: &str,
+        n: u32,
+        t: TensorId,
+        y: TensorId,
+        guidance: Option<TensorId>,
+        step: Option<TensorId>,
+        tap_c: bool,
+    ) -> Result<TensorId> {
+        let c = &self.config;
+        let (b, d, e) = (self.images, c.hidden_size, self.elem);
+        let f = DType::from(e);
+        let a = |g: &mut Graph, name: &str, shape: &[u32]| g.activation(format!("{prefix}{name}"), shape, f);
+        // Per-image rows [images, hidden] repeated over the steps.
+        let per_image = |len: u32| {
+            let add = Elementwise::new(EltOp::Add, len * d, e);
+            if len == b { add } else { add.with_broadcast(Broadcast { cols: b * d, group: len / b }) }
+        };
+        let mut t2 = self.embed_scalar(g, prefix, "t_embedder", t, &self.t_mlp, n)?;
+        // A distilled student's guidance embedding (made once per request, `embed_guidance`) and
+        // step-size embedding are added to the timestep's.
+        let mismatch = |field: &str, has: bool| Error::Graph {
+            message: if has {
+                format!("a model with `{field}` needs its input (Conditioning)")
+            } else {
+                format!("an input for `{field}`, which the model has not")
+            },
+        };
+        if self.g_mlp.is_some() != guidance.is_some() {
+            return Err(mismatch("guidance_embed", self.g_mlp.is_some()));
+        }
+        let step_emb = match (&self.d_mlp, step) {
+            (Some(mlp), Some(s)) => Some(self.embed_scalar(g, prefix, "d_embedder", s, mlp, n)?),
+            (None, None) => None,
+            (mlp, _) => return Err(mismatch("step_embed", mlp.is_some())),
+        };
+        if let Some(emb) = guidance {
+            let sum = a(g, "g_embedder.sum", &[n, d]);
+            g.op(format!("{prefix}g_embedder.add"), per_image(n), &[t2, emb, sum])?;
+            t2 = sum;
+        }
+        if let Some(emb) = step_emb {
+            let sum = a(g, "d_embedder.sum", &[n, d]);
+            g.op(format!("{prefix}d_embedder.add"), Elementwise::new(EltOp::Add, n * d, e), &[t2, emb, sum])?;
+            t2 = sum;
+        }
+        let ye = a(g, "y_emb", &[b, d]);
+        let classes = ClassEmbed { images: b, dim: d, classes: c.num_classes, elem: e };
+        g.op(format!("{prefix}y_embedder"), classes, &[y, self.y_table, ye])?;
+        let cond = if tap_c { g.output(format!("{prefix}c"), &[n, d], f) } else { a(g, "c", &[n, d]) };
+        g.op(format!("{prefix}c"), per_image(n), &[t2, ye, cond])?;
+        Ok(cond)
+    }
+
+    /// The conditioning and the adaLN modulation of every step of a request at once, for
+    /// [`Conditioning::EveryStep`]: add it to the setup of a sampling graph. `times` are the
+    /// timesteps `[steps × images]` (step-major, sampler time), `y` the labels `[images]`,
+    /// `guidance` the guidance embedding [images, hidden] and `step_sizes` `[steps × images]`
+    /// where the model has those embedders. Each block's modulation is one matmul over
+    /// steps × images rows, so the adaLN weights are read once a request rather than once a step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn modulation_every_step(
+        &self,
+        g: &mut Graph,
+        prefix: &str,
+        steps: u32,
+        times: TensorId,
+        y: TensorId,
+        guidance: Option<TensorId>,
+        step_sizes: Option<TensorId>,
+    ) -> Result<StepModulation> {
+        if steps == 0 {
+            return Err(Error::Graph { message: "modulation of every step of zero steps".into() });
+        }
+        let d = self.config.hidden_size;
+        let n = steps.checked_mul(self.images).ok_or_else(|| Error::Graph {
+            message: format!("{steps} steps of {} images overflow a tensor", self.images),
+        })?;
+        let f = DType::from(self.elem);
+        let cond = self.conditioning(g, prefix, n, times, y, guidance, step_sizes, false)?;
+        let cs = g.activation(format!("{prefix}c.silu"), &[n, d], f);
+        g.op(format!("{prefix}c.silu"), Elementwise::new(EltOp::Silu, n * d, self.elem), &[cond, cs])?;
+        let project = |g: &mut Graph, name: String, l: &LinearWeights, width: u32| -> Result<TensorId> {
+            let out = g.activation(name.clone(), &[n, width], f);
+            self.apply(g, &name, l, Input::Float(cs), n, Epilogue::default(), &[], out)?;
+            Ok(out)
+        };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let p = format!("{prefix}blocks.{i}.adaLN");
+            blocks.push([
+                project(g, format!("{p}.mod"), &blk.modulation, 4 * d)?,
+                project(g, format!("{p}.gate_msa"), &blk.gate_msa, d)?,
+                project(g, format!("{p}.gate_mlp"), &blk.gate_mlp, d)?,
+            ]);
+        }
+        let final_mod = project(g, format!("{prefix}final_layer.adaLN"), &self.final_mod, 2 * d)?;
+        Ok(StepModulation { steps, c: cond, blocks, final_mod })
+    }
+
     /// Adds one forward pass over `io`. `prefix` names this pass's activations; with `taps`
     /// the conditioning vector and the first block's output are graph outputs.
     pub fn forward(&self, g: &mut Graph, prefix: &str, io: ForwardIo, taps: bool) -> Result<ForwardTensors> {
-        let ForwardIo { x, t, y, out, .. } = io;
+        let ForwardIo { x, out, cond } = io;
         let c = &self.config;
         let (b, d) = (self.images, c.hidden_size);
         let tokens = c.tokens();
@@ -521,38 +670,45 @@ impl DitGraph {
         let mut h = a(g, "h.embed", &[rows, d]);
         let pos = Elementwise::new(EltOp::Add, rows * d, e).with_broadcast(Broadcast { cols: tokens * d, group: b });
         g.op(format!("{prefix}pos_embed"), pos, &[h0, self.pos_embed, h])?;
-        let mut t2 = self.embed_scalar(g, prefix, "t_embedder", t, &self.t_mlp)?;
-        // A distilled student's guidance embedding (made once per request, `embed_guidance`) and
-        // step-size embedding are added to the timestep's.
-        let mismatch = |field: &str, has: bool| Error::Graph {
-            message: if has {
-                format!("a model with `{field}` needs its input (ForwardIo)")
-            } else {
-                format!("an input for `{field}`, which the model has not")
-            },
-        };
-        if self.g_mlp.is_some() != io.guidance.is_some() {
-            return Err(mismatch("guidance_embed", self.g_mlp.is_some()));
-        }
-        let step_emb = match (&self.d_mlp, io.step) {
-            (Some(mlp), Some(s)) => Some(self.embed_scalar(g, prefix, "d_embedder", s, mlp)?),
-            (None, None) => None,
-            (mlp, _) => return Err(mismatch("step_embed", mlp.is_some())),
-        };
-        for (name, emb) in [("g_embedder", io.guidance), ("d_embedder", step_emb)] {
-            if let Some(emb) = emb {
-                let sum = a(g, &format!("{name}.sum"), &[b, d]);
-                g.op(format!("{prefix}{name}.add"), Elementwise::new(EltOp::Add, b * d, e), &[t2, emb, sum])?;
-                t2 = sum;
+        // The conditioning: embedded here and projected in every block, or this step's slice of
+        // what the setup made for every step.
+        let source = match cond {
+            Conditioning::Embedded { t, y, guidance, step } => {
+                let cond = self.conditioning(g, prefix, b, t, y, guidance, step, taps)?;
+                let cs = a(g, "c.silu", &[b, d]);
+                g.op(format!("{prefix}c.silu"), Elementwise::new(EltOp::Silu, b * d, e), &[cond, cs])?;
+                ModulationSource::Project { c: cond, cs }
             }
-        }
-        let ye = a(g, "y_emb", &[b, d]);
-        let classes = ClassEmbed { images: b, dim: d, classes: c.num_classes, elem: e };
-        g.op(format!("{prefix}y_embedder"), classes, &[y, self.y_table, ye])?;
-        let cond = tap(g, "c", &[b, d]);
-        g.op(format!("{prefix}c"), Elementwise::new(EltOp::Add, b * d, e), &[t2, ye, cond])?;
-        let cs = a(g, "c.silu", &[b, d]);
-        g.op(format!("{prefix}c.silu"), Elementwise::new(EltOp::Silu, b * d, e), &[cond, cs])?;
+            Conditioning::EveryStep(all) => {
+                if taps {
+                    return Err(Error::Graph {
+                        message: "taps need a forward pass that embeds its own conditioning".into(),
+                    });
+                }
+                ModulationSource::Slice { step: g.step_index(), all }
+            }
+        };
+        // A modulation tensor [images, width] of this pass: `l`'s projection of SiLU(c), or the
+        // step's slice of the every-step tensor `every`.
+        let modulation_of = |g: &mut Graph, name: &str, op: &str, l: &LinearWeights, every: TensorId, width: u32| {
+            let m = a(g, name, &[b, width]);
+            match &source {
+                ModulationSource::Project { cs, .. } => {
+                    self.apply(g, op, l, Input::Float(*cs), b, Epilogue::default(), &[], m)?
+                }
+                ModulationSource::Slice { step, all } => {
+                    let slice = StepSlice { len: b * width, steps: all.steps, elem: e };
+                    g.op(format!("{op}.step"), slice, &[*step, every, m])?
+                }
+            }
+            Ok::<TensorId, Error>(m)
+        };
+        // What the every-step tensors are, for the slices (unused when projecting here).
+        let every = |i: Option<usize>, j: usize| match (&source, i) {
+            (ModulationSource::Slice { all, .. }, Some(i)) => all.blocks[i][j],
+            (ModulationSource::Slice { all, .. }, None) => all.final_mod,
+            (ModulationSource::Project { c, .. }, _) => *c,
+        };
 
         // Blocks.
         let modulation = |shift: u32, scale: u32, stride: u32| Modulation {
@@ -565,38 +721,29 @@ impl DitGraph {
         let mut block0 = None;
         for (i, blk) in self.blocks.iter().enumerate() {
             let p = format!("{prefix}blocks.{i}");
-            let m4 = a(g, &format!("blocks.{i}.mod"), &[b, 4 * d]);
-            self.apply(
+            let m4 = modulation_of(
                 g,
+                &format!("blocks.{i}.mod"),
                 &format!("{p}.adaLN.mod"),
                 &blk.modulation,
-                Input::Float(cs),
-                b,
-                Epilogue::default(),
-                &[],
-                m4,
+                every(Some(i), 0),
+                4 * d,
             )?;
-            let gate_msa = a(g, &format!("blocks.{i}.gate_msa"), &[b, d]);
-            self.apply(
+            let gate_msa = modulation_of(
                 g,
+                &format!("blocks.{i}.gate_msa"),
                 &format!("{p}.adaLN.gate_msa"),
                 &blk.gate_msa,
-                Input::Float(cs),
-                b,
-                Epilogue::default(),
-                &[],
-                gate_msa,
+                every(Some(i), 1),
+                d,
             )?;
-            let gate_mlp = a(g, &format!("blocks.{i}.gate_mlp"), &[b, d]);
-            self.apply(
+            let gate_mlp = modulation_of(
                 g,
+                &format!("blocks.{i}.gate_mlp"),
                 &format!("{p}.adaLN.gate_mlp"),
                 &blk.gate_mlp,
-                Input::Float(cs),
-                b,
-                Epilogue::default(),
-                &[],
-                gate_mlp,
+                every(Some(i), 2),
+                d,
             )?;
 
             // Attention.
@@ -634,16 +781,13 @@ impl DitGraph {
         }
 
         // Final layer.
-        let fm = a(g, "final.mod", &[b, 2 * d]);
-        self.apply(
+        let fm = modulation_of(
             g,
+            "final.mod",
             &format!("{prefix}final_layer.adaLN"),
             &self.final_mod,
-            Input::Float(cs),
-            b,
-            Epilogue::default(),
-            &[],
-            fm,
+            every(None, 0),
+            2 * d,
         )?;
         let Input::Float(hn) = self.norm_for(
             g,
@@ -674,8 +818,20 @@ impl DitGraph {
         if e == Elem::F16 {
             g.op(format!("{prefix}out.f32"), Convert { len, from: Elem::F16, to: Elem::F32 }, &[model_out, out])?;
         }
-        Ok(ForwardTensors { out, c: cond, block0: block0.unwrap_or(h) })
+        let c = match source {
+            ModulationSource::Project { c, .. } => c,
+            ModulationSource::Slice { all, .. } => all.c,
+        };
+        Ok(ForwardTensors { out, c, block0: block0.unwrap_or(h) })
     }
+}
+
+/// Where a forward pass takes its blocks' modulation from.
+enum ModulationSource {
+    /// Projected here from SiLU(`c`) (`cs`).
+    Project { c: TensorId, cs: TensorId },
+    /// The step counter's slice of the every-step tensors.
+    Slice { step: TensorId, all: StepModulation },
 }
 
 /// What a linear reads.

@@ -9,6 +9,6 @@ pub mod sample;
 pub mod weights;
 
 pub use config::{AttentionKind, DitConfig, FloatFormat, LinearFormat, Prediction, QuantPolicy};
-pub use dit::{DitGraph, ForwardIo, ForwardTensors};
-pub use sample::{SampleGraph, SampleSpec, SamplerKind};
+pub use dit::{Conditioning, DitGraph, ForwardIo, ForwardTensors, StepModulation};
+pub use sample::{ModulationPlan, SampleGraph, SampleSpec, SamplerKind};
 pub use weights::{DitWeights, HostTensor, WeightData};

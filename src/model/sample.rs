@@ -8,7 +8,7 @@
 //! correct), or DDIM for ε-prediction. Nothing is read back between steps.
 
 use super::config::{DitConfig, FloatFormat, Prediction};
-use super::dit::{DitGraph, ForwardIo, ForwardTensors};
+use super::dit::{Conditioning, DitGraph, ForwardIo, ForwardTensors};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, Phase, TensorId};
 use crate::kernels::{Broadcast, Elem, Elementwise, EltOp, SamplerOp, SamplerStep};
@@ -56,6 +56,42 @@ impl SampleSpec {
     }
 }
 
+/// Where a sampling graph computes its adaLN modulation (the conditioning of each step projected
+/// to every block's shift, scale and gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModulationPlan {
+    /// In each step: one GEMV per block and step, the adaLN weights read in every step.
+    PerStep,
+    /// Every step's in the request's setup (its timesteps are known before sampling): one
+    /// matmul per block over steps × images rows, the adaLN weights read once a request; each
+    /// step copies its slice. Not for Heun (its second evaluation is at the next step's time).
+    EveryStep,
+}
+
+impl ModulationPlan {
+    /// The plan that moves fewer bytes for `spec`: per step, the adaLN weights (W elements)
+    /// against, once, W plus the every-step modulation (S·B·M elements: written once, each step
+    /// reading its slice and writing it), for S steps of B images and M modulation values per
+    /// image — and only while that every-step modulation holds no more than the weights
+    /// (S·B·M ≤ W), so memory does not grow with the request. In practice: requests of a few
+    /// images (B < d/2 and S·B ≤ d for a model of width d), where the weights dominate a step.
+    pub fn for_spec(config: &DitConfig, spec: &SampleSpec) -> Self {
+        let batch = u64::from(spec.images) * if spec.doubles_batch(config) { 2 } else { 1 };
+        let (d, steps) = (u64::from(config.hidden_size), u64::from(spec.steps));
+        let m = u64::from(config.depth) * 6 * d + 2 * d;
+        let weights = m * (d + 1);
+        let every_step = steps * batch * m;
+        let per_step_bytes = steps * (weights + batch * m);
+        let every_step_bytes = weights + 3 * every_step;
+        if spec.sampler != SamplerKind::Heun && steps > 1 && every_step <= weights && every_step_bytes < per_step_bytes
+        {
+            ModulationPlan::EveryStep
+        } else {
+            ModulationPlan::PerStep
+        }
+    }
+}
+
 /// A sampling graph and its interface tensors.
 #[derive(Clone, Debug)]
 pub struct SampleGraph {
@@ -74,6 +110,8 @@ pub struct SampleGraph {
     pub schedule: TensorId,
     /// Weight: the guidance scale of every image, `[images]` (f32), for a `guidance_embed` model.
     pub guidance: Option<TensorId>,
+    /// How the graph computes its modulation.
+    pub plan: ModulationPlan,
     /// Output: the sample [images, C, H, W].
     pub x: TensorId,
     /// The first forward pass's tensors (the model output of the last step).
@@ -86,15 +124,29 @@ impl SampleGraph {
     /// without building the graph: what a device's buffer and binding limits must hold before a
     /// request is accepted. Computed in u64, so no request size overflows it.
     pub fn largest_activation(config: &DitConfig, spec: &SampleSpec) -> (u64, u64) {
+        Self::largest_activation_with(config, spec, ModulationPlan::for_spec(config, spec))
+    }
+
+    /// [`SampleGraph::largest_activation`] of the graph with `plan`.
+    pub fn largest_activation_with(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan) -> (u64, u64) {
         let c = config;
         let batch = u64::from(spec.images) * if spec.doubles_batch(c) { 2 } else { 1 };
+        // Every step's conditioning rows: their timestep features (256), c and the widest
+        // modulation (4 hidden: both norms' shift and scale).
+        let every_step = match plan {
+            ModulationPlan::EveryStep => {
+                u64::from(spec.steps) * batch * [256, 4 * u64::from(c.hidden_size)].into_iter().max().unwrap_or(0)
+            }
+            ModulationPlan::PerStep => 0,
+        };
         let rows = batch * u64::from(c.tokens());
         let out_channels = u64::from(c.in_channels) * if c.learn_sigma { 2 } else { 1 };
         let per_row =
             [u64::from(c.mlp_hidden()), 3 * u64::from(c.hidden_size), u64::from(c.patch_size).pow(2) * out_channels];
         let elements = (rows * per_row.into_iter().max().unwrap_or(0))
             .max(batch * 6 * u64::from(c.hidden_size))
-            .max(batch * u64::from(c.in_channels) * u64::from(c.input_size).pow(2));
+            .max(batch * u64::from(c.in_channels) * u64::from(c.input_size).pow(2))
+            .max(every_step);
         let size = match c.quantization.other {
             FloatFormat::F32 => 4,
             FloatFormat::F16 => 2,
@@ -102,8 +154,13 @@ impl SampleGraph {
         (elements * size, elements)
     }
 
-    /// Builds the graph for `spec`.
+    /// Builds the graph for `spec`, its modulation planned by [`ModulationPlan::for_spec`].
     pub fn new(config: &DitConfig, spec: &SampleSpec) -> Result<Self> {
+        Self::with_plan(config, spec, ModulationPlan::for_spec(config, spec))
+    }
+
+    /// Builds the graph for `spec` with the modulation computed as `plan` says.
+    pub fn with_plan(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan) -> Result<Self> {
         let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
@@ -121,6 +178,12 @@ impl SampleGraph {
             return Err(Error::Unsupported {
                 kernel: "sampler",
                 needs: "img2img noising for DDIM (the init noising is rectified flow's)",
+            });
+        }
+        if plan == ModulationPlan::EveryStep && spec.sampler == SamplerKind::Heun {
+            return Err(Error::Unsupported {
+                kernel: "sampler",
+                needs: "the per-step modulation for Heun (its second evaluation is at the next step's time)",
             });
         }
         let guided = spec.doubles_batch(c);
@@ -148,6 +211,23 @@ impl SampleGraph {
         if let Some(image) = init {
             g.op("init.img2img", sampler(SamplerOp::NoiseInit), &[schedule, step, x, image])?;
         }
+        // Every step's timesteps (and step sizes) from the schedule, then every step's
+        // modulation: the adaLN weights read here, once.
+        let every_step = match plan {
+            ModulationPlan::EveryStep => {
+                let rows = spec.steps * batch;
+                let every = |g: &mut Graph, name: &str, op| -> Result<TensorId> {
+                    let v = g.activation(format!("setup.{name}"), &[rows], f);
+                    g.op(format!("setup.{name}"), time(op), &[schedule, step, v])?;
+                    Ok(v)
+                };
+                let times = every(&mut g, "times", SamplerOp::TimeEveryStep)?;
+                let sizes =
+                    c.step_embed.then(|| every(&mut g, "step_sizes", SamplerOp::StepSizeEveryStep)).transpose()?;
+                Some(dit.modulation_every_step(&mut g, "setup.", spec.steps, times, labels, guidance_emb, sizes)?)
+            }
+            ModulationPlan::PerStep => None,
+        };
 
         g.set_phase(Phase::Step);
         // One model evaluation of `input` at the schedule's t (or t_next): its guided output.
@@ -162,18 +242,25 @@ impl SampleGraph {
                 } else {
                     input
                 };
-                let tt = g.activation(format!("{name}.t"), &[batch], f);
-                g.op(format!("{name}.t"), time(t_op), &[schedule, step, tt])?;
-                // A shortcut model is told the step size (Heun's second evaluation the same one).
-                let step_size = if c.step_embed {
-                    let d = g.activation(format!("{name}.step_size"), &[batch], f);
-                    g.op(format!("{name}.step_size"), time(SamplerOp::StepSize), &[schedule, step, d])?;
-                    Some(d)
-                } else {
-                    None
+                let cond = match &every_step {
+                    Some(every) => Conditioning::EveryStep(every.clone()),
+                    None => {
+                        let tt = g.activation(format!("{name}.t"), &[batch], f);
+                        g.op(format!("{name}.t"), time(t_op), &[schedule, step, tt])?;
+                        // A shortcut model is told the step size (Heun's second evaluation the
+                        // same one).
+                        let step_size = if c.step_embed {
+                            let d = g.activation(format!("{name}.step_size"), &[batch], f);
+                            g.op(format!("{name}.step_size"), time(SamplerOp::StepSize), &[schedule, step, d])?;
+                            Some(d)
+                        } else {
+                            None
+                        };
+                        Conditioning::Embedded { t: tt, y: labels, guidance: guidance_emb, step: step_size }
+                    }
                 };
                 let out = g.activation(format!("{name}.out"), &model_shape, f);
-                let io = ForwardIo { x: model_in, t: tt, y: labels, out, guidance: guidance_emb, step: step_size };
+                let io = ForwardIo { x: model_in, out, cond };
                 let fw = dit.forward(g, &format!("{name}."), io, false)?;
                 let Some(scale) = spec.guidance.filter(|_| guided) else { return Ok((out, fw)) };
                 let v = g.activation(format!("{name}.guided"), &image_shape, f);
@@ -191,6 +278,6 @@ impl SampleGraph {
                 g.op("heun.correct", sampler(SamplerOp::HeunCorrect), &[schedule, step, x, v, v2])?;
             }
         }
-        Ok(Self { graph: g, dit, noise, init, labels, schedule, guidance, x, forward })
+        Ok(Self { graph: g, dit, noise, init, labels, schedule, guidance, plan, x, forward })
     }
 }

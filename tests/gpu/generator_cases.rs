@@ -856,11 +856,12 @@ fn spread_case(b: &Backend) -> Outcome {
         if steps != [0, 1, 2] {
             return Err(format!("round {round}: progress {steps:?}").into());
         }
-        // Both parts ran and the ledger holds them all: each part's sampler launches.
-        let (a, o) = (out.ledger.runs("sampler"), one.ledger.runs("sampler"));
+        // Both parts ran and the ledger holds them all: each part's attention launches (the
+        // sampler's depend on the part's modulation plan, which depends on its size).
+        let (a, o) = (out.ledger.runs("attention"), one.ledger.runs("attention"));
         if a != parts * o || o == 0 {
             return Err(format!(
-                "round {round}: the spread's ledger has {a} sampler launches, one generator {o} ({parts} parts)"
+                "round {round}: the spread's ledger has {a} attention launches, one generator {o} ({parts} parts)"
             )
             .into());
         }

@@ -42,6 +42,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
+        ("ledger_step_slice_f32", |b| step_slice_case::<f32>(&b.gpu)),
+        ("ledger_step_slice_f16", |b| step_slice_case::<f16>(&b.gpu)),
         ("ledger_patchify_embeddings", |b| embed_case(&b.gpu)),
         ("ledger_quantize_act_f32", |b| act_quant_case::<f32>(&b.gpu)),
         ("ledger_quantize_act_f16", |b| act_quant_case::<f16>(&b.gpu)),
@@ -214,6 +216,33 @@ fn elementwise_case(gpu: &Gpu) -> Outcome {
             let (src, other) = if op == EltOp::Copy { (&b, None) } else { (&a, Some(&b[..])) };
             elementwise_broadcast(op, src, other, broadcast, &mut twin);
             compare(&what, &got, &twin, &vec![1.0; got.len()], 1e-5, 1e-6)?;
+        }
+    }
+    Ok(())
+}
+
+/// A step's slice of an every-step tensor, vec4 and scalar lengths, at the first, a middle and the
+/// last step and with the counter past the last (it reads the last): the counts equal
+/// `StepSlice::work`, and the counting variant copies what the twin copies.
+fn step_slice_case<E: Element>(gpu: &Gpu) -> Outcome {
+    use milliwatt::kernels::StepSlice;
+    need_f16::<E>(gpu)?;
+    for (len, steps) in [(1001u32, 3u32), (1000, 3), (36, 1), (7, 50)] {
+        let mut rng = Rng::new(4400 + u64::from(len));
+        let src: Vec<E> = rng.vec((len * steps) as usize);
+        let src_buf = gpu.upload("src", &src).map_err(err)?;
+        for step in [0, steps / 2, steps - 1, steps + 4] {
+            let step_buf = gpu.upload("step", &[step]).map_err(err)?;
+            let dst = gpu.upload("dst", &vec![E::from_f32(7.0); len as usize]).map_err(err)?;
+            let kernel = StepSlice { len, steps, elem: E::ELEM };
+            let what = format!("step_slice {:?} len {len} steps {steps} at {step}", E::ELEM);
+            counts_agree(gpu, &what, &kernel, &[(&step_buf).into(), (&src_buf).into(), (&dst).into()])?;
+            let got: Vec<E> = gpu.read(&dst).map_err(err)?;
+            let mut twin = vec![E::from_f32(0.0); len as usize];
+            cpu::elementwise::step_slice(step, &src, &mut twin);
+            if got.iter().zip(&twin).any(|(g, t)| g.to_f32().to_bits() != t.to_f32().to_bits()) {
+                return Err(format!("{what}: the slice differs from the twin's").into());
+            }
         }
     }
     Ok(())

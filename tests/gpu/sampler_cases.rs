@@ -10,7 +10,11 @@ use crate::util::{Rng, compare, err};
 use crate::{Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
-    vec![("sampler_ops_every_step", |b| ops_case(&b.gpu)), ("ddim_schedule_matches_dit", |_| ddim_case())]
+    vec![
+        ("sampler_ops_every_step", |b| ops_case(&b.gpu)),
+        ("sampler_time_of_every_step_at_once", |b| every_step_case(&b.gpu)),
+        ("ddim_schedule_matches_dit", |_| ddim_case()),
+    ]
 }
 
 /// Every sampler op stepped through a schedule against the twin, creating nothing per step; its
@@ -116,6 +120,33 @@ fn ddim_case() -> Outcome {
     // alpha_bar(0) = 1 - beta_0 = 0.9999; the last step goes to alpha_bar 1.
     if (s[3].alpha_bar - 0.9999).abs() > 1e-7 || s[3].alpha_bar_next != 1.0 || s[0].alpha_bar_next != s[1].alpha_bar {
         return Err(format!("ddim schedule {s:?}").into());
+    }
+    Ok(())
+}
+
+/// The every-step time ops (a request's setup making every step's modulation): every step's `t`
+/// or step size for every image, step-major, whatever the step counter says, as the twin writes
+/// them; their counts equal `work()`.
+fn every_step_case(gpu: &Gpu) -> Outcome {
+    use milliwatt::cpu::sampler::sampler_every_step;
+    for (op, schedule) in [
+        (SamplerOp::TimeEveryStep, rectified_flow_schedule(5, 0.8)),
+        (SamplerOp::StepSizeEveryStep, rectified_flow_schedule(5, 1.0)),
+        (SamplerOp::TimeEveryStep, ddim_schedule(3)),
+    ] {
+        let (images, steps) = (3u32, schedule.len() as u32);
+        let sb = gpu.upload("schedule", &schedule).map_err(err)?;
+        let state = gpu.upload("state", &[2u32]).map_err(err)?;
+        let ob = gpu.upload("out", &vec![7f32; (images * steps) as usize]).map_err(err)?;
+        let kernel = SamplerStep { op, images, len: 1, steps };
+        let bufs: Vec<milliwatt::TensorRef<'_>> = vec![(&sb).into(), (&state).into(), (&ob).into()];
+        crate::ledger_cases::counts_agree(gpu, &format!("{op:?}"), &kernel, &bufs)?;
+        let got: Vec<f32> = gpu.read(&ob).map_err(err)?;
+        let mut twin = vec![0f32; got.len()];
+        sampler_every_step(op, &schedule, images as usize, &mut twin);
+        if got != twin {
+            return Err(format!("{op:?}: {got:?} against the twin's {twin:?}").into());
+        }
     }
     Ok(())
 }

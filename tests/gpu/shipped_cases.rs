@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use milliwatt::graph::{DType, ExecOptions, Executor, Graph};
-use milliwatt::model::{DitGraph, DitWeights, ForwardIo};
+use milliwatt::model::{Conditioning, DitGraph, DitWeights, ForwardIo};
 use milliwatt::{Generator, GeneratorOptions, Gpu, Request, Seeds};
 
 use crate::shipped::{MODELS, Shipped, agree, model_dir};
@@ -61,7 +61,8 @@ fn forward_case(gpu: &Gpu) -> Outcome {
         let scales = s.guidance.as_ref().map(|_| g.input("guidance", &[images], DType::F32));
         let guidance = scales.map(|w| dit.embed_guidance(&mut g, "", w)).transpose().map_err(err)?;
         let step = s.step.as_ref().map(|_| g.input("step", &[images], DType::F32));
-        dit.forward(&mut g, "", ForwardIo { x, t, y, out, guidance, step }, false).map_err(err)?;
+        let cond = Conditioning::Embedded { t, y, guidance, step };
+        dit.forward(&mut g, "", ForwardIo { x, out, cond }, false).map_err(err)?;
         let ex = Executor::new(gpu, &g, ExecOptions::default()).map_err(err)?;
         dit.upload(&ex, &s.weights).map_err(err)?;
         ex.write(x, &s.x).map_err(err)?;
