@@ -145,11 +145,60 @@ fn main() -> Result<()> {
         }
     }
     println!("* image s: 50 steps at the measured step time.");
+    let levers = levers(&gpu, steps)?;
+
     milliwatt::bench::write_json(
         &json,
-        &serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows }),
+        &serde_json::json!({ "device": gpu.describe(), "steps": steps, "rows": rows, "levers": levers }),
     )?;
     println!("json: {json}");
     milliwatt::bench::check_variants(&gpu)?;
     Ok(())
+}
+
+/// One per-step lever at this size, both ways.
+#[derive(serde::Serialize)]
+struct Lever {
+    lever: String,
+    setting: String,
+    step_s: f64,
+    /// Ledger joules per image of a 50-step guided run, laptop L2 / data-centre L2 / no cache.
+    ledger_j_per_image_50_steps: [f64; 3],
+}
+
+/// The per-step levers at the DiT-S-like size (ternary, neighbourhood attention: the milliwatt
+/// configuration): the adaLN modulation of every step in the setup against in each step.
+fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
+    use milliwatt::Cache;
+    use milliwatt::model::ModulationPlan;
+    let c = config(
+        r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#,
+        AttentionKind::Neighbourhood { window: 7 },
+    )?;
+    let weights = random(&c)?;
+    println!("\nper-step levers (ternary, neighbourhood attention, 1 guided image):");
+    println!("{:<24} {:<12} {:>9} {:>40}", "lever", "setting", "step s", "ledger J/image: laptop; data-centre; none");
+    let mut out = Vec::new();
+    for plan in [ModulationPlan::PerStep, ModulationPlan::EveryStep] {
+        let options = GeneratorOptions { modulation: Some(plan), ..GeneratorOptions::default() };
+        let g = Generator::new(gpu, weights.clone(), options)?;
+        let request = Request { seeds: Seeds::Base(1), steps, guidance: Some(4.0), ..Request::new(vec![207]) };
+        g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
+        let timed = g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
+        let ledger = g.estimate(&Request { steps: 50, ..request })?;
+        let lever = Lever {
+            lever: "adaLN modulation".into(),
+            setting: format!("{plan:?}"),
+            step_s: timed.timings.per_step.as_secs_f64(),
+            ledger_j_per_image_50_steps: [
+                ledger.energy_with(Cache::LAPTOP).total(),
+                ledger.energy_with(Cache::DATA_CENTRE).total(),
+                ledger.energy_no_cache().total(),
+            ],
+        };
+        let [l, d, n] = lever.ledger_j_per_image_50_steps;
+        println!("{:<24} {:<12} {:>9.3} {:>22.4}; {:.4}; {:.4}", lever.lever, lever.setting, lever.step_s, l, d, n);
+        out.push(lever);
+    }
+    Ok(out)
 }

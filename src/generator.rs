@@ -66,11 +66,15 @@ pub struct GeneratorOptions {
     /// used) to make room, and is refused ([`Error::Request`] naming the limit) before anything
     /// is allocated if that is not enough. `None`: no limit beyond the device's.
     pub memory_limit: Option<u64>,
+    /// Where every request computes its adaLN modulation; `None` (the default): per request,
+    /// the plan that moves fewer bytes ([`ModulationPlan::for_spec`]). A forced
+    /// [`ModulationPlan::EveryStep`] refuses Heun requests ([`Error::Unsupported`]).
+    pub modulation: Option<ModulationPlan>,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8, memory_limit: None }
+        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8, memory_limit: None, modulation: None }
     }
 }
 
@@ -467,7 +471,7 @@ impl Generator {
     /// limit and the largest batch that fits, before anything is built.
     fn fits(&self, spec: &SampleSpec) -> Result<()> {
         let caps = self.gpu.capabilities();
-        let (bytes, elements) = SampleGraph::largest_activation(&self.weights.config, spec);
+        let (bytes, elements) = SampleGraph::largest_activation_with(&self.weights.config, spec, self.plan(spec));
         let limits = [
             ("max_storage_buffer_binding_size", caps.max_storage_binding, bytes, "bytes"),
             ("max_buffer_size", caps.max_buffer_size, bytes, "bytes"),
@@ -499,7 +503,7 @@ impl Generator {
             }
             if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
                 let shared = pools.shared.clone().unwrap_or_default();
-                let graph = SampleGraph::new(&self.weights.config, spec)?;
+                let graph = SampleGraph::with_plan(&self.weights.config, spec, self.plan(spec))?;
                 let plan = ExecPlan::new(&graph.graph, self.exec_options(&graph, key.preview))?;
                 let bytes = plan.bytes(&shared);
                 if let Some(limit) = self.options.memory_limit {
@@ -617,6 +621,11 @@ impl Generator {
         Ok(self.one_image_baseline()?.repeated(u64::from(images)))
     }
 
+    /// The modulation plan of a request: the options', else the rule's.
+    fn plan(&self, spec: &SampleSpec) -> ModulationPlan {
+        self.options.modulation.unwrap_or_else(|| ModulationPlan::for_spec(&self.weights.config, spec))
+    }
+
     /// The baseline recipe's ledger for one request of one image (computed once).
     fn one_image_baseline(&self) -> Result<Ledger> {
         if let Some(l) = self.baseline.lock().expect("baseline").as_ref() {
@@ -634,9 +643,10 @@ impl Generator {
             Prediction::Epsilon => SamplerKind::Ddim,
         };
         let spec = SampleSpec { images: 1, steps: 50, sampler, guidance: Some(4.0), img2img: false };
-        // As DiT's recipe runs: the adaLN modulation projected in every step (this crate's
-        // every-step modulation is a milliwatt lever, not the baseline's).
-        let g = SampleGraph::with_plan(&config, &spec, ModulationPlan::PerStep)?;
+        // The conventional model's own graph as this crate builds it: it gets every lever that is
+        // not an architecture choice (its modulation planned as any request's), so the ratios
+        // measure precision, steps and guidance, not implementation.
+        let g = SampleGraph::new(&config, &spec)?;
         let ledger = crate::graph::fuse(&g.graph)?.0.ledger(self.gpu.capabilities(), 50)?;
         *self.baseline.lock().expect("baseline") = Some(ledger.clone());
         Ok(ledger)
@@ -646,7 +656,7 @@ impl Generator {
     /// [`Generation::ledger`] of a run: the GPU suite checks that the two agree).
     pub fn estimate(&self, request: &Request) -> Result<Ledger> {
         let spec = self.spec(request)?;
-        let g = SampleGraph::new(&self.weights.config, &spec)?;
+        let g = SampleGraph::with_plan(&self.weights.config, &spec, self.plan(&spec))?;
         // The graph as an executor of this generator would run it (fused or not).
         ExecPlan::new(&g.graph, self.exec_options(&g, false))?.graph().ledger(self.gpu.capabilities(), spec.steps)
     }
