@@ -465,7 +465,8 @@ impl DitGraph {
     }
 
     /// The guidance embedding of a `guidance_embed` model: `g_embedder` of the per-image scales
-    /// `scales` `[images]` (f32), `[images, hidden]`, for [`ForwardIo::guidance`]. Made once per
+    /// `scales` `[images]` (f32), `[images, hidden]`, for the `guidance` of
+    /// [`Conditioning::Embedded`] (or of [`DitGraph::modulation_every_step`]). Made once per
     /// request (the sampling graph's setup), not in every step.
     pub fn embed_guidance(&self, g: &mut Graph, prefix: &str, scales: TensorId) -> Result<TensorId> {
         let mlp = self.g_mlp.as_ref().ok_or_else(|| Error::Graph {
