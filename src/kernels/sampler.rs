@@ -124,6 +124,15 @@ pub struct SamplerStep {
 
 const WG: u32 = 256;
 
+impl SamplerStep {
+    /// Elements the op updates or writes, one invocation each: `images × len`, times `steps`
+    /// for the every-step ops.
+    fn elements(&self) -> u64 {
+        let per_step = u64::from(self.images) * u64::from(self.len);
+        if self.op.every_step() { per_step * u64::from(self.steps) } else { per_step }
+    }
+}
+
 impl Kernel for SamplerStep {
     fn name(&self) -> &'static str {
         "sampler"
@@ -134,7 +143,7 @@ impl Kernel for SamplerStep {
             return Err(Error::Shape { kernel: self.name(), message: "zero images, elements or steps".into() });
         }
         let n = u64::from(self.images) * u64::from(self.len) * 4;
-        let out = if self.op.every_step() { n * u64::from(self.steps) } else { n };
+        let out = self.elements() * 4;
         let mut reqs = vec![BufferReq::input("schedule", u64::from(self.steps) * 16), BufferReq::input("state", 4)];
         for &name in self.op.buffers() {
             reqs.push(match name {
@@ -151,8 +160,7 @@ impl Kernel for SamplerStep {
         // As the COUNT_WORK variant counts (sampler.wgsl): per element the op's operands, and the
         // step's schedule entry (16 bytes) and state word that every invocation reads; dt = t_next
         // - t is an add where an op uses it; a square root is a multiply.
-        let n =
-            u64::from(self.images) * u64::from(self.len) * if self.op.every_step() { u64::from(self.steps) } else { 1 };
+        let n = self.elements();
         let (mul, add, reads) = match self.op {
             SamplerOp::Guide { .. } => (1, 2, 2),
             SamplerOp::Euler | SamplerOp::HeunPredict => (1, 2, 2),
@@ -203,9 +211,7 @@ impl Kernel for SamplerStep {
         }
         let guidance = if let SamplerOp::Guide { scale } = self.op { scale } else { 0.0 };
         let params = SamplerParams { len: self.len, images: self.images, guidance, steps: self.steps };
-        let total =
-            u64::from(self.images) * u64::from(self.len) * if self.op.every_step() { u64::from(self.steps) } else { 1 };
-        let groups = u32::try_from(total.div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
+        let groups = u32::try_from(self.elements().div_ceil(u64::from(WG))).unwrap_or(u32::MAX);
         let count = counting(reqs);
         storage.extend(counters_binding(buffers, count));
         let key = PipelineKey::new(

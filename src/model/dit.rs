@@ -690,8 +690,13 @@ impl DitGraph {
             }
         };
         // A modulation tensor [images, width] of this pass: `l`'s projection of SiLU(c), or the
-        // step's slice of the every-step tensor `every`.
-        let modulation_of = |g: &mut Graph, name: &str, op: &str, l: &LinearWeights, every: TensorId, width: u32| {
+        // step's slice of the every-step tensor `pick` names.
+        let modulation_of = |g: &mut Graph,
+                             name: &str,
+                             op: &str,
+                             l: &LinearWeights,
+                             pick: &dyn Fn(&StepModulation) -> TensorId,
+                             width: u32| {
             let m = a(g, name, &[b, width]);
             match &source {
                 ModulationSource::Project { cs, .. } => {
@@ -699,16 +704,10 @@ impl DitGraph {
                 }
                 ModulationSource::Slice { step, all } => {
                     let slice = StepSlice { len: b * width, steps: all.steps, elem: e };
-                    g.op(format!("{op}.step"), slice, &[*step, every, m])?
+                    g.op(format!("{op}.step"), slice, &[*step, pick(all), m])?
                 }
             }
             Ok::<TensorId, Error>(m)
-        };
-        // What the every-step tensors are, for the slices (unused when projecting here).
-        let every = |i: Option<usize>, j: usize| match (&source, i) {
-            (ModulationSource::Slice { all, .. }, Some(i)) => all.blocks[i][j],
-            (ModulationSource::Slice { all, .. }, None) => all.final_mod,
-            (ModulationSource::Project { c, .. }, _) => *c,
         };
 
         // Blocks.
@@ -727,7 +726,7 @@ impl DitGraph {
                 &format!("blocks.{i}.mod"),
                 &format!("{p}.adaLN.mod"),
                 &blk.modulation,
-                every(Some(i), 0),
+                &|all| all.blocks[i][0],
                 4 * d,
             )?;
             let gate_msa = modulation_of(
@@ -735,7 +734,7 @@ impl DitGraph {
                 &format!("blocks.{i}.gate_msa"),
                 &format!("{p}.adaLN.gate_msa"),
                 &blk.gate_msa,
-                every(Some(i), 1),
+                &|all| all.blocks[i][1],
                 d,
             )?;
             let gate_mlp = modulation_of(
@@ -743,7 +742,7 @@ impl DitGraph {
                 &format!("blocks.{i}.gate_mlp"),
                 &format!("{p}.adaLN.gate_mlp"),
                 &blk.gate_mlp,
-                every(Some(i), 2),
+                &|all| all.blocks[i][2],
                 d,
             )?;
 
@@ -787,7 +786,7 @@ impl DitGraph {
             "final.mod",
             &format!("{prefix}final_layer.adaLN"),
             &self.final_mod,
-            every(None, 0),
+            &|all| all.final_mod,
             2 * d,
         )?;
         let Input::Float(hn) = self.norm_for(

@@ -49,6 +49,11 @@ impl SampleSpec {
         self.guidance.is_some() && !config.guidance_embed
     }
 
+    /// Rows of the model batch: the images, twice over when guidance doubles the batch.
+    pub fn model_batch(&self, config: &DitConfig) -> u64 {
+        u64::from(self.images) * if self.doubles_batch(config) { 2 } else { 1 }
+    }
+
     /// The guidance scale a `guidance_embed` model is given: the request's, or 1 (the
     /// conditional prediction) without guidance.
     pub fn embedded_guidance(&self) -> f32 {
@@ -76,7 +81,7 @@ impl ModulationPlan {
     /// (S·B·M ≤ W), so memory does not grow with the request. In practice: requests of a few
     /// images (B < d/2 and S·B ≤ d for a model of width d), where the weights dominate a step.
     pub fn for_spec(config: &DitConfig, spec: &SampleSpec) -> Self {
-        let batch = u64::from(spec.images) * if spec.doubles_batch(config) { 2 } else { 1 };
+        let batch = spec.model_batch(config);
         let (d, steps) = (u64::from(config.hidden_size), u64::from(spec.steps));
         let m = u64::from(config.depth) * 6 * d + 2 * d;
         let weights = m * (d + 1);
@@ -130,7 +135,7 @@ impl SampleGraph {
     /// [`SampleGraph::largest_activation`] of the graph with `plan`.
     pub fn largest_activation_with(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan) -> (u64, u64) {
         let c = config;
-        let batch = u64::from(spec.images) * if spec.doubles_batch(c) { 2 } else { 1 };
+        let batch = spec.model_batch(c);
         // Every step's conditioning rows: their timestep features (256), c and the widest
         // modulation (4 hidden: both norms' shift and scale).
         let every_step = match plan {
