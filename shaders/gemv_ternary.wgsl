@@ -5,6 +5,7 @@
 #import elem
 #import gemv_q
 #import dense_slice
+#import ternary_codes
 
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
@@ -30,11 +31,7 @@ fn decode_f(st: Step, q: u32) -> DecF {
 // Four codes (one byte) to four int8 without a table: spread the 2-bit fields to byte lanes, then
 // byte = plus-bit | minus-bit * 0xFF (the two are never both set, so no lane carries).
 fn decode_i8(st: Step, q: u32) -> DecI {
-    count_bit_ops(15u);
-    count_i32_mul(1u);
-    let b = (st.words.x >> (8u * q)) & 0xFFu;
-    let spread = (b & 0x3u) | ((b & 0xCu) << 6u) | ((b & 0x30u) << 12u) | ((b & 0xC0u) << 18u);
-    return (spread & 0x01010101u) | (((spread >> 1u) & 0x01010101u) * 0xFFu);
+    return codes_to_i8((st.words.x >> (8u * q)) & 0xFFu);
 }
 
 fn row_scale(row: u32) -> f32 {

@@ -86,6 +86,7 @@ shaders! {
     GEMV_INT4S24 = "gemv_int4s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     GEMV_F16S24 = "gemv_f16s24" ["F16", "VEC4", "SUBGROUPS", "ACT_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     DECODE_RGBA8 = "decode_rgba8" ["TEXTURE", "COUNT_WORK"];
+    MLP_TERNARY_A8 = "mlp_ternary_a8" ["F16", "COUNT_WORK"];
 }
 
 /// Shared snippets, imported with `#import name`.
@@ -105,6 +106,7 @@ const SHARED: &[(&str, &str)] = &[
     ("matmul_params_q", include_str!("../shaders/shared/matmul_params_q.wgsl")),
     ("work_count", include_str!("../shaders/shared/work_count.wgsl")),
     ("grid", include_str!("../shaders/shared/grid.wgsl")),
+    ("ternary_codes", include_str!("../shaders/shared/ternary_codes.wgsl")),
 ];
 
 /// Looks a shader up by name.

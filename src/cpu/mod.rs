@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod embed;
 pub mod epilogue;
 pub mod matmul;
+pub mod mlp;
 pub mod noise;
 pub mod norm;
 pub mod probe;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use crate::kernel::Kernel;
 use crate::kernels::{
     ActQuant, Attention, AttentionNaive, Broadcast, ClassEmbed, Convert, Counting, Elem, Elementwise, EltOp, Epilogue,
-    FmaProbe, Gemm, Gemv, MatmulNaive, Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, StepSlice, TimestepEmbed,
-    Unpatchify,
+    FmaProbe, Gemm, Gemv, MatmulNaive, MlpBlock, Noise, Norm, Patchify, QGemm, QGemv, SamplerStep, StepSlice,
+    TimestepEmbed, Unpatchify,
 };
 
 /// A kernel a graph can hold: a [`Kernel`] with its [`Fusable`] description.
@@ -147,6 +147,7 @@ not_fusable!(
     Noise,
     FmaProbe,
     SamplerStep,
+    MlpBlock,
     Counting<Gemv>,
     Counting<Gemm>,
     Counting<Attention>,

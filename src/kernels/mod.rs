@@ -7,6 +7,7 @@ pub mod embed;
 pub mod epilogue;
 pub mod fusion;
 pub mod matmul;
+pub mod mlp;
 pub mod noise;
 pub mod norm;
 pub mod probe;
@@ -23,6 +24,7 @@ pub use epilogue::{Activation, Epilogue};
 pub use matmul::{
     Gemm, GemmTile, GemmVariant, Gemv, GemvReduce, GemvVariant, MatmulKind, MatmulNaive, MatmulParams, MatmulShape,
 };
+pub use mlp::{MlpBlock, MlpParams};
 pub use noise::{Noise, NoiseKind};
 pub use norm::{Modulation, Norm, NormKind};
 pub use probe::FmaProbe;

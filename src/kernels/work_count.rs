@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::gpu::{Capabilities, Gpu};
 use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work};
 use crate::kernels::{
-    ActQuant, Attention, ClassEmbed, DecodeRgba8, Elementwise, Gemm, Gemv, Norm, Patchify, QGemm, QGemv, SamplerStep,
-    StepSlice, TimestepEmbed, Unpatchify,
+    ActQuant, Attention, ClassEmbed, DecodeRgba8, Elementwise, Gemm, Gemv, MlpBlock, Norm, Patchify, QGemm, QGemv,
+    SamplerStep, StepSlice, TimestepEmbed, Unpatchify,
 };
 
 /// Binding of the counters in the counting variants.
@@ -122,7 +122,8 @@ counting!(
     ClassEmbed,
     SamplerStep,
     TimestepEmbed,
-    DecodeRgba8
+    DecodeRgba8,
+    MlpBlock
 );
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod generator_cases;
 mod golden;
 mod graph_cases;
 mod ledger_cases;
+mod mlp_cases;
 mod model_cases;
 mod noise_cases;
 mod norm_cases;
@@ -99,6 +100,7 @@ const SUITES: &[Suite] = &[
     sampler_cases::all,
     attention_cases::all,
     norm_cases::all,
+    mlp_cases::all,
     graph_cases::all,
     ledger_cases::all,
     shipped_cases::all,

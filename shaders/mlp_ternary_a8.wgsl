@@ -1,0 +1,342 @@
+// DiT's whole MLP branch in one dispatch, W1.58A8 (ternary fc1 and fc2, int8 activations):
+//   y = x + gate[image] * (fc2(q(GELU(fc1(q(modulate(LayerNorm(x))))))) + b2)
+// where q is per-token absmax int8 quantization (shared/act_quant.wgsl). The unfused chain (norm
+// with EMIT_I8, gemm_ternary_a8 with the GELU epilogue, quantize_act, gemm_ternary_a8 with the
+// gated residual) writes the hidden activations (4 x the width, floats) to device memory and reads
+// them twice; here a workgroup keeps a tile of TM tokens on chip from the norm to the residual, so
+// device memory sees each token's row read (twice: the norm, the residual) and written once, plus
+// the weights, which every tile re-reads (from the L2 on a GPU: both matrices of a small DiT fit).
+//
+// A workgroup of 256 invocations takes TM tokens (4, 8 or 16; LANES = 256 / TM invocations per
+// token):
+//   1. LayerNorm (two-pass statistics over the row kept in registers), adaLN modulation, int8 with
+//      the row's absmax: into workgroup memory (`tile`, rows of x_row_words words), scale in `sc`.
+//   2. fc1: each invocation computes items of 4 tokens x 4 hidden features (16 i32 sums of
+//      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K), the scales,
+//      bias and GELU, rounded to the element type as the unfused chain stores them; kept in
+//      registers (at most MAX_ITEMS items) while the tokens' absmax is reduced (workgroup atomics
+//      on the bits of |v|: non-negative floats order as their bits), then quantized into the
+//      hidden tile (rows of h_row_words words after the input tile).
+//   3. fc2 likewise over the hidden tile, then bias, gate and residual, written out.
+// Integer sums are exact and the absmax is order-free, so the result equals the unfused chain's
+// but for the norm's float sums (another order) and what rounding a token's int8 differently does.
+// The CPU twin is src/cpu/mlp.rs (that chain of twins). COUNT_WORK counts the work done
+// (shared/work_count.wgsl) for the test of `MlpBlock::work`.
+#import elem
+#import work_count
+#import epilogue
+#import act_quant
+#import ternary_codes
+
+// Keep in sync with `MlpParams` in src/kernels/mlp.rs.
+struct MlpParams {
+    rows: u32,
+    d: u32,
+    hidden: u32,
+    // Tokens sharing one modulation and one gate row (an image's).
+    rows_per_image: u32,
+    eps: f32,
+    // adaLN projection: row stride, offsets of the norm's shift and scale chunks.
+    mod_stride: u32,
+    shift_offset: u32,
+    scale_offset: u32,
+    // u32 words per int8 row of the input (d) and of the hidden (hidden): ceil(n / 16) * 4.
+    x_row_words: u32,
+    h_row_words: u32,
+    // u32 words per packed weight row of fc1 (K = d) and fc2 (K = hidden).
+    w1_row_words: u32,
+    w2_row_words: u32,
+}
+
+const WG: u32 = 256u;
+// Tokens per workgroup; keep the choice in sync with `MlpBlock::tokens_per_workgroup`.
+override TM: u32 = 16u;
+// vec4 groups of a row each invocation keeps in registers in the norm.
+const CACHED: u32 = 8u;
+// fc1 items an invocation holds at once.
+const MAX_ITEMS: u32 = 4u;
+// Keep in sync with `MlpBlock::TILE_WORDS`.
+const TILE_WORDS: u32 = 3584u;
+
+@group(0) @binding(0) var<uniform> p: MlpParams;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read> modulation: array<elem>;
+@group(0) @binding(3) var<storage, read> w1: array<u32>;
+@group(0) @binding(4) var<storage, read> ws1: array<f32>;
+@group(0) @binding(5) var<storage, read> b1: array<elem>;
+@group(0) @binding(6) var<storage, read> w2: array<u32>;
+@group(0) @binding(7) var<storage, read> ws2: array<f32>;
+@group(0) @binding(8) var<storage, read> b2: array<elem>;
+@group(0) @binding(9) var<storage, read> gate: array<elem>;
+@group(0) @binding(10) var<storage, read_write> y: array<elem>;
+
+// The int8 input rows (TM x x_row_words), then the hidden rows (TM x h_row_words).
+var<workgroup> tile: array<u32, TILE_WORDS>;
+// Per token: the input's scale (0..15) and the hidden's (16..31).
+var<workgroup> sc: array<f32, 32>;
+// Per token: the bits of the hidden's absmax.
+var<workgroup> hmax: array<atomic<u32>, 16>;
+
+// The sum (or, with `is_max`, the maximum) of `v` over the LANES invocations of a token, in
+// act_quant's `maxes` (a tree per token). Every invocation calls it.
+fn token_reduce(v: f32, li: u32, is_max: bool) -> f32 {
+    let lanes = WG / TM;
+    let lane = li % lanes;
+    maxes[li] = v;
+    count_sram_write(4u);
+    workgroupBarrier();
+    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            let o = maxes[li + s];
+            if is_max {
+                maxes[li] = max(maxes[li], o);
+            } else {
+                maxes[li] = maxes[li] + o;
+                count_f32_add(1u);
+            }
+            count_sram_read(8u);
+            count_sram_write(4u);
+        }
+        workgroupBarrier();
+    }
+    let r = maxes[li - lane];
+    count_sram_read(4u);
+    workgroupBarrier(); // read before the space is reused
+    return r;
+}
+
+// Four consecutive features of `row` (d is a multiple of 4).
+fn load_x4(row: u32, j: u32) -> vec4<f32> {
+    let at = row * p.d + j;
+    count_dram_read(4u * ELEM_BYTES);
+    return vec4<f32>(f32(x[at]), f32(x[at + 1u]), f32(x[at + 2u]), f32(x[at + 3u]));
+}
+
+// 1. The norm of the workgroup's tokens into the input tile.
+fn norm_tile(row0: u32, li: u32) {
+    let lanes = WG / TM;
+    let r = li / lanes;
+    let lane = li % lanes;
+    let row = row0 + r;
+    let live = row < p.rows;
+    let groups = p.d / 4u;
+    var cache: array<vec4<f32>, CACHED>;
+    var s = 0.0;
+    for (var i = 0u; i < CACHED; i++) {
+        let q = lane + i * lanes;
+        if live && q < groups {
+            cache[i] = load_x4(row, 4u * q);
+            s += (cache[i].x + cache[i].y) + (cache[i].z + cache[i].w);
+            count_f32_add(4u);
+        }
+    }
+    let mean = token_reduce(s, li, false) / f32(p.d);
+    count_div();
+    var sq = 0.0;
+    for (var i = 0u; i < CACHED; i++) {
+        let q = lane + i * lanes;
+        if live && q < groups {
+            let c = cache[i] - mean;
+            sq += dot(c, c);
+            count_f32_add(8u);
+            count_f32_mul(4u);
+        }
+    }
+    let inv = inverseSqrt(token_reduce(sq, li, false) / f32(p.d) + p.eps);
+    count_div();
+    count_f32_add(1u);
+    count_div();
+    var m = 0.0;
+    let base = (row / p.rows_per_image) * p.mod_stride;
+    for (var i = 0u; i < CACHED; i++) {
+        let q = lane + i * lanes;
+        if live && q < groups {
+            for (var t = 0u; t < 4u; t++) {
+                let j = 4u * q + t;
+                let n = (cache[i][t] - mean) * inv;
+                let scale = f32(modulation[base + p.scale_offset + j]);
+                let shift = f32(modulation[base + p.shift_offset + j]);
+                cache[i][t] = fma(n, 1.0 + scale, shift);
+            }
+            count_dram_read(8u * ELEM_BYTES);
+            count_f32_add(12u);
+            count_f32_mul(8u);
+            let a = abs(cache[i]);
+            m = max(m, max(max(a.x, a.y), max(a.z, a.w)));
+        }
+    }
+    let scale = act_scale(token_reduce(m, li, true));
+    for (var i = 0u; i < CACHED; i++) {
+        let q = lane + i * lanes;
+        if q < groups {
+            var word = 0u;
+            if live {
+                word = quantize4(cache[i], scale);
+            }
+            tile[r * p.x_row_words + q] = word;
+            count_sram_write(4u);
+        }
+    }
+    // The words past the row's groups (rows are whole vec4<u32>) are zero.
+    for (var w = groups + lane; w < p.x_row_words; w += lanes) {
+        tile[r * p.x_row_words + w] = 0u;
+        count_sram_write(4u);
+    }
+    if lane == 0u {
+        sc[r] = scale;
+        count_sram_write(4u);
+    }
+}
+
+// Words 4q .. 4q+3 of the tile row at `at` (a row start plus 4q).
+fn tile4(at: u32) -> vec4<u32> {
+    count_sram_read(16u);
+    return vec4<u32>(tile[at], tile[at + 1u], tile[at + 2u], tile[at + 3u]);
+}
+
+fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
+    count_i8_mul(16u);
+    count_i32_add(16u);
+    return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z) + dot4I8Packed(a.w, b.w);
+}
+
+// The i32 sums of one item: tokens 4rb .. 4rb+3 of the tile (rows at `x_at`, `words` words each)
+// against weight rows 4cg .. 4cg+3 of fc1 (`second` false) or fc2.
+fn item_sums(x_at: u32, words: u32, cg: u32, rb: u32, second: bool) -> array<vec4<i32>, 4> {
+    var acc: array<vec4<i32>, 4>;
+    for (var q = 0u; q < words / 4u; q++) {
+        var wv: array<vec4<u32>, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let row = 4u * cg + j;
+            if second {
+                wv[j] = word_to_i8(w2[row * p.w2_row_words + q]);
+            } else {
+                wv[j] = word_to_i8(w1[row * p.w1_row_words + q]);
+            }
+            count_dram_read(4u);
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let a = tile4(x_at + (4u * rb + i) * words + 4u * q);
+            acc[i] += vec4<i32>(dot16(a, wv[0]), dot16(a, wv[1]), dot16(a, wv[2]), dot16(a, wv[3]));
+        }
+    }
+    return acc;
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row0 = (wid.y * nwg.x + wid.x) * TM;
+    if li < 16u {
+        atomicStore(&hmax[li], 0u);
+    }
+    norm_tile(row0, li);
+    workgroupBarrier();
+
+    // 2. fc1: items (cg, rb) = (4 hidden features, 4 tokens), item it = cg + rb * groups.
+    let xw = p.x_row_words;
+    let hw = p.h_row_words;
+    let hgroups = p.hidden / 4u;
+    let items1 = hgroups * (TM / 4u);
+    var hv: array<vec4<f32>, 16>; // MAX_ITEMS * 4 tokens
+    for (var k = 0u; k < MAX_ITEMS; k++) {
+        let it = li + k * WG;
+        if it < items1 {
+            let cg = it % hgroups;
+            let rb = it / hgroups;
+            let acc = item_sums(0u, xw, cg, rb, false);
+            var wsc: vec4<f32>;
+            var bias: vec4<f32>;
+            for (var j = 0u; j < 4u; j++) {
+                wsc[j] = ws1[4u * cg + j];
+                bias[j] = f32(b1[4u * cg + j]);
+            }
+            count_dram_read(4u * (4u + ELEM_BYTES));
+            for (var i = 0u; i < 4u; i++) {
+                let xs = sc[4u * rb + i];
+                count_sram_read(4u);
+                var v: vec4<f32>;
+                for (var j = 0u; j < 4u; j++) {
+                    // As gemm_a8's output and the GELU epilogue, stored as the element type.
+                    v[j] = f32(elem(gelu_tanh(f32(acc[i][j]) * wsc[j] * xs + bias[j])));
+                }
+                count_f32_mul(8u);
+                count_f32_add(4u);
+                hv[4u * k + i] = v;
+                let a = abs(v);
+                atomicMax(&hmax[4u * rb + i], bitcast<u32>(max(max(a.x, a.y), max(a.z, a.w))));
+                count_sram_write(4u);
+            }
+        }
+    }
+    workgroupBarrier();
+    if li < TM {
+        sc[16u + li] = act_scale(bitcast<f32>(atomicLoad(&hmax[li])));
+        count_sram_read(4u);
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+    let h_at = TM * xw;
+    for (var k = 0u; k < MAX_ITEMS; k++) {
+        let it = li + k * WG;
+        if it < items1 {
+            let cg = it % hgroups;
+            let rb = it / hgroups;
+            for (var i = 0u; i < 4u; i++) {
+                let r = 4u * rb + i;
+                tile[h_at + r * hw + cg] = quantize4(hv[4u * k + i], sc[16u + r]);
+                count_sram_read(4u);
+                count_sram_write(4u);
+            }
+        }
+    }
+    // The words past the hidden's groups are zero.
+    let pad = hw - hgroups;
+    for (var it = li; it < TM * pad; it += WG) {
+        tile[h_at + (it / pad) * hw + hgroups + it % pad] = 0u;
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+
+    // 3. fc2, then bias, gate and residual.
+    let dgroups = p.d / 4u;
+    let items2 = dgroups * (TM / 4u);
+    for (var it = li; it < items2; it += WG) {
+        let cg = it % dgroups;
+        let rb = it / dgroups;
+        let acc = item_sums(h_at, hw, cg, rb, true);
+        var wsc: vec4<f32>;
+        var bias: vec4<f32>;
+        for (var j = 0u; j < 4u; j++) {
+            wsc[j] = ws2[4u * cg + j];
+            bias[j] = f32(b2[4u * cg + j]);
+        }
+        count_dram_read(4u * (4u + ELEM_BYTES));
+        for (var i = 0u; i < 4u; i++) {
+            let r = 4u * rb + i;
+            let row = row0 + r;
+            if row < p.rows {
+                let hs = sc[16u + r];
+                count_sram_read(4u);
+                let g0 = (row / p.rows_per_image) * p.d + 4u * cg;
+                let x0 = row * p.d + 4u * cg;
+                for (var j = 0u; j < 4u; j++) {
+                    // As gemm_a8's output and the gated residual epilogue.
+                    var v = f32(acc[i][j]) * wsc[j] * hs;
+                    v += bias[j];
+                    v *= f32(gate[g0 + j]);
+                    v += f32(x[x0 + j]);
+                    y[x0 + j] = elem(v);
+                }
+                count_f32_mul(12u);
+                count_f32_add(8u);
+                count_dram_read(8u * ELEM_BYTES);
+                count_dram_write(4u * ELEM_BYTES);
+            }
+        }
+    }
+    count_flush();
+}
