@@ -167,7 +167,8 @@ struct Lever {
 }
 
 /// The per-step levers at the DiT-S-like size (ternary, neighbourhood attention: the milliwatt
-/// configuration): the adaLN modulation of every step in the setup against in each step.
+/// configuration), each row adding one to the row before: the adaLN modulation of every step in
+/// the setup against in each step, then the MLP branch as one fused dispatch per block.
 fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
     use milliwatt::Cache;
     use milliwatt::model::ModulationPlan;
@@ -179,16 +180,21 @@ fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
     println!("\nper-step levers (ternary, neighbourhood attention, 1 guided image):");
     println!("{:<24} {:<12} {:>9} {:>40}", "lever", "setting", "step s", "ledger J/image: laptop; data-centre; none");
     let mut out = Vec::new();
-    for plan in [ModulationPlan::PerStep, ModulationPlan::EveryStep] {
-        let options = GeneratorOptions { modulation: Some(plan), ..GeneratorOptions::default() };
+    let settings = [
+        ("adaLN modulation", "PerStep", ModulationPlan::PerStep, false),
+        ("adaLN modulation", "EveryStep", ModulationPlan::EveryStep, false),
+        ("MLP branch", "fused", ModulationPlan::EveryStep, true),
+    ];
+    for (lever, setting, plan, fused_mlp) in settings {
+        let options = GeneratorOptions { modulation: Some(plan), fused_mlp, ..GeneratorOptions::default() };
         let g = Generator::new(gpu, weights.clone(), options)?;
         let request = Request { seeds: Seeds::Base(1), steps, guidance: Some(4.0), ..Request::new(vec![207]) };
         g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
         let timed = g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
         let ledger = g.estimate(&Request { steps: 50, ..request })?;
         let lever = Lever {
-            lever: "adaLN modulation".into(),
-            setting: format!("{plan:?}"),
+            lever: lever.into(),
+            setting: setting.into(),
             step_s: timed.timings.per_step.as_secs_f64(),
             ledger_j_per_image_50_steps: [
                 ledger.energy_with(Cache::LAPTOP).total(),

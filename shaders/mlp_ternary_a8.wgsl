@@ -5,14 +5,17 @@
 // gated residual) writes the hidden activations (4 x the width, floats) to device memory and reads
 // them twice; here a workgroup keeps a tile of TM tokens on chip from the norm to the residual, so
 // device memory sees each token's row read (twice: the norm, the residual) and written once, plus
-// the weights, which every tile re-reads (from the L2 on a GPU: both matrices of a small DiT fit).
+// the weights once per tile of TM tokens (re-read by the next tile: from the L2 on a GPU, where
+// both matrices of a small DiT fit).
 //
-// A workgroup of 256 invocations takes TM tokens (4, 8 or 16; LANES = 256 / TM invocations per
-// token):
+// A workgroup of 256 invocations takes TM tokens (4, 8, 16 or 32; LANES = 256 / TM invocations
+// per token):
 //   1. LayerNorm (two-pass statistics over the row kept in registers), adaLN modulation, int8 with
 //      the row's absmax: into workgroup memory (`tile`, rows of x_row_words words), scale in `sc`.
 //   2. fc1: each invocation computes items of 4 tokens x 4 hidden features (16 i32 sums of
-//      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K), the scales,
+//      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K). The weight
+//      words are staged through workgroup memory (`wst`: every row's words of as many 16-K steps
+//      as fit), so each is read from device memory once per tile, not once per item. Then the scales,
 //      bias and GELU, rounded to the element type as the unfused chain stores them; kept in
 //      registers (at most MAX_ITEMS items) while the tokens' absmax is reduced (workgroup atomics
 //      on the bits of |v|: non-negative floats order as their bits), then quantized into the
@@ -49,14 +52,15 @@ struct MlpParams {
 }
 
 const WG: u32 = 256u;
-// Tokens per workgroup; keep the choice in sync with `MlpBlock::tokens_per_workgroup`.
+// Tokens per workgroup (at most 32); keep the choice in sync with `MlpBlock::tokens_per_workgroup`.
 override TM: u32 = 16u;
 // vec4 groups of a row each invocation keeps in registers in the norm.
 const CACHED: u32 = 8u;
 // fc1 items an invocation holds at once.
 const MAX_ITEMS: u32 = 4u;
-// Keep in sync with `MlpBlock::TILE_WORDS`.
-const TILE_WORDS: u32 = 3584u;
+// Keep in sync with `MlpBlock::TILE_WORDS` and `MlpBlock::STAGE_WORDS`.
+const TILE_WORDS: u32 = 5120u;
+const STAGE_WORDS: u32 = 2048u;
 
 @group(0) @binding(0) var<uniform> p: MlpParams;
 @group(0) @binding(1) var<storage, read> x: array<elem>;
@@ -72,10 +76,12 @@ const TILE_WORDS: u32 = 3584u;
 
 // The int8 input rows (TM x x_row_words), then the hidden rows (TM x h_row_words).
 var<workgroup> tile: array<u32, TILE_WORDS>;
-// Per token: the input's scale (0..15) and the hidden's (16..31).
-var<workgroup> sc: array<f32, 32>;
+// Weight code words of a stage: row r's word of 16-K step s at r * steps_in_stage + s.
+var<workgroup> wst: array<u32, STAGE_WORDS>;
+// Per token: the input's scale (0..31) and the hidden's (32..63).
+var<workgroup> sc: array<f32, 64>;
 // Per token: the bits of the hidden's absmax.
-var<workgroup> hmax: array<atomic<u32>, 16>;
+var<workgroup> hmax: array<atomic<u32>, 32>;
 
 // The sum (or, with `is_max`, the maximum) of `v` over the LANES invocations of a token, in
 // act_quant's `maxes` (a tree per token). Every invocation calls it.
@@ -200,24 +206,47 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
     return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z) + dot4I8Packed(a.w, b.w);
 }
 
-// The i32 sums of one item: tokens 4rb .. 4rb+3 of the tile (rows at `x_at`, `words` words each)
-// against weight rows 4cg .. 4cg+3 of fc1 (`second` false) or fc2.
-fn item_sums(x_at: u32, words: u32, cg: u32, rb: u32, second: bool) -> array<vec4<i32>, 4> {
-    var acc: array<vec4<i32>, 4>;
-    for (var q = 0u; q < words / 4u; q++) {
-        var wv: array<vec4<u32>, 4>;
-        for (var j = 0u; j < 4u; j++) {
-            let row = 4u * cg + j;
+// The i32 sums of every item this invocation holds (item it = li + k * WG below `items`: output
+// features 4cg .. 4cg+3 with cg = it % groups, tokens 4rb .. 4rb+3 with rb = it / groups; sums
+// of item k at 4k .. 4k+3) over the tile rows at `x_at` (`words` words each) against fc1's
+// weights (`second` false) or fc2's.
+fn item_sums(x_at: u32, words: u32, groups: u32, items: u32, li: u32, second: bool) -> array<vec4<i32>, 16> {
+    var acc: array<vec4<i32>, 16>; // MAX_ITEMS * 4 tokens
+    let rows = 4u * groups;
+    let steps = words / 4u;
+    let per_stage = min(steps, STAGE_WORDS / rows);
+    for (var q0 = 0u; q0 < steps; q0 += per_stage) {
+        let n = min(per_stage, steps - q0);
+        workgroupBarrier(); // the previous stage is consumed
+        for (var i = li; i < rows * n; i += WG) {
+            let r = i / n;
+            let q = q0 + i % n;
             if second {
-                wv[j] = word_to_i8(w2[row * p.w2_row_words + q]);
+                wst[i] = w2[r * p.w2_row_words + q];
             } else {
-                wv[j] = word_to_i8(w1[row * p.w1_row_words + q]);
+                wst[i] = w1[r * p.w1_row_words + q];
             }
             count_dram_read(4u);
+            count_sram_write(4u);
         }
-        for (var i = 0u; i < 4u; i++) {
-            let a = tile4(x_at + (4u * rb + i) * words + 4u * q);
-            acc[i] += vec4<i32>(dot16(a, wv[0]), dot16(a, wv[1]), dot16(a, wv[2]), dot16(a, wv[3]));
+        workgroupBarrier();
+        for (var k = 0u; k < MAX_ITEMS; k++) {
+            let it = li + k * WG;
+            if it < items {
+                let cg = it % groups;
+                let rb = it / groups;
+                for (var s = 0u; s < n; s++) {
+                    var wv: array<vec4<u32>, 4>;
+                    for (var j = 0u; j < 4u; j++) {
+                        wv[j] = word_to_i8(wst[(4u * cg + j) * n + s]);
+                    }
+                    count_sram_read(16u);
+                    for (var i = 0u; i < 4u; i++) {
+                        let a = tile4(x_at + (4u * rb + i) * words + 4u * (q0 + s));
+                        acc[4u * k + i] += vec4<i32>(dot16(a, wv[0]), dot16(a, wv[1]), dot16(a, wv[2]), dot16(a, wv[3]));
+                    }
+                }
+            }
         }
     }
     return acc;
@@ -230,7 +259,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let row0 = (wid.y * nwg.x + wid.x) * TM;
-    if li < 16u {
+    if li < 32u {
         atomicStore(&hmax[li], 0u);
     }
     norm_tile(row0, li);
@@ -241,13 +270,13 @@ fn main(
     let hw = p.h_row_words;
     let hgroups = p.hidden / 4u;
     let items1 = hgroups * (TM / 4u);
+    let acc1 = item_sums(0u, xw, hgroups, items1, li, false);
     var hv: array<vec4<f32>, 16>; // MAX_ITEMS * 4 tokens
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
         if it < items1 {
             let cg = it % hgroups;
             let rb = it / hgroups;
-            let acc = item_sums(0u, xw, cg, rb, false);
             var wsc: vec4<f32>;
             var bias: vec4<f32>;
             for (var j = 0u; j < 4u; j++) {
@@ -261,7 +290,7 @@ fn main(
                 var v: vec4<f32>;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the GELU epilogue, stored as the element type.
-                    v[j] = f32(elem(gelu_tanh(f32(acc[i][j]) * wsc[j] * xs + bias[j])));
+                    v[j] = f32(elem(gelu_tanh(f32(acc1[4u * k + i][j]) * wsc[j] * xs + bias[j])));
                 }
                 count_f32_mul(8u);
                 count_f32_add(4u);
@@ -274,7 +303,7 @@ fn main(
     }
     workgroupBarrier();
     if li < TM {
-        sc[16u + li] = act_scale(bitcast<f32>(atomicLoad(&hmax[li])));
+        sc[32u + li] = act_scale(bitcast<f32>(atomicLoad(&hmax[li])));
         count_sram_read(4u);
         count_sram_write(4u);
     }
@@ -287,7 +316,7 @@ fn main(
             let rb = it / hgroups;
             for (var i = 0u; i < 4u; i++) {
                 let r = 4u * rb + i;
-                tile[h_at + r * hw + cg] = quantize4(hv[4u * k + i], sc[16u + r]);
+                tile[h_at + r * hw + cg] = quantize4(hv[4u * k + i], sc[32u + r]);
                 count_sram_read(4u);
                 count_sram_write(4u);
             }
@@ -304,10 +333,14 @@ fn main(
     // 3. fc2, then bias, gate and residual.
     let dgroups = p.d / 4u;
     let items2 = dgroups * (TM / 4u);
-    for (var it = li; it < items2; it += WG) {
+    let acc2 = item_sums(h_at, hw, dgroups, items2, li, true);
+    for (var k = 0u; k < MAX_ITEMS; k++) {
+        let it = li + k * WG;
+        if it >= items2 {
+            break;
+        }
         let cg = it % dgroups;
         let rb = it / dgroups;
-        let acc = item_sums(h_at, hw, cg, rb, true);
         var wsc: vec4<f32>;
         var bias: vec4<f32>;
         for (var j = 0u; j < 4u; j++) {
@@ -319,13 +352,13 @@ fn main(
             let r = 4u * rb + i;
             let row = row0 + r;
             if row < p.rows {
-                let hs = sc[16u + r];
+                let hs = sc[32u + r];
                 count_sram_read(4u);
                 let g0 = (row / p.rows_per_image) * p.d + 4u * cg;
                 let x0 = row * p.d + 4u * cg;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the gated residual epilogue.
-                    var v = f32(acc[i][j]) * wsc[j] * hs;
+                    var v = f32(acc2[4u * k + i][j]) * wsc[j] * hs;
                     v += bias[j];
                     v *= f32(gate[g0 + j]);
                     v += f32(x[x0 + j]);

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{ExecOptions, ExecPlan, Executor, SharedWeights, StepEvent};
 use crate::kernel::{Kernel, Prepared as PreparedKernel};
-use crate::kernels::{DecodeRgba8, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
+use crate::kernels::{DecodeRgba8, MlpBlock, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use crate::ledger::Ledger;
 use crate::model::{
     AttentionKind, DitConfig, DitWeights, ModulationPlan, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
@@ -70,11 +70,23 @@ pub struct GeneratorOptions {
     /// the plan that moves fewer bytes ([`ModulationPlan::for_spec`]). A forced
     /// [`ModulationPlan::EveryStep`] refuses Heun requests ([`Error::Unsupported`]).
     pub modulation: Option<ModulationPlan>,
+    /// Run each block's MLP branch as one dispatch ([`crate::kernels::MlpBlock`]: norm, fc1,
+    /// GELU, fc2, gate and residual with a tile of tokens on chip) where the model's weights
+    /// (ternary MLP) and the device allow; else, or with `false`, as its chain of kernels.
+    pub fused_mlp: bool,
 }
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        Self { profile: false, fuse: true, max_pools: 2, max_shapes: 8, memory_limit: None, modulation: None }
+        Self {
+            profile: false,
+            fuse: true,
+            max_pools: 2,
+            max_shapes: 8,
+            memory_limit: None,
+            modulation: None,
+            fused_mlp: true,
+        }
     }
 }
 
@@ -503,7 +515,7 @@ impl Generator {
             }
             if pools.made.get(key).copied().unwrap_or(0) < self.options.max_pools {
                 let shared = pools.shared.clone().unwrap_or_default();
-                let graph = SampleGraph::with_plan(&self.weights.config, spec, self.plan(spec))?;
+                let graph = self.sample_graph(spec)?;
                 let plan = ExecPlan::new(&graph.graph, self.exec_options(&graph, key.preview))?;
                 let bytes = plan.bytes(&shared);
                 if let Some(limit) = self.options.memory_limit {
@@ -626,6 +638,17 @@ impl Generator {
         self.options.modulation.unwrap_or_else(|| ModulationPlan::for_spec(&self.weights.config, spec))
     }
 
+    /// Whether this generator's graphs fuse the MLP branch: asked for, and the device runs it.
+    fn fused_mlp(&self) -> bool {
+        let c = &self.weights.config;
+        self.options.fused_mlp && MlpBlock::runs_on(self.gpu.capabilities(), c.hidden_size, c.mlp_hidden())
+    }
+
+    /// The sampling graph of `spec` as this generator builds it.
+    fn sample_graph(&self, spec: &SampleSpec) -> Result<SampleGraph> {
+        SampleGraph::with_options(&self.weights.config, spec, self.plan(spec), self.fused_mlp())
+    }
+
     /// The baseline recipe's ledger for one request of one image (computed once).
     fn one_image_baseline(&self) -> Result<Ledger> {
         if let Some(l) = self.baseline.lock().expect("baseline").as_ref() {
@@ -656,7 +679,7 @@ impl Generator {
     /// [`Generation::ledger`] of a run: the GPU suite checks that the two agree).
     pub fn estimate(&self, request: &Request) -> Result<Ledger> {
         let spec = self.spec(request)?;
-        let g = SampleGraph::with_plan(&self.weights.config, &spec, self.plan(&spec))?;
+        let g = self.sample_graph(&spec)?;
         // The graph as an executor of this generator would run it (fused or not).
         ExecPlan::new(&g.graph, self.exec_options(&g, false))?.graph().ledger(self.gpu.capabilities(), spec.steps)
     }

@@ -4,8 +4,9 @@
 //!
 //! The unfused chain writes the hidden activations (4 × the width, floats) and reads them back
 //! twice; this kernel moves a token's row in and out once (read again for the residual) plus the
-//! weights, which every tile re-reads (a cache's traffic where they fit the L2: 2 × d × hidden
-//! ternary weights, 32 KiB at the MNIST DiT's 128 × 512, 295 KiB at DiT-S's 384 × 1,536).
+//! weights once per tile of tokens, staged through workgroup memory (every tile re-reads them: a
+//! cache's traffic where they fit the L2: 2 × d × hidden ternary weights, 32 KiB at the MNIST
+//! DiT's 128 × 512, 288 KiB at DiT-S's 384 × 1,536).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
@@ -78,26 +79,38 @@ const WG: u32 = 256;
 const CACHED: u32 = 8;
 /// Keep in sync with `MAX_ITEMS` there.
 const MAX_ITEMS: u32 = 4;
-/// Workgroup memory besides the tile: the token scales, the absmax bits and the reduction tree.
-const OTHER_SHARED: u32 = 32 * 4 + 16 * 4 + 256 * 4;
+/// Workgroup memory besides the tile and the weight stage: the token scales, the absmax bits and
+/// the reduction tree.
+const OTHER_SHARED: u32 = 64 * 4 + 32 * 4 + 256 * 4;
 
 impl MlpBlock {
     /// Words of the on-chip tile (input and hidden rows). Keep in sync with `TILE_WORDS` there.
-    pub const TILE_WORDS: u32 = 3584;
+    pub const TILE_WORDS: u32 = 5120;
+    /// Words of the weight stage (one per weight row and 16-K step). Keep in sync with
+    /// `STAGE_WORDS` there.
+    pub const STAGE_WORDS: u32 = 2048;
 
-    /// Tokens a workgroup takes for a width `d` and `hidden` features (16, 8 or 4: the most whose
-    /// int8 rows fit the tile and whose fc1 items the invocations can hold), or `None` if not even
-    /// 4 fit or the widths are not multiples of 4.
+    /// Workgroup memory the kernel declares, bytes (29.4 KiB: every native Vulkan, Metal and
+    /// DX12 device offers 32 KiB; WebGPU's default limit of 16 KiB does not).
+    pub const WORKGROUP_BYTES: u32 = (Self::TILE_WORDS + Self::STAGE_WORDS) * 4 + OTHER_SHARED;
+
+    /// Tokens a workgroup takes for a width `d` and `hidden` features (32, 16, 8 or 4: the most
+    /// whose int8 rows fit the tile and whose items the invocations can hold), or `None` if not
+    /// even 4 fit, the widths are not multiples of 4, or a matrix has more rows than the stage.
     pub fn tokens_per_workgroup(d: u32, hidden: u32) -> Option<u32> {
         if d == 0 || hidden == 0 || !d.is_multiple_of(4) || !hidden.is_multiple_of(4) {
             return None;
         }
+        if d.max(hidden) > Self::STAGE_WORDS {
+            return None;
+        }
         let words = u64::from(act_row_words(d)) + u64::from(act_row_words(hidden));
-        [16u32, 8, 4].into_iter().find(|&tm| {
+        let most = u64::from(MAX_ITEMS * WG);
+        [32u32, 16, 8, 4].into_iter().find(|&tm| {
             let lanes = WG / tm;
             words * u64::from(tm) <= u64::from(Self::TILE_WORDS)
                 && u64::from(d / 4) <= u64::from(CACHED * lanes)
-                && u64::from(hidden / 4) * u64::from(tm / 4) <= u64::from(MAX_ITEMS * WG)
+                && u64::from(hidden.max(d) / 4) * u64::from(tm / 4) <= most
         })
     }
 
@@ -106,7 +119,7 @@ impl MlpBlock {
     pub fn runs_on(caps: &Capabilities, d: u32, hidden: u32) -> bool {
         Self::tokens_per_workgroup(d, hidden).is_some()
             && caps.max_storage_buffers >= 10
-            && caps.max_workgroup_storage >= Self::TILE_WORDS * 4 + OTHER_SHARED
+            && caps.max_workgroup_storage >= Self::WORKGROUP_BYTES
             && caps.max_invocations >= WG
             && caps.packed_dot4
     }
@@ -115,9 +128,11 @@ impl MlpBlock {
         Self::tokens_per_workgroup(self.d, self.hidden).ok_or_else(|| Error::Shape {
             kernel: self.name(),
             message: format!(
-                "width {} and {} hidden features: not multiples of 4, or no tile of 4 tokens fits {} words",
+                "width {} and {} hidden features: not multiples of 4, more than {} rows, or no tile of 4 \
+                 tokens fits {} words",
                 self.d,
                 self.hidden,
+                Self::STAGE_WORDS,
                 Self::TILE_WORDS
             ),
         })
@@ -180,7 +195,7 @@ impl Kernel for MlpBlock {
         if !Self::runs_on(caps, self.d, self.hidden) {
             return Err(Error::Unsupported {
                 kernel: name,
-                needs: "10 storage buffers, 256 invocations, 15.2 KiB of workgroup memory and packed int8 dot products",
+                needs: "10 storage buffers, 256 invocations, 29.4 KiB of workgroup memory and packed int8 dot products",
             });
         }
         let m = self.modulation;
@@ -238,13 +253,15 @@ impl Kernel for MlpBlock {
         // Every token of the tile writes its int8 row and its scale.
         w.sram_write += groups * tm * (xw + 1) * 4;
 
-        // 2 and 3. Items of 4 tokens × 4 outputs: per 16 of K, four weight words loaded and
-        // decoded (16 bytes of codes), four tile reads and 64 dot4.
+        // 2 and 3. Every weight word staged once per tile (loaded, written to workgroup memory);
+        // items of 4 tokens × 4 outputs: per 16 of K, four staged words read and decoded (16
+        // bytes of codes), four tile reads and 64 dot4.
+        let staged = hidden * (xw / 4) + d * (hw / 4);
+        w += Work { dram_read: 4, sram_write: 4, ..Work::default() } * (groups * staged);
         let k_step = Work {
-            dram_read: 16,
             bit_ops: 16 * 15,
             i32_mul: 16,
-            sram_read: 4 * 16,
+            sram_read: 16 + 4 * 16,
             i8_mul: 256,
             i32_add: 256,
             ..Work::default()

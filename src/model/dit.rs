@@ -18,8 +18,8 @@ use crate::graph::{DType, Executor, Graph, PackedWeight, TensorId};
 use crate::kernels::qmatmul::act_row_words;
 use crate::kernels::{
     Act, ActQuant, Activation, Attention, Broadcast, ClassEmbed, Convert, Elem, Elementwise, EltOp, Epilogue, Gemm,
-    Gemv, MatmulKind, MatmulShape, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity, StepSlice,
-    TimestepEmbed, Unpatchify, neighbourhood_blocks, timestep_freqs,
+    Gemv, MatmulKind, MatmulShape, MlpBlock, Modulation, Norm, PatchGeometry, Patchify, QGemm, QGemv, Sparsity,
+    StepSlice, TimestepEmbed, Unpatchify, neighbourhood_blocks, timestep_freqs,
 };
 use crate::quant::Format;
 
@@ -87,6 +87,8 @@ pub struct DitGraph {
     final_mod: LinearWeights,
     final_linear: LinearWeights,
     attn_blocks: Option<TensorId>,
+    /// Whether each block's MLP branch runs as one [`MlpBlock`] dispatch.
+    fused_mlp: bool,
 }
 
 /// The tensors a forward pass reads and writes.
@@ -307,7 +309,29 @@ impl DitGraph {
             final_mod,
             final_linear,
             attn_blocks,
+            fused_mlp: false,
         })
+    }
+
+    /// Whether the blocks' MLP branches can run as one [`MlpBlock`] dispatch each: ternary fc1
+    /// and fc2 (int8 activations) of widths the kernel's tile holds.
+    pub fn mlp_fusable(&self) -> bool {
+        let ternary = |l: &LinearWeights| matches!(l, LinearWeights::Packed { format: Format::Ternary2, .. });
+        let d = self.config.hidden_size;
+        MlpBlock::tokens_per_workgroup(d, self.config.mlp_hidden()).is_some()
+            && self.blocks.iter().all(|b| ternary(&b.fc1) && ternary(&b.fc2))
+    }
+
+    /// Runs each block's MLP branch as one [`MlpBlock`] dispatch (`on`, where
+    /// [`DitGraph::mlp_fusable`]; the device must run it: [`MlpBlock::runs_on`]) or as the chain
+    /// of norm, GEMM, quantization and GEMM (the default). Affects the passes added after it.
+    pub fn set_fused_mlp(&mut self, on: bool) {
+        self.fused_mlp = on && self.mlp_fusable();
+    }
+
+    /// Whether the passes run the fused MLP branch.
+    pub fn fused_mlp(&self) -> bool {
+        self.fused_mlp
     }
 
     /// The model's configuration.
@@ -764,16 +788,39 @@ impl DitGraph {
             self.apply(g, &format!("{p}.attn.proj"), &blk.proj, att_in, rows, gated(tokens), &[h, gate_msa], h1)?;
 
             // MLP.
-            let hn =
-                self.norm_for(g, &format!("{p}.norm2"), &blk.fc1, h1, m4, modulation(2 * d, 3 * d, 4 * d), rows)?;
             let mh = c.mlp_hidden();
-            let f1 = a(g, &format!("blocks.{i}.fc1"), &[rows, mh]);
-            let gelu = Epilogue { act: Activation::GeluTanh, ..Epilogue::default() };
-            self.apply(g, &format!("{p}.mlp.fc1"), &blk.fc1, hn, rows, gelu, &[], f1)?;
-            let f_in = self.input_for(g, &format!("{p}.mlp.fc2"), &blk.fc2, f1, rows, mh)?;
+            let norm2 = modulation(2 * d, 3 * d, 4 * d);
             let h2 =
                 if i == 0 { tap(g, "block0", &[b, tokens, d]) } else { a(g, &format!("blocks.{i}.out"), &[rows, d]) };
-            self.apply(g, &format!("{p}.mlp.fc2"), &blk.fc2, f_in, rows, gated(tokens), &[h1, gate_mlp], h2)?;
+            match (&blk.fc1, &blk.fc2) {
+                (LinearWeights::Packed { w: w1, b: b1, .. }, LinearWeights::Packed { w: w2, b: b2, .. })
+                    if self.fused_mlp =>
+                {
+                    let fused = MlpBlock {
+                        rows,
+                        d,
+                        hidden: mh,
+                        modulation: norm2,
+                        eps: 1e-6,
+                        format: Format::Ternary2,
+                        elem: e,
+                    };
+                    let mut bind = vec![h1, m4];
+                    bind.extend(w1.streams());
+                    bind.push(*b1);
+                    bind.extend(w2.streams());
+                    bind.extend([*b2, gate_mlp, h2]);
+                    g.op(format!("{p}.mlp"), fused, &bind)?;
+                }
+                _ => {
+                    let hn = self.norm_for(g, &format!("{p}.norm2"), &blk.fc1, h1, m4, norm2, rows)?;
+                    let f1 = a(g, &format!("blocks.{i}.fc1"), &[rows, mh]);
+                    let gelu = Epilogue { act: Activation::GeluTanh, ..Epilogue::default() };
+                    self.apply(g, &format!("{p}.mlp.fc1"), &blk.fc1, hn, rows, gelu, &[], f1)?;
+                    let f_in = self.input_for(g, &format!("{p}.mlp.fc2"), &blk.fc2, f1, rows, mh)?;
+                    self.apply(g, &format!("{p}.mlp.fc2"), &blk.fc2, f_in, rows, gated(tokens), &[h1, gate_mlp], h2)?;
+                }
+            }
             if i == 0 {
                 block0 = Some(h2);
             }

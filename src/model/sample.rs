@@ -164,8 +164,15 @@ impl SampleGraph {
         Self::with_plan(config, spec, ModulationPlan::for_spec(config, spec))
     }
 
-    /// Builds the graph for `spec` with the modulation computed as `plan` says.
+    /// Builds the graph for `spec` with the modulation computed as `plan` says, each block's MLP
+    /// branch one fused dispatch where the model allows ([`DitGraph::mlp_fusable`]).
     pub fn with_plan(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan) -> Result<Self> {
+        Self::with_options(config, spec, plan, true)
+    }
+
+    /// [`SampleGraph::with_plan`], the MLP branch fused (`fused_mlp`, where the model allows: a
+    /// device must run [`crate::kernels::MlpBlock`]) or run as its chain of kernels.
+    pub fn with_options(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan, fused_mlp: bool) -> Result<Self> {
         let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
@@ -194,7 +201,8 @@ impl SampleGraph {
         let guided = spec.doubles_batch(c);
         let batch = if guided { 2 * spec.images } else { spec.images };
         let mut g = Graph::new();
-        let dit = DitGraph::declare(&mut g, config, batch)?;
+        let mut dit = DitGraph::declare(&mut g, config, batch)?;
+        dit.set_fused_mlp(fused_mlp);
         let f = DType::F32;
         let image_shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let model_shape = [batch, c.in_channels, c.input_size, c.input_size];

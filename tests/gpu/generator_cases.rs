@@ -9,7 +9,7 @@ use milliwatt::generator::InitImage;
 use milliwatt::graph::Phase;
 use milliwatt::kernels::{SamplerOp, ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{
-    AttentionKind, DitConfig, DitWeights, HostTensor, Prediction, SampleGraph, SampleSpec, SamplerKind,
+    AttentionKind, DitConfig, DitWeights, HostTensor, ModulationPlan, Prediction, SampleGraph, SampleSpec, SamplerKind,
 };
 use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_same_seed_vulkan_and_gl", vulkan_gl_case),
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
         ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
+        ("generator_fused_mlp_matches_the_chain", |b| fused_mlp_case(&b.gpu)),
         ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
         ("spread_over_two_adapters_equals_one", spread_case),
     ]
@@ -464,6 +465,18 @@ fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
 
 /// The GPU sample of `spec` against `model::reference::sample` on the same quantized weights.
 fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str) -> Result<(), String> {
+    against_cpu_with(gpu, w, spec, tol, what, GeneratorOptions::default()).map(|_| ())
+}
+
+/// [`against_cpu`] with a generator of `options`; returns the samples.
+fn against_cpu_with(
+    gpu: &Gpu,
+    w: DitWeights,
+    spec: SampleSpec,
+    tol: f32,
+    what: &str,
+    options: GeneratorOptions,
+) -> Result<Vec<f32>, String> {
     let c = w.config.clone();
     let labels: Vec<u32> = (0..spec.images).map(|i| i % c.num_classes).collect();
     let mut model_labels = labels.clone();
@@ -475,7 +488,7 @@ fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str)
     } else {
         rectified_flow_schedule(spec.steps, 1.0)
     };
-    let g = Generator::new(gpu, w.clone(), GeneratorOptions::default()).map_err(err)?;
+    let g = Generator::new(gpu, w.clone(), options).map_err(err)?;
     let noise = g.noise(&(0..u64::from(spec.images)).collect::<Vec<_>>());
     let r = Request {
         labels,
@@ -495,6 +508,44 @@ fn against_cpu(gpu: &Gpu, w: DitWeights, spec: SampleSpec, tol: f32, what: &str)
     }
     if e.is_nan() || e > tol {
         return Err(format!("{what}: GPU vs CPU reference relative RMS {e} > {tol}"));
+    }
+    Ok(got)
+}
+
+/// The MLP branch fused into one dispatch per block (ternary MLP, the default where the device
+/// runs it) and run as its chain of kernels: both match the CPU reference, and each other closely
+/// (the fused norm adds in another order, so a token's int8 may round the other way); the fused
+/// graph has one `mlp` op per block and forward, and a smaller ledger.
+fn fused_mlp_case(gpu: &Gpu) -> Outcome {
+    let policy = r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#;
+    let c = config(8, policy, AttentionKind::Dense);
+    if !milliwatt::kernels::MlpBlock::runs_on(gpu.capabilities(), c.hidden_size, c.mlp_hidden()) {
+        return Err(Failure::Unsupported("the device does not run the fused MLP kernel".into()));
+    }
+    let w = random(&c, 90)?;
+    let spec = SampleSpec { images: 3, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
+    let fused = against_cpu_with(gpu, w.clone(), spec, 2e-2, "fused MLP", GeneratorOptions::default())?;
+    let options = GeneratorOptions { fused_mlp: false, ..GeneratorOptions::default() };
+    let chain = against_cpu_with(gpu, w, spec, 2e-2, "MLP chain", options)?;
+    let e = rel_rms(&fused, &chain);
+    if e.is_nan() || e > 1e-2 {
+        return Err(format!("fused MLP vs its chain: relative RMS {e}").into());
+    }
+    let plan = ModulationPlan::PerStep;
+    let graph = |on: bool| SampleGraph::with_options(&c, &spec, plan, on).map_err(err);
+    let (g1, g0) = (graph(true)?, graph(false)?);
+    let mlps = |g: &SampleGraph| g.graph.ops().iter().filter(|o| o.name.ends_with(".mlp")).count();
+    if !g1.dit.fused_mlp() || mlps(&g1) != c.depth as usize || mlps(&g0) != 0 {
+        return Err(format!("fused MLP ops: {} fused, {} in the chain's graph", mlps(&g1), mlps(&g0)).into());
+    }
+    let caps = gpu.capabilities();
+    let ledger = |g: &SampleGraph| -> Result<f64, String> {
+        let fused = milliwatt::graph::fuse(&g.graph).map_err(err)?.0;
+        Ok(fused.ledger(caps, spec.steps).map_err(err)?.energy().total())
+    };
+    let (j1, j0) = (ledger(&g1)?, ledger(&g0)?);
+    if j1 >= j0 {
+        return Err(format!("fused MLP ledger {j1} J, not below the chain's {j0} J").into());
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The fused MLP branch (mlp_ternary_a8.wgsl) against its twin, the unfused chain of twins, on
 //! odd widths (not multiples of 16), token counts that leave the last tile part-empty, images of
-//! several tokens, and every tile height (16, 8 and 4 tokens). The `ledger_mlp_*` cases run the
+//! several tokens, and every tile height (32, 16, 8 and 4 tokens). The `ledger_mlp_*` cases run the
 //! counting variant: counts equal `MlpBlock::work`, output equals the twin as before.
 
 use half::f16;
@@ -24,8 +24,14 @@ pub fn all() -> Vec<(&'static str, Case)> {
 }
 
 /// (tokens, width, hidden, tokens per image, tokens per workgroup).
-const SHAPES: &[(u32, u32, u32, u32, u32)] =
-    &[(37, 36, 148, 10, 16), (98, 128, 512, 49, 16), (1, 4, 4, 1, 16), (21, 260, 1040, 7, 8), (9, 384, 1536, 3, 4)];
+const SHAPES: &[(u32, u32, u32, u32, u32)] = &[
+    (37, 36, 148, 10, 32),
+    (98, 128, 512, 49, 32),
+    (1, 4, 4, 1, 32),
+    (21, 200, 800, 7, 16),
+    (19, 384, 1536, 3, 8),
+    (9, 520, 2048, 5, 4),
+];
 
 fn packed(rng: &mut Rng, m: u32, k: u32) -> Result<Packed, String> {
     let w: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
