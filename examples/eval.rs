@@ -196,6 +196,10 @@ struct Args {
     /// target/eval/quality-n<per-class>.json for a quick look).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run the MLP branch as its chain of kernels instead of the fused kernel (an A/B of
+    /// `GeneratorOptions::fused_mlp`: keep its classes apart with --cache and --out).
+    #[arg(long)]
+    mlp_chain: bool,
 }
 
 /// What one class of one row produced, beside its digits (`class-<k>.png`).
@@ -259,10 +263,11 @@ const SMALL_REQUEST: u32 = 10;
 const REFERENCE: &str = "conventional-rf";
 
 /// The generator of a row: its model, quantized on load where the row says so.
-fn generator_of(gpu: &Gpu, r: &Row) -> Result<Generator, Box<dyn std::error::Error>> {
+fn generator_of(gpu: &Gpu, r: &Row, fused_mlp: bool) -> Result<Generator, Box<dyn std::error::Error>> {
     let dir = Path::new(MODELS).join(r.model);
     let policy = DitConfig::from_file(&dir.join("config.json"))?.quantization.overridden(r.quant, r.floats);
-    Ok(Generator::new(gpu, DitWeights::open(&dir, policy)?, GeneratorOptions::default())?)
+    let options = GeneratorOptions { fused_mlp, ..GeneratorOptions::default() };
+    Ok(Generator::new(gpu, DitWeights::open(&dir, policy)?, options)?)
 }
 
 /// The request of one class of a row.
@@ -442,7 +447,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("{why}: skipped");
             continue;
         }
-        let generator = generator_of(&gpu, r)?;
+        let generator = generator_of(&gpu, r, !args.mlp_chain)?;
         for class in missing {
             let request = request_of(r, class, args.per_class);
             let out = common::generate_with_bar(&generator, &request, format!("{} class {class}", r.id))?;
@@ -466,7 +471,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // whether or not its digits have been drawn yet: its graph as the recipe runs it, one image
     // a request (each row itself is priced at the table's request size and at a small one).
     let conventional = ROWS.iter().find(|r| r.id == "conventional").ok_or("no conventional row")?;
-    let denominator = joules_per_image(&generator_of(&gpu, conventional)?, conventional, 1)?;
+    let denominator = joules_per_image(&generator_of(&gpu, conventional, true)?, conventional, 1)?;
     for r in ROWS {
         let paths: Vec<PathBuf> = (0..CLASSES as u32).map(|k| cache_path(&cache, r, args.per_class, k)).collect();
         if !paths.iter().all(|p| p.exists()) {
@@ -491,7 +496,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .sum();
         let features: Vec<&Vec<f32>> = outputs.iter().flatten().map(|o| &o.features).collect();
         let fd = frechet_distance(&Gaussian::of(&features, milliwatt::eval::classifier::FEATURES), &held_out);
-        let generator = generator_of(&gpu, r)?;
+        let generator = generator_of(&gpu, r, !args.mlp_chain)?;
         let (adapter, time) = time_per_image(&classes);
         results.push(RowResult {
             row: r.clone(),
