@@ -8,12 +8,13 @@
 // the weights once per tile of TM tokens (re-read by the next tile: from the L2 on a GPU, where
 // both matrices of a small DiT fit).
 //
-// A workgroup of 256 invocations takes TM tokens (4, 8, 16 or 32; LANES = 256 / TM invocations
-// per token):
+// A workgroup of 256 invocations takes TM tokens (8, 16 or 32; LANES = 256 / TM invocations per
+// token):
 //   1. LayerNorm (two-pass statistics over the row kept in registers), adaLN modulation, int8 with
 //      the row's absmax: into workgroup memory (`tile`, rows of x_row_words words), scale in `sc`.
-//   2. fc1: each invocation computes items of 4 tokens x 4 hidden features (16 i32 sums of
-//      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K). The weight
+//   2. fc1: each invocation computes items of RB = 8 tokens x 4 hidden features (32 i32 sums of
+//      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K, once for the
+//      item's 8 tokens). The weight
 //      words are staged through workgroup memory (`wst`: every row's words of as many 16-K steps
 //      as fit), so each is read from device memory once per tile, not once per item. Then the scales,
 //      bias and GELU, rounded to the element type as the unfused chain stores them; kept in
@@ -52,12 +53,13 @@ struct MlpParams {
 }
 
 const WG: u32 = 256u;
-// Tokens per workgroup (at most 32); keep the choice in sync with `MlpBlock::tokens_per_workgroup`.
+// Tokens per workgroup (8, 16 or 32); keep the choice in sync with `MlpBlock::tokens_per_workgroup`.
 override TM: u32 = 16u;
 // vec4 groups of a row each invocation keeps in registers in the norm.
 const CACHED: u32 = 8u;
-// fc1 items an invocation holds at once.
-const MAX_ITEMS: u32 = 4u;
+// Tokens of an item, and the items an invocation holds at once.
+const RB: u32 = 8u;
+const MAX_ITEMS: u32 = 2u;
 // Keep in sync with `MlpBlock::TILE_WORDS` and `MlpBlock::STAGE_WORDS`.
 const TILE_WORDS: u32 = 5120u;
 const STAGE_WORDS: u32 = 2048u;
@@ -207,11 +209,11 @@ fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
 }
 
 // The i32 sums of every item this invocation holds (item it = li + k * WG below `items`: output
-// features 4cg .. 4cg+3 with cg = it % groups, tokens 4rb .. 4rb+3 with rb = it / groups; sums
-// of item k at 4k .. 4k+3) over the tile rows at `x_at` (`words` words each) against fc1's
+// features 4cg .. 4cg+3 with cg = it % groups, tokens RB rb .. RB rb + RB - 1 with
+// rb = it / groups; sums of item k at RB k ..) over the tile rows at `x_at` (`words` words each) against fc1's
 // weights (`second` false) or fc2's.
 fn item_sums(x_at: u32, words: u32, groups: u32, items: u32, li: u32, second: bool) -> array<vec4<i32>, 16> {
-    var acc: array<vec4<i32>, 16>; // MAX_ITEMS * 4 tokens
+    var acc: array<vec4<i32>, 16>; // MAX_ITEMS * RB tokens
     let rows = 4u * groups;
     let steps = words / 4u;
     let per_stage = min(steps, STAGE_WORDS / rows);
@@ -241,9 +243,9 @@ fn item_sums(x_at: u32, words: u32, groups: u32, items: u32, li: u32, second: bo
                         wv[j] = word_to_i8(wst[(4u * cg + j) * n + s]);
                     }
                     count_sram_read(16u);
-                    for (var i = 0u; i < 4u; i++) {
-                        let a = tile4(x_at + (4u * rb + i) * words + 4u * (q0 + s));
-                        acc[4u * k + i] += vec4<i32>(dot16(a, wv[0]), dot16(a, wv[1]), dot16(a, wv[2]), dot16(a, wv[3]));
+                    for (var i = 0u; i < RB; i++) {
+                        let a = tile4(x_at + (RB * rb + i) * words + 4u * (q0 + s));
+                        acc[RB * k + i] += vec4<i32>(dot16(a, wv[0]), dot16(a, wv[1]), dot16(a, wv[2]), dot16(a, wv[3]));
                     }
                 }
             }
@@ -265,13 +267,13 @@ fn main(
     norm_tile(row0, li);
     workgroupBarrier();
 
-    // 2. fc1: items (cg, rb) = (4 hidden features, 4 tokens), item it = cg + rb * groups.
+    // 2. fc1: items (cg, rb) = (4 hidden features, RB tokens), item it = cg + rb * groups.
     let xw = p.x_row_words;
     let hw = p.h_row_words;
     let hgroups = p.hidden / 4u;
-    let items1 = hgroups * (TM / 4u);
+    let items1 = hgroups * (TM / RB);
     let acc1 = item_sums(0u, xw, hgroups, items1, li, false);
-    var hv: array<vec4<f32>, 16>; // MAX_ITEMS * 4 tokens
+    var hv: array<vec4<f32>, 16>; // MAX_ITEMS * RB tokens
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
         if it < items1 {
@@ -284,19 +286,19 @@ fn main(
                 bias[j] = f32(b1[4u * cg + j]);
             }
             count_dram_read(4u * (4u + ELEM_BYTES));
-            for (var i = 0u; i < 4u; i++) {
-                let xs = sc[4u * rb + i];
+            for (var i = 0u; i < RB; i++) {
+                let xs = sc[RB * rb + i];
                 count_sram_read(4u);
                 var v: vec4<f32>;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the GELU epilogue, stored as the element type.
-                    v[j] = f32(elem(gelu_tanh(f32(acc1[4u * k + i][j]) * wsc[j] * xs + bias[j])));
+                    v[j] = f32(elem(gelu_tanh(f32(acc1[RB * k + i][j]) * wsc[j] * xs + bias[j])));
                 }
                 count_f32_mul(8u);
                 count_f32_add(4u);
-                hv[4u * k + i] = v;
+                hv[RB * k + i] = v;
                 let a = abs(v);
-                atomicMax(&hmax[4u * rb + i], bitcast<u32>(max(max(a.x, a.y), max(a.z, a.w))));
+                atomicMax(&hmax[RB * rb + i], bitcast<u32>(max(max(a.x, a.y), max(a.z, a.w))));
                 count_sram_write(4u);
             }
         }
@@ -314,9 +316,9 @@ fn main(
         if it < items1 {
             let cg = it % hgroups;
             let rb = it / hgroups;
-            for (var i = 0u; i < 4u; i++) {
-                let r = 4u * rb + i;
-                tile[h_at + r * hw + cg] = quantize4(hv[4u * k + i], sc[32u + r]);
+            for (var i = 0u; i < RB; i++) {
+                let r = RB * rb + i;
+                tile[h_at + r * hw + cg] = quantize4(hv[RB * k + i], sc[32u + r]);
                 count_sram_read(4u);
                 count_sram_write(4u);
             }
@@ -332,7 +334,7 @@ fn main(
 
     // 3. fc2, then bias, gate and residual.
     let dgroups = p.d / 4u;
-    let items2 = dgroups * (TM / 4u);
+    let items2 = dgroups * (TM / RB);
     let acc2 = item_sums(h_at, hw, dgroups, items2, li, true);
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
@@ -348,8 +350,8 @@ fn main(
             bias[j] = f32(b2[4u * cg + j]);
         }
         count_dram_read(4u * (4u + ELEM_BYTES));
-        for (var i = 0u; i < 4u; i++) {
-            let r = 4u * rb + i;
+        for (var i = 0u; i < RB; i++) {
+            let r = RB * rb + i;
             let row = row0 + r;
             if row < p.rows {
                 let hs = sc[32u + r];
@@ -358,7 +360,7 @@ fn main(
                 let x0 = row * p.d + 4u * cg;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the gated residual epilogue.
-                    var v = f32(acc2[4u * k + i][j]) * wsc[j] * hs;
+                    var v = f32(acc2[RB * k + i][j]) * wsc[j] * hs;
                     v += bias[j];
                     v *= f32(gate[g0 + j]);
                     v += f32(x[x0 + j]);

@@ -48,6 +48,13 @@ fn epilogue(v_in: f32, n: u32, m: u32, at: u32) -> f32 {
     count_f32_add(1u);
 #endif
 #endif
+    return epilogue_past_bias(v, n, m, at);
+}
+
+// The epilogue after the bias: for a kernel that loads a column's bias once for several rows and
+// adds it itself.
+fn epilogue_past_bias(v_in: f32, n: u32, m: u32, at: u32) -> f32 {
+    var v = v_in;
     switch ACT {
         case 1u: {
             v = gelu_tanh(v);

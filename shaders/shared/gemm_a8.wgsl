@@ -125,6 +125,16 @@ fn main(
             }
         }
     }
+    // The four columns' biases, likewise once.
+    var bsc = vec4<f32>();
+#ifdef BIAS
+    for (var j = 0u; j < 4u; j++) {
+        if mm + j < p.m {
+            bsc[j] = f32(bias[p.m_offset + mm + j]);
+            count_dram_read(ELEM_BYTES);
+        }
+    }
+#endif
     for (var i = 0u; i < 4u; i++) {
         let n = n0 + lid.y * 4u + i;
         if n < p.n {
@@ -141,7 +151,11 @@ fn main(
                         v = f32(acc[i][j]) * wsc[j] * xscale;
                         count_f32_mul(2u);
                     }
-                    y[at] = elem(epilogue(v, n, p.m_offset + mm + j, at));
+#ifdef BIAS
+                    v += bsc[j];
+                    count_f32_add(1u);
+#endif
+                    y[at] = elem(epilogue_past_bias(v, n, p.m_offset + mm + j, at));
                     count_dram_write(ELEM_BYTES);
                 }
             }

@@ -105,13 +105,28 @@ fn main(
             os[j] = out_scale(mm + j);
         }
     }
+    // Their biases, likewise once.
+    var bsc = vec4<f32>();
+#ifdef BIAS
+    for (var j = 0u; j < TM; j++) {
+        if mm + j < p.m {
+            bsc[j] = f32(bias[p.m_offset + mm + j]);
+            count_dram_read(ELEM_BYTES);
+        }
+    }
+#endif
     for (var i = 0u; i < TN; i++) {
         let n = n0 + lid.y * TN + i;
         if n < p.n {
             for (var j = 0u; j < TM; j++) {
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;
-                    y[at] = elem(epilogue(acc[i][j] * os[j], n, p.m_offset + mm + j, at));
+                    var v = acc[i][j] * os[j];
+#ifdef BIAS
+                    v += bsc[j];
+                    count_f32_add(1u);
+#endif
+                    y[at] = elem(epilogue_past_bias(v, n, p.m_offset + mm + j, at));
                     count_out_scale();
                     count_dram_write(ELEM_BYTES);
                 }

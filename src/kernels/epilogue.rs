@@ -89,6 +89,18 @@ impl Epilogue {
     }
 
     /// Work for N x M outputs: reads of the extra tensors and the arithmetic per value.
+    /// [`Epilogue::work`] for a tiled GEMM, whose invocations load each of their four columns'
+    /// bias once (the 16 sharing a column, in each of `tiles_n` tiles of N) rather than once per
+    /// output.
+    pub(crate) fn work_tiled(&self, n: u32, m: u32, tiles_n: u64, elem: Elem) -> Work {
+        let mut w = self.work(n, m, elem);
+        if self.bias {
+            w.dram_read =
+                w.dram_read - u64::from(n) * u64::from(m) * elem.size() + tiles_n * 16 * u64::from(m) * elem.size();
+        }
+        w
+    }
+
     pub(crate) fn work(&self, n: u32, m: u32, elem: Elem) -> Work {
         let outs = u64::from(n) * u64::from(m);
         let mut w = Work::default();

@@ -269,7 +269,7 @@ impl Kernel for Gemm {
         let padded_macs = groups * u64::from(bm * bn) * slices * u64::from(bk);
         Ok(Work::f32_mul_add(padded_macs)
             + Work { dram_read, dram_write: n64 * m64 * eb, sram_read, sram_write, ..Work::default() }
-            + self.epilogue.work(n, m, self.elem))
+            + self.epilogue.work_tiled(n, m, tiles_n, self.elem))
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {

@@ -77,8 +77,10 @@ pub struct MlpBlock {
 const WG: u32 = 256;
 /// Keep in sync with `CACHED` in mlp_ternary_a8.wgsl.
 const CACHED: u32 = 8;
-/// Keep in sync with `MAX_ITEMS` there.
-const MAX_ITEMS: u32 = 4;
+/// Tokens of an item, and the items an invocation holds. Keep in sync with `RB` and `MAX_ITEMS`
+/// there.
+const RB: u32 = 8;
+const MAX_ITEMS: u32 = 2;
 /// Workgroup memory besides the tile and the weight stage: the token scales, the absmax bits and
 /// the reduction tree.
 const OTHER_SHARED: u32 = 64 * 4 + 32 * 4 + 256 * 4;
@@ -94,9 +96,9 @@ impl MlpBlock {
     /// DX12 device offers 32 KiB; WebGPU's default limit of 16 KiB does not).
     pub const WORKGROUP_BYTES: u32 = (Self::TILE_WORDS + Self::STAGE_WORDS) * 4 + OTHER_SHARED;
 
-    /// Tokens a workgroup takes for a width `d` and `hidden` features (32, 16, 8 or 4: the most
+    /// Tokens a workgroup takes for a width `d` and `hidden` features (32, 16 or 8: the most
     /// whose int8 rows fit the tile and whose items the invocations can hold), or `None` if not
-    /// even 4 fit, the widths are not multiples of 4, or a matrix has more rows than the stage.
+    /// even 8 fit, the widths are not multiples of 4, or a matrix has more rows than the stage.
     pub fn tokens_per_workgroup(d: u32, hidden: u32) -> Option<u32> {
         if d == 0 || hidden == 0 || !d.is_multiple_of(4) || !hidden.is_multiple_of(4) {
             return None;
@@ -106,11 +108,11 @@ impl MlpBlock {
         }
         let words = u64::from(act_row_words(d)) + u64::from(act_row_words(hidden));
         let most = u64::from(MAX_ITEMS * WG);
-        [32u32, 16, 8, 4].into_iter().find(|&tm| {
+        [32u32, 16, 8].into_iter().find(|&tm| {
             let lanes = WG / tm;
             words * u64::from(tm) <= u64::from(Self::TILE_WORDS)
                 && u64::from(d / 4) <= u64::from(CACHED * lanes)
-                && u64::from(hidden.max(d) / 4) * u64::from(tm / 4) <= most
+                && u64::from(hidden.max(d) / 4) * u64::from(tm / RB) <= most
         })
     }
 
@@ -128,7 +130,7 @@ impl MlpBlock {
         Self::tokens_per_workgroup(self.d, self.hidden).ok_or_else(|| Error::Shape {
             kernel: self.name(),
             message: format!(
-                "width {} and {} hidden features: not multiples of 4, more than {} rows, or no tile of 4 \
+                "width {} and {} hidden features: not multiples of 4, more than {} rows, or no tile of 8 \
                  tokens fits {} words",
                 self.d,
                 self.hidden,
@@ -254,20 +256,21 @@ impl Kernel for MlpBlock {
         w.sram_write += groups * tm * (xw + 1) * 4;
 
         // 2 and 3. Every weight word staged once per tile (loaded, written to workgroup memory);
-        // items of 4 tokens × 4 outputs: per 16 of K, four staged words read and decoded (16
-        // bytes of codes), four tile reads and 64 dot4.
+        // items of RB tokens × 4 outputs: per 16 of K, four staged words read and decoded (16
+        // bytes of codes) once for the item, RB tile reads and 16 dot4 per token.
         let staged = hidden * (xw / 4) + d * (hw / 4);
         w += Work { dram_read: 4, sram_write: 4, ..Work::default() } * (groups * staged);
+        let rb = u64::from(RB);
         let k_step = Work {
             bit_ops: 16 * 15,
             i32_mul: 16,
-            sram_read: 16 + 4 * 16,
-            i8_mul: 256,
-            i32_add: 256,
+            sram_read: 16 + rb * 16,
+            i8_mul: rb * 64,
+            i32_add: rb * 64,
             ..Work::default()
         };
-        let items1 = groups * (hidden / 4) * (tm / 4);
-        let items2 = groups * (d / 4) * (tm / 4);
+        let items1 = groups * (hidden / 4) * (tm / rb);
+        let items2 = groups * (d / 4) * (tm / rb);
         w += k_step * (items1 * (xw / 4) + items2 * (hw / 4));
         // Each item's four weight scales and biases.
         w.dram_read += (items1 + items2) * 4 * (4 + eb);
@@ -275,7 +278,7 @@ impl Kernel for MlpBlock {
         // and GELU (6 multiplies, 2 adds and a tanh: 9 multiplies and 4 adds) per output, the
         // absmax update; per tile token its scale; per item token the quantization (a scale
         // read, the packing, the word written); the hidden rows' padding.
-        let item_rows1 = items1 * 4;
+        let item_rows1 = items1 * rb;
         w += Work {
             sram_read: 4 + 4,
             f32_mul: 4 * (2 + 9) + 4,

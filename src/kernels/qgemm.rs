@@ -129,7 +129,8 @@ impl Kernel for QGemm {
         let groups = tiles_m * tiles_n;
         let outputs = m64 * n64;
         let out = self.out().size();
-        let mut work = Work { dram_write: outputs * out, ..Work::default() } + self.epilogue.work(n, m, self.out());
+        let mut work =
+            Work { dram_write: outputs * out, ..Work::default() } + self.epilogue.work_tiled(n, m, tiles_n, self.out());
         // The per-row scale of W (int4 scales its groups instead), loaded once per invocation for
         // its four columns: by the 16 invocations sharing a column, in every tile of N.
         let row_scaled = !matches!(self.format, Format::Int4 { .. });

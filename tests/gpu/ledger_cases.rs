@@ -40,6 +40,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
+        ("ledger_qgemm_a8_epilogue", |b| qgemm_epilogue_case(&b.gpu)),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
         ("ledger_step_slice_f32", |b| step_slice_case::<f32>(&b.gpu)),
@@ -135,6 +136,64 @@ fn qgemv_case(gpu: &Gpu, formats: &[Format], shapes: usize) -> Outcome {
 /// Tiled low-bit GEMMs on odd shapes (M, N off the 64 tile, K off the slice and the vec4 on the
 /// second), int8 activations (every format with an A8 kernel) and float ones: the counts equal
 /// `QGemm::work`, and the counting variant still computes what the twin computes.
+/// The tiled low-bit GEMMs (int8 and float activations) with the whole epilogue (bias, GELU,
+/// gated residual: each column's bias loaded once per invocation), on odd shapes and fewer rows
+/// than an invocation column: counts equal `QGemm::work`, output equals the twin.
+fn qgemm_epilogue_case(gpu: &Gpu) -> Outcome {
+    use crate::qgemm_cases::{act_quant, params, problem, weights};
+    use milliwatt::cpu::qgemm::{qgemm_a8, qgemm_float};
+    let cases = [(Format::Ternary2, 70u32, 37u32, 200u32), (Format::Int8, 131, 70, 64), (Format::Ternary24, 9, 5, 33)];
+    for (i, &(format, m, n, k)) in cases.iter().enumerate() {
+        for int8 in [true, false] {
+            let shape = MatmulShape::new(m, n, k);
+            let pr = problem(shape, format, 4300 + i as u64)?;
+            let pk = &pr.packed;
+            let gate_rows = 10;
+            let ep = Epilogue { bias: true, act: Activation::GeluTanh, residual: true, gate_rows: Some(gate_rows) };
+            let act = if int8 { Act::Int8 { out: Elem::F32 } } else { Act::Float(Elem::F32) };
+            let kernel = QGemm::new(shape, format, act).with_epilogue(ep);
+            let mut rng = Rng::new(4400 + i as u64);
+            let bias: Vec<f32> = rng.vec(m as usize);
+            let residual: Vec<f32> = rng.vec((m * n) as usize);
+            let gate: Vec<f32> = rng.vec((n.div_ceil(gate_rows) * m) as usize);
+            let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+            let mut owned = if int8 {
+                vec![gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?]
+            } else {
+                vec![gpu.upload("x", &pr.x).map_err(err)?]
+            };
+            owned.push(gpu.upload("w", &pk.data).map_err(err)?);
+            owned.push(gpu.upload("w_scales", &pk.scales).map_err(err)?);
+            if !pk.aux.is_empty() {
+                owned.push(gpu.upload("w_aux", &pk.aux).map_err(err)?);
+            }
+            let y = gpu.upload("y", &vec![7f32; (m * n) as usize]).map_err(err)?;
+            let extra = [
+                gpu.upload("bias", &bias).map_err(err)?,
+                gpu.upload("residual", &residual).map_err(err)?,
+                gpu.upload("gate", &gate).map_err(err)?,
+            ];
+            let mut bufs: Vec<TensorRef<'_>> = owned.iter().map(TensorRef::from).collect();
+            bufs.push((&y).into());
+            bufs.extend(extra.iter().map(TensorRef::from));
+            let what = format!("qgemm {format:?} {act:?} with bias, GELU, gated residual ({m}, {n}, {k})");
+            counts_agree(gpu, &what, &kernel, &bufs)?;
+            let out: Vec<f32> = gpu.read(&y).map_err(err)?;
+            let mut twin = vec![0f32; (m * n) as usize];
+            let p = params(shape, format, gate_rows);
+            let t = EpilogueInputs { bias: &bias, residual: &residual, gate: &gate };
+            if int8 {
+                qgemm_a8(&p, weights(&pr), &ep, &t, &xq, &xs, &mut twin);
+            } else {
+                qgemm_float(&p, weights(&pr), &ep, &t, &pr.x, &mut twin);
+            }
+            let scale: Vec<f32> = pr.scale.iter().map(|s| s + 2.0).collect();
+            compare(&what, &out, &twin, &scale, 1e-5, 1e-5)?;
+        }
+    }
+    Ok(())
+}
+
 fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
     use crate::qgemm_cases::{act_quant, params, problem, weights};
     use milliwatt::cpu::epilogue::EpilogueInputs;
