@@ -254,6 +254,27 @@ fn item_sums(x_at: u32, words: u32, groups: u32, items: u32, li: u32, second: bo
     return acc;
 }
 
+// The weight scales and biases of output features 4cg .. 4cg+3 of fc1 (`second` false) or fc2.
+struct Columns {
+    scale: vec4<f32>,
+    bias: vec4<f32>,
+}
+
+fn columns(cg: u32, second: bool) -> Columns {
+    var c: Columns;
+    for (var j = 0u; j < 4u; j++) {
+        if second {
+            c.scale[j] = ws2[4u * cg + j];
+            c.bias[j] = f32(b2[4u * cg + j]);
+        } else {
+            c.scale[j] = ws1[4u * cg + j];
+            c.bias[j] = f32(b1[4u * cg + j]);
+        }
+    }
+    count_dram_read(4u * (4u + ELEM_BYTES));
+    return c;
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(local_invocation_index) li: u32,
@@ -279,13 +300,9 @@ fn main(
         if it < items1 {
             let cg = it % hgroups;
             let rb = it / hgroups;
-            var wsc: vec4<f32>;
-            var bias: vec4<f32>;
-            for (var j = 0u; j < 4u; j++) {
-                wsc[j] = ws1[4u * cg + j];
-                bias[j] = f32(b1[4u * cg + j]);
-            }
-            count_dram_read(4u * (4u + ELEM_BYTES));
+            let cols = columns(cg, false);
+            let wsc = cols.scale;
+            let bias = cols.bias;
             for (var i = 0u; i < RB; i++) {
                 let xs = sc[RB * rb + i];
                 count_sram_read(4u);
@@ -343,13 +360,9 @@ fn main(
         }
         let cg = it % dgroups;
         let rb = it / dgroups;
-        var wsc: vec4<f32>;
-        var bias: vec4<f32>;
-        for (var j = 0u; j < 4u; j++) {
-            wsc[j] = ws2[4u * cg + j];
-            bias[j] = f32(b2[4u * cg + j]);
-        }
-        count_dram_read(4u * (4u + ELEM_BYTES));
+        let cols = columns(cg, true);
+        let wsc = cols.scale;
+        let bias = cols.bias;
         for (var i = 0u; i < RB; i++) {
             let r = RB * rb + i;
             let row = row0 + r;
