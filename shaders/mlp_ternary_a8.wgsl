@@ -14,13 +14,13 @@
 //      the row's absmax: into workgroup memory (`tile`, rows of x_row_words words), scale in `sc`.
 //   2. fc1: each invocation computes items of RB = 8 tokens x 4 hidden features (32 i32 sums of
 //      dot4I8Packed over K, its four weight rows decoded from 2-bit codes per 16 K, once for the
-//      item's 8 tokens). The weight
-//      words are staged through workgroup memory (`wst`: every row's words of as many 16-K steps
-//      as fit), so each is read from device memory once per tile, not once per item. Then the scales,
-//      bias and GELU, rounded to the element type as the unfused chain stores them; kept in
-//      registers (at most MAX_ITEMS items) while the tokens' absmax is reduced (workgroup atomics
-//      on the bits of |v|: non-negative floats order as their bits), then quantized into the
-//      hidden tile (rows of h_row_words words after the input tile).
+//      item's 8 tokens). The weight words are staged through workgroup memory (`wst`: every
+//      row's words of as many 16-K steps as fit), so each is read from device memory once per
+//      tile, not once per item. Then the scales, bias and GELU, rounded to the element type as
+//      the unfused chain stores them; kept in registers (at most MAX_ITEMS items) while the
+//      tokens' absmax is reduced (workgroup atomics on the bits of |v|: non-negative floats
+//      order as their bits), then quantized into the hidden tile (rows of h_row_words words
+//      after the input tile).
 //   3. fc2 likewise over the hidden tile, then bias, gate and residual, written out.
 // Integer sums are exact and the absmax is order-free, so the result equals the unfused chain's
 // but for the norm's float sums (another order) and what rounding a token's int8 differently does.
