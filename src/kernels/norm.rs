@@ -102,9 +102,12 @@ impl Norm {
         }
     }
 
-    /// DiT's LayerNorm: no affine, eps 1e-6.
+    /// DiT's LayerNorm epsilon.
+    pub const DIT_EPS: f32 = 1e-6;
+
+    /// DiT's LayerNorm: no affine, eps [`Norm::DIT_EPS`].
     pub fn layer_norm(rows: u32, d: u32, elem: Elem) -> Self {
-        Self { rows, d, kind: NormKind::LayerNorm, eps: 1e-6, modulation: None, emit_i8: false, elem }
+        Self { rows, d, kind: NormKind::LayerNorm, eps: Self::DIT_EPS, modulation: None, emit_i8: false, elem }
     }
 
     /// Whether a row fits the invocations' registers (read from device memory once) or is read

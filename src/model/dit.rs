@@ -793,7 +793,7 @@ impl DitGraph {
             let h2 =
                 if i == 0 { tap(g, "block0", &[b, tokens, d]) } else { a(g, &format!("blocks.{i}.out"), &[rows, d]) };
             match (&blk.fc1, &blk.fc2) {
-                (LinearWeights::Packed { w: w1, b: b1, .. }, LinearWeights::Packed { w: w2, b: b2, .. })
+                (LinearWeights::Packed { w: w1, b: b1, format, .. }, LinearWeights::Packed { w: w2, b: b2, .. })
                     if self.fused_mlp =>
                 {
                     let fused = MlpBlock {
@@ -801,8 +801,8 @@ impl DitGraph {
                         d,
                         hidden: mh,
                         modulation: norm2,
-                        eps: 1e-6,
-                        format: Format::Ternary2,
+                        eps: Norm::DIT_EPS,
+                        format: *format,
                         elem: e,
                     };
                     let mut bind = vec![h1, m4];
