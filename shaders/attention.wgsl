@@ -11,10 +11,22 @@
 //   BLOCK_LIST: the tiles come from a list per query block (`blocks`: offsets then tile indices),
 //   NEIGHBOURHOOD: in addition, each key is masked to the query's k x k window on the 2D token
 //   grid, shifted inward at the borders so every query sees k^2 keys (NATTEN's definition).
-// The CPU twin is src/cpu/attention.rs. COUNT_WORK counts the work done (shared/work_count.wgsl)
-// for the test of `Attention::work`.
+// I8 (SageAttention-style, any sparsity): Q K^T and P V as int8 dot products (dot4I8Packed), i32
+// sums. Each query is quantized per row (absmax) once. Per staged tile, keys are centred on the
+// tile's mean key before they are quantized per key — the smoothing that keeps a channel-wide
+// bias in K from eating the int8 range — and the query's dot with that mean is added back in f32,
+// so the centring changes no score. Values are quantized per channel over the tile's 16 keys. The
+// softmax weights exp(s - m) in [0, 1] become int8 as round(127 w); the running sum l adds the same
+// codes (one dot4I8Packed with ones per 4 keys), so o / l is a convex combination of the values
+// whatever the rounding.
+// The CPU twin is src/cpu/attention.rs (`attention`, f64, for the float kernel; `attention_i8`
+// step for step for I8). COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
+// `Attention::work`.
 #import elem
 #import work_count
+#ifdef I8
+#import act_quant
+#endif
 
 // Keep in sync with `AttentionParams` in src/kernels/attention.rs.
 struct AttentionParams {
@@ -44,6 +56,81 @@ const BK: u32 = 16u;
 
 var<workgroup> k_tile: array<vec4<f32>, 512>; // BK * D4_MAX
 var<workgroup> v_tile: array<vec4<f32>, 512>;
+#ifdef I8
+var<workgroup> k_mean: array<vec4<f32>, 32>; // D4_MAX
+var<workgroup> k_i8: array<u32, 512>; // BK * D4_MAX: key j's dims 4c..4c+3 in word j * D4_MAX + c
+var<workgroup> k_scale: array<f32, 16>; // BK
+var<workgroup> v_i8: array<vec4<u32>, 128>; // 4 D4_MAX: channel i, keys 4g..4g+3 in component g
+var<workgroup> v_scale: array<f32, 128>;
+
+// The softmax weights' int8 scale: w in [0, 1] is stored as round(127 w).
+const P_CODES: f32 = 127.0;
+
+// |v|'s largest component.
+fn max_abs4(v: vec4<f32>) -> f32 {
+    let a = abs(v);
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+fn unpack_i8(word: u32) -> vec4<f32> {
+    count_bit_ops(12u);
+    return vec4<f32>(unpack4xI8(word));
+}
+
+// The staged tile's int8 copy (keys < `keys` are tokens, the rest zero): the mean key and every
+// value channel's scale and codes, then, after a barrier, each key's scale and centred codes.
+// Every invocation calls it (it holds a barrier).
+fn quantize_tile(li: u32, keys: u32) {
+    let d4 = D / 4u;
+    for (var c = li; c < d4; c += WG) {
+        var sum = vec4<f32>();
+        for (var j = 0u; j < keys; j++) {
+            sum += k_tile[j * D4_MAX + c];
+            count_sram_read(16u);
+            count_f32_add(4u);
+        }
+        k_mean[c] = sum / f32(keys);
+        count_f32_mul(4u);
+        count_sram_write(16u);
+    }
+    for (var i = li; i < D; i += WG) {
+        var v: array<f32, BK>;
+        var absmax = 0.0;
+        for (var j = 0u; j < BK; j++) {
+            v[j] = v_tile[j * D4_MAX + i / 4u][i % 4u];
+            absmax = max(absmax, abs(v[j]));
+            count_sram_read(4u);
+        }
+        let scale = act_scale(absmax);
+        var words: vec4<u32>;
+        for (var g = 0u; g < BK / 4u; g++) {
+            words[g] = quantize4(vec4<f32>(v[4u * g], v[4u * g + 1u], v[4u * g + 2u], v[4u * g + 3u]), scale);
+        }
+        v_i8[i] = words;
+        v_scale[i] = scale;
+        count_sram_write(20u);
+    }
+    workgroupBarrier();
+    if li < BK {
+        var absmax = 0.0;
+        for (var c = 0u; c < d4; c++) {
+            absmax = max(absmax, max_abs4(k_tile[li * D4_MAX + c] - k_mean[c]));
+            count_sram_read(32u);
+            count_f32_add(4u);
+        }
+        let scale = act_scale(absmax);
+        for (var c = 0u; c < d4; c++) {
+            k_i8[li * D4_MAX + c] = quantize4(k_tile[li * D4_MAX + c] - k_mean[c], scale);
+            count_sram_read(32u);
+            count_f32_add(4u);
+            count_sram_write(4u);
+        }
+        k_scale[li] = scale;
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+}
+#endif
 
 // Element offset of (image b, token t, part s in {q, k, v}, head h, dim 0).
 fn qkv_at(b: u32, t: u32, s: u32, h: u32) -> u32 {
@@ -78,6 +165,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         q[i] = load4(q_at + 4u * i) * p.scale;
         count_f32_mul(4u);
     }
+#ifdef I8
+    var q_absmax = 0.0;
+    for (var i = 0u; i < d4; i++) {
+        q_absmax = max(q_absmax, max_abs4(q[i]));
+    }
+    let q_scale = act_scale(q_absmax);
+    var q8: array<u32, D4_MAX>;
+    for (var i = 0u; i < d4; i++) {
+        q8[i] = quantize4(q[i], q_scale);
+    }
+#endif
     var m = -3.0e38;
     var l = 0.0;
 #ifdef NEIGHBOURHOOD
@@ -118,6 +216,19 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             count_sram_write(32u);
         }
         workgroupBarrier();
+#ifdef I8
+        quantize_tile(li, min(BK, p.tokens - k0));
+        // The query's dot with the tile's mean key, which the centred codes leave out.
+        var q_mean = 0.0;
+        for (var i = 0u; i < d4; i++) {
+            q_mean += dot(unpack_i8(q8[i]), k_mean[i]);
+            count_sram_read(16u);
+            count_f32_mul(4u);
+            count_f32_add(4u);
+        }
+        q_mean *= q_scale;
+        count_f32_mul(1u);
+#endif
         var s: array<f32, BK>;
         var tile_max = -3.0e38;
         for (var j = 0u; j < BK; j++) {
@@ -128,6 +239,19 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             let kc = key % p.grid_w;
             ok = ok && kr >= r0 && kr < r0 + p.window && kc >= c0 && kc < c0 + p.window;
 #endif
+#ifdef I8
+            var acc = 0i;
+            for (var i = 0u; i < d4; i++) {
+                acc += dot4I8Packed(q8[i], k_i8[j * D4_MAX + i]);
+                count_sram_read(4u);
+                count_i8_mul(4u);
+                count_i32_add(4u);
+            }
+            let dot_qk = f32(acc) * q_scale * k_scale[j] + q_mean;
+            count_sram_read(4u);
+            count_f32_mul(2u);
+            count_f32_add(1u);
+#else
             var dot_qk = 0.0;
             for (var i = 0u; i < d4; i++) {
                 dot_qk += dot(q[i], k_tile[j * D4_MAX + i]);
@@ -135,6 +259,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
                 count_f32_mul(4u);
                 count_f32_add(4u);
             }
+#endif
             s[j] = select(-3.0e38, dot_qk, ok);
             tile_max = max(tile_max, s[j]);
         }
@@ -149,6 +274,45 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
                 o[i] *= correction;
                 count_f32_mul(4u);
             }
+#ifdef I8
+            // The weights as int8 codes, 4 keys per word (exp is evaluated for masked keys too).
+            var w8: vec4<u32>;
+            for (var g = 0u; g < BK / 4u; g++) {
+                var w: vec4<f32>;
+                for (var k = 0u; k < 4u; k++) {
+                    let sj = s[4u * g + k];
+                    w[k] = select(0.0, exp(sj - m_new), sj > -1.0e38);
+                    count_f32_add(1u);
+                    count_exp();
+                }
+                w8[g] = pack4xI8(vec4<i32>(round(w * P_CODES)));
+                count_f32_mul(4u);
+                count_f32_add(4u);
+                count_bit_ops(12u);
+            }
+            let ones = 0x01010101u;
+            l += f32(dot4I8Packed(w8.x, ones) + dot4I8Packed(w8.y, ones) + dot4I8Packed(w8.z, ones)
+                + dot4I8Packed(w8.w, ones));
+            count_i8_mul(BK);
+            count_i32_add(BK);
+            count_f32_add(1u);
+            for (var i = 0u; i < d4; i++) {
+                var acc = vec4<i32>();
+                for (var k = 0u; k < 4u; k++) {
+                    let v = v_i8[4u * i + k];
+                    acc[k] = dot4I8Packed(w8.x, v.x) + dot4I8Packed(w8.y, v.y) + dot4I8Packed(w8.z, v.z)
+                        + dot4I8Packed(w8.w, v.w);
+                    count_sram_read(16u);
+                    count_i8_mul(BK);
+                    count_i32_add(BK);
+                }
+                let scale = vec4<f32>(v_scale[4u * i], v_scale[4u * i + 1u], v_scale[4u * i + 2u], v_scale[4u * i + 3u]);
+                o[i] = fma(vec4<f32>(acc), scale, o[i]);
+                count_sram_read(16u);
+                count_f32_mul(4u);
+                count_f32_add(4u);
+            }
+#else
             for (var j = 0u; j < BK; j++) {
                 // exp is evaluated for masked keys too (select keeps both operands).
                 let w = select(0.0, exp(s[j] - m_new), s[j] > -1.0e38);
@@ -162,6 +326,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
                     count_f32_add(4u);
                 }
             }
+#endif
             m = m_new;
         }
         workgroupBarrier();

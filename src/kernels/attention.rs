@@ -1,6 +1,7 @@
 //! Fused multi-head attention (attention.wgsl): dense, block-sparse from a list of key tiles per
 //! query block, and 2D neighbourhood attention (NATTEN windows) that visits only the tiles a block's
-//! windows reach.
+//! windows reach. Each in f32 arithmetic or, with [`Attention::int8`], SageAttention-style int8
+//! (Q K^T and P V as `dot4I8Packed` with i32 sums; twin `cpu::attention::attention_i8`).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
@@ -81,6 +82,10 @@ pub struct Attention {
     /// For the work count of [`Sparsity::Blocks`]: the key tiles of each query block, as the
     /// `blocks` buffer lists them (the argument of [`block_list`]). Makes the count exact.
     pub block_tiles: Option<Vec<Vec<u32>>>,
+    /// Int8 arithmetic (the I8 variant): queries quantized per row, keys per key after centring on
+    /// their tile's mean key (added back in f32), values per channel and tile, softmax weights as
+    /// round(127 w); both products as `dot4I8Packed`. Needs [`Capabilities::packed_dot4`].
+    pub int8: bool,
 }
 
 impl Attention {
@@ -95,6 +100,7 @@ impl Attention {
             elem,
             visited_tiles: None,
             block_tiles: None,
+            int8: false,
         }
     }
 
@@ -122,7 +128,9 @@ impl Attention {
     }
 
     fn key(&self, count: bool) -> PipelineKey {
-        let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK)).chain(match self.sparsity {
+        let defines =
+            self.elem.define().into_iter().chain(count.then_some(COUNT_WORK)).chain(self.int8.then_some("I8"));
+        let defines = defines.chain(match self.sparsity {
             Sparsity::Dense => vec![],
             Sparsity::Neighbourhood { .. } => vec!["BLOCK_LIST", "NEIGHBOURHOOD"],
             Sparsity::Blocks => vec!["BLOCK_LIST"],
@@ -276,6 +284,9 @@ impl Kernel for Attention {
             });
         }
         self.elem.check(name, caps)?;
+        if self.int8 && !caps.packed_dot4 {
+            return Err(Error::Unsupported { kernel: name, needs: "packed int8 dot products (dot4I8Packed)" });
+        }
         let per_image = u64::from(self.tokens) * u64::from(self.heads) * u64::from(self.head_dim);
         let n = u64::from(self.images) * per_image;
         let mut reqs = vec![BufferReq::input("qkv", self.elem.bytes(3 * n))];
@@ -299,7 +310,7 @@ impl Kernel for Attention {
         // s - m_new, exp, l += w and d multiply-adds into o: d + 2 multiplies, d + 3 adds.
         // Per query stored: 1 / l and d multiplies.
         let scores = tiles * q * bk * d;
-        let per_head = Work {
+        let mut per_head = Work {
             f32_mul: qbs * q * d + scores + processed * (d + 3) + processed * bk * (d + 2) + tokens * (d + 1),
             f32_add: scores + processed * 2 + processed * bk * (d + 3),
             // Queries (padding included), the keys and values of the staged tiles inside the
@@ -315,6 +326,33 @@ impl Kernel for Attention {
             sram_read: scores * 4 + processed * bk * d * 4,
             ..Work::default()
         };
+        if self.int8 {
+            // Loads, stores of the output and staging as above; the arithmetic and the tiles'
+            // reads are the int8 kernel's. quantize4 is 4 multiplies, 4 adds (round) and 12 bit
+            // operations per word, an unpack 12 bit operations, act_scale one multiply.
+            let (queries, pairs) = (qbs * q, tiles * q);
+            per_head.f32_mul = queries * (2 * d + 1)
+                // Per tile: the mean key (a divide per dim); per value channel a scale and 16
+                // codes; per key a scale and d codes.
+                + tiles * (d + 17 * d + bk * (1 + d))
+                // Per (query, tile): q . mean, its scale, and two multiplies per score.
+                + pairs * (d + 1 + 2 * bk)
+                // Per processed pair: the rescale, exp and the code of each weight, the fma per dim.
+                + processed * (d + 3 + 3 * bk + d)
+                + tokens * (d + 1);
+            per_head.f32_add = queries * d
+                + keys * d
+                + tiles * (16 * d + 3 * bk * d)
+                + pairs * (d + bk)
+                + processed * (2 + 3 * bk + 1 + d);
+            // Scores d per key; per processed pair the weights' sum and d channels of 16 keys.
+            per_head.i8_mul = pairs * bk * d + processed * (bk + bk * d);
+            per_head.i32_add = per_head.i8_mul;
+            per_head.bit_ops = queries * 3 * d + tiles * (48 * d + 3 * bk * d) + pairs * 3 * d + processed * 3 * bk;
+            per_head.sram_write += tiles * (4 * d + 20 * d + bk * (d + 4));
+            per_head.sram_read =
+                keys * d * 4 + tiles * (bk * 4 * d + bk * 16 * d) + pairs * (4 * d + bk * (d + 4)) + processed * 20 * d;
+        }
         Ok(per_head * (b * h))
     }
 

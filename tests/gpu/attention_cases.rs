@@ -1,11 +1,12 @@
 //! Fused attention against the plain softmax(Q K^T / sqrt(d)) V (f64 twin) on odd token counts,
 //! 1 to 16 heads and head dims 32, 64, 72, 128; neighbourhood attention (windows 3, 5, 7, square and
 //! non-square grids) against the same definition with the window mask; a random block mask that
-//! is not a neighbourhood against the block-masked definition.
+//! is not a neighbourhood against the block-masked definition. The int8 variant against its step-
+//! for-step twin and against the float definition within the stated tolerance.
 
 use half::f16;
 use milliwatt::cpu::Element;
-use milliwatt::cpu::attention::attention;
+use milliwatt::cpu::attention::{attention, attention_i8};
 use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
 use milliwatt::kernels::{
     Attention, AttentionNaive, Elem, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles,
@@ -22,6 +23,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("attention_neighbourhood", |b| neighbourhood_case(&b.gpu, full(b))),
         ("attention_block_mask", |b| block_mask_case(&b.gpu, full(b))),
         ("attention_naive_reference", |b| naive_case(&b.gpu)),
+        ("attention_int8_f32", |b| int8_case::<f32>(&b.gpu, full(b))),
+        ("attention_int8_f16", |b| int8_case::<f16>(&b.gpu, full(b))),
     ]
 }
 
@@ -156,5 +159,125 @@ fn naive_case(gpu: &Gpu) -> Outcome {
     let mut twin = vec![0f32; n];
     attention(images as usize, tokens as usize, heads as usize, d as usize, &qkv, None, &mut twin);
     compare("naive attention", &got, &twin, &vec![2.0; n], 2e-5, 1e-5)?;
+    Ok(())
+}
+
+/// Int8 attention's data: uniform Q, K, V in [-2, 2) plus a bias per key channel (up to ±6, the
+/// kind of channel-wide offset the tile-mean centring takes out; it changes no softmax).
+fn int8_data<E: Element>(seed: u64, images: u32, tokens: u32, heads: u32, d: u32) -> Vec<E> {
+    let mut rng = Rng::new(seed);
+    let bias: Vec<f32> = (0..heads * d).map(|_| 6.0 * rng.f32()).collect();
+    let mut qkv: Vec<f32> = (0..images * tokens * 3 * heads * d).map(|_| 2.0 * rng.f32()).collect();
+    for (i, x) in qkv.iter_mut().enumerate() {
+        let hd = i % (heads * d) as usize;
+        if (i / (heads * d) as usize) % 3 == 1 {
+            *x += bias[hd];
+        }
+    }
+    qkv.into_iter().map(E::from_f32).collect()
+}
+
+/// The int8 kernel against its twin: equal to f32 rounding, except where a weight's code
+/// round(127 w) falls within rounding of a half (a different exp rounds it the other way: one
+/// code, at most 1/127 of a value in the output). So every element lies within 2/127 of the
+/// largest |value| and all but 1 in 1000 within 1e-4 of it.
+pub fn compare_int8<E: Element>(what: &str, got: &[E], twin: &[f32], v_max: f32) -> Result<(), String> {
+    let tight = 1e-4 * v_max + if E::ELEM == Elem::F16 { 2e-3 * v_max } else { 0.0 };
+    let (mut off, mut worst) = (0usize, (0usize, 0f32));
+    for (i, (g, t)) in got.iter().zip(twin).enumerate() {
+        let e = (g.to_f32() - t).abs();
+        if !g.to_f32().is_finite() || e > 2.0 / 127.0 * v_max {
+            return Err(format!("{what}: element {i}: gpu {} vs twin {t}", g.to_f32()));
+        }
+        if e > tight {
+            off += 1;
+        }
+        if e > worst.1 {
+            worst = (i, e);
+        }
+    }
+    if off * 1000 > twin.len() {
+        return Err(format!(
+            "{what}: {off} of {} elements off the twin by more than {tight}; worst {worst:?}",
+            twin.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The stated tolerance of int8 attention against the float definition: relative RMS error at
+/// most 2 % and every element within 8 % of the largest |value|.
+pub fn compare_int8_to_float<E: Element>(what: &str, got: &[E], exact: &[f32], v_max: f32) -> Result<(), String> {
+    let (mut se, mut ss, mut worst) = (0f64, 0f64, 0f32);
+    for (g, t) in got.iter().zip(exact) {
+        let e = g.to_f32() - t;
+        se += f64::from(e * e);
+        ss += f64::from(t * t);
+        worst = worst.max(e.abs());
+    }
+    let rms = (se / ss).sqrt();
+    if rms > 0.02 || worst > 0.08 * v_max {
+        return Err(format!("{what}: int8 vs float attention: relative RMS {rms:.4}, worst {worst} (|v| <= {v_max})"));
+    }
+    Ok(())
+}
+
+fn int8_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
+    need_f16::<E>(gpu)?;
+    // (images, tokens, heads, d, sparsity): a partial tile everywhere but the first.
+    let neighbourhood = |gh, gw, window| Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window };
+    let cases = [
+        (1u32, 49u32, 4u32, 32u32, Sparsity::Dense),
+        (2, 77, 3, 72, Sparsity::Dense),
+        (1, 130, 2, 128, Sparsity::Dense),
+        (1, 5, 1, 36, Sparsity::Dense),
+        (1, 117, 2, 64, neighbourhood(9, 13, 5)),
+        (1, 200, 1, 36, Sparsity::Blocks),
+    ];
+    for (i, (images, tokens, heads, d, sparsity)) in cases.into_iter().enumerate().take(limit) {
+        let qkv: Vec<E> = int8_data(14_000 + i as u64, images, tokens, heads, d);
+        let mut k =
+            Attention { sparsity: sparsity.clone(), int8: true, ..Attention::dense(images, tokens, heads, d, E::ELEM) };
+        let (lists, mask): (Option<Vec<Vec<u32>>>, Box<dyn Fn(usize, usize) -> bool>) = match sparsity {
+            Sparsity::Dense => (None, Box::new(|_, _| true)),
+            Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window } => (
+                Some(neighbourhood_tiles(tokens, gh, gw, window)),
+                Box::new(move |q: usize, key: usize| {
+                    let (q, key) = (q as u32, key as u32);
+                    let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
+                    (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
+                }),
+            ),
+            Sparsity::Blocks => {
+                let mut rng = Rng::new(15_000);
+                let n_tiles = tokens.div_ceil(KEY_TILE);
+                let lists: Vec<Vec<u32>> = (0..tokens.div_ceil(QUERY_BLOCK))
+                    .map(|_| {
+                        let mut t: Vec<u32> = (0..n_tiles).filter(|_| rng.next_u64().is_multiple_of(2)).collect();
+                        t.push(n_tiles - 1);
+                        t.dedup();
+                        t
+                    })
+                    .collect();
+                k = Attention { int8: true, ..Attention::block_sparse(images, tokens, heads, d, E::ELEM, &lists) };
+                let per_block = lists.clone();
+                (
+                    Some(lists),
+                    Box::new(move |q, key| per_block[q / QUERY_BLOCK as usize].contains(&(key as u32 / KEY_TILE))),
+                )
+            }
+        };
+        let got = run(gpu, &k, &qkv, lists.as_ref().map(|l| block_list(l)).as_deref())?;
+        let q32: Vec<f32> = qkv.iter().map(|v| v.to_f32()).collect();
+        let (images, tokens, heads, d) = (images as usize, tokens as usize, heads as usize, d as usize);
+        let mask: &dyn Fn(usize, usize) -> bool = &*mask;
+        let mut twin = vec![0f32; got.len()];
+        attention_i8(images, tokens, heads, d, &q32, Some(mask), lists.as_deref(), &mut twin);
+        let mut exact = vec![0f32; got.len()];
+        attention(images, tokens, heads, d, &q32, Some(mask), &mut exact);
+        let what = format!("int8 attention {images}x{tokens} heads {heads} d {d} {:?}", k.sparsity);
+        compare_int8(&what, &got, &twin, 2.0)?;
+        compare_int8_to_float(&what, &got, &exact, 2.0)?;
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! CPU twin, so it computes what the normal variant computes.
 
 use half::f16;
-use milliwatt::cpu::attention::attention;
+use milliwatt::cpu::attention::{attention, attention_i8};
 use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
 use milliwatt::cpu::{self, Element};
 use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
@@ -14,6 +14,7 @@ use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
     Act, ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
     MatmulParams, MatmulShape, QGemm, QGemv, Sparsity, WorkCounters, block_list, neighbourhood_blocks,
+    neighbourhood_tiles,
 };
 use milliwatt::quant::Format;
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
@@ -36,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_attention_dense_f16", |b| attention_dense_case::<f16>(&b.gpu, full(b))),
         ("ledger_attention_block_list", |b| attention_blocks_case(&b.gpu, full(b))),
         ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
+        ("ledger_attention_int8", |b| attention_int8_case(&b.gpu, full(b))),
         ("ledger_qgemv_dense_formats", |b| qgemv_case(&b.gpu, &DENSE_FORMATS, full(b))),
         ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
@@ -700,6 +702,72 @@ fn attention_neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
             (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
         };
         check_attention(&k, &qkv, &got, Some(&mask))?;
+    }
+    Ok(())
+}
+
+/// The int8 variant: dense on odd shapes (f32 and f16), random block lists with the partial
+/// last tile, neighbourhood windows; outputs against the step-for-step twin.
+fn attention_int8_case(gpu: &Gpu, limit: usize) -> Outcome {
+    let check = |k: &Attention, got: &[f32], qkv: &[f32], lists: Option<&[Vec<u32>]>, mask: Mask<'_>| {
+        let mut twin = vec![0f32; got.len()];
+        let (images, tokens, heads, d) = (k.images as usize, k.tokens as usize, k.heads as usize, k.head_dim as usize);
+        attention_i8(images, tokens, heads, d, qkv, mask, lists, &mut twin);
+        crate::attention_cases::compare_int8(&format!("int8 attention {:?}", k.sparsity), got, &twin, 1.0)
+    };
+    for (i, &(images, tokens, heads, d)) in
+        [(1u32, 77u32, 3u32, 36u32), (2, 130, 2, 64), (1, 5, 1, 64)].iter().enumerate().take(limit)
+    {
+        let qkv: Vec<f32> = Rng::new(28_000 + i as u64).vec((images * tokens * 3 * heads * d) as usize);
+        let k = Attention { int8: true, ..Attention::dense(images, tokens, heads, d, Elem::F32) };
+        let got = run_attention(gpu, &k, &qkv, None)?;
+        check(&k, &got, &qkv, None, None)?;
+    }
+    if limit == usize::MAX {
+        need_f16::<f16>(gpu)?;
+        let qkv: Vec<f16> = Rng::new(28_010).vec(77 * 3 * 2 * 36);
+        let k = Attention { int8: true, ..Attention::dense(1, 77, 2, 36, Elem::F16) };
+        let got = f32s(&run_attention(gpu, &k, &qkv, None)?);
+        let mut twin = vec![0f32; got.len()];
+        attention_i8(1, 77, 2, 36, &f32s(&qkv), None, None, &mut twin);
+        crate::attention_cases::compare_int8::<f16>(
+            "int8 attention f16",
+            &got.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
+            &twin,
+            1.0,
+        )?;
+
+        let (tokens, heads, d) = (200u32, 2u32, 36u32);
+        let mut rng = Rng::new(28_020);
+        let qkv: Vec<f32> = rng.vec((tokens * 3 * heads * d) as usize);
+        let n_tiles = tokens.div_ceil(KEY_TILE);
+        let per_block: Vec<Vec<u32>> = (0..tokens.div_ceil(QUERY_BLOCK))
+            .map(|_| {
+                let mut t: Vec<u32> = (0..n_tiles - 1).filter(|_| rng.next_u64().is_multiple_of(2)).collect();
+                t.push(n_tiles - 1);
+                t
+            })
+            .collect();
+        let k = Attention { int8: true, ..Attention::block_sparse(1, tokens, heads, d, Elem::F32, &per_block) };
+        let got = run_attention(gpu, &k, &qkv, Some(&block_list(&per_block)))?;
+        let mask = |q: usize, key: usize| per_block[q / QUERY_BLOCK as usize].contains(&(key as u32 / KEY_TILE));
+        check(&k, &got, &qkv, Some(&per_block), Some(&mask))?;
+
+        let (gh, gw, window, heads, d) = (11u32, 7u32, 3u32, 3u32, 36u32);
+        let tokens = gh * gw;
+        let qkv: Vec<f32> = Rng::new(28_030).vec((tokens * 3 * heads * d) as usize);
+        let k = Attention {
+            sparsity: Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window },
+            int8: true,
+            ..Attention::dense(1, tokens, heads, d, Elem::F32)
+        };
+        let got = run_attention(gpu, &k, &qkv, Some(&neighbourhood_blocks(tokens, gh, gw, window)))?;
+        let mask = |q: usize, key: usize| {
+            let (q, key) = (q as u32, key as u32);
+            let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
+            (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
+        };
+        check(&k, &got, &qkv, Some(&neighbourhood_tiles(tokens, gh, gw, window)), Some(&mask))?;
     }
     Ok(())
 }
