@@ -118,9 +118,9 @@ pub fn attention_i8(
                 for &t in visit {
                     let (t, k0) = (&staged[t as usize], t as usize * bk);
                     let mut q_mean = 0.0f32;
-                    for c in 0..d4 {
-                        let x = unpack_i8(q8[c]);
-                        q_mean += (0..4).fold(0.0f32, |acc, k| acc + x[k] * t.mean[4 * c + k]);
+                    for (&word, mean) in q8.iter().zip(t.mean.chunks(4)) {
+                        let x = unpack_i8(word);
+                        q_mean += (0..4).fold(0.0f32, |acc, k| acc + x[k] * mean[k]);
                     }
                     q_mean *= q_scale;
                     let s: Vec<f32> = (0..bk)
