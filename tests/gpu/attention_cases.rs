@@ -222,6 +222,9 @@ pub fn compare_int8_to_float<E: Element>(what: &str, got: &[E], exact: &[f32], v
     Ok(())
 }
 
+/// Which keys a query sees (query, key).
+type KeyMask = Box<dyn Fn(usize, usize) -> bool>;
+
 fn int8_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
     need_f16::<E>(gpu)?;
     // (images, tokens, heads, d, sparsity): a partial tile everywhere but the first.
@@ -238,7 +241,7 @@ fn int8_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
         let qkv: Vec<E> = int8_data(14_000 + i as u64, images, tokens, heads, d);
         let mut k =
             Attention { sparsity: sparsity.clone(), int8: true, ..Attention::dense(images, tokens, heads, d, E::ELEM) };
-        let (lists, mask): (Option<Vec<Vec<u32>>>, Box<dyn Fn(usize, usize) -> bool>) = match sparsity {
+        let (lists, mask): (Option<Vec<Vec<u32>>>, KeyMask) = match sparsity {
             Sparsity::Dense => (None, Box::new(|_, _| true)),
             Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window } => (
                 Some(neighbourhood_tiles(tokens, gh, gw, window)),
