@@ -45,6 +45,8 @@ struct Row {
     /// The float format of the layers that stay float and of the activations (`other`): the
     /// model's own unless a row asks for f16.
     floats: Option<FloatFormat>,
+    /// Attention with int8 products (`GeneratorOptions::int8_attention`).
+    int8_attention: bool,
 }
 
 const fn row(
@@ -55,12 +57,17 @@ const fn row(
     steps: u32,
     cfg: Option<f32>,
 ) -> Row {
-    Row { id, what, model, quant, steps, cfg, floats: None }
+    Row { id, what, model, quant, steps, cfg, floats: None, int8_attention: false }
 }
 
 /// Row `r` with its float layers and activations in f16, as `id`.
 const fn in_f16(id: &'static str, r: Row) -> Row {
     Row { id, floats: Some(FloatFormat::F16), ..r }
+}
+
+/// Row `r` with int8 attention, as `id`.
+const fn int8_attention(id: &'static str, r: Row) -> Row {
+    Row { id, int8_attention: true, ..r }
 }
 
 /// The rows, the conventional reference first.
@@ -95,6 +102,15 @@ const ROWS: &[Row] = &[
         "student24-1-f16",
         row("", "distilled student 2:4, f16 floats and activations", "mnist-student24", None, 1, Some(CFG)),
     ),
+    int8_attention(
+        "student-1-f16-i8a",
+        in_f16("", row("", "distilled student, f16, int8 attention", "mnist-student", None, 1, Some(CFG))),
+    ),
+    int8_attention(
+        "student-2-f16-i8a",
+        in_f16("", row("", "distilled student, f16, int8 attention", "mnist-student", None, 2, Some(CFG))),
+    ),
+    int8_attention("ternary-8-i8a", row("", "milliwatt ternary, int8 attention", "mnist-ternary", None, 8, Some(CFG))),
     in_f16(
         "ternary-8-f16",
         row("", "milliwatt ternary, f16 floats and activations", "mnist-ternary", None, 8, Some(CFG)),
@@ -266,7 +282,7 @@ const REFERENCE: &str = "conventional-rf";
 fn generator_of(gpu: &Gpu, r: &Row, fused_mlp: bool) -> Result<Generator, Box<dyn std::error::Error>> {
     let dir = Path::new(MODELS).join(r.model);
     let policy = DitConfig::from_file(&dir.join("config.json"))?.quantization.overridden(r.quant, r.floats);
-    let options = GeneratorOptions { fused_mlp, ..GeneratorOptions::default() };
+    let options = GeneratorOptions { fused_mlp, int8_attention: r.int8_attention, ..GeneratorOptions::default() };
     Ok(Generator::new(gpu, DitWeights::open(&dir, policy)?, options)?)
 }
 

@@ -43,7 +43,8 @@ use crate::kernel::{Kernel, Prepared as PreparedKernel};
 use crate::kernels::{DecodeRgba8, MlpBlock, ScheduleEntry, ddim_schedule, rectified_flow_schedule};
 use crate::ledger::Ledger;
 use crate::model::{
-    AttentionKind, DitConfig, DitWeights, ModulationPlan, Prediction, QuantPolicy, SampleGraph, SampleSpec, SamplerKind,
+    AttentionKind, DitConfig, DitWeights, GraphOptions, ModulationPlan, Prediction, QuantPolicy, SampleGraph,
+    SampleSpec, SamplerKind,
 };
 use crate::profile::Profile;
 
@@ -74,6 +75,10 @@ pub struct GeneratorOptions {
     /// GELU, fc2, gate and residual with a tile of tokens on chip) where the model's weights
     /// (ternary MLP) and the device allow; else, or with `false`, as its chain of kernels.
     pub fused_mlp: bool,
+    /// Run attention with int8 products ([`crate::kernels::Attention::int8`], SageAttention-style)
+    /// where the device offers packed int8 dot products; else, or with `false` (the default), in
+    /// f32. Changes the images by int8 rounding (the quality table has both).
+    pub int8_attention: bool,
 }
 
 impl Default for GeneratorOptions {
@@ -86,6 +91,7 @@ impl Default for GeneratorOptions {
             memory_limit: None,
             modulation: None,
             fused_mlp: true,
+            int8_attention: false,
         }
     }
 }
@@ -646,7 +652,12 @@ impl Generator {
 
     /// The sampling graph of `spec` as this generator builds it.
     fn sample_graph(&self, spec: &SampleSpec) -> Result<SampleGraph> {
-        SampleGraph::with_options(&self.weights.config, spec, self.plan(spec), self.fused_mlp())
+        let options = GraphOptions {
+            plan: self.plan(spec),
+            fused_mlp: self.fused_mlp(),
+            int8_attention: self.options.int8_attention && self.gpu.capabilities().packed_dot4,
+        };
+        SampleGraph::with_options(&self.weights.config, spec, options)
     }
 
     /// The baseline recipe's ledger for one request of one image (computed once).

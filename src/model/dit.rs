@@ -89,6 +89,8 @@ pub struct DitGraph {
     attn_blocks: Option<TensorId>,
     /// Whether each block's MLP branch runs as one [`MlpBlock`] dispatch.
     fused_mlp: bool,
+    /// Whether attention runs in int8 ([`Attention::int8`]).
+    int8_attention: bool,
 }
 
 /// The tensors a forward pass reads and writes.
@@ -310,6 +312,7 @@ impl DitGraph {
             final_linear,
             attn_blocks,
             fused_mlp: false,
+            int8_attention: false,
         })
     }
 
@@ -332,6 +335,18 @@ impl DitGraph {
     /// Whether the passes run the fused MLP branch.
     pub fn fused_mlp(&self) -> bool {
         self.fused_mlp
+    }
+
+    /// Runs attention with int8 products ([`Attention::int8`]; the device must offer
+    /// [`crate::Capabilities::packed_dot4`]) or in f32 (the default). Affects the passes added
+    /// after it.
+    pub fn set_int8_attention(&mut self, on: bool) {
+        self.int8_attention = on;
+    }
+
+    /// Whether the passes run int8 attention.
+    pub fn int8_attention(&self) -> bool {
+        self.int8_attention
     }
 
     /// The model's configuration.
@@ -775,7 +790,8 @@ impl DitGraph {
             let qkv = a(g, &format!("blocks.{i}.qkv"), &[rows, 3 * d]);
             self.apply(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, Epilogue::default(), &[], qkv)?;
             let att = a(g, &format!("blocks.{i}.attn"), &[rows, d]);
-            let mut attention = Attention::dense(b, tokens, c.num_heads, c.head_dim(), e);
+            let mut attention =
+                Attention { int8: self.int8_attention, ..Attention::dense(b, tokens, c.num_heads, c.head_dim(), e) };
             let mut bind = vec![qkv];
             if let (AttentionKind::Neighbourhood { window }, Some(list)) = (c.attention, self.attn_blocks) {
                 attention.sparsity = Sparsity::Neighbourhood { grid_h: c.grid(), grid_w: c.grid(), window };

@@ -10,5 +10,5 @@ pub mod weights;
 
 pub use config::{AttentionKind, DitConfig, FloatFormat, LinearFormat, Prediction, QuantPolicy};
 pub use dit::{Conditioning, DitGraph, ForwardIo, ForwardTensors, StepModulation};
-pub use sample::{ModulationPlan, SampleGraph, SampleSpec, SamplerKind};
+pub use sample::{GraphOptions, ModulationPlan, SampleGraph, SampleSpec, SamplerKind};
 pub use weights::{DitWeights, HostTensor, WeightData};

@@ -123,6 +123,28 @@ pub struct SampleGraph {
     pub forward: ForwardTensors,
 }
 
+/// How a sampling graph computes the model: choices that change the work and the dispatches, not
+/// what is computed (beyond int8 rounding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphOptions {
+    /// Where the adaLN modulation is computed.
+    pub plan: ModulationPlan,
+    /// Each block's MLP branch as one dispatch where the model allows
+    /// ([`DitGraph::mlp_fusable`]; a device must run [`crate::kernels::MlpBlock`]), else its
+    /// chain of kernels.
+    pub fused_mlp: bool,
+    /// Attention with int8 products ([`crate::kernels::Attention::int8`]; a device must offer
+    /// packed int8 dot products), else f32.
+    pub int8_attention: bool,
+}
+
+impl GraphOptions {
+    /// `plan`, the MLP branch fused where the model allows, attention in f32.
+    pub fn new(plan: ModulationPlan) -> Self {
+        Self { plan, fused_mlp: true, int8_attention: false }
+    }
+}
+
 impl SampleGraph {
     /// The largest tensor the graph for `spec` holds besides the weights (the MLP's hidden
     /// activations, or the attention's QKV where the MLP ratio is small), as (bytes, elements),
@@ -165,14 +187,15 @@ impl SampleGraph {
     }
 
     /// Builds the graph for `spec` with the modulation computed as `plan` says, each block's MLP
-    /// branch one fused dispatch where the model allows ([`DitGraph::mlp_fusable`]).
+    /// branch one fused dispatch where the model allows ([`DitGraph::mlp_fusable`]), attention in
+    /// f32.
     pub fn with_plan(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan) -> Result<Self> {
-        Self::with_options(config, spec, plan, true)
+        Self::with_options(config, spec, GraphOptions::new(plan))
     }
 
-    /// [`SampleGraph::with_plan`], the MLP branch fused (`fused_mlp`, where the model allows: a
-    /// device must run [`crate::kernels::MlpBlock`]) or run as its chain of kernels.
-    pub fn with_options(config: &DitConfig, spec: &SampleSpec, plan: ModulationPlan, fused_mlp: bool) -> Result<Self> {
+    /// Builds the graph for `spec` as `options` say.
+    pub fn with_options(config: &DitConfig, spec: &SampleSpec, options: GraphOptions) -> Result<Self> {
+        let GraphOptions { plan, fused_mlp, int8_attention } = options;
         let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
@@ -203,6 +226,7 @@ impl SampleGraph {
         let mut g = Graph::new();
         let mut dit = DitGraph::declare(&mut g, config, batch)?;
         dit.set_fused_mlp(fused_mlp);
+        dit.set_int8_attention(int8_attention);
         let f = DType::F32;
         let image_shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let model_shape = [batch, c.in_channels, c.input_size, c.input_size];

@@ -9,7 +9,8 @@ use milliwatt::generator::InitImage;
 use milliwatt::graph::Phase;
 use milliwatt::kernels::{SamplerOp, ddim_schedule, rectified_flow_schedule};
 use milliwatt::model::{
-    AttentionKind, DitConfig, DitWeights, HostTensor, ModulationPlan, Prediction, SampleGraph, SampleSpec, SamplerKind,
+    AttentionKind, DitConfig, DitWeights, GraphOptions, HostTensor, ModulationPlan, Prediction, SampleGraph,
+    SampleSpec, SamplerKind,
 };
 use milliwatt::{Error, Generation, Generator, GeneratorOptions, Gpu, Options, Request, Seeds, model};
 
@@ -30,6 +31,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_f16_policy_close_to_f32", |b| f16_case(&b.gpu)),
         ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
         ("generator_fused_mlp_matches_the_chain", |b| fused_mlp_case(&b.gpu)),
+        ("generator_int8_attention", |b| int8_attention_case(&b.gpu)),
         ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
         ("spread_over_two_adapters_equals_one", spread_case),
     ]
@@ -532,7 +534,9 @@ fn fused_mlp_case(gpu: &Gpu) -> Outcome {
         return Err(format!("fused MLP vs its chain: relative RMS {e}").into());
     }
     let plan = ModulationPlan::PerStep;
-    let graph = |on: bool| SampleGraph::with_options(&c, &spec, plan, on).map_err(err);
+    let graph = |on: bool| {
+        SampleGraph::with_options(&c, &spec, GraphOptions { fused_mlp: on, ..GraphOptions::new(plan) }).map_err(err)
+    };
     let (g1, g0) = (graph(true)?, graph(false)?);
     let mlps = |g: &SampleGraph| g.graph.ops().iter().filter(|o| o.name.ends_with(".mlp")).count();
     if !g1.dit.fused_mlp() || mlps(&g1) != c.depth as usize || mlps(&g0) != 0 {
@@ -546,6 +550,60 @@ fn fused_mlp_case(gpu: &Gpu) -> Outcome {
     let (j1, j0) = (ledger(&g1)?, ledger(&g0)?);
     if j1 >= j0 {
         return Err(format!("fused MLP ledger {j1} J, not below the chain's {j0} J").into());
+    }
+    Ok(())
+}
+
+/// Int8 attention in the model, dense and neighbourhood, guided: close to the CPU reference (f32
+/// attention) and to the f32-attention generator; the same dispatches, each attention op int8; a
+/// smaller ledger.
+fn int8_attention_case(gpu: &Gpu) -> Outcome {
+    if !gpu.capabilities().packed_dot4 {
+        return Err(Failure::Unsupported("no packed int8 dot products on this adapter".into()));
+    }
+    let policy = r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#;
+    for (seed, kind) in [(92, AttentionKind::Dense), (93, AttentionKind::Neighbourhood { window: 3 })] {
+        let c = config(8, policy, kind);
+        let w = random(&c, seed)?;
+        let spec = SampleSpec { images: 2, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
+        let options = GeneratorOptions { int8_attention: true, ..GeneratorOptions::default() };
+        let int8 = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("int8 attention {kind:?}"), options)?;
+        let float =
+            against_cpu_with(gpu, w, spec, 2e-2, &format!("f32 attention {kind:?}"), GeneratorOptions::default())?;
+        let e = rel_rms(&int8, &float);
+        if e.is_nan() || e > 3e-2 {
+            return Err(format!("int8 vs f32 attention {kind:?}: relative RMS {e}").into());
+        }
+        let graph = |on: bool| {
+            let options = GraphOptions { int8_attention: on, ..GraphOptions::new(ModulationPlan::PerStep) };
+            SampleGraph::with_options(&c, &spec, options).map_err(err)
+        };
+        let (g1, g0) = (graph(true)?, graph(false)?);
+        let caps = gpu.capabilities();
+        // An attention op is int8 when its work has int8 products (f32 attention has none).
+        let int8_ops = |g: &SampleGraph| {
+            let int8 = |o: &&milliwatt::graph::Op| o.kernel.work(caps).is_ok_and(|w| w.i8_mul > 0);
+            g.graph.ops().iter().filter(|o| o.name.ends_with(".attn")).filter(int8).count()
+        };
+        if !g1.dit.int8_attention() || int8_ops(&g1) != c.depth as usize || int8_ops(&g0) != 0 {
+            return Err(format!(
+                "int8 attention ops: {} in the int8 graph, {} in the f32 one",
+                int8_ops(&g1),
+                int8_ops(&g0)
+            )
+            .into());
+        }
+        if g1.graph.ops().len() != g0.graph.ops().len() {
+            return Err("int8 attention changed the dispatch count".into());
+        }
+        let ledger = |g: &SampleGraph| -> Result<f64, String> {
+            let fused = milliwatt::graph::fuse(&g.graph).map_err(err)?.0;
+            Ok(fused.ledger(caps, spec.steps).map_err(err)?.energy().total())
+        };
+        let (j1, j0) = (ledger(&g1)?, ledger(&g0)?);
+        if j1 >= j0 {
+            return Err(format!("int8 attention ledger {j1} J, not below f32 attention's {j0} J").into());
+        }
     }
     Ok(())
 }
