@@ -168,25 +168,35 @@ struct Lever {
 
 /// The per-step levers at the DiT-S-like size (ternary, neighbourhood attention: the milliwatt
 /// configuration), each row adding one to the row before: the adaLN modulation of every step in
-/// the setup against in each step, then the MLP branch as one fused dispatch per block.
+/// the setup against in each step, the MLP branch as one fused dispatch per block, attention in
+/// int8. Then the 2:4 model (2:4 ternary linears: its MLP runs the chain) with dense tiles against
+/// zero skipping.
 fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
     use milliwatt::Cache;
-    use milliwatt::model::ModulationPlan;
-    let c = config(
-        r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#,
-        AttentionKind::Neighbourhood { window: 7 },
-    )?;
-    let weights = random(&c)?;
-    println!("\nper-step levers (ternary, neighbourhood attention, 1 guided image):");
-    println!("{:<24} {:<12} {:>9} {:>40}", "lever", "setting", "step s", "ledger J/image: laptop; data-centre; none");
+    use milliwatt::model::ModulationPlan::{EveryStep, PerStep};
+    let neighbourhood = AttentionKind::Neighbourhood { window: 7 };
+    let ternary = random(&config(r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#, neighbourhood)?)?;
+    let ternary24 =
+        random(&config(r#"{"attention": "ternary-2:4", "mlp": "ternary-2:4", "other": "f32"}"#, neighbourhood)?)?;
+    println!("\nper-step levers (neighbourhood attention, 1 guided image):");
+    println!("{:<24} {:<22} {:>9} {:>40}", "lever", "setting", "step s", "ledger J/image: laptop; data-centre; none");
     let mut out = Vec::new();
+    let o = |modulation, fused_mlp, int8_attention, skip_zeros| GeneratorOptions {
+        modulation: Some(modulation),
+        fused_mlp,
+        int8_attention,
+        skip_zeros,
+        ..GeneratorOptions::default()
+    };
     let settings = [
-        ("adaLN modulation", "PerStep", ModulationPlan::PerStep, false),
-        ("adaLN modulation", "EveryStep", ModulationPlan::EveryStep, false),
-        ("MLP branch", "fused", ModulationPlan::EveryStep, true),
+        ("adaLN modulation", "PerStep", &ternary, o(PerStep, false, false, false)),
+        ("adaLN modulation", "EveryStep", &ternary, o(EveryStep, false, false, false)),
+        ("MLP branch", "fused", &ternary, o(EveryStep, true, false, false)),
+        ("attention", "int8", &ternary, o(EveryStep, true, true, false)),
+        ("2:4 GEMM (2:4 model)", "dense tiles", &ternary24, o(EveryStep, true, false, false)),
+        ("2:4 GEMM (2:4 model)", "zero skipping", &ternary24, o(EveryStep, true, false, true)),
     ];
-    for (lever, setting, plan, fused_mlp) in settings {
-        let options = GeneratorOptions { modulation: Some(plan), fused_mlp, ..GeneratorOptions::default() };
+    for (lever, setting, weights, options) in settings {
         let g = Generator::new(gpu, weights.clone(), options)?;
         let request = Request { seeds: Seeds::Base(1), steps, guidance: Some(4.0), ..Request::new(vec![207]) };
         g.generate_blocking(&request, |_| ControlFlow::Continue(()))?;
@@ -203,7 +213,7 @@ fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
             ],
         };
         let [l, d, n] = lever.ledger_j_per_image_50_steps;
-        println!("{:<24} {:<12} {:>9.3} {:>22.4}; {:.4}; {:.4}", lever.lever, lever.setting, lever.step_s, l, d, n);
+        println!("{:<24} {:<22} {:>9.3} {:>22.4}; {:.4}; {:.4}", lever.lever, lever.setting, lever.step_s, l, d, n);
         out.push(lever);
     }
     Ok(out)

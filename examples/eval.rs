@@ -47,6 +47,9 @@ struct Row {
     floats: Option<FloatFormat>,
     /// Attention with int8 products (`GeneratorOptions::int8_attention`).
     int8_attention: bool,
+    /// 2:4 GEMMs skipping their zero half (`GeneratorOptions::skip_zeros`: the same digits, another
+    /// ledger and time).
+    skip_zeros: bool,
 }
 
 const fn row(
@@ -57,7 +60,7 @@ const fn row(
     steps: u32,
     cfg: Option<f32>,
 ) -> Row {
-    Row { id, what, model, quant, steps, cfg, floats: None, int8_attention: false }
+    Row { id, what, model, quant, steps, cfg, floats: None, int8_attention: false, skip_zeros: false }
 }
 
 /// Row `r` with its float layers and activations in f16, as `id`.
@@ -68,6 +71,11 @@ const fn in_f16(id: &'static str, r: Row) -> Row {
 /// Row `r` with int8 attention, as `id`.
 const fn int8_attention(id: &'static str, r: Row) -> Row {
     Row { id, int8_attention: true, ..r }
+}
+
+/// Row `r` with 2:4 zero skipping, as `id`.
+const fn skip_zeros(id: &'static str, r: Row) -> Row {
+    Row { id, skip_zeros: true, ..r }
 }
 
 /// The rows, the conventional reference first.
@@ -111,6 +119,10 @@ const ROWS: &[Row] = &[
         in_f16("", row("", "distilled student, f16, int8 attention", "mnist-student", None, 2, Some(CFG))),
     ),
     int8_attention("ternary-8-i8a", row("", "milliwatt ternary, int8 attention", "mnist-ternary", None, 8, Some(CFG))),
+    skip_zeros(
+        "student24-1-f16-skip",
+        in_f16("", row("", "distilled student 2:4, f16, zero-skipping GEMMs", "mnist-student24", None, 1, Some(CFG))),
+    ),
     in_f16(
         "ternary-8-f16",
         row("", "milliwatt ternary, f16 floats and activations", "mnist-ternary", None, 8, Some(CFG)),
@@ -282,7 +294,12 @@ const REFERENCE: &str = "conventional-rf";
 fn generator_of(gpu: &Gpu, r: &Row, fused_mlp: bool) -> Result<Generator, Box<dyn std::error::Error>> {
     let dir = Path::new(MODELS).join(r.model);
     let policy = DitConfig::from_file(&dir.join("config.json"))?.quantization.overridden(r.quant, r.floats);
-    let options = GeneratorOptions { fused_mlp, int8_attention: r.int8_attention, ..GeneratorOptions::default() };
+    let options = GeneratorOptions {
+        fused_mlp,
+        int8_attention: r.int8_attention,
+        skip_zeros: r.skip_zeros,
+        ..GeneratorOptions::default()
+    };
     Ok(Generator::new(gpu, DitWeights::open(&dir, policy)?, options)?)
 }
 

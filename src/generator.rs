@@ -79,6 +79,10 @@ pub struct GeneratorOptions {
     /// where the device offers packed int8 dot products; else, or with `false` (the default), in
     /// f32. Changes the images by int8 rounding (the quality table has both).
     pub int8_attention: bool,
+    /// Run the tiled GEMMs of 2:4 weights skipping the zero half of their multiply-adds
+    /// ([`crate::kernels::QGemm::skip_zeros`]); the default `false` runs dense tiles with
+    /// `dot4I8Packed`, faster where that is one instruction. The same images either way.
+    pub skip_zeros: bool,
 }
 
 impl Default for GeneratorOptions {
@@ -92,6 +96,7 @@ impl Default for GeneratorOptions {
             modulation: None,
             fused_mlp: true,
             int8_attention: false,
+            skip_zeros: false,
         }
     }
 }
@@ -656,6 +661,7 @@ impl Generator {
             plan: self.plan(spec),
             fused_mlp: self.fused_mlp(),
             int8_attention: self.options.int8_attention && self.gpu.capabilities().packed_dot4,
+            skip_zeros: self.options.skip_zeros,
         };
         SampleGraph::with_options(&self.weights.config, spec, options)
     }

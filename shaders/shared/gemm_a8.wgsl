@@ -10,6 +10,11 @@
 // sums are scaled by their group's scales into f32 accumulators instead (one fma per output per
 // slice).
 //
+// With SKIP_ZEROS (2:4 weights, gemm_ternary24_a8.wgsl) the staged W words are each group's two
+// picks instead — which byte of the X word each kept weight multiplies, and its sign — and the
+// importer's `decode_picks` / `pick_row` form the products from them: two byte extractions and
+// signed adds per group instead of a dense dot4 over its two zeros.
+//
 // The importing shader declares the weight bindings and
 //   const GROUPED: bool
 //   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
@@ -49,7 +54,10 @@ fn load_x_words(row: u32, q: u32) -> vec4<u32> {
     return vec4<u32>();
 }
 
+// One X word (4 int8 of K of one row of X) against four rows of W: a dot4 each.
 fn dot_row(a: u32, b: vec4<u32>) -> vec4<i32> {
+    count_i8_mul(16u);
+    count_i32_add(16u);
     return vec4<i32>(dot4I8Packed(a, b.x), dot4I8Packed(a, b.y), dot4I8Packed(a, b.z), dot4I8Packed(a, b.w));
 }
 
@@ -90,13 +98,19 @@ fn main(
         for (var kw = 0u; kw < BKW; kw++) {
             let a = xt[(kw * BN) / 4u + lid.y];
             let b = wt[(kw * BM) / 4u + lid.x];
+#ifdef SKIP_ZEROS
+            let picks = decode_picks(b);
+            acc0 += pick_row(a.x, picks);
+            acc1 += pick_row(a.y, picks);
+            acc2 += pick_row(a.z, picks);
+            acc3 += pick_row(a.w, picks);
+#else
             acc0 += dot_row(a.x, b);
             acc1 += dot_row(a.y, b);
             acc2 += dot_row(a.z, b);
             acc3 += dot_row(a.w, b);
+#endif
             count_sram_read(32u);
-            count_i8_mul(64u);
-            count_i32_add(64u);
         }
         workgroupBarrier();
         if GROUPED {

@@ -29,6 +29,11 @@ pub struct QGemm {
     pub act: Act,
     /// Fused output epilogue.
     pub epilogue: Epilogue,
+    /// 2:4 weights (Ternary24) with int8 activations only: skip the zero half of each group's
+    /// multiply-adds (its two kept weights' bytes extracted and added with their signs) instead of
+    /// a dense dot4 over the group. Fewer, cheaper operations on the ledger; more instructions
+    /// where `dot4I8Packed` is one (BENCHMARKS.md has both).
+    pub skip_zeros: bool,
 }
 
 impl QGemm {
@@ -38,7 +43,12 @@ impl QGemm {
 
     /// A low-bit GEMM of `shape`.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
-        Self { shape, format, act, epilogue: Epilogue::default() }
+        Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false }
+    }
+
+    /// The same GEMM skipping the zero half of 2:4 weights ([`QGemm::skip_zeros`]).
+    pub fn with_skip_zeros(self, on: bool) -> Self {
+        Self { skip_zeros: on, ..self }
     }
 
     /// The same GEMM with an epilogue.
@@ -57,10 +67,18 @@ impl QGemm {
     }
 
     fn key(&self, count: bool) -> Result<PipelineKey> {
+        if self.skip_zeros && !(self.format == Format::Ternary24 && self.int8_act()) {
+            return Err(Error::Format {
+                format: format!("{:?}", self.format),
+                message: format!("zero skipping is for Ternary24 weights with int8 activations, not {:?}", self.act),
+            });
+        }
         let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),
             (Format::Int8, true) => (&shaders::GEMM_INT8_A8, vec![]),
-            (Format::Ternary24, true) => (&shaders::GEMM_TERNARY24_A8, vec![]),
+            (Format::Ternary24, true) => {
+                (&shaders::GEMM_TERNARY24_A8, self.skip_zeros.then_some("SKIP_ZEROS").into_iter().collect())
+            }
             (Format::Int4 { group, zero_point }, true) if group.is_multiple_of(64) => {
                 (&shaders::GEMM_INT4_A8, zero_point.then_some("ZERO_POINT").into_iter().collect())
             }
@@ -153,8 +171,15 @@ impl Kernel for QGemm {
             // sharing the row, in every tile of M).
             work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + tiles_m * 16 * n64 * 4;
             let padded_words = groups * 64 * 64 * slices * 16;
-            work.i8_mul += padded_words * 4;
-            work.i32_add += padded_words * 4;
+            if self.skip_zeros {
+                // Per (output, word): two byte extractions and 4 adds; per invocation and word the
+                // four rows' picks decoded once (16 bit operations).
+                work.bit_ops += padded_words * 2 + groups * 256 * slices * 16 * 16;
+                work.i32_add += padded_words * 4;
+            } else {
+                work.i8_mul += padded_words * 4;
+                work.i32_add += padded_words * 4;
+            }
             work.sram_write += groups * slices * 16 * 128 * 4;
             work.sram_read += groups * slices * 16 * 256 * 2 * 16;
             let staged_words = tiles_n * m64 * words;
@@ -164,8 +189,9 @@ impl Kernel for QGemm {
                     work.bit_ops += staged_words * 15;
                     work.i32_mul += staged_words;
                 }
-                // A group's state to one packed int8 word: extraction, positions, values, shifts.
-                Format::Ternary24 => work.bit_ops += staged_words * 16,
+                // A group's state to one packed int8 word: extraction, positions, values, shifts;
+                // or to its picks.
+                Format::Ternary24 => work.bit_ops += staged_words * if self.skip_zeros { 10 } else { 16 },
                 Format::Int4 { .. } => {
                     // Four nibbles to four int8 (shift, mask, subtract, pack), per staged word.
                     work.bit_ops += staged_words * 14;

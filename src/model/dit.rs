@@ -91,6 +91,8 @@ pub struct DitGraph {
     fused_mlp: bool,
     /// Whether attention runs in int8 ([`Attention::int8`]).
     int8_attention: bool,
+    /// Whether 2:4 GEMMs with int8 activations skip their zero half ([`QGemm::skip_zeros`]).
+    skip_zeros: bool,
 }
 
 /// The tensors a forward pass reads and writes.
@@ -313,6 +315,7 @@ impl DitGraph {
             attn_blocks,
             fused_mlp: false,
             int8_attention: false,
+            skip_zeros: false,
         })
     }
 
@@ -347,6 +350,17 @@ impl DitGraph {
     /// Whether the passes run int8 attention.
     pub fn int8_attention(&self) -> bool {
         self.int8_attention
+    }
+
+    /// Runs the tiled GEMMs of 2:4 linears with int8 activations skipping their zero half
+    /// ([`QGemm::skip_zeros`]) or over dense tiles (the default). Affects the passes added after it.
+    pub fn set_skip_zeros(&mut self, on: bool) {
+        self.skip_zeros = on;
+    }
+
+    /// Whether the passes' 2:4 GEMMs skip zeros.
+    pub fn skip_zeros(&self) -> bool {
+        self.skip_zeros
     }
 
     /// The model's configuration.
@@ -456,7 +470,10 @@ impl DitGraph {
                 bind.extend_from_slice(extras);
                 match MatmulKind::of(rows, Some(*format)) {
                     MatmulKind::Gemv => g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind),
-                    MatmulKind::Gemm => g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue), &bind),
+                    MatmulKind::Gemm => {
+                        let skip = self.skip_zeros && *format == Format::Ternary24 && matches!(act, Act::Int8 { .. });
+                        g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue).with_skip_zeros(skip), &bind)
+                    }
                 }
             }
             (LinearWeights::Dense { .. }, Input::Int8 { .. }) => {

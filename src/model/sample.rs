@@ -136,12 +136,16 @@ pub struct GraphOptions {
     /// Attention with int8 products ([`crate::kernels::Attention::int8`]; a device must offer
     /// packed int8 dot products), else f32.
     pub int8_attention: bool,
+    /// 2:4 GEMMs with int8 activations skip their zero half
+    /// ([`crate::kernels::QGemm::skip_zeros`]), else run dense tiles.
+    pub skip_zeros: bool,
 }
 
 impl GraphOptions {
-    /// `plan`, the MLP branch fused where the model allows, attention in f32.
+    /// `plan`, the MLP branch fused where the model allows, attention in f32, 2:4 GEMMs over dense
+    /// tiles.
     pub fn new(plan: ModulationPlan) -> Self {
-        Self { plan, fused_mlp: true, int8_attention: false }
+        Self { plan, fused_mlp: true, int8_attention: false, skip_zeros: false }
     }
 }
 
@@ -195,7 +199,7 @@ impl SampleGraph {
 
     /// Builds the graph for `spec` as `options` say.
     pub fn with_options(config: &DitConfig, spec: &SampleSpec, options: GraphOptions) -> Result<Self> {
-        let GraphOptions { plan, fused_mlp, int8_attention } = options;
+        let GraphOptions { plan, fused_mlp, int8_attention, skip_zeros } = options;
         let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
@@ -227,6 +231,7 @@ impl SampleGraph {
         let mut dit = DitGraph::declare(&mut g, config, batch)?;
         dit.set_fused_mlp(fused_mlp);
         dit.set_int8_attention(int8_attention);
+        dit.set_skip_zeros(skip_zeros);
         let f = DType::F32;
         let image_shape = [spec.images, c.in_channels, c.input_size, c.input_size];
         let model_shape = [batch, c.in_channels, c.input_size, c.input_size];

@@ -216,7 +216,11 @@ fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
             } else {
                 (Act::Float(Elem::F32), None)
             };
-            let kernel = QGemm::new(shape, format, act);
+            let kernels = if int8 && format == Format::Ternary24 {
+                vec![QGemm::new(shape, format, act), QGemm::new(shape, format, act).with_skip_zeros(true)]
+            } else {
+                vec![QGemm::new(shape, format, act)]
+            };
             let mut bufs_owned = match &acts {
                 Some((xq, xs)) => vec![gpu.upload("xq", xq).map_err(err)?, gpu.upload("xs", xs).map_err(err)?],
                 None => vec![gpu.upload("x", &pr.x).map_err(err)?],
@@ -229,16 +233,18 @@ fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
             let y = gpu.upload("y", &vec![7f32; (m * n) as usize]).map_err(err)?;
             let mut bufs: Vec<TensorRef<'_>> = bufs_owned.iter().map(TensorRef::from).collect();
             bufs.push((&y).into());
-            let what = format!("qgemm {format:?} {act:?} ({m}, {n}, {k})");
-            counts_agree(gpu, &what, &kernel, &bufs)?;
-            let out: Vec<f32> = gpu.read(&y).map_err(err)?;
-            let mut twin = vec![0f32; (m * n) as usize];
-            let (p, none) = (params(shape, format, 0), EpilogueInputs::default());
-            match &acts {
-                Some((xq, xs)) => qgemm_a8(&p, weights(&pr), &Epilogue::default(), &none, xq, xs, &mut twin),
-                None => qgemm_float(&p, weights(&pr), &Epilogue::default(), &none, &pr.x, &mut twin),
+            for kernel in &kernels {
+                let what = format!("qgemm {format:?} {act:?} ({m}, {n}, {k}) skip zeros {}", kernel.skip_zeros);
+                counts_agree(gpu, &what, kernel, &bufs)?;
+                let out: Vec<f32> = gpu.read(&y).map_err(err)?;
+                let mut twin = vec![0f32; (m * n) as usize];
+                let (p, none) = (params(shape, format, 0), EpilogueInputs::default());
+                match &acts {
+                    Some((xq, xs)) => qgemm_a8(&p, weights(&pr), &Epilogue::default(), &none, xq, xs, &mut twin),
+                    None => qgemm_float(&p, weights(&pr), &Epilogue::default(), &none, &pr.x, &mut twin),
+                }
+                compare(&what, &out, &twin, &pr.scale, 1e-5, 1e-6)?;
             }
-            compare(&what, &out, &twin, &pr.scale, 1e-5, 1e-6)?;
         }
     }
     Ok(())

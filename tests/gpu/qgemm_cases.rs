@@ -17,6 +17,7 @@ use crate::{Case, Outcome};
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("qgemm_a8_ternary_ternary24_int8_int4", |b| a8_cases(&b.gpu)),
+        ("qgemm_a8_ternary24_skip_zeros", |b| skip_zeros_cases(&b.gpu)),
         ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
         ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
@@ -40,9 +41,21 @@ pub(crate) struct Problem {
 }
 
 pub(crate) fn problem(shape: MatmulShape, format: Format, seed: u64) -> Result<Problem, String> {
+    problem_with(shape, format, seed, 0)
+}
+
+/// [`problem`] with every `zero_every`-th group of 4 weights of each row zero (none for 0).
+fn problem_with(shape: MatmulShape, format: Format, seed: u64, zero_every: usize) -> Result<Problem, String> {
     let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
     let mut rng = Rng::new(seed);
-    let w: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
+    let mut w: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
+    if zero_every > 0 {
+        for (i, v) in w.iter_mut().enumerate() {
+            if ((i % k) / 4).is_multiple_of(zero_every) {
+                *v = 0.0;
+            }
+        }
+    }
     let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
     let packed = quantize(&w, shape.m, shape.k, format, ScaleMode::PerRow).map_err(err)?.pack().map_err(err)?;
     let dequant = packed.unpack().map_err(err)?.dequantize().map_err(err)?;
@@ -158,6 +171,55 @@ fn a8_cases(gpu: &Gpu) -> Outcome {
                 .into());
             }
         }
+    }
+    Ok(())
+}
+
+/// 2:4 zero skipping: bit-exact against the twin on odd shapes, with all-zero groups inside K
+/// (state 24: nothing kept) beside the padding; and, with fused epilogues, bit-exact against the
+/// dense-tile kernel (the same integer sums).
+fn skip_zeros_cases(gpu: &Gpu) -> Outcome {
+    let none = EpilogueInputs::default();
+    let format = Format::Ternary24;
+    let act = Act::Int8 { out: Elem::F32 };
+    let exact = |what: &str, out: &[f32], want: &[f32]| -> Result<(), String> {
+        match out.iter().zip(want).position(|(a, b)| a != b) {
+            None if out.len() == want.len() => Ok(()),
+            j => Err(format!("{what}: not bit-exact at {j:?}")),
+        }
+    };
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let pr = problem_with(shape, format, 5100 + i as u64, 3)?;
+        let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+        let mut twin = vec![0f32; (m * n) as usize];
+        qgemm_a8(&params(shape, format, 0), weights(&pr), &Epilogue::default(), &none, &xq, &xs, &mut twin);
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let kernel = QGemm::new(shape, format, act).with_skip_zeros(true);
+        let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi_data(shape, 1, 0))?;
+        exact(&format!("2:4 zero skipping {shape:?} vs twin"), &out, &twin)?;
+    }
+    for (i, e) in [
+        Epilogue::bias_act(Activation::GeluTanh),
+        Epilogue { bias: true, residual: true, gate_rows: Some(16), ..Epilogue::default() },
+    ]
+    .iter()
+    .enumerate()
+    {
+        let shape = MatmulShape::new(97, 48, 300);
+        let pr = problem_with(shape, format, 5200 + i as u64, 5)?;
+        let (xq, xs) = act_quant(gpu, shape.n, shape.k, &pr.x)?;
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let epi = epi_data(shape, e.gate_rows.unwrap_or(1), 5300 + i as u64);
+        let dense = QGemm::new(shape, format, act).with_epilogue(*e);
+        let (want, _) = run::<f32>(gpu, &dense, &[&xqb, &xsb], &pr.packed, &epi)?;
+        let (out, _) = run::<f32>(gpu, &dense.clone().with_skip_zeros(true), &[&xqb, &xsb], &pr.packed, &epi)?;
+        exact(&format!("2:4 zero skipping with {e:?} vs the dense tile"), &out, &want)?;
+    }
+    // Other formats refuse it.
+    let kernel = QGemm::new(MatmulShape::new(64, 64, 64), Format::Ternary2, act).with_skip_zeros(true);
+    if kernel.requirements(gpu.capabilities()).is_ok() {
+        return Err("zero skipping accepted for ternary weights".into());
     }
     Ok(())
 }
