@@ -45,6 +45,11 @@ const BKW: u32 = 16u;
 // Word-major slices: xt[kw][n] and wt[kw][m], read as vec4 along n and m.
 var<workgroup> xt: array<vec4<u32>, 256>; // BKW * BN / 4
 var<workgroup> wt: array<vec4<u32>, 256>; // BKW * BM / 4
+// The tile's row scales of W, biases and activation scales, each loaded from memory once per
+// workgroup and read by the 16 invocations that share a column or row.
+var<workgroup> col_scale: array<f32, 64>; // BM
+var<workgroup> col_bias: array<f32, 64>; // BM
+var<workgroup> row_scale: array<f32, 64>; // BN
 
 fn load_x_words(row: u32, q: u32) -> vec4<u32> {
     if row < p.n && 4u * q < p.x_row_words {
@@ -129,31 +134,57 @@ fn main(
     }
     let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
     let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
-    // The row scales of the invocation's four columns of W and then each row's activation scale,
-    // loaded once and reused for the 4 x 4 block.
-    var wsc = vec4<f32>(1.0);
-    if !GROUPED {
-        for (var j = 0u; j < 4u; j++) {
-            if mm + j < p.m {
-                wsc[j] = w_scale(mm + j);
+    // Stage the tile's column values (invocations 0..63) and row scales (64..127).
+    if li < BM {
+        let col = m0 + li;
+        if !GROUPED {
+            var s = 1.0;
+            if col < p.m {
+                s = w_scale(col);
             }
+            col_scale[li] = s;
+            count_sram_write(4u);
         }
-    }
-    // The four columns' biases, likewise once.
-    var bsc = vec4<f32>();
 #ifdef BIAS
-    for (var j = 0u; j < 4u; j++) {
-        if mm + j < p.m {
-            bsc[j] = f32(bias[p.m_offset + mm + j]);
+        var b = 0.0;
+        if col < p.m {
+            b = f32(bias[p.m_offset + col]);
             count_dram_read(ELEM_BYTES);
         }
-    }
+        col_bias[li] = b;
+        count_sram_write(4u);
 #endif
+    } else if li < BM + BN {
+        let row = n0 + li - BM;
+        var s = 0.0;
+        if row < p.n {
+            s = xs[row];
+            count_dram_read(4u);
+        }
+        row_scale[li - BM] = s;
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+    // The invocation's four columns' scales and biases, read once for its 4 x 4 block.
+    var wsc = vec4<f32>(1.0);
+    var bsc = vec4<f32>();
+    for (var j = 0u; j < 4u; j++) {
+        if mm + j < p.m {
+            if !GROUPED {
+                wsc[j] = col_scale[lid.x * 4u + j];
+                count_sram_read(4u);
+            }
+#ifdef BIAS
+            bsc[j] = col_bias[lid.x * 4u + j];
+            count_sram_read(4u);
+#endif
+        }
+    }
     for (var i = 0u; i < 4u; i++) {
         let n = n0 + lid.y * 4u + i;
         if n < p.n {
-            let xscale = xs[n];
-            count_dram_read(4u);
+            let xscale = row_scale[lid.y * 4u + i];
+            count_sram_read(4u);
             for (var j = 0u; j < 4u; j++) {
                 if mm + j < p.m {
                     let at = n * p.ldy + p.m_offset + mm + j;

@@ -27,6 +27,10 @@ const TN: u32 = 4u;
 // k-major slices: x_tile[k][n] and w_tile[k][m], read as vec4 along n and m.
 var<workgroup> x_tile: array<elem4, 256>; // BK * BN / 4
 var<workgroup> w_tile: array<elem4, 256>; // BK * BM / 4
+#ifdef BIAS
+// The tile's biases, loaded from memory once per workgroup, read by the 16 invocations of a column.
+var<workgroup> col_bias: array<f32, 64>; // BM
+#endif
 
 // Four consecutive k of row `row` of X, zero outside N x K.
 fn load_x(row: u32, k: u32) -> elem4 {
@@ -105,13 +109,23 @@ fn main(
             os[j] = out_scale(mm + j);
         }
     }
-    // Their biases, likewise once.
+    // Their biases, staged by the first 64 invocations.
     var bsc = vec4<f32>();
 #ifdef BIAS
+    if li < BM {
+        var b = 0.0;
+        if m0 + li < p.m {
+            b = f32(bias[p.m_offset + m0 + li]);
+            count_dram_read(ELEM_BYTES);
+        }
+        col_bias[li] = b;
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
     for (var j = 0u; j < TM; j++) {
         if mm + j < p.m {
-            bsc[j] = f32(bias[p.m_offset + mm + j]);
-            count_dram_read(ELEM_BYTES);
+            bsc[j] = col_bias[lid.x * TM + j];
+            count_sram_read(4u);
         }
     }
 #endif

@@ -95,8 +95,12 @@ impl Epilogue {
     pub(crate) fn work_tiled(&self, n: u32, m: u32, tiles_n: u64, elem: Elem) -> Work {
         let mut w = self.work(n, m, elem);
         if self.bias {
-            w.dram_read =
-                w.dram_read - u64::from(n) * u64::from(m) * elem.size() + tiles_n * 16 * u64::from(m) * elem.size();
+            // Each column's bias loaded once per tile of N into workgroup memory (64 slots per
+            // workgroup, as f32), then read by the 16 invocations sharing the column.
+            let tiles_m = u64::from(m.div_ceil(64));
+            w.dram_read = w.dram_read - u64::from(n) * u64::from(m) * elem.size() + tiles_n * u64::from(m) * elem.size();
+            w.sram_write += tiles_n * tiles_m * 64 * 4;
+            w.sram_read += tiles_n * 16 * u64::from(m) * 4;
         }
         w
     }

@@ -152,7 +152,7 @@ impl Kernel for QGemm {
         // The per-row scale of W (int4 scales its groups instead), loaded once per invocation for
         // its four columns: by the 16 invocations sharing a column, in every tile of N.
         let row_scaled = !matches!(self.format, Format::Int4 { .. });
-        if row_scaled {
+        if row_scaled && !self.int8_act() {
             work.dram_read += tiles_n * 16 * m64 * 4;
         }
         if self.int8_act() {
@@ -167,9 +167,17 @@ impl Kernel for QGemm {
                 Format::Int4 { .. } => words * 2 + u64::from(ar > 0) * words, // two u32, a zero-point word
                 _ => words * 4,                                               // the vec4 itself
             };
-            // X rows per tile of M, and each row's activation scale once per invocation (by the 16
-            // sharing the row, in every tile of M).
-            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + tiles_m * 16 * n64 * 4;
+            // X rows per tile of M; the row scales of W (not int4) and each row's activation scale
+            // loaded once per workgroup into 64 slots of workgroup memory, read by the 16
+            // invocations sharing a column or row.
+            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + tiles_m * n64 * 4;
+            work.sram_write += groups * 64 * 4;
+            work.sram_read += tiles_m * 16 * n64 * 4;
+            if row_scaled {
+                work.dram_read += tiles_n * m64 * 4;
+                work.sram_write += groups * 64 * 4;
+                work.sram_read += tiles_n * 16 * m64 * 4;
+            }
             let padded_words = groups * 64 * 64 * slices * 16;
             if self.skip_zeros {
                 // Per (output, word): two byte extractions and 4 adds; per invocation and word the
