@@ -15,6 +15,11 @@
 // importer's `decode_picks` / `pick_row` form the products from them: two byte extractions and
 // signed adds per group instead of a dense dot4 over its two zeros.
 //
+// With X_RESIDENT (K of at most 256 int8, many tiles of N) a workgroup owns a 64-row tile of X for
+// all of M: it stages the rows' words once, the first time through K, keeps them in workgroup
+// memory (16 KiB) and walks the tiles of M over them, so X and its scales are read once instead of
+// once per tile of M.
+//
 // The importing shader declares the weight bindings and
 //   const GROUPED: bool
 //   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
@@ -43,7 +48,13 @@ const BN: u32 = 64u;
 const BKW: u32 = 16u;
 
 // Word-major slices: xt[kw][n] and wt[kw][m], read as vec4 along n and m.
+#ifdef X_RESIDENT
+// Every word of K of the tile's rows (K at most 256 int8: 64 words).
+const XRES_WORDS: u32 = 64u;
+var<workgroup> xt: array<vec4<u32>, 1024>; // XRES_WORDS * BN / 4
+#else
 var<workgroup> xt: array<vec4<u32>, 256>; // BKW * BN / 4
+#endif
 var<workgroup> wt: array<vec4<u32>, 256>; // BKW * BM / 4
 // The tile's row scales of W, biases and activation scales, each loaded from memory once per
 // workgroup and read by the 16 invocations that share a column or row.
@@ -72,136 +83,158 @@ fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let m0 = wid.x * BM;
     let n0 = wid.y * BN;
     // Staging role: row `sr` of the tile, words 4*sc .. 4*sc+3 of the slice.
     let sr = li / 4u;
     let sc = li % 4u;
-    var acc0 = vec4<i32>();
-    var acc1 = vec4<i32>();
-    var acc2 = vec4<i32>();
-    var acc3 = vec4<i32>();
-    var facc0 = vec4<f32>();
-    var facc1 = vec4<f32>();
-    var facc2 = vec4<f32>();
-    var facc3 = vec4<f32>();
-    let mm = m0 + lid.x * 4u;
-    for (var kw0 = 0u; kw0 < p.x_row_words; kw0 += BKW) {
-        let q = kw0 / 4u + sc;
-        let xv = load_x_words(n0 + sr, q);
-        var wv = vec4<u32>();
-        if m0 + sr < p.m && 4u * q < p.x_row_words {
-            wv = load_w_words(m0 + sr, q);
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let at = (4u * sc + j) * BN + sr;
-            xt[at / 4u][at % 4u] = xv[j];
-            wt[at / 4u][at % 4u] = wv[j];
-            count_sram_write(8u);
-        }
-        workgroupBarrier();
-        for (var kw = 0u; kw < BKW; kw++) {
-            let a = xt[(kw * BN) / 4u + lid.y];
-            let b = wt[(kw * BM) / 4u + lid.x];
-#ifdef SKIP_ZEROS
-            let picks = decode_picks(b);
-            acc0 += pick_row(a.x, picks);
-            acc1 += pick_row(a.y, picks);
-            acc2 += pick_row(a.z, picks);
-            acc3 += pick_row(a.w, picks);
+#ifdef X_RESIDENT
+    for (var mt = 0u; mt < (p.m + BM - 1u) / BM; mt++) {
+        let m0 = mt * BM;
+        let first = mt == 0u;
 #else
-            acc0 += dot_row(a.x, b);
-            acc1 += dot_row(a.y, b);
-            acc2 += dot_row(a.z, b);
-            acc3 += dot_row(a.w, b);
+    {
+        let m0 = wid.x * BM;
+        let first = true;
 #endif
-            count_sram_read(32u);
-        }
-        workgroupBarrier();
-        if GROUPED {
-            let gs = group_scales(mm, (kw0 * 4u) / p.group);
-            facc0 = fma(vec4<f32>(acc0), gs, facc0);
-            facc1 = fma(vec4<f32>(acc1), gs, facc1);
-            facc2 = fma(vec4<f32>(acc2), gs, facc2);
-            facc3 = fma(vec4<f32>(acc3), gs, facc3);
-            count_f32_mul(16u);
-            count_f32_add(16u);
-            acc0 = vec4<i32>();
-            acc1 = vec4<i32>();
-            acc2 = vec4<i32>();
-            acc3 = vec4<i32>();
-        }
-    }
-    let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
-    let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
-    // Stage the tile's column values (invocations 0..63) and row scales (64..127).
-    if li < BM {
-        let col = m0 + li;
-        if !GROUPED {
-            var s = 1.0;
-            if col < p.m {
-                s = w_scale(col);
+        var acc0 = vec4<i32>();
+        var acc1 = vec4<i32>();
+        var acc2 = vec4<i32>();
+        var acc3 = vec4<i32>();
+        var facc0 = vec4<f32>();
+        var facc1 = vec4<f32>();
+        var facc2 = vec4<f32>();
+        var facc3 = vec4<f32>();
+        let mm = m0 + lid.x * 4u;
+        for (var kw0 = 0u; kw0 < p.x_row_words; kw0 += BKW) {
+            let q = kw0 / 4u + sc;
+            var wv = vec4<u32>();
+            if m0 + sr < p.m && 4u * q < p.x_row_words {
+                wv = load_w_words(m0 + sr, q);
             }
-            col_scale[li] = s;
+#ifdef X_RESIDENT
+            // X's words of this slice at their place in K, the first time through.
+            let xk = kw0;
+            if first {
+#else
+            let xk = 0u;
+            {
+#endif
+                let xv = load_x_words(n0 + sr, q);
+                for (var j = 0u; j < 4u; j++) {
+                    let at = (xk + 4u * sc + j) * BN + sr;
+                    xt[at / 4u][at % 4u] = xv[j];
+                    count_sram_write(4u);
+                }
+            }
+            for (var j = 0u; j < 4u; j++) {
+                let at = (4u * sc + j) * BN + sr;
+                wt[at / 4u][at % 4u] = wv[j];
+                count_sram_write(4u);
+            }
+            workgroupBarrier();
+            for (var kw = 0u; kw < BKW; kw++) {
+                let a = xt[((xk + kw) * BN) / 4u + lid.y];
+                let b = wt[(kw * BM) / 4u + lid.x];
+#ifdef SKIP_ZEROS
+                let picks = decode_picks(b);
+                acc0 += pick_row(a.x, picks);
+                acc1 += pick_row(a.y, picks);
+                acc2 += pick_row(a.z, picks);
+                acc3 += pick_row(a.w, picks);
+#else
+                acc0 += dot_row(a.x, b);
+                acc1 += dot_row(a.y, b);
+                acc2 += dot_row(a.z, b);
+                acc3 += dot_row(a.w, b);
+#endif
+                count_sram_read(32u);
+            }
+            workgroupBarrier();
+            if GROUPED {
+                let gs = group_scales(mm, (kw0 * 4u) / p.group);
+                facc0 = fma(vec4<f32>(acc0), gs, facc0);
+                facc1 = fma(vec4<f32>(acc1), gs, facc1);
+                facc2 = fma(vec4<f32>(acc2), gs, facc2);
+                facc3 = fma(vec4<f32>(acc3), gs, facc3);
+                count_f32_mul(16u);
+                count_f32_add(16u);
+                acc0 = vec4<i32>();
+                acc1 = vec4<i32>();
+                acc2 = vec4<i32>();
+                acc3 = vec4<i32>();
+            }
+        }
+        let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
+        let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
+        // Stage the tile's column values (invocations 0..63) and row scales (64..127).
+        if li < BM {
+            let col = m0 + li;
+            if !GROUPED {
+                var s = 1.0;
+                if col < p.m {
+                    s = w_scale(col);
+                }
+                col_scale[li] = s;
+                count_sram_write(4u);
+            }
+#ifdef BIAS
+            var b = 0.0;
+            if col < p.m {
+                b = f32(bias[p.m_offset + col]);
+                count_dram_read(ELEM_BYTES);
+            }
+            col_bias[li] = b;
+            count_sram_write(4u);
+#endif
+        } else if li < BM + BN && first {
+            let row = n0 + li - BM;
+            var s = 0.0;
+            if row < p.n {
+                s = xs[row];
+                count_dram_read(4u);
+            }
+            row_scale[li - BM] = s;
             count_sram_write(4u);
         }
+        workgroupBarrier();
+        // The invocation's four columns' scales and biases, read once for its 4 x 4 block.
+        var wsc = vec4<f32>(1.0);
+        var bsc = vec4<f32>();
+        for (var j = 0u; j < 4u; j++) {
+            if mm + j < p.m {
+                if !GROUPED {
+                    wsc[j] = col_scale[lid.x * 4u + j];
+                    count_sram_read(4u);
+                }
 #ifdef BIAS
-        var b = 0.0;
-        if col < p.m {
-            b = f32(bias[p.m_offset + col]);
-            count_dram_read(ELEM_BYTES);
-        }
-        col_bias[li] = b;
-        count_sram_write(4u);
-#endif
-    } else if li < BM + BN {
-        let row = n0 + li - BM;
-        var s = 0.0;
-        if row < p.n {
-            s = xs[row];
-            count_dram_read(4u);
-        }
-        row_scale[li - BM] = s;
-        count_sram_write(4u);
-    }
-    workgroupBarrier();
-    // The invocation's four columns' scales and biases, read once for its 4 x 4 block.
-    var wsc = vec4<f32>(1.0);
-    var bsc = vec4<f32>();
-    for (var j = 0u; j < 4u; j++) {
-        if mm + j < p.m {
-            if !GROUPED {
-                wsc[j] = col_scale[lid.x * 4u + j];
+                bsc[j] = col_bias[lid.x * 4u + j];
                 count_sram_read(4u);
+#endif
             }
-#ifdef BIAS
-            bsc[j] = col_bias[lid.x * 4u + j];
-            count_sram_read(4u);
-#endif
         }
-    }
-    for (var i = 0u; i < 4u; i++) {
-        let n = n0 + lid.y * 4u + i;
-        if n < p.n {
-            let xscale = row_scale[lid.y * 4u + i];
-            count_sram_read(4u);
-            for (var j = 0u; j < 4u; j++) {
-                if mm + j < p.m {
-                    let at = n * p.ldy + p.m_offset + mm + j;
-                    var v: f32;
-                    if GROUPED {
-                        v = facc[i][j] * xscale;
-                        count_f32_mul(1u);
-                    } else {
-                        v = f32(acc[i][j]) * wsc[j] * xscale;
-                        count_f32_mul(2u);
-                    }
+        for (var i = 0u; i < 4u; i++) {
+            let n = n0 + lid.y * 4u + i;
+            if n < p.n {
+                let xscale = row_scale[lid.y * 4u + i];
+                count_sram_read(4u);
+                for (var j = 0u; j < 4u; j++) {
+                    if mm + j < p.m {
+                        let at = n * p.ldy + p.m_offset + mm + j;
+                        var v: f32;
+                        if GROUPED {
+                            v = facc[i][j] * xscale;
+                            count_f32_mul(1u);
+                        } else {
+                            v = f32(acc[i][j]) * wsc[j] * xscale;
+                            count_f32_mul(2u);
+                        }
 #ifdef BIAS
-                    v += bsc[j];
-                    count_f32_add(1u);
+                        v += bsc[j];
+                        count_f32_add(1u);
 #endif
-                    y[at] = elem(epilogue_past_bias(v, n, p.m_offset + mm + j, at));
-                    count_dram_write(ELEM_BYTES);
+                        y[at] = elem(epilogue_past_bias(v, n, p.m_offset + mm + j, at));
+                        count_dram_write(ELEM_BYTES);
+                    }
                 }
             }
         }

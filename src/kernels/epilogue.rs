@@ -98,7 +98,8 @@ impl Epilogue {
             // Each column's bias loaded once per tile of N into workgroup memory (64 slots per
             // workgroup, as f32), then read by the 16 invocations sharing the column.
             let tiles_m = u64::from(m.div_ceil(64));
-            w.dram_read = w.dram_read - u64::from(n) * u64::from(m) * elem.size() + tiles_n * u64::from(m) * elem.size();
+            w.dram_read =
+                w.dram_read - u64::from(n) * u64::from(m) * elem.size() + tiles_n * u64::from(m) * elem.size();
             w.sram_write += tiles_n * tiles_m * 64 * 4;
             w.sram_read += tiles_n * 16 * u64::from(m) * 4;
         }

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build};
+use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build, split_rows_multi};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
@@ -40,6 +40,25 @@ impl QGemm {
     /// Tile of the shaders. Keep in sync with gemm_a8.wgsl (64 x 64, 64 int8 of K per slice) and
     /// gemm_tile.wgsl (64 x 64, 16 of K per slice).
     pub const TILE: GemmTile = GemmTile { bm: 64, bn: 64, bk: 16 };
+
+    /// Largest K of the X-resident variant (gemm_a8.wgsl's XRES_WORDS words of int8).
+    pub const X_RESIDENT_MAX_K: u32 = 256;
+
+    /// Fewest 64-row tiles of X for which the int8-activation GEMM keeps X resident and walks all
+    /// of M in each workgroup (so X is read once, not once per 64 columns): with fewer, the
+    /// dispatch would have too few workgroups to fill a GPU.
+    pub const X_RESIDENT_MIN_ROW_TILES: u32 = 64;
+
+    /// Whether this GEMM runs the X-resident variant: int8 activations, K at most
+    /// [`QGemm::X_RESIDENT_MAX_K`], more than one tile of M and at least
+    /// [`QGemm::X_RESIDENT_MIN_ROW_TILES`] tiles of N.
+    pub fn x_resident(&self) -> bool {
+        let MatmulShape { m, n, k } = self.shape;
+        self.int8_act()
+            && act_row_words(k) * 4 <= Self::X_RESIDENT_MAX_K
+            && m > 64
+            && n.div_ceil(64) >= Self::X_RESIDENT_MIN_ROW_TILES
+    }
 
     /// A low-bit GEMM of `shape`.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
@@ -98,7 +117,7 @@ impl QGemm {
         let vec4 = !self.int8_act() && self.shape.k.is_multiple_of(4);
         let defines =
             self.out().define().into_iter().chain(defines).chain(vec4.then_some("VEC4")).chain(self.epilogue.defines());
-        let defines = defines.chain(count.then_some(COUNT_WORK));
+        let defines = defines.chain(count.then_some(COUNT_WORK)).chain(self.x_resident().then_some("X_RESIDENT"));
         Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
     }
 
@@ -134,7 +153,7 @@ impl Kernel for QGemm {
         self.bindings().requirements()
     }
 
-    fn work(&self, _caps: &Capabilities) -> Result<Work> {
+    fn work(&self, caps: &Capabilities) -> Result<Work> {
         // As the COUNT_WORK variants count (shaders/shared/gemm_a8.wgsl, gemm_tile.wgsl and the
         // format shaders): loads as the instructions name them, so a weight word that several
         // staging loads share is counted each time (the ledger prices what repeats as cache
@@ -167,11 +186,20 @@ impl Kernel for QGemm {
                 Format::Int4 { .. } => words * 2 + u64::from(ar > 0) * words, // two u32, a zero-point word
                 _ => words * 4,                                               // the vec4 itself
             };
-            // X rows per tile of M; the row scales of W (not int4) and each row's activation scale
-            // loaded once per workgroup into 64 slots of workgroup memory, read by the 16
-            // invocations sharing a column or row.
-            work.dram_read += tiles_m * n64 * words * 4 + tiles_n * m64 * w_row_bytes + tiles_m * n64 * 4;
-            work.sram_write += groups * 64 * 4;
+            // X rows per tile of M (once with X resident); the row scales of W (not int4) and each
+            // row's activation scale loaded once per workgroup into 64 slots of workgroup memory,
+            // read by the 16 invocations sharing a column or row.
+            // (A dispatch split along M past the binding limit reads X once per part.)
+            let x_passes = if self.x_resident() {
+                let (wr, sr, ar) = self.layout()?;
+                let row_bytes: Vec<u64> =
+                    [wr, sr, ar].into_iter().filter(|&w| w > 0).map(|w| u64::from(w) * 4).collect();
+                split_rows_multi(self.name(), caps, m, &row_bytes)?.len() as u64
+            } else {
+                tiles_m
+            };
+            work.dram_read += x_passes * n64 * words * 4 + tiles_n * m64 * w_row_bytes + x_passes * n64 * 4;
+            work.sram_write += x_passes * tiles_n * 64 * 4;
             work.sram_read += tiles_m * 16 * n64 * 4;
             if row_scaled {
                 work.dram_read += tiles_n * m64 * 4;
@@ -188,7 +216,8 @@ impl Kernel for QGemm {
                 work.i8_mul += padded_words * 4;
                 work.i32_add += padded_words * 4;
             }
-            work.sram_write += groups * slices * 16 * 128 * 4;
+            // Staging: 16 KiB a slice, half X (once with X resident), half W.
+            work.sram_write += (x_passes * tiles_n + groups) * slices * 16 * 64 * 4;
             work.sram_read += groups * slices * 16 * 256 * 2 * 16;
             let staged_words = tiles_n * m64 * words;
             match self.format {
@@ -264,8 +293,11 @@ impl Kernel for QGemm {
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let caps = gpu.capabilities();
         let n = self.shape.n;
-        let specs =
-            self.bindings().specs(self.name(), caps, reqs, buffers, |count| [count.div_ceil(64), n.div_ceil(64), 1])?;
+        // The X-resident variant walks M inside each workgroup.
+        let resident = self.x_resident();
+        let specs = self.bindings().specs(self.name(), caps, reqs, buffers, |count| {
+            [if resident { 1 } else { count.div_ceil(64) }, n.div_ceil(64), 1]
+        })?;
         build(gpu, self.name(), &self.key(counting(reqs))?, specs, self.work(caps)?)
     }
 }

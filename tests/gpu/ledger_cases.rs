@@ -206,7 +206,10 @@ fn qgemm_case(gpu: &Gpu, int8: bool, shapes: usize) -> Outcome {
         &[Format::Ternary2, Format::Ternary24, Format::Int8, Format::Int4 { group: 32, zero_point: true }]
     };
     for &format in formats {
-        for (i, &(m, n, k)) in [(70u32, 37u32, 200u32), (65, 70, 1001)].iter().take(shapes).enumerate() {
+        // The last shape runs the X-resident variant with int8 activations (K <= 256, 65 tiles of N).
+        for (i, &(m, n, k)) in
+            [(70u32, 37u32, 200u32), (65, 70, 1001), (130, 4150, 200)].iter().take(shapes).enumerate()
+        {
             let shape = MatmulShape::new(m, n, k);
             let pr = problem(shape, format, 4200 + i as u64)?;
             let pk = &pr.packed;

@@ -18,6 +18,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("qgemm_a8_ternary_ternary24_int8_int4", |b| a8_cases(&b.gpu)),
         ("qgemm_a8_ternary24_skip_zeros", |b| skip_zeros_cases(&b.gpu)),
+        ("qgemm_a8_x_resident", |b| x_resident_cases(&b.gpu)),
         ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
         ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
@@ -221,6 +222,57 @@ fn skip_zeros_cases(gpu: &Gpu) -> Outcome {
     if kernel.requirements(gpu.capabilities()).is_ok() {
         return Err("zero skipping accepted for ternary weights".into());
     }
+    Ok(())
+}
+
+/// The X-resident variant (K <= 256, 64 or more tiles of N, several tiles of M: each workgroup
+/// walks M over its rows of X): bit-exact against the twin for every int8-activation format but
+/// int4 (its group scales accumulate in f32: to rounding), odd M, N and K, and with a fused bias,
+/// GELU and gated residual.
+fn x_resident_cases(gpu: &Gpu) -> Outcome {
+    let none = EpilogueInputs::default();
+    let act = Act::Int8 { out: Elem::F32 };
+    let cases = [
+        (Format::Ternary2, 130u32, 4100u32, 200u32, false),
+        (Format::Ternary24, 70, 4097, 127, false),
+        (Format::Ternary24, 70, 4097, 127, true),
+        (Format::Int8, 200, 4160, 256, false),
+        (Format::Int4 { group: 64, zero_point: true }, 129, 4099, 192, false),
+    ];
+    for (i, &(format, m, n, k, skip)) in cases.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let kernel = QGemm::new(shape, format, act).with_skip_zeros(skip);
+        if !kernel.x_resident() {
+            return Err(format!("{shape:?} does not select the X-resident variant").into());
+        }
+        let pr = problem(shape, format, 5400 + i as u64)?;
+        let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+        let mut twin = vec![0f32; (m * n) as usize];
+        qgemm_a8(&params(shape, format, 0), weights(&pr), &Epilogue::default(), &none, &xq, &xs, &mut twin);
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi_data(shape, 1, 0))?;
+        let what = format!("X-resident {format:?} {shape:?}");
+        if matches!(format, Format::Int4 { .. }) {
+            // Group scales accumulate in f32 per slice: equal to rounding (the driver may contract
+            // the multiply and add differently from the twin).
+            compare(&what, &out, &twin, &pr.scale, 1e-6, 1e-6)?;
+        } else if let Some(j) = out.iter().zip(&twin).position(|(a, b)| a != b) {
+            return Err(format!("{what}: not bit-exact at {j}: {} vs {}", out[j], twin[j]).into());
+        }
+    }
+    let e = Epilogue { bias: true, residual: true, gate_rows: Some(49), act: Activation::GeluTanh };
+    let shape = MatmulShape::new(131, 4116, 128);
+    let epi = epi_data(shape, 49, 5500);
+    let t = EpilogueInputs { bias: &epi.bias, residual: &epi.residual, gate: &epi.gate };
+    let pr = problem(shape, Format::Ternary2, 5501)?;
+    let (xq, xs) = act_quant(gpu, shape.n, shape.k, &pr.x)?;
+    let mut twin = vec![0f32; (shape.m * shape.n) as usize];
+    qgemm_a8(&params(shape, Format::Ternary2, 49), weights(&pr), &e, &t, &xq, &xs, &mut twin);
+    let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+    let kernel = QGemm::new(shape, Format::Ternary2, act).with_epilogue(e);
+    let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
+    let scale: Vec<f32> = pr.scale.iter().map(|s| s * 1.5 + 2.0).collect();
+    compare("X-resident with bias, GELU, gated residual", &out, &twin, &scale, 1e-5, 1e-5)?;
     Ok(())
 }
 
