@@ -99,6 +99,10 @@ struct Args {
     /// memory traffic.
     #[arg(long, value_enum)]
     floats: Option<Floats>,
+    /// Attention with int8 products (SageAttention-style; `GeneratorOptions::int8_attention`):
+    /// less energy, the same digits to int8 rounding.
+    #[arg(long = "int8-attention")]
+    int8_attention: bool,
     /// img2img: start from this picture (resized to the model's input, grey).
     #[arg(long = "init-img")]
     init_img: Option<PathBuf>,
@@ -255,7 +259,8 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         for adapter in milliwatt::list_adapters_blocking(&options) {
             let gpu = Gpu::new_blocking(&adapter.options())?;
             println!("  + {}", gpu.describe());
-            generators.push(Generator::new(&gpu, weights.clone(), GeneratorOptions::default())?);
+            let options = GeneratorOptions { int8_attention: args.int8_attention, ..GeneratorOptions::default() };
+            generators.push(Generator::new(&gpu, weights.clone(), options)?);
         }
         let spread = milliwatt::Spread::new(generators)?;
         let bar = common::step_bar(request.steps, String::new());
@@ -271,8 +276,9 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         out
     } else {
-        let generator =
-            Generator::new(&gpu, weights, GeneratorOptions { profile: true, ..GeneratorOptions::default() })?;
+        let options =
+            GeneratorOptions { profile: true, int8_attention: args.int8_attention, ..GeneratorOptions::default() };
+        let generator = Generator::new(&gpu, weights, options)?;
         common::generate_with_bar(&generator, &request, String::new())?
     };
 
@@ -299,6 +305,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ("steps", args.steps.to_string()),
         ("sampler", sampler_name.clone()),
         ("cfg_scale", cfg.to_string()),
+        ("attention", if args.int8_attention { "int8" } else { "f32" }.to_string()),
         ("adapter", gpu.describe()),
     ];
     picture::save_png(&args.output, &image::DynamicImage::ImageLuma8(grid), &text)?;

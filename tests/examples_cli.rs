@@ -36,7 +36,22 @@ fn embed_headless_shows_the_images_byte_for_byte() {
 fn generate_writes_a_grid_with_its_parameters() {
     let out = std::env::temp_dir().join(format!("milliwatt-generate-{}.png", std::process::id()));
     let run = Command::new(generate())
-        .args(["-c", "3,7", "-b", "2", "-s", "5", "--steps", "2", "--cfg-scale", "2.5", "--floats", "f16", "-o"])
+        .args([
+            "-c",
+            "3,7",
+            "-b",
+            "2",
+            "-s",
+            "5",
+            "--steps",
+            "2",
+            "--cfg-scale",
+            "2.5",
+            "--floats",
+            "f16",
+            "--int8-attention",
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -54,6 +69,7 @@ fn generate_writes_a_grid_with_its_parameters() {
     assert_eq!(get("steps").as_deref(), Some("2"));
     assert_eq!(get("cfg_scale").as_deref(), Some("2.5"));
     assert_eq!(get("sampler").as_deref(), Some("euler"));
+    assert_eq!(get("attention").as_deref(), Some("int8"));
     // The shipped ternary model with its float layers and activations in f16.
     assert!(get("quantization").is_some_and(|q| q.contains(r#""other":"f16""#)), "{text:?}");
     assert!(get("parameters").is_some_and(|p| p.contains("steps: 2")), "{text:?}");
