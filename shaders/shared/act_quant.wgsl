@@ -24,19 +24,26 @@ fn quantize4(v: vec4<f32>, scale: f32) -> u32 {
 var<workgroup> maxes: array<f32, 256>;
 
 fn workgroup_max(v: f32, li: u32) -> f32 {
+    return segment_max(v, li, WG);
+}
+
+// The maximum over each segment of `lanes` consecutive invocations (a power of two dividing WG):
+// one row per segment when a workgroup quantizes several rows. Every invocation calls it.
+fn segment_max(v: f32, li: u32, lanes: u32) -> f32 {
     maxes[li] = v;
     count_sram_write(4u);
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if li < s {
+    let lane = li % lanes;
+    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
             maxes[li] = max(maxes[li], maxes[li + s]);
             count_sram_read(8u);
             count_sram_write(4u);
         }
         workgroupBarrier();
     }
-    if li == 0u {
+    if lane == 0u {
         count_sram_read(4u);
     }
-    return maxes[0];
+    return maxes[li - lane];
 }

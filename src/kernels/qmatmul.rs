@@ -50,6 +50,14 @@ const ACT_QUANT_WG: u32 = 128;
 /// vec4 groups of a row per invocation held in registers. Keep in sync with quantize_act.wgsl.
 const ACT_QUANT_CACHED: u64 = 12;
 
+impl ActQuant {
+    /// Invocations per row: the row's words rounded up to a power of two, at most the workgroup
+    /// (quantize_act.wgsl's LANES; the workgroup then holds WG / LANES rows).
+    pub fn lanes(&self) -> u32 {
+        act_row_words(self.k).next_power_of_two().min(ACT_QUANT_WG)
+    }
+}
+
 impl Kernel for ActQuant {
     fn name(&self) -> &'static str {
         "quantize_act"
@@ -75,20 +83,23 @@ impl Kernel for ActQuant {
         let (n, k) = (u64::from(self.n), u64::from(self.k));
         let words = u64::from(act_row_words(self.k));
         let eb = self.elem.size();
-        let wg = u64::from(ACT_QUANT_WG);
+        let lanes = u64::from(self.lanes());
+        // The absmax tree runs for every row slot of every workgroup, the last one's past N too.
+        let slots = n.div_ceil(u64::from(ACT_QUANT_WG) / lanes) * (u64::from(ACT_QUANT_WG) / lanes);
         // x is read once when a row fits the invocations' registers (quantize_act.wgsl's
         // CACHED), else twice (absmax, then quantize), as the shader counts (shared/act_quant.wgsl):
-        // every invocation divides for the scale; per output lane (padding included) a divide, a
-        // round and 3 bit operations of packing; the absmax tree through workgroup memory.
-        let lanes = 4 * words;
+        // every invocation of a row divides for the scale; per output value (padding included) a
+        // divide, a round and 3 bit operations of packing; the absmax tree over the row's lanes
+        // through workgroup memory.
+        let values = 4 * words;
         Ok(Work {
-            f32_add: n * lanes,
-            f32_mul: n * (lanes + wg),
-            bit_ops: n * 3 * lanes,
-            dram_read: if words <= ACT_QUANT_CACHED * wg { 1 } else { 2 } * n * k * eb,
+            f32_add: n * values,
+            f32_mul: n * (values + lanes),
+            bit_ops: n * 3 * values,
+            dram_read: if words <= ACT_QUANT_CACHED * lanes { 1 } else { 2 } * n * k * eb,
             dram_write: n * (words * 4 + 4),
-            sram_write: n * (wg + (wg - 1)) * 4,
-            sram_read: n * (2 * (wg - 1) + 1) * 4,
+            sram_write: slots * (lanes + (lanes - 1)) * 4,
+            sram_read: slots * (2 * (lanes - 1) + 1) * 4,
             ..Work::default()
         })
     }
@@ -97,11 +108,15 @@ impl Kernel for ActQuant {
         let count = counting(reqs);
         let caps = gpu.capabilities();
         let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK));
-        let key = PipelineKey::new(Variant::new(&shaders::QUANTIZE_ACT, defines), &[("WG", f64::from(ACT_QUANT_WG))]);
+        let lanes = self.lanes();
+        let key = PipelineKey::new(
+            Variant::new(&shaders::QUANTIZE_ACT, defines),
+            &[("WG", f64::from(ACT_QUANT_WG)), ("LANES", f64::from(lanes))],
+        );
         let mut spec = DispatchSpec::sequential(
             ActQuantParams { n: self.n, k: self.k, x_row_words: act_row_words(self.k), _pad: 0 },
             buffers.iter().zip(reqs).take(3).map(|(b, r)| (*b, r.size)).collect(),
-            grid_1d(self.n, caps),
+            grid_1d(self.n.div_ceil(ACT_QUANT_WG / lanes), caps),
         );
         spec.storage.extend(counters_binding(buffers, count));
         build(gpu, self.name(), &key, vec![spec], self.work(caps)?)

@@ -65,8 +65,10 @@ fn full(b: &Backend) -> usize {
 /// the counts equal `ActQuant::work`, and the counting variant still quantizes as the twin does.
 fn act_quant_case<E: Element>(gpu: &Gpu) -> Outcome {
     need_f16::<E>(gpu)?;
-    // The last row is longer than the registers hold (12 · 4 · 128 = 6,144): read twice.
-    for (i, &(n, k)) in [(1u32, 3u32), (3, 37), (5, 1000), (2, 6144), (2, 6145)].iter().enumerate() {
+    // Rows of 4 to 128 invocations (32 to 1 rows a workgroup, the last workgroup part-empty); the
+    // last row is longer than the registers hold (12 · 4 · 128 = 6,144): read twice.
+    let shapes = [(1u32, 3u32), (3, 37), (147, 128), (9, 200), (5, 1000), (2, 6144), (2, 6145)];
+    for (i, &(n, k)) in shapes.iter().enumerate() {
         let x: Vec<E> = Rng::new(70 + i as u64).vec((n * k) as usize);
         let kernel = ActQuant { n, k, elem: E::ELEM };
         let words = (n * act_row_words(k)) as usize;
