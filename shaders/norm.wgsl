@@ -1,4 +1,5 @@
-// Row normalisation of token states, one workgroup per row (token):
+// Row normalisation of token states, LANES invocations per row (token), WG / LANES rows per
+// workgroup (a short row, like DiT's 128 features, takes 32 lanes: four rows a workgroup):
 //   LayerNorm without affine (DiT's norm1 / norm2 / final norm, eps from the params, 1e-6 there),
 //   or RMSNorm (RMS; with AFFINE, times a per-feature weight);
 //   MODULATE: adaLN modulation  y = n * (1 + scale[image]) + shift[image], the shift and scale
@@ -8,7 +9,10 @@
 // LayerNorm statistics are two-pass (mean, then centred variance) for accuracy. Rows of at most
 // CACHED * 4 * WG features (4,096 at WG 128) are read from device memory once: each invocation
 // keeps its groups of four features in registers across the passes. Longer rows are read again
-// in every pass. The CPU twin is src/cpu/norm.rs. COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
+// in every pass (then LANES is the whole workgroup). With several rows a workgroup, the row sums
+// and maxima are trees over each row's segment of invocations in workgroup memory; with one, the
+// workgroup reduction of shared/reduce.wgsl (subgroups where offered). The CPU twin is
+// src/cpu/norm.rs. COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
 // `Norm::work`: every invocation computes the row statistics from the sums (a divide each, the
 // inverse square root counted as one).
 #import elem
@@ -33,6 +37,8 @@ struct NormParams {
 }
 
 override WG: u32 = 128u;
+// Invocations per row: a power of two dividing WG. Keep in sync with `Norm::lanes`.
+override LANES: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> p: NormParams;
 @group(0) @binding(1) var<storage, read> x: array<elem>;
@@ -57,6 +63,37 @@ fn workgroup_sum(v: f32, g: Grid) -> f32 {
     let s = reduced(0u);
     workgroupBarrier(); // everyone has read the result before the space is reused
     return s;
+}
+
+// Each row segment's sum of one value per invocation (several rows a workgroup).
+var<workgroup> seg: array<f32, 256>;
+
+fn segment_sum(v: f32, li: u32) -> f32 {
+    seg[li] = v;
+    count_sram_write(4u);
+    workgroupBarrier();
+    let lane = li % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            seg[li] += seg[li + s];
+            count_f32_add(1u);
+            count_sram_read(8u);
+            count_sram_write(4u);
+        }
+        workgroupBarrier();
+    }
+    let r = seg[li - lane];
+    count_sram_read(4u);
+    workgroupBarrier(); // everyone has read the result before the space is reused
+    return r;
+}
+
+// The sum over the invocations of a row (every invocation calls it).
+fn row_sum(v: f32, g: Grid) -> f32 {
+    if LANES == WG {
+        return workgroup_sum(v, g);
+    }
+    return segment_sum(v, g.li);
 }
 
 // Normalised (and modulated) value of feature j of `row` whose input is v, given the row
@@ -91,7 +128,7 @@ fn inverse_std(q: f32, g: Grid) -> f32 {
     count_div();
     count_f32_add(1u);
     count_div(); // inverseSqrt
-    return inverseSqrt(workgroup_sum(q, g) / f32(p.d) + p.eps);
+    return inverseSqrt(row_sum(q, g) / f32(p.d) + p.eps);
 }
 
 // Groups of four features per invocation kept in registers.
@@ -135,14 +172,16 @@ fn normalize4(row: u32, q: u32, v: vec4<f32>, mean: f32, inv: f32) -> vec4<f32> 
     return r;
 }
 
-// A row of at most CACHED * 4 * WG features: read once, normalised in registers.
-fn cached_row(g: Grid, row: u32, groups: u32) {
+// A row of at most CACHED * 4 * LANES features: read once, normalised in registers. An invalid
+// row (past the last, in the last workgroup) takes part in the reductions only.
+fn cached_row(g: Grid, row: u32, valid: bool, groups: u32) {
     let li = g.li;
+    let lane = li % LANES;
     var cache: array<vec4<f32>, CACHED>;
     var s = 0.0;
     for (var i = 0u; i < CACHED; i++) {
-        let q = li + i * WG;
-        if q < groups {
+        let q = lane + i * LANES;
+        if valid && q < groups {
             cache[i] = load4(row, q);
 #ifndef RMS
             s += (cache[i].x + cache[i].y) + (cache[i].z + cache[i].w);
@@ -153,13 +192,13 @@ fn cached_row(g: Grid, row: u32, groups: u32) {
 #ifdef RMS
     let mean = 0.0;
 #else
-    let mean = workgroup_sum(s, g) / f32(p.d);
+    let mean = row_sum(s, g) / f32(p.d);
     count_div();
 #endif
     var sq = 0.0;
     for (var i = 0u; i < CACHED; i++) {
-        let q = li + i * WG;
-        if q < groups {
+        let q = lane + i * LANES;
+        if valid && q < groups {
             // Lanes past the row are not centred: they add nothing.
             let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.d);
             let c = select(vec4<f32>(), cache[i] - mean, live);
@@ -170,39 +209,46 @@ fn cached_row(g: Grid, row: u32, groups: u32) {
     }
     let inv = inverse_std(sq, g);
     for (var i = 0u; i < CACHED; i++) {
-        let q = li + i * WG;
-        if q < groups {
+        let q = lane + i * LANES;
+        if valid && q < groups {
             cache[i] = normalize4(row, q, cache[i], mean, inv);
         }
     }
 #ifdef EMIT_I8
     var m = 0.0;
     for (var i = 0u; i < CACHED; i++) {
-        if li + i * WG < groups {
+        if valid && lane + i * LANES < groups {
             let a = abs(cache[i]);
             m = max(m, max(max(a.x, a.y), max(a.z, a.w)));
         }
     }
-    let scale = act_scale(workgroup_max(m, li));
+    let absmax = segment_max(m, li, LANES);
+    if !valid {
+        return;
+    }
+    let scale = act_scale(absmax);
     for (var i = 0u; i < CACHED; i++) {
-        let q = li + i * WG;
+        let q = lane + i * LANES;
         if q < groups {
             xq[row * p.x_row_words + q] = quantize4(cache[i], scale);
             count_dram_write(4u);
         }
     }
     // The words past the row's groups (rows are whole vec4<u32>) are zero.
-    for (var w = groups + li; w < p.x_row_words; w += WG) {
+    for (var w = groups + lane; w < p.x_row_words; w += LANES) {
         xq[row * p.x_row_words + w] = 0u;
         count_dram_write(4u);
     }
-    if li == 0u {
+    if lane == 0u {
         xs[row] = scale;
         count_dram_write(4u);
     }
 #else
+    if !valid {
+        return;
+    }
     for (var i = 0u; i < CACHED; i++) {
-        let q = li + i * WG;
+        let q = lane + i * LANES;
         if q < groups {
             let base = row * p.d + 4u * q;
             let n = lanes(q);
@@ -233,7 +279,7 @@ fn streamed_row(g: Grid, row: u32) {
         s += load(row, j);
         count_f32_add(1u);
     }
-    let mean = workgroup_sum(s, g) / f32(p.d);
+    let mean = row_sum(s, g) / f32(p.d);
     count_div();
 #endif
     var sq = 0.0;
@@ -275,14 +321,16 @@ fn streamed_row(g: Grid, row: u32) {
 
 @compute @workgroup_size(WG)
 fn main(g: Grid) {
-    let row = workgroup_index(g);
-    if row >= p.rows {
+    let first_row = workgroup_index(g) * (WG / LANES);
+    if first_row >= p.rows {
         return; // uniform per workgroup
     }
+    let row = first_row + g.li / LANES;
     let groups = (p.d + 3u) / 4u;
-    if groups <= CACHED * WG {
-        cached_row(g, row, groups);
+    if groups <= CACHED * LANES {
+        cached_row(g, row, row < p.rows, groups);
     } else {
+        // LANES is the workgroup here (the host's rule): one row, in range.
         streamed_row(g, row);
     }
     count_flush();

@@ -116,6 +116,12 @@ impl Norm {
         self.d.div_ceil(4) <= CACHED * WG
     }
 
+    /// Invocations per row: the row's groups of four rounded up to a power of two, at most the
+    /// workgroup (norm.wgsl's LANES; the workgroup then holds WG / LANES rows).
+    pub fn lanes(&self) -> u32 {
+        self.d.div_ceil(4).next_power_of_two().min(WG)
+    }
+
     fn key(&self, caps: &Capabilities, count: bool) -> PipelineKey {
         let defines = self
             .elem
@@ -127,7 +133,10 @@ impl Norm {
             .chain(self.modulation.map(|_| "MODULATE"))
             .chain(self.emit_i8.then_some("EMIT_I8"))
             .chain(count.then_some(COUNT_WORK));
-        PipelineKey::new(Variant::new(&shaders::NORM, defines), &[("WG", f64::from(WG))])
+        PipelineKey::new(
+            Variant::new(&shaders::NORM, defines),
+            &[("WG", f64::from(WG)), ("LANES", f64::from(self.lanes()))],
+        )
     }
 }
 
@@ -172,21 +181,28 @@ impl Kernel for Norm {
     }
 
     fn work(&self, caps: &Capabilities) -> Result<Work> {
-        // As the shader counts (COUNT_WORK; shared/work_count.wgsl conventions), per row.
+        // As the shader counts (COUNT_WORK; shared/work_count.wgsl conventions): per row, and per
+        // row slot for what every invocation of a row does (the statistics and the reductions),
+        // where the last workgroup's slots past the rows take part too.
         let (rows, d) = (u64::from(self.rows), u64::from(self.d));
         let eb = self.elem.size();
-        let wg = u64::from(WG);
+        let lanes = u64::from(self.lanes());
+        let per_wg = u64::from(WG) / lanes;
+        let slots = rows.div_ceil(per_wg) * per_wg;
         let layer = self.kind == NormKind::LayerNorm;
         let affine = self.kind == (NormKind::Rms { affine: true });
         let modulate = self.modulation.is_some();
         let mut w = Work::default();
+        let mut slot = Work::default();
         // LayerNorm's mean: an add per feature, the sum's divide in every invocation.
         if layer {
-            w += Work { f32_add: d, f32_mul: wg, ..Work::default() };
+            w += Work { f32_add: d, ..Work::default() };
+            slot += Work { f32_mul: lanes, ..Work::default() };
         }
         // Centred squares: a subtraction and a multiply-add per feature; then a divide, the
         // epsilon and the inverse square root (a divide) in every invocation.
-        w += Work { f32_add: 2 * d + wg, f32_mul: d + 2 * wg, ..Work::default() };
+        w += Work { f32_add: 2 * d, f32_mul: d, ..Work::default() };
+        slot += Work { f32_add: lanes, f32_mul: 2 * lanes, ..Work::default() };
         // Rows of at most CACHED * 4 * WG features are read once and normalised once in
         // registers; longer rows are read again in every pass and normalised in each output pass
         // (the absmax pass too with EMIT_I8). Normalising is a subtraction and a multiply; the
@@ -203,10 +219,20 @@ impl Kernel for Norm {
             ..Work::default()
         };
         w += per * (passes * d);
-        // The sums through workgroup memory, each result read by every invocation.
+        // The sums, each result read by every invocation: the workgroup reduction with one row a
+        // workgroup, else a tree over the row's lanes.
         let sums = 1 + u64::from(layer);
-        w += GemvReduce::on(caps).work(caps, wg, 1) * sums;
-        w.sram_read += sums * wg * 4;
+        if per_wg == 1 {
+            slot += GemvReduce::on(caps).work(caps, lanes, 1) * sums;
+        } else {
+            slot += Work {
+                f32_add: lanes - 1,
+                sram_write: (lanes + lanes - 1) * 4,
+                sram_read: 2 * (lanes - 1) * 4,
+                ..Work::default()
+            } * sums;
+        }
+        slot.sram_read += sums * lanes * 4;
         if self.emit_i8 {
             // The absmax tree and the packing, as activation quantization counts them; cached
             // rows write the padding words as zeros without packing them.
@@ -214,17 +240,17 @@ impl Kernel for Norm {
             let packed = if cached { d.div_ceil(4) } else { words };
             w += Work {
                 f32_add: 4 * packed,
-                f32_mul: wg + 4 * packed,
+                f32_mul: lanes + 4 * packed,
                 bit_ops: 12 * packed,
                 dram_write: words * 4 + 4,
-                sram_write: (wg + (wg - 1)) * 4,
-                sram_read: (2 * (wg - 1) + 1) * 4,
                 ..Work::default()
             };
+            slot +=
+                Work { sram_write: (lanes + (lanes - 1)) * 4, sram_read: (2 * (lanes - 1) + 1) * 4, ..Work::default() };
         } else {
             w.dram_write += d * eb;
         }
-        Ok(w * rows)
+        Ok(w * rows + slot * slots)
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
@@ -250,7 +276,8 @@ impl Kernel for Norm {
             .map(|(i, (b, r))| (i, *b, r.size))
             .chain(counters_binding(buffers, count))
             .collect();
-        let spec = DispatchSpec { params, storage, views: Vec::new(), workgroups: grid_1d(self.rows, caps) };
+        let workgroups = grid_1d(self.rows.div_ceil(WG / self.lanes()), caps);
+        let spec = DispatchSpec { params, storage, views: Vec::new(), workgroups };
         build(gpu, self.name(), &self.key(caps, count), vec![spec], self.work(caps)?)
     }
 }
