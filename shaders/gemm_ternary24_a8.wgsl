@@ -13,17 +13,28 @@
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> ws: array<f32>;
 
+// Group g of `row`: its state s (six per word, layout as gemv_ternary24.wgsl) and the positions
+// a < b of its two kept weights, as decode_f computes them: state extraction (2) and b's test (1).
+fn group_state(row: u32, g: u32) -> vec3<u32> {
+    count_dram_read(4u);
+    count_bit_ops(3u);
+    let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
+    let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
+    let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
+    return vec3<u32>(s, a, b);
+}
+
 #ifdef SKIP_ZEROS
 // Group g of `row` as its picks: bits 0..4 the bit offset of kept weight a's byte (8 a), 8..12
 // b's (8 b), bit 16 set if a is -1, bit 17 if b is. State 24 (nothing kept) picks byte 0 twice with
 // opposite signs, which sums to zero. Positions from the state bits as decode_f does.
 fn group_picks(row: u32, g: u32) -> u32 {
-    // State extraction (2), b's test (1), the offsets and signs put together (7).
-    count_dram_read(4u);
-    count_bit_ops(10u);
-    let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
-    let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
-    let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
+    // The offsets and signs put together (7).
+    count_bit_ops(7u);
+    let st = group_state(row, g);
+    let s = st.x;
+    let a = st.y;
+    let b = st.z;
     let live = s < 24u;
     return select(1u << 17u, (8u * a) | ((8u * b) << 8u) | ((s & 3u) << 16u), live);
 }
@@ -67,11 +78,11 @@ fn pick_row(x: u32, picks: Picks) -> vec4<i32> {
 // two's complement; state 24 keeps nothing. Positions from the state bits as decode_f does.
 // A group's state to one packed int8 word: extraction, positions, values, shifts (16).
 fn group_i8(row: u32, g: u32) -> u32 {
-    count_dram_read(4u);
-    count_bit_ops(16u);
-    let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
-    let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
-    let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
+    count_bit_ops(13u);
+    let st = group_state(row, g);
+    let s = st.x;
+    let a = st.y;
+    let b = st.z;
     let va = select(1u, 0xFFu, (s & 1u) != 0u);
     let vb = select(1u, 0xFFu, (s & 2u) != 0u);
     return select(0u, (va << (8u * a)) | (vb << (8u * b)), s < 24u);

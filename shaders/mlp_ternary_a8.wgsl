@@ -85,32 +85,9 @@ var<workgroup> sc: array<f32, 64>;
 // Per token: the bits of the hidden's absmax.
 var<workgroup> hmax: array<atomic<u32>, 32>;
 
-// The sum (or, with `is_max`, the maximum) of `v` over the LANES invocations of a token, in
-// act_quant's `maxes` (a tree per token). Every invocation calls it.
+// The sum (or, with `is_max`, the maximum) of `v` over the invocations of a token.
 fn token_reduce(v: f32, li: u32, is_max: bool) -> f32 {
-    let lanes = WG / TM;
-    let lane = li % lanes;
-    maxes[li] = v;
-    count_sram_write(4u);
-    workgroupBarrier();
-    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            let o = maxes[li + s];
-            if is_max {
-                maxes[li] = max(maxes[li], o);
-            } else {
-                maxes[li] = maxes[li] + o;
-                count_f32_add(1u);
-            }
-            count_sram_read(8u);
-            count_sram_write(4u);
-        }
-        workgroupBarrier();
-    }
-    let r = maxes[li - lane];
-    count_sram_read(4u);
-    workgroupBarrier(); // read before the space is reused
-    return r;
+    return segment_reduce(v, li, WG / TM, is_max);
 }
 
 // Four consecutive features of `row` (d is a multiple of 4).

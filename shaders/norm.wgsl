@@ -18,9 +18,7 @@
 #import elem
 #import work_count
 #import reduce
-#ifdef EMIT_I8
 #import act_quant
-#endif
 
 // Keep in sync with `NormParams` in src/kernels/norm.rs.
 struct NormParams {
@@ -65,35 +63,12 @@ fn workgroup_sum(v: f32, g: Grid) -> f32 {
     return s;
 }
 
-// Each row segment's sum of one value per invocation (several rows a workgroup).
-var<workgroup> seg: array<f32, 256>;
-
-fn segment_sum(v: f32, li: u32) -> f32 {
-    seg[li] = v;
-    count_sram_write(4u);
-    workgroupBarrier();
-    let lane = li % LANES;
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            seg[li] += seg[li + s];
-            count_f32_add(1u);
-            count_sram_read(8u);
-            count_sram_write(4u);
-        }
-        workgroupBarrier();
-    }
-    let r = seg[li - lane];
-    count_sram_read(4u);
-    workgroupBarrier(); // everyone has read the result before the space is reused
-    return r;
-}
-
 // The sum over the invocations of a row (every invocation calls it).
 fn row_sum(v: f32, g: Grid) -> f32 {
     if LANES == WG {
         return workgroup_sum(v, g);
     }
-    return segment_sum(v, g.li);
+    return segment_reduce(v, g.li, LANES, false);
 }
 
 // Normalised (and modulated) value of feature j of `row` whose input is v, given the row

@@ -4,7 +4,7 @@
 // the CPU twin (src/cpu/qmatmul.rs). The importer imports work_count (COUNT_WORK counts here):
 // the scale is a divide; per lane a divide, a round (an add) and the packing (3 bit operations);
 // clamp, abs and max are not counted (min/max). The absmax reduction moves WG values through
-// workgroup memory once plus its tree (the result read once: a broadcast).
+// workgroup memory once plus its tree, and every invocation reads the result.
 
 fn act_scale(absmax: f32) -> f32 {
     count_div();
@@ -30,20 +30,33 @@ fn workgroup_max(v: f32, li: u32) -> f32 {
 // The maximum over each segment of `lanes` consecutive invocations (a power of two dividing WG):
 // one row per segment when a workgroup quantizes several rows. Every invocation calls it.
 fn segment_max(v: f32, li: u32, lanes: u32) -> f32 {
+    return segment_reduce(v, li, lanes, true);
+}
+
+// The sum (or, with `is_max`, the maximum) of `v` over each segment of `lanes` consecutive
+// invocations, a tree in `maxes`; every invocation reads its segment's result (counted), and the
+// space is free again on return. Every invocation calls it.
+fn segment_reduce(v: f32, li: u32, lanes: u32, is_max: bool) -> f32 {
     maxes[li] = v;
     count_sram_write(4u);
     workgroupBarrier();
     let lane = li % lanes;
     for (var s = lanes / 2u; s > 0u; s >>= 1u) {
         if lane < s {
-            maxes[li] = max(maxes[li], maxes[li + s]);
+            let o = maxes[li + s];
+            if is_max {
+                maxes[li] = max(maxes[li], o);
+            } else {
+                maxes[li] = maxes[li] + o;
+                count_f32_add(1u);
+            }
             count_sram_read(8u);
             count_sram_write(4u);
         }
         workgroupBarrier();
     }
-    if lane == 0u {
-        count_sram_read(4u);
-    }
-    return maxes[li - lane];
+    let r = maxes[li - lane];
+    count_sram_read(4u);
+    workgroupBarrier(); // read before the space is reused
+    return r;
 }

@@ -245,8 +245,11 @@ impl Kernel for Norm {
                 dram_write: words * 4 + 4,
                 ..Work::default()
             };
-            slot +=
-                Work { sram_write: (lanes + (lanes - 1)) * 4, sram_read: (2 * (lanes - 1) + 1) * 4, ..Work::default() };
+            slot += Work {
+                sram_write: (lanes + (lanes - 1)) * 4,
+                sram_read: (2 * (lanes - 1) + lanes) * 4,
+                ..Work::default()
+            };
         } else {
             w.dram_write += d * eb;
         }

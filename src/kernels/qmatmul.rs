@@ -99,7 +99,7 @@ impl Kernel for ActQuant {
             dram_read: if words <= ACT_QUANT_CACHED * lanes { 1 } else { 2 } * n * k * eb,
             dram_write: n * (words * 4 + 4),
             sram_write: slots * (lanes + (lanes - 1)) * 4,
-            sram_read: slots * (2 * (lanes - 1) + 1) * 4,
+            sram_read: slots * (2 * (lanes - 1) + lanes) * 4,
             ..Work::default()
         })
     }

@@ -7,13 +7,13 @@
 use half::f16;
 use milliwatt::cpu::Element;
 use milliwatt::cpu::attention::{attention, attention_i8};
-use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
+use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK};
 use milliwatt::kernels::{
     Attention, AttentionNaive, Elem, Sparsity, block_list, neighbourhood_blocks, neighbourhood_tiles,
 };
 use milliwatt::{Gpu, Kernel};
 
-use crate::util::{Rng, compare, err, need_f16};
+use crate::util::{Rng, compare, err, need_f16, window_mask};
 use crate::{Backend, Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -90,11 +90,7 @@ fn neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
         };
         let blocks = neighbourhood_blocks(tokens, gh, gw, window);
         let got = run(gpu, &k, &qkv, Some(&blocks))?;
-        let mask = |q: usize, key: usize| {
-            let (q, key) = (q as u32, key as u32);
-            let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
-            (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
-        };
+        let mask = window_mask(gh, gw, window);
         // Every query sees exactly window^2 keys (NATTEN's shifted windows).
         for q in 0..tokens as usize {
             let seen = (0..tokens as usize).filter(|&key| mask(q, key)).count();
@@ -243,14 +239,9 @@ fn int8_case<E: Element>(gpu: &Gpu, limit: usize) -> Outcome {
             Attention { sparsity: sparsity.clone(), int8: true, ..Attention::dense(images, tokens, heads, d, E::ELEM) };
         let (lists, mask): (Option<Vec<Vec<u32>>>, KeyMask) = match sparsity {
             Sparsity::Dense => (None, Box::new(|_, _| true)),
-            Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window } => (
-                Some(neighbourhood_tiles(tokens, gh, gw, window)),
-                Box::new(move |q: usize, key: usize| {
-                    let (q, key) = (q as u32, key as u32);
-                    let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
-                    (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
-                }),
-            ),
+            Sparsity::Neighbourhood { grid_h: gh, grid_w: gw, window } => {
+                (Some(neighbourhood_tiles(tokens, gh, gw, window)), Box::new(window_mask(gh, gw, window)))
+            }
             Sparsity::Blocks => {
                 let mut rng = Rng::new(15_000);
                 let n_tiles = tokens.div_ceil(KEY_TILE);

@@ -9,7 +9,7 @@ use half::f16;
 use milliwatt::cpu::attention::{attention, attention_i8};
 use milliwatt::cpu::epilogue::{EpilogueInputs, epilogue};
 use milliwatt::cpu::{self, Element};
-use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK, window_start};
+use milliwatt::kernels::attention::{KEY_TILE, QUERY_BLOCK};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
     Act, ActQuant, Activation, Attention, Counting, Elem, Epilogue, Gemm, GemmVariant, Gemv, GemvReduce, GemvVariant,
@@ -19,7 +19,7 @@ use milliwatt::kernels::{
 use milliwatt::quant::Format;
 use milliwatt::{Gpu, Kernel, TensorRef, Work};
 
-use crate::util::{Rng, compare, err, need_f16, rel_tol};
+use crate::util::{Rng, compare, err, need_f16, rel_tol, window_mask};
 use crate::{Backend, Case, Outcome};
 
 pub fn all() -> Vec<(&'static str, Case)> {
@@ -707,11 +707,7 @@ fn attention_neighbourhood_case(gpu: &Gpu, limit: usize) -> Outcome {
             ..Attention::dense(1, tokens, heads, d, Elem::F32)
         };
         let got = run_attention(gpu, &k, &qkv, Some(&neighbourhood_blocks(tokens, gh, gw, window)))?;
-        let mask = |q: usize, key: usize| {
-            let (q, key) = (q as u32, key as u32);
-            let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
-            (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
-        };
+        let mask = window_mask(gh, gw, window);
         check_attention(&k, &qkv, &got, Some(&mask))?;
     }
     Ok(())
@@ -773,11 +769,7 @@ fn attention_int8_case(gpu: &Gpu, limit: usize) -> Outcome {
             ..Attention::dense(1, tokens, heads, d, Elem::F32)
         };
         let got = run_attention(gpu, &k, &qkv, Some(&neighbourhood_blocks(tokens, gh, gw, window)))?;
-        let mask = |q: usize, key: usize| {
-            let (q, key) = (q as u32, key as u32);
-            let (r0, c0) = (window_start(q / gw, gh, window), window_start(q % gw, gw, window));
-            (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
-        };
+        let mask = window_mask(gh, gw, window);
         check(&k, &got, &qkv, Some(&neighbourhood_tiles(tokens, gh, gw, window)), Some(&mask))?;
     }
     Ok(())

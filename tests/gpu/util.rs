@@ -120,3 +120,14 @@ pub fn read_texture(gpu: &Gpu, texture: &milliwatt::wgpu::Texture) -> Result<Vec
     let bytes: Vec<u8> = gpu.read(&buffer).map_err(err)?;
     Ok(bytes.chunks(pitch as usize).flat_map(|row| row[..w as usize * 4].to_vec()).collect())
 }
+
+/// NATTEN's neighbourhood on a `gh` x `gw` token grid: whether query `q` sees key `key` (the
+/// `window` x `window` window around the query, shifted inward at the borders).
+pub fn window_mask(gh: u32, gw: u32, window: u32) -> impl Fn(usize, usize) -> bool {
+    move |q: usize, key: usize| {
+        let (q, key) = (q as u32, key as u32);
+        let start = milliwatt::kernels::attention::window_start;
+        let (r0, c0) = (start(q / gw, gh, window), start(q % gw, gw, window));
+        (r0..r0 + window).contains(&(key / gw)) && (c0..c0 + window).contains(&(key % gw))
+    }
+}
