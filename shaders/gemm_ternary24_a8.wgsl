@@ -15,13 +15,19 @@
 
 // Group g of `row`: its state s (six per word, layout as gemv_ternary24.wgsl) and the positions
 // a < b of its two kept weights, as decode_f computes them: state extraction (2) and b's test (1).
-fn group_state(row: u32, g: u32) -> vec3<u32> {
+struct GroupState {
+    s: u32,
+    a: u32,
+    b: u32,
+}
+
+fn group_state(row: u32, g: u32) -> GroupState {
     count_dram_read(4u);
     count_bit_ops(3u);
     let s = (w[row * p.w_row_words + g / 6u] >> (5u * (g % 6u))) & 31u;
     let a = select(select(0u, 1u, s >= 12u), 2u, s >= 20u);
     let b = select(select(3u, 2u, (s & 20u) == 4u), 1u, s < 4u);
-    return vec3<u32>(s, a, b);
+    return GroupState(s, a, b);
 }
 
 #ifdef SKIP_ZEROS
@@ -32,11 +38,7 @@ fn group_picks(row: u32, g: u32) -> u32 {
     // The offsets and signs put together (7).
     count_bit_ops(7u);
     let st = group_state(row, g);
-    let s = st.x;
-    let a = st.y;
-    let b = st.z;
-    let live = s < 24u;
-    return select(1u << 17u, (8u * a) | ((8u * b) << 8u) | ((s & 3u) << 16u), live);
+    return select(1u << 17u, (8u * st.a) | ((8u * st.b) << 8u) | ((st.s & 3u) << 16u), st.s < 24u);
 }
 
 fn load_w_words(row: u32, q: u32) -> vec4<u32> {
@@ -80,12 +82,9 @@ fn pick_row(x: u32, picks: Picks) -> vec4<i32> {
 fn group_i8(row: u32, g: u32) -> u32 {
     count_bit_ops(13u);
     let st = group_state(row, g);
-    let s = st.x;
-    let a = st.y;
-    let b = st.z;
-    let va = select(1u, 0xFFu, (s & 1u) != 0u);
-    let vb = select(1u, 0xFFu, (s & 2u) != 0u);
-    return select(0u, (va << (8u * a)) | (vb << (8u * b)), s < 24u);
+    let va = select(1u, 0xFFu, (st.s & 1u) != 0u);
+    let vb = select(1u, 0xFFu, (st.s & 2u) != 0u);
+    return select(0u, (va << (8u * st.a)) | (vb << (8u * st.b)), st.s < 24u);
 }
 
 fn load_w_words(row: u32, q: u32) -> vec4<u32> {
