@@ -2,8 +2,9 @@
 // scale per row. LANES invocations per row (WG / LANES rows per workgroup): an absmax reduction
 // over the row's segment, then every invocation packs whole words. A row of at most
 // CACHED * 4 * LANES values (6,144 at 128 lanes: every DiT width up to XL's MLP) is read from
-// device memory once and kept in registers between the two; a longer one is read twice. Output rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the
-// layout the int8-activation matmuls read. COUNT_WORK counts the work done (shared/work_count.wgsl)
+// device memory once and kept in registers between the two; a longer one is read twice. Output
+// rows are x_row_words = ceil(K / 16) * 4 words (whole vec4<u32>, zero past K), the layout the
+// int8-activation matmuls read. COUNT_WORK counts the work done (shared/work_count.wgsl)
 // for the test of `ActQuant::work`.
 #import elem
 #import grid

@@ -49,9 +49,10 @@ const BKW: u32 = 16u;
 
 // Word-major slices: xt[kw][n] and wt[kw][m], read as vec4 along n and m.
 #ifdef X_RESIDENT
-// Every word of K of the tile's rows (K at most 256 int8: 64 words).
+// Every word of K of the tile's rows (K at most 256 int8: 64 words). Keep in sync with
+// `QGemm::X_RESIDENT_MAX_K`.
 const XRES_WORDS: u32 = 64u;
-var<workgroup> xt: array<vec4<u32>, 1024>; // XRES_WORDS * BN / 4
+var<workgroup> xt: array<vec4<u32>, XRES_WORDS * BN / 4u>;
 #else
 var<workgroup> xt: array<vec4<u32>, 256>; // BKW * BN / 4
 #endif

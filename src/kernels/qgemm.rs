@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Capabilities, Gpu, PipelineKey};
-use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build, split_rows_multi};
+use crate::kernel::{BufferReq, Kernel, Prepared, TensorRef, Work, build};
 use crate::kernels::Elem;
 use crate::kernels::epilogue::Epilogue;
 use crate::kernels::matmul::{GemmTile, MatmulShape};
@@ -56,8 +56,8 @@ impl QGemm {
         let MatmulShape { m, n, k } = self.shape;
         self.int8_act()
             && act_row_words(k) * 4 <= Self::X_RESIDENT_MAX_K
-            && m > 64
-            && n.div_ceil(64) >= Self::X_RESIDENT_MIN_ROW_TILES
+            && m > Self::TILE.bm
+            && n.div_ceil(Self::TILE.bn) >= Self::X_RESIDENT_MIN_ROW_TILES
     }
 
     /// A low-bit GEMM of `shape`.
@@ -190,14 +190,8 @@ impl Kernel for QGemm {
             // row's activation scale loaded once per workgroup into 64 slots of workgroup memory,
             // read by the 16 invocations sharing a column or row.
             // (A dispatch split along M past the binding limit reads X once per part.)
-            let x_passes = if self.x_resident() {
-                let (wr, sr, ar) = self.layout()?;
-                let row_bytes: Vec<u64> =
-                    [wr, sr, ar].into_iter().filter(|&w| w > 0).map(|w| u64::from(w) * 4).collect();
-                split_rows_multi(self.name(), caps, m, &row_bytes)?.len() as u64
-            } else {
-                tiles_m
-            };
+            let x_passes =
+                if self.x_resident() { self.bindings().parts(self.name(), caps)?.len() as u64 } else { tiles_m };
             work.dram_read += x_passes * n64 * words * 4 + tiles_n * m64 * w_row_bytes + x_passes * n64 * 4;
             work.sram_write += x_passes * tiles_n * 64 * 4;
             work.sram_read += tiles_m * 16 * n64 * 4;

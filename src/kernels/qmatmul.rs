@@ -377,13 +377,14 @@ impl Kernel for QGemv {
         // As the COUNT_WORK variant counts (shaders/shared/gemv_q.wgsl and the format shaders).
         let v = self.choose(caps);
         let MatmulShape { m, n, k } = self.shape;
-        let (wr, sr, ar) = row_words(self.format, k)?;
+        let (_, _, ar) = row_words(self.format, k)?;
         let (m64, n64) = (u64::from(m), u64::from(n));
         let steps = u64::from(k.div_ceil(STEP));
         // Workgroups of every dispatch (one per range of W rows split past the binding limit); rows
         // past M in the last workgroup of a dispatch re-read its last row.
-        let row_bytes: Vec<u64> = [wr, sr, ar].into_iter().filter(|&w| w > 0).map(|w| u64::from(w) * 4).collect();
-        let groups = split_rows_multi(self.name(), caps, m, &row_bytes)?
+        let groups = self
+            .bindings()
+            .parts(self.name(), caps)?
             .into_iter()
             .map(|(_, rows)| u64::from(rows.div_ceil(v.rows)))
             .sum::<u64>();
@@ -520,6 +521,24 @@ impl LowBitBindings {
         Ok(reqs)
     }
 
+    /// The weight streams present (absent ones, like F16Sparse24's scales or most formats' aux,
+    /// are neither passed nor declared by the shaders): (binding, bytes per row of W).
+    fn streams(&self) -> Result<Vec<(u32, u64)>> {
+        let (wr, sr, ar) = row_words(self.format, self.shape.k)?;
+        Ok([(3u32, wr), (4, sr), (5, ar)]
+            .into_iter()
+            .filter(|&(_, w)| w > 0)
+            .map(|(b, w)| (b, u64::from(w) * 4))
+            .collect())
+    }
+
+    /// The ranges of W rows (first, count) of the dispatches: one, or several where the weight
+    /// streams pass the device's storage-binding limit.
+    pub(crate) fn parts(&self, name: &'static str, caps: &Capabilities) -> Result<Vec<(u32, u32)>> {
+        let row_bytes: Vec<u64> = self.streams()?.iter().map(|&(_, bytes)| bytes).collect();
+        split_rows_multi(name, caps, self.shape.m, &row_bytes)
+    }
+
     pub(crate) fn specs<'a>(
         &self,
         name: &'static str,
@@ -528,16 +547,8 @@ impl LowBitBindings {
         buffers: &[TensorRef<'a>],
         grid: impl Fn(u32) -> [u32; 3],
     ) -> Result<Vec<DispatchSpec<'a, QMatmulParams>>> {
-        let MatmulShape { m, n, k } = self.shape;
-        let (wr, sr, ar) = row_words(self.format, k)?;
-        // Absent streams (no scales for F16Sparse24, no aux for most) are neither passed nor
-        // declared by the shaders.
-        let streams: Vec<(u32, u64)> = [(3u32, wr), (4, sr), (5, ar)]
-            .into_iter()
-            .filter(|&(_, w)| w > 0)
-            .map(|(b, w)| (b, u64::from(w) * 4))
-            .collect();
-        let row_bytes: Vec<u64> = streams.iter().map(|&(_, bytes)| bytes).collect();
+        let MatmulShape { m, n, .. } = self.shape;
+        let streams = self.streams()?;
         let n_act = if matches!(self.act, Act::Int8 { .. }) { 2 } else { 1 };
         let acts: Vec<(u32, TensorRef<'a>, u64)> =
             buffers[..n_act].iter().zip(reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
@@ -552,7 +563,8 @@ impl LowBitBindings {
             .map(|((binding, r), b)| (binding, *b, r.size))
             .collect();
         let whole = self.params()?;
-        Ok(split_rows_multi(name, caps, m, &row_bytes)?
+        Ok(self
+            .parts(name, caps)?
             .into_iter()
             .map(|(first, count)| {
                 let mut storage = acts.clone();

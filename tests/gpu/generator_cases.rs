@@ -542,16 +542,17 @@ fn fused_mlp_case(gpu: &Gpu) -> Outcome {
     if !g1.dit.fused_mlp() || mlps(&g1) != c.depth as usize || mlps(&g0) != 0 {
         return Err(format!("fused MLP ops: {} fused, {} in the chain's graph", mlps(&g1), mlps(&g0)).into());
     }
-    let caps = gpu.capabilities();
-    let ledger = |g: &SampleGraph| -> Result<f64, String> {
-        let fused = milliwatt::graph::fuse(&g.graph).map_err(err)?.0;
-        Ok(fused.ledger(caps, spec.steps).map_err(err)?.energy().total())
-    };
-    let (j1, j0) = (ledger(&g1)?, ledger(&g0)?);
+    let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
     if j1 >= j0 {
         return Err(format!("fused MLP ledger {j1} J, not below the chain's {j0} J").into());
     }
     Ok(())
+}
+
+/// The ledger total (laptop L2) of a sampling graph after the fusion pass, `steps` steps.
+fn fused_ledger(gpu: &Gpu, g: &SampleGraph, steps: u32) -> Result<f64, String> {
+    let fused = milliwatt::graph::fuse(&g.graph).map_err(err)?.0;
+    Ok(fused.ledger(gpu.capabilities(), steps).map_err(err)?.energy().total())
 }
 
 /// Int8 attention in the model, dense and neighbourhood, guided: close to the CPU reference (f32
@@ -596,11 +597,7 @@ fn int8_attention_case(gpu: &Gpu) -> Outcome {
         if g1.graph.ops().len() != g0.graph.ops().len() {
             return Err("int8 attention changed the dispatch count".into());
         }
-        let ledger = |g: &SampleGraph| -> Result<f64, String> {
-            let fused = milliwatt::graph::fuse(&g.graph).map_err(err)?.0;
-            Ok(fused.ledger(caps, spec.steps).map_err(err)?.energy().total())
-        };
-        let (j1, j0) = (ledger(&g1)?, ledger(&g0)?);
+        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
         if j1 >= j0 {
             return Err(format!("int8 attention ledger {j1} J, not below f32 attention's {j0} J").into());
         }
