@@ -20,6 +20,12 @@
 // memory (16 KiB) and walks the tiles of M over them, so X and its scales are read once instead of
 // once per tile of M.
 //
+// With X_GROUPED the activations carry a scale per row and group of p.x_group_words words of K
+// (xs[row * groups + g]: the attention's output quantized per token and head), so the i32 sums
+// are folded into f32 accumulators at the end of every group, times the rows' group scales (one
+// fma per output per group); the groups' scales of the tile's rows are staged once per workgroup.
+// Not with GROUPED weights.
+//
 // The importing shader declares the weight bindings and
 //   const GROUPED: bool
 //   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
@@ -62,6 +68,15 @@ var<workgroup> wt: array<vec4<u32>, 256>; // BKW * BM / 4
 var<workgroup> col_scale: array<f32, 64>; // BM
 var<workgroup> col_bias: array<f32, 64>; // BM
 var<workgroup> row_scale: array<f32, 64>; // BN
+#ifdef X_GROUPED
+// Activation scales of the tile's rows, group-major: group g, rows 4r .. 4r+3 in xgs[g * BN / 4 + r].
+// Keep in sync with `QGemm::X_GROUPS_MAX`.
+const X_GROUPS_MAX: u32 = 16u;
+var<workgroup> xgs: array<vec4<f32>, 256>; // X_GROUPS_MAX * BN / 4
+const X_GROUPED_ON: bool = true;
+#else
+const X_GROUPED_ON: bool = false;
+#endif
 
 fn load_x_words(row: u32, q: u32) -> vec4<u32> {
     if row < p.n && 4u * q < p.x_row_words {
@@ -106,6 +121,21 @@ fn main(
         var facc2 = vec4<f32>();
         var facc3 = vec4<f32>();
         let mm = m0 + lid.x * 4u;
+#ifdef X_GROUPED
+        if first {
+            let x_groups = p.x_row_words / p.x_group_words;
+            for (var e = li; e < x_groups * BN; e += 256u) {
+                let row = n0 + e % BN;
+                var s = 0.0;
+                if row < p.n {
+                    s = xs[row * x_groups + e / BN];
+                    count_dram_read(4u);
+                }
+                xgs[e / 4u][e % 4u] = s;
+                count_sram_write(4u);
+            }
+        }
+#endif
         for (var kw0 = 0u; kw0 < p.x_row_words; kw0 += BKW) {
             let q = kw0 / 4u + sc;
             var wv = vec4<u32>();
@@ -149,6 +179,25 @@ fn main(
                 acc3 += dot_row(a.w, b);
 #endif
                 count_sram_read(32u);
+#ifdef X_GROUPED
+                // The end of a group of K: its sums times the four rows' scales.
+                // (Groups past K, in a slice's zero padding, add zero sums; their index is clamped.)
+                if (kw0 + kw + 1u) % p.x_group_words == 0u {
+                    let g = min((kw0 + kw) / p.x_group_words, X_GROUPS_MAX - 1u);
+                    let gs = xgs[g * (BN / 4u) + lid.y];
+                    facc0 = fma(vec4<f32>(acc0), vec4<f32>(gs.x), facc0);
+                    facc1 = fma(vec4<f32>(acc1), vec4<f32>(gs.y), facc1);
+                    facc2 = fma(vec4<f32>(acc2), vec4<f32>(gs.z), facc2);
+                    facc3 = fma(vec4<f32>(acc3), vec4<f32>(gs.w), facc3);
+                    count_sram_read(16u);
+                    count_f32_mul(16u);
+                    count_f32_add(16u);
+                    acc0 = vec4<i32>();
+                    acc1 = vec4<i32>();
+                    acc2 = vec4<i32>();
+                    acc3 = vec4<i32>();
+                }
+#endif
             }
             workgroupBarrier();
             if GROUPED {
@@ -187,7 +236,7 @@ fn main(
             col_bias[li] = b;
             count_sram_write(4u);
 #endif
-        } else if li < BM + BN && first {
+        } else if li < BM + BN && first && !X_GROUPED_ON {
             let row = n0 + li - BM;
             var s = 0.0;
             if row < p.n {
@@ -216,14 +265,20 @@ fn main(
         for (var i = 0u; i < 4u; i++) {
             let n = n0 + lid.y * 4u + i;
             if n < p.n {
-                let xscale = row_scale[lid.y * 4u + i];
-                count_sram_read(4u);
+                var xscale = 1.0;
+                if !X_GROUPED_ON {
+                    xscale = row_scale[lid.y * 4u + i];
+                    count_sram_read(4u);
+                }
                 for (var j = 0u; j < 4u; j++) {
                     if mm + j < p.m {
                         let at = n * p.ldy + p.m_offset + mm + j;
                         var v: f32;
                         if GROUPED {
                             v = facc[i][j] * xscale;
+                            count_f32_mul(1u);
+                        } else if X_GROUPED_ON {
+                            v = facc[i][j] * wsc[j];
                             count_f32_mul(1u);
                         } else {
                             v = f32(acc[i][j]) * wsc[j] * xscale;

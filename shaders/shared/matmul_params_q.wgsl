@@ -20,4 +20,9 @@ struct QMatmulParams {
     group: u32,
     // Rows of Y that share one gate row (GATED epilogue), else 0.
     gate_rows: u32,
+    // Words of K per activation scale (X_GROUPED: a scale per row and group), else 0.
+    x_group_words: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }

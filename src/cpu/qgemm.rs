@@ -25,7 +25,10 @@ pub struct Weights<'a> {
 /// Twin of the int8-activation GEMMs: exact i32 sums of dot4 over the words of K, then
 /// `f32(sum) * w_scale[m] * x_scale[n]` and the epilogue. Int4 (group-wise scales, groups a
 /// multiple of 64): the i32 sum of each 64-weight slice goes into an f32 accumulator with one fma
-/// by its group's scale, in increasing K, and the result times `x_scale[n]`.
+/// by its group's scale, in increasing K, and the result times `x_scale[n]`. Grouped activation
+/// scales (`p.x_group_words` > 0, `xs` N x groups): the i32 sum of each group of K goes into an f32
+/// accumulator with one fma by the row's scale of that group, in increasing K, and the result
+/// times `w_scale[m]`.
 pub fn qgemm_a8<E: Element>(
     p: &QMatmulParams,
     wt: Weights<'_>,
@@ -37,6 +40,7 @@ pub fn qgemm_a8<E: Element>(
 ) {
     let (m, n) = (p.m as usize, p.n as usize);
     let xw = p.x_row_words as usize;
+    let xg = p.x_group_words as usize;
     for nn in 0..n {
         for mm in 0..m {
             let grouped = matches!(wt.format, Format::Int4 { .. });
@@ -45,6 +49,11 @@ pub fn qgemm_a8<E: Element>(
                 let st = load_step(wt.format, p, wt.w, wt.ws, wt.wz, mm, q);
                 for j in 0..4 {
                     acc += dot4_i8(decode_i8(wt.format, &st, j), xq[nn * xw + 4 * q + j]);
+                    let word = 4 * q + j;
+                    if xg > 0 && (word + 1) % xg == 0 {
+                        facc = (acc as f32).mul_add(xs[nn * (xw / xg) + word / xg], facc);
+                        acc = 0;
+                    }
                 }
                 // The end of a 64-weight slice (4 steps), or of K.
                 if grouped && (q % 4 == 3 || q == xw / 4 - 1) {
@@ -52,7 +61,13 @@ pub fn qgemm_a8<E: Element>(
                     acc = 0;
                 }
             }
-            let v = if grouped { facc * xs[nn] } else { acc as f32 * f32::from_bits(wt.ws[mm]) * xs[nn] };
+            let v = if grouped {
+                facc * xs[nn]
+            } else if xg > 0 {
+                facc * f32::from_bits(wt.ws[mm])
+            } else {
+                acc as f32 * f32::from_bits(wt.ws[mm]) * xs[nn]
+            };
             let col = p.m_offset as usize + mm;
             let at = nn * p.ldy as usize + col;
             y[at] = E::from_f32(epilogue(e, t, p.ldy as usize, v, nn, col, at));

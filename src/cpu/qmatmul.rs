@@ -37,6 +37,26 @@ pub fn quantize_act<E: Element>(n: usize, k: usize, x_row_words: usize, x: &[E],
     }
 }
 
+/// Int8 activations with a scale per row and group of `group` values of K (a multiple of 4 that
+/// divides K): rows of `x` (N x K) to `xq` (N x K / 4 words) and `scales` (N x K / `group`), each
+/// group quantized by its own absmax as `quantize_act` does a row. The twin of the attention's
+/// int8 output (a group per head) and the input of the GEMM's grouped activation scales.
+pub fn quantize_act_grouped<E: Element>(n: usize, k: usize, group: usize, x: &[E], xq: &mut [u32], scales: &mut [f32]) {
+    let groups = k / group;
+    for row in 0..n {
+        for g in 0..groups {
+            let at = row * k + g * group;
+            let absmax = x[at..at + group].iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+            let scale = act_scale(absmax);
+            for w in 0..group / 4 {
+                let v = std::array::from_fn(|j| x[at + 4 * w + j].to_f32());
+                xq[(at / 4) + w] = quantize4(v, scale);
+            }
+            scales[row * groups + g] = scale;
+        }
+    }
+}
+
 /// One step of a packed row as the shaders' `load_step` sees it: words, scale, zero point, and the
 /// format's aux bits (2:4 positions).
 #[derive(Clone, Copy, Debug)]
@@ -448,6 +468,8 @@ mod tests {
             x_row_words: crate::kernels::qmatmul::act_row_words(k),
             group: 0,
             gate_rows: 0,
+            x_group_words: 0,
+            _pad: [0; 3],
         }
     }
 

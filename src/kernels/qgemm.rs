@@ -34,6 +34,11 @@ pub struct QGemm {
     /// a dense dot4 over the group. Fewer, cheaper operations on the ledger; more instructions
     /// where `dot4I8Packed` is one (BENCHMARKS.md has both).
     pub skip_zeros: bool,
+    /// Int8 activations with a scale per row and group of `x_group` values of K (`x_scales` is
+    /// N x K / `x_group`, row-major), e.g. the attention's output quantized per token and head
+    /// ([`crate::kernels::Attention::emit_i8`]); 0: one scale per row. A multiple of 16 that
+    /// divides K, at most [`QGemm::X_GROUPS_MAX`] groups, not with int4's group-wise weight scales.
+    pub x_group: u32,
 }
 
 impl QGemm {
@@ -49,6 +54,9 @@ impl QGemm {
     /// dispatch would have too few workgroups to fill a GPU.
     pub const X_RESIDENT_MIN_ROW_TILES: u32 = 64;
 
+    /// Most activation scale groups per row ([`QGemm::x_group`]; gemm_a8.wgsl's X_GROUPS_MAX).
+    pub const X_GROUPS_MAX: u32 = 16;
+
     /// Whether this GEMM runs the X-resident variant: int8 activations, K at most
     /// [`QGemm::X_RESIDENT_MAX_K`], more than one tile of M and at least
     /// [`QGemm::X_RESIDENT_MIN_ROW_TILES`] tiles of N.
@@ -62,7 +70,13 @@ impl QGemm {
 
     /// A low-bit GEMM of `shape`.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
-        Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false }
+        Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false, x_group: 0 }
+    }
+
+    /// The same GEMM taking activations with a scale per row and group of `x_group` values of K
+    /// ([`QGemm::x_group`]).
+    pub fn with_x_group(self, x_group: u32) -> Self {
+        Self { x_group, ..self }
     }
 
     /// The same GEMM skipping the zero half of 2:4 weights ([`QGemm::skip_zeros`]).
@@ -92,6 +106,23 @@ impl QGemm {
                 message: format!("zero skipping is for Ternary24 weights with int8 activations, not {:?}", self.act),
             });
         }
+        if self.x_group > 0 {
+            let k = self.shape.k;
+            let fault = if !self.int8_act() {
+                Some(format!("grouped activation scales are for int8 activations, not {:?}", self.act))
+            } else if matches!(self.format, Format::Int4 { .. }) {
+                Some("grouped activation scales with group-wise weight scales".to_string())
+            } else if !self.x_group.is_multiple_of(16) || !k.is_multiple_of(self.x_group) {
+                Some(format!("activation groups of {} must be a multiple of 16 that divides K = {k}", self.x_group))
+            } else if k / self.x_group > Self::X_GROUPS_MAX {
+                Some(format!("{} activation groups, at most {}", k / self.x_group, Self::X_GROUPS_MAX))
+            } else {
+                None
+            };
+            if let Some(message) = fault {
+                return Err(Error::Format { format: format!("{:?}", self.format), message });
+            }
+        }
         let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),
             (Format::Int8, true) => (&shaders::GEMM_INT8_A8, vec![]),
@@ -117,7 +148,10 @@ impl QGemm {
         let vec4 = !self.int8_act() && self.shape.k.is_multiple_of(4);
         let defines =
             self.out().define().into_iter().chain(defines).chain(vec4.then_some("VEC4")).chain(self.epilogue.defines());
-        let defines = defines.chain(count.then_some(COUNT_WORK)).chain(self.x_resident().then_some("X_RESIDENT"));
+        let defines = defines
+            .chain(count.then_some(COUNT_WORK))
+            .chain(self.x_resident().then_some("X_RESIDENT"))
+            .chain((self.x_group > 0).then_some("X_GROUPED"));
         Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
     }
 
@@ -126,7 +160,13 @@ impl QGemm {
     }
 
     fn bindings(&self) -> LowBitBindings {
-        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
+        LowBitBindings {
+            shape: self.shape,
+            format: self.format,
+            act: self.act,
+            epilogue: self.epilogue,
+            x_group: self.x_group,
+        }
     }
 
     /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
@@ -192,9 +232,20 @@ impl Kernel for QGemm {
             // (A dispatch split along M past the binding limit reads X once per part.)
             let x_passes =
                 if self.x_resident() { self.bindings().parts(self.name(), caps)?.len() as u64 } else { tiles_m };
-            work.dram_read += x_passes * n64 * words * 4 + tiles_n * m64 * w_row_bytes + x_passes * n64 * 4;
-            work.sram_write += x_passes * tiles_n * 64 * 4;
-            work.sram_read += tiles_m * 16 * n64 * 4;
+            // Activation scales: one per row, or one per row and group (X_GROUPED: all of a row's
+            // groups staged with it, zero past N, and read as a vec4 of four rows per invocation
+            // at the end of each group of the padded K, where the sums are folded into f32).
+            let x_groups = u64::from(self.bindings().x_groups());
+            work.dram_read += x_passes * n64 * words * 4 + tiles_n * m64 * w_row_bytes + x_passes * n64 * x_groups * 4;
+            work.sram_write += x_passes * tiles_n * 64 * x_groups * 4;
+            if self.x_group > 0 {
+                let folds = slices * 16 / u64::from(self.x_group / 4);
+                work.sram_read += groups * 256 * folds * 16;
+                work.f32_mul += groups * 256 * folds * 16;
+                work.f32_add += groups * 256 * folds * 16;
+            } else {
+                work.sram_read += tiles_m * 16 * n64 * 4;
+            }
             if row_scaled {
                 work.dram_read += tiles_n * m64 * 4;
                 work.sram_write += groups * 64 * 4;
@@ -237,8 +288,9 @@ impl Kernel for QGemm {
                 _ => {}
             }
             if row_scaled {
-                // Output: the row and activation scale multiplies.
-                work.f32_mul += 2 * outputs;
+                // Output: the row and activation scale multiplies (the row scale alone where the
+                // activation scales were folded in per group).
+                work.f32_mul += if self.x_group > 0 { outputs } else { 2 * outputs };
             }
         } else {
             let GemmTile { bm, bn, bk } = Self::TILE;

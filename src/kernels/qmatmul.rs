@@ -152,6 +152,11 @@ pub struct QMatmulParams {
     pub group: u32,
     /// Rows of Y sharing one gate row (gated epilogue), else 0.
     pub gate_rows: u32,
+    /// Words of int8 activations per activation scale (a scale per row and group of K, the
+    /// tiled GEMM's grouped activations), else 0 (one scale per row).
+    pub x_group_words: u32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
 }
 
 /// Row geometry of a packed weight format, in u32 words: weights, scales (0 for
@@ -228,7 +233,7 @@ impl QGemv {
     }
 
     fn bindings(&self) -> LowBitBindings {
-        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue }
+        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue, x_group: 0 }
     }
 
     /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
@@ -470,6 +475,8 @@ pub(crate) struct LowBitBindings {
     pub format: Format,
     pub act: Act,
     pub epilogue: Epilogue,
+    /// Int8 activations per activation scale (the tiled GEMM's grouped activations), else 0.
+    pub x_group: u32,
 }
 
 impl LowBitBindings {
@@ -493,7 +500,14 @@ impl LowBitBindings {
                 _ => 0,
             },
             gate_rows: self.epilogue.gate_rows.unwrap_or(0),
+            x_group_words: self.x_group / 4,
+            _pad: [0; 3],
         })
+    }
+
+    /// Activation scales per row: one, or K / `x_group`.
+    pub(crate) fn x_groups(&self) -> u32 {
+        if self.x_group == 0 { 1 } else { self.shape.k.div_ceil(self.x_group) }
     }
 
     /// The caller's buffers, in the order [`LowBitBindings::specs`] binds them.
@@ -505,7 +519,7 @@ impl LowBitBindings {
             Act::Float(e) => vec![BufferReq::input("x", e.bytes(n64 * k64))],
             Act::Int8 { .. } => vec![
                 BufferReq::input("x", n64 * u64::from(act_row_words(k)) * 4),
-                BufferReq::input("x_scales", n64 * 4),
+                BufferReq::input("x_scales", n64 * u64::from(self.x_groups()) * 4),
             ],
         };
         reqs.push(BufferReq::weight("w", m64 * u64::from(wr) * 4));

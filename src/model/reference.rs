@@ -193,6 +193,8 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
                 x_row_words: act_row_words(packed.k),
                 group,
                 gate_rows,
+                x_group_words: 0,
+                _pad: [0; 3],
             };
             if MatmulKind::of(rows as u32, Some(format)) == MatmulKind::Gemv {
                 let act = match input {

@@ -43,6 +43,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_a8_epilogue", |b| qgemm_epilogue_case(&b.gpu)),
+        ("ledger_qgemm_a8_grouped_activations", |b| qgemm_grouped_case(&b.gpu)),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
         ("ledger_step_slice_f32", |b| step_slice_case::<f32>(&b.gpu)),
@@ -194,6 +195,63 @@ fn qgemm_epilogue_case(gpu: &Gpu) -> Outcome {
             let scale: Vec<f32> = pr.scale.iter().map(|s| s + 2.0).collect();
             compare(&what, &out, &twin, &scale, 1e-5, 1e-5)?;
         }
+    }
+    Ok(())
+}
+
+/// The tiled int8 GEMMs with a scale per row and group of K (X_GROUPED), on odd shapes: K that
+/// pads its last slice (folds past K), X resident, 2:4 zero skipping, a gated residual: the counts
+/// equal `QGemm::work`, and the counting variant still computes what the twin computes.
+fn qgemm_grouped_case(gpu: &Gpu) -> Outcome {
+    use crate::qgemm_cases::{params, problem, weights};
+    use milliwatt::cpu::qgemm::qgemm_a8;
+    use milliwatt::cpu::qmatmul::quantize_act_grouped;
+    let cases = [
+        (Format::Ternary2, 70u32, 37u32, 96u32, 16u32, false),
+        (Format::Ternary24, 65, 70, 128, 32, true),
+        (Format::Int8, 130, 4150, 192, 64, false),
+    ];
+    for (i, &(format, m, n, k, group, skip)) in cases.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let pr = problem(shape, format, 4500 + i as u64)?;
+        let pk = &pr.packed;
+        let ep = Epilogue { bias: true, residual: true, gate_rows: Some(9), ..Epilogue::default() };
+        let kernel = QGemm::new(shape, format, Act::Int8 { out: Elem::F32 })
+            .with_epilogue(ep)
+            .with_skip_zeros(skip)
+            .with_x_group(group);
+        let (nu, ku, gu) = (n as usize, k as usize, group as usize);
+        let (mut xq, mut xs) = (vec![0u32; nu * ku / 4], vec![0f32; nu * ku / gu]);
+        quantize_act_grouped(nu, ku, gu, &pr.x, &mut xq, &mut xs);
+        let mut rng = Rng::new(4600 + i as u64);
+        let bias: Vec<f32> = rng.vec(m as usize);
+        let residual: Vec<f32> = rng.vec((m * n) as usize);
+        let gate: Vec<f32> = rng.vec((n.div_ceil(9) * m) as usize);
+        let mut owned = vec![gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?];
+        owned.push(gpu.upload("w", &pk.data).map_err(err)?);
+        owned.push(gpu.upload("w_scales", &pk.scales).map_err(err)?);
+        if !pk.aux.is_empty() {
+            owned.push(gpu.upload("w_aux", &pk.aux).map_err(err)?);
+        }
+        let y = gpu.upload("y", &vec![7f32; (m * n) as usize]).map_err(err)?;
+        owned.extend([
+            gpu.upload("bias", &bias).map_err(err)?,
+            gpu.upload("residual", &residual).map_err(err)?,
+            gpu.upload("gate", &gate).map_err(err)?,
+        ]);
+        let mut bufs: Vec<TensorRef<'_>> = owned[..owned.len() - 3].iter().map(TensorRef::from).collect();
+        bufs.push((&y).into());
+        bufs.extend(owned[owned.len() - 3..].iter().map(TensorRef::from));
+        let what = format!("qgemm {format:?} ({m}, {n}, {k}) activation groups of {group}, skip zeros {skip}");
+        counts_agree(gpu, &what, &kernel, &bufs)?;
+        let out: Vec<f32> = gpu.read(&y).map_err(err)?;
+        let mut p = params(shape, format, 9);
+        p.x_group_words = group / 4;
+        let mut twin = vec![0f32; (m * n) as usize];
+        let t = EpilogueInputs { bias: &bias, residual: &residual, gate: &gate };
+        qgemm_a8(&p, weights(&pr), &ep, &t, &xq, &xs, &mut twin);
+        let scale: Vec<f32> = pr.scale.iter().map(|s| s * 1.5 + 2.0).collect();
+        compare(&what, &out, &twin, &scale, 1e-5, 1e-5)?;
     }
     Ok(())
 }

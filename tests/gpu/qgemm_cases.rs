@@ -19,6 +19,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("qgemm_a8_ternary_ternary24_int8_int4", |b| a8_cases(&b.gpu)),
         ("qgemm_a8_ternary24_skip_zeros", |b| skip_zeros_cases(&b.gpu)),
         ("qgemm_a8_x_resident", |b| x_resident_cases(&b.gpu)),
+        ("qgemm_a8_grouped_activations", |b| x_grouped_cases(&b.gpu)),
         ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
         ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
@@ -273,6 +274,79 @@ fn x_resident_cases(gpu: &Gpu) -> Outcome {
     let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
     let scale: Vec<f32> = pr.scale.iter().map(|s| s * 1.5 + 2.0).collect();
     compare("X-resident with bias, GELU, gated residual", &out, &twin, &scale, 1e-5, 1e-5)?;
+    Ok(())
+}
+
+/// Activations with a scale per row and group of K (X_GROUPED: the attention's int8 output, a
+/// group per head): against the twin (the groups' sums folded into f32 in the same order: equal
+/// to the fma's rounding) and the twin against a plain matmul of the dequantized activations, on
+/// odd M and N, K that pads its last slice, 16 groups, X resident, 2:4 skipping and a gated
+/// residual; and the refusals.
+fn x_grouped_cases(gpu: &Gpu) -> Outcome {
+    let act = Act::Int8 { out: Elem::F32 };
+    let cases = [
+        (Format::Ternary2, 70u32, 33u32, 128u32, 32u32, false, false),
+        (Format::Ternary24, 65, 257, 96, 16, false, false),
+        (Format::Ternary24, 65, 257, 96, 16, true, false),
+        (Format::Int8, 33, 64, 384, 64, false, true),
+        (Format::Ternary2, 100, 50, 256, 16, false, false),
+        (Format::Ternary2, 130, 4100, 192, 64, false, false),
+        (Format::Int8, 129, 4099, 160, 32, false, false),
+    ];
+    for (i, &(format, m, n, k, group, skip, gated)) in cases.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let e = if gated {
+            Epilogue { bias: true, residual: true, gate_rows: Some(7), ..Epilogue::default() }
+        } else {
+            Epilogue::default()
+        };
+        let kernel = QGemm::new(shape, format, act).with_skip_zeros(skip).with_x_group(group).with_epilogue(e);
+        let pr = problem(shape, format, 5600 + i as u64)?;
+        let (nu, ku, gu) = (n as usize, k as usize, group as usize);
+        let mut x = pr.x.clone();
+        // Groups of very different magnitude, so one scale per row would not do.
+        for (j, v) in x.iter_mut().enumerate() {
+            *v *= [1.0, 40.0, 0.02, 3.0][(j % ku / gu) % 4];
+        }
+        let (mut xq, mut xs) = (vec![0u32; nu * ku / 4], vec![0f32; nu * ku / gu]);
+        cpu::qmatmul::quantize_act_grouped(nu, ku, gu, &x, &mut xq, &mut xs);
+        let epi = epi_data(shape, 7, 5700 + i as u64);
+        let t = EpilogueInputs { bias: &epi.bias, residual: &epi.residual, gate: &epi.gate };
+        let mut p = params(shape, format, if gated { 7 } else { 0 });
+        p.x_group_words = group / 4;
+        let mut twin = vec![0f32; (m * n) as usize];
+        qgemm_a8(&p, weights(&pr), &e, &t, &xq, &xs, &mut twin);
+        let what = format!("{format:?} {shape:?} activation groups of {group} (skip {skip}, gated {gated})");
+        let xd: Vec<f32> = (0..nu * ku)
+            .map(|j| f32::from((xq[j / 4] >> (8 * (j % 4))) as u8 as i8) * xs[(j / ku) * (ku / gu) + j % ku / gu])
+            .collect();
+        // Per output, the sum of |x| |w| (and the residual and gate's share where gated).
+        let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        let da: Vec<f32> = pr.dequant.iter().map(|v| v.abs()).collect();
+        let mut scale = cpu::matmul::reference(m as usize, nu, ku, &xa, &da);
+        if gated {
+            scale.iter_mut().for_each(|s| *s = *s * 1.5 + 2.0);
+        } else {
+            let reference = cpu::matmul::reference(m as usize, nu, ku, &xd, &pr.dequant);
+            compare(&format!("{what}: twin vs reference"), &twin, &reference, &scale, 1e-5, 1e-6)?;
+        }
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
+        compare(&what, &out, &twin, &scale, 1e-6, 1e-6)?;
+    }
+    let refuse = |kernel: QGemm, what: &str| -> Outcome {
+        match kernel.requirements(gpu.capabilities()) {
+            Err(milliwatt::Error::Format { .. }) => Ok(()),
+            other => Err(format!("{what}: {other:?}, not a format error").into()),
+        }
+    };
+    let shape = MatmulShape::new(64, 64, 512);
+    refuse(QGemm::new(shape, Format::Ternary2, act).with_x_group(24), "groups of 24")?;
+    refuse(QGemm::new(shape, Format::Ternary2, act).with_x_group(48), "groups that do not divide K")?;
+    refuse(QGemm::new(shape, Format::Ternary2, act).with_x_group(16), "32 groups")?;
+    refuse(QGemm::new(shape, Format::Ternary2, Act::Float(Elem::F32)).with_x_group(64), "float activations")?;
+    let int4 = Format::Int4 { group: 64, zero_point: false };
+    refuse(QGemm::new(shape, int4, act).with_x_group(64), "int4 weights")?;
     Ok(())
 }
 
