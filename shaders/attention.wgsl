@@ -19,6 +19,11 @@
 // softmax weights exp(s - m) in [0, 1] become int8 as round(127 w); the running sum l adds the same
 // codes (one dot4I8Packed with ones per 4 keys), so o / l is a convex combination of the values
 // whatever the rounding.
+// EMIT_I8: the output is written as int8 with a scale per (token, head) — the query's output row
+// of its head quantized by its own absmax in registers, as quantize_act.wgsl would quantize it
+// (out_q: rows of heads * D / 4 words, out_s: heads scales per row) — the int8 input of the
+// projection GEMM with grouped activation scales (gemm_a8.wgsl's X_GROUPED), so the output makes
+// no float round trip through memory and needs no quantizer of its own.
 // The CPU twin is src/cpu/attention.rs (`attention`, f64, for the float kernel; `attention_i8`
 // step for step for I8). COUNT_WORK counts the work done (shared/work_count.wgsl) for the test of
 // `Attention::work`.
@@ -26,6 +31,10 @@
 #import work_count
 #ifdef I8
 #import act_quant
+#else
+#ifdef EMIT_I8
+#import act_quant
+#endif
 #endif
 
 // Keep in sync with `AttentionParams` in src/kernels/attention.rs.
@@ -52,7 +61,12 @@ const BK: u32 = 16u;
 // blocks[qb] .. blocks[qb + 1] index into blocks[n_query_blocks + 1 ..]: key tiles of query block qb.
 @group(0) @binding(2) var<storage, read> blocks: array<u32>;
 #endif
+#ifdef EMIT_I8
+@group(0) @binding(3) var<storage, read_write> out_q: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out_s: array<f32>;
+#else
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;
+#endif
 
 var<workgroup> k_tile: array<vec4<f32>, 512>; // BK * D4_MAX
 var<workgroup> v_tile: array<vec4<f32>, 512>;
@@ -65,12 +79,6 @@ var<workgroup> v_scale: array<f32, 128>;
 
 // The softmax weights' int8 scale: w in [0, 1] is stored as round(127 w).
 const P_CODES: f32 = 127.0;
-
-// |v|'s largest component.
-fn max_abs4(v: vec4<f32>) -> f32 {
-    let a = abs(v);
-    return max(max(a.x, a.y), max(a.z, a.w));
-}
 
 fn unpack_i8(word: u32) -> vec4<f32> {
     count_bit_ops(12u);
@@ -131,6 +139,12 @@ fn quantize_tile(li: u32, keys: u32) {
     workgroupBarrier();
 }
 #endif
+
+// |v|'s largest component.
+fn max_abs4(v: vec4<f32>) -> f32 {
+    let a = abs(v);
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
 
 // Element offset of (image b, token t, part s in {q, k, v}, head h, dim 0).
 fn qkv_at(b: u32, t: u32, s: u32, h: u32) -> u32 {
@@ -331,6 +345,26 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         }
         workgroupBarrier();
     }
+#ifdef EMIT_I8
+    if valid {
+        let inv = 1.0 / l;
+        count_div();
+        var absmax = 0.0;
+        for (var i = 0u; i < d4; i++) {
+            o[i] *= inv;
+            absmax = max(absmax, max_abs4(o[i]));
+            count_f32_mul(4u);
+        }
+        let scale = act_scale(absmax);
+        let row = (b * p.tokens + query) * p.heads + h;
+        for (var i = 0u; i < d4; i++) {
+            out_q[row * d4 + i] = quantize4(o[i], scale);
+            count_dram_write(4u);
+        }
+        out_s[row] = scale;
+        count_dram_write(4u);
+    }
+#else
     if valid {
         let inv = 1.0 / l;
         count_div();
@@ -345,5 +379,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
             count_dram_write(4u * ELEM_BYTES);
         }
     }
+#endif
     count_flush();
 }

@@ -69,7 +69,7 @@ shaders! {
     TIMESTEP_EMBED = "timestep_embed" ["F16", "COUNT_WORK"];
     CLASS_EMBED = "class_embed" ["F16", "COUNT_WORK"];
     SAMPLER = "sampler" ["COUNT_WORK"];
-    ATTENTION = "attention" ["F16", "I8", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
+    ATTENTION = "attention" ["F16", "I8", "EMIT_I8", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
     ATTENTION_NAIVE = "attention_naive" [];
     NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8", "COUNT_WORK"];
     GEMM_TERNARY_A8 = "gemm_ternary_a8" ["F16", "X_RESIDENT", "X_GROUPED", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];

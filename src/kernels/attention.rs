@@ -59,7 +59,9 @@ pub enum Sparsity {
 }
 
 /// Fused attention over `images` x `tokens` tokens. Buffers: `qkv` (images, tokens, 3, heads,
-/// head_dim), `blocks` (sparse variants), `out` (images, tokens, heads, head_dim).
+/// head_dim), `blocks` (sparse variants), `out` (images, tokens, heads, head_dim), or with
+/// [`Attention::emit_i8`] `out_q` (the same as int8, four per u32) and `out_scales` (images,
+/// tokens, heads; f32).
 #[derive(Clone, Debug)]
 pub struct Attention {
     /// Images.
@@ -86,6 +88,11 @@ pub struct Attention {
     /// their tile's mean key (added back in f32), values per channel and tile, softmax weights as
     /// round(127 w); both products as `dot4I8Packed`. Needs [`Capabilities::packed_dot4`].
     pub int8: bool,
+    /// Write the output as int8 with a scale per (token, head) (absmax of the head's row, as
+    /// [`crate::kernels::ActQuant`] quantizes a row), the input of a [`crate::kernels::QGemm`]
+    /// with activation groups of `head_dim` ([`crate::kernels::QGemm::x_group`]): the projection
+    /// reads it directly, with no float output and no quantizer between them.
+    pub emit_i8: bool,
 }
 
 impl Attention {
@@ -101,6 +108,7 @@ impl Attention {
             visited_tiles: None,
             block_tiles: None,
             int8: false,
+            emit_i8: false,
         }
     }
 
@@ -128,8 +136,8 @@ impl Attention {
     }
 
     fn key(&self, count: bool) -> PipelineKey {
-        let defines =
-            self.elem.define().into_iter().chain(count.then_some(COUNT_WORK)).chain(self.int8.then_some("I8"));
+        let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK));
+        let defines = defines.chain(self.int8.then_some("I8")).chain(self.emit_i8.then_some("EMIT_I8"));
         let defines = defines.chain(match self.sparsity {
             Sparsity::Dense => vec![],
             Sparsity::Neighbourhood { .. } => vec!["BLOCK_LIST", "NEIGHBOURHOOD"],
@@ -293,7 +301,12 @@ impl Kernel for Attention {
         if self.sparsity != Sparsity::Dense {
             reqs.push(BufferReq::input("blocks", (u64::from(self.query_blocks()) + 2) * 4));
         }
-        reqs.push(BufferReq::output("out", self.elem.bytes(n)));
+        if self.emit_i8 {
+            reqs.push(BufferReq::output("out_q", n));
+            reqs.push(BufferReq::output("out_scales", n / u64::from(self.head_dim) * 4));
+        } else {
+            reqs.push(BufferReq::output("out", self.elem.bytes(n)));
+        }
         Ok(reqs)
     }
 
@@ -353,14 +366,24 @@ impl Kernel for Attention {
             per_head.sram_read =
                 keys * d * 4 + tiles * (bk * 4 * d + bk * 16 * d) + pairs * (4 * d + bk * (d + 4)) + processed * 20 * d;
         }
+        if self.emit_i8 {
+            // Per query stored: 1 / l, d multiplies, then the row's scale (a divide) and d / 4
+            // quantize4; d int8 and a scale written instead of d elements.
+            per_head.f32_mul += tokens * (d + 1);
+            per_head.f32_add += tokens * d;
+            per_head.bit_ops += tokens * 3 * d;
+            per_head.dram_write = tokens * (d + 4);
+        }
         Ok(per_head * (b * h))
     }
 
     fn dispatches(&self, gpu: &Gpu, buffers: &[TensorRef<'_>], reqs: &[BufferReq]) -> Result<Prepared> {
         let count = counting(reqs);
         let caps = gpu.capabilities();
-        // The output is the kernel's last buffer; the counters follow it.
-        let out_index = buffers.len() - 1 - usize::from(count);
+        // The output (int8 words and scales with `emit_i8`) is the kernel's last; the counters
+        // follow it.
+        let outputs = if self.emit_i8 { 2 } else { 1 };
+        let out_index = buffers.len() - outputs - usize::from(count);
         let (grid_h, grid_w, window) = match self.sparsity {
             Sparsity::Neighbourhood { grid_h, grid_w, window } => (grid_h, grid_w, window),
             _ => (1, self.tokens, 1),
@@ -381,7 +404,9 @@ impl Kernel for Attention {
             let b = buffers[1];
             storage.push((2, b, b.buffer.size() - b.offset));
         }
-        storage.push((3, buffers[out_index], reqs[out_index].size));
+        for (i, binding) in (out_index..out_index + outputs).zip(3u32..) {
+            storage.push((binding, buffers[i], reqs[i].size));
+        }
         storage.extend(counters_binding(buffers, count));
         if self.images > caps.max_workgroups_per_dim || self.heads > caps.max_workgroups_per_dim {
             return Err(Error::Shape {

@@ -38,6 +38,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_attention_block_list", |b| attention_blocks_case(&b.gpu, full(b))),
         ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
         ("ledger_attention_int8", |b| attention_int8_case(&b.gpu, full(b))),
+        ("ledger_attention_emit_i8", |b| attention_emit_case(&b.gpu, full(b))),
         ("ledger_qgemv_dense_formats", |b| qgemv_case(&b.gpu, &DENSE_FORMATS, full(b))),
         ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
@@ -689,6 +690,70 @@ fn run_attention<E: Element>(gpu: &Gpu, k: &Attention, qkv: &[E], blocks: Option
 }
 
 type Mask<'a> = Option<&'a dyn Fn(usize, usize) -> bool>;
+
+/// The int8 output (EMIT_I8) of float and int8 attention, dense and neighbourhood, odd shapes:
+/// counts equal `Attention::work`, and the dequantized output lies within a code (plus the int8
+/// twin's own tolerance) of the twin's.
+fn attention_emit_case(gpu: &Gpu, limit: usize) -> Outcome {
+    let neighbourhood = Sparsity::Neighbourhood { grid_h: 11, grid_w: 7, window: 3 };
+    let cases = [
+        (1u32, 77u32, 3u32, 36u32, Sparsity::Dense, false),
+        (2, 130, 2, 64, Sparsity::Dense, true),
+        (1, 77, 2, 64, neighbourhood, true),
+    ];
+    for (i, (images, tokens, heads, d, sparsity, int8)) in cases.into_iter().enumerate().take(limit) {
+        let qkv: Vec<f32> = Rng::new(29_000 + i as u64).vec((images * tokens * 3 * heads * d) as usize);
+        let k = Attention {
+            sparsity: sparsity.clone(),
+            int8,
+            emit_i8: true,
+            ..Attention::dense(images, tokens, heads, d, Elem::F32)
+        };
+        let rows = (images * tokens * heads) as usize;
+        let qb = gpu.upload("qkv", &qkv).map_err(err)?;
+        let oq = gpu.upload("out_q", &vec![0u32; rows * d as usize / 4]).map_err(err)?;
+        let os = gpu.upload("out_scales", &vec![7f32; rows]).map_err(err)?;
+        let (blocks, mask): (Option<Vec<u32>>, Option<Box<dyn Fn(usize, usize) -> bool>>) = match sparsity {
+            Sparsity::Neighbourhood { grid_h, grid_w, window } => (
+                Some(neighbourhood_blocks(tokens, grid_h, grid_w, window)),
+                Some(Box::new(window_mask(grid_h, grid_w, window))),
+            ),
+            _ => (None, None),
+        };
+        let bb = gpu.upload("blocks", blocks.as_deref().unwrap_or(&[0])).map_err(err)?;
+        let mut bufs: Vec<TensorRef<'_>> = vec![(&qb).into()];
+        if blocks.is_some() {
+            bufs.push((&bb).into());
+        }
+        bufs.push((&oq).into());
+        bufs.push((&os).into());
+        let what = format!("attention {images}x{tokens} heads {heads} d {d} {sparsity:?} int8 {int8} emitting int8");
+        counts_agree(gpu, &what, &k, &bufs)?;
+        let (codes, scales): (Vec<u32>, Vec<f32>) = (gpu.read(&oq).map_err(err)?, gpu.read(&os).map_err(err)?);
+        let (du, mut twin) = (d as usize, vec![0f32; rows * d as usize]);
+        let (ii, tt, hh) = (images as usize, tokens as usize, heads as usize);
+        let mask_ref = mask.as_deref();
+        if int8 {
+            let lists = match sparsity {
+                Sparsity::Neighbourhood { grid_h, grid_w, window } => {
+                    Some(neighbourhood_tiles(tokens, grid_h, grid_w, window))
+                }
+                _ => None,
+            };
+            attention_i8(ii, tt, hh, du, &qkv, mask_ref, lists.as_deref(), &mut twin);
+        } else {
+            attention(ii, tt, hh, du, &qkv, mask_ref, &mut twin);
+        }
+        for (j, t) in twin.iter().enumerate() {
+            let s = scales[j / du];
+            let v = f32::from((codes[j / 4] >> (8 * (j % 4))) as u8 as i8) * s;
+            if (v - t).abs() > 1.01 * s + 2e-4 {
+                return Err(format!("{what}: element {j}: {v} vs twin {t} (scale {s})").into());
+            }
+        }
+    }
+    Ok(())
+}
 
 fn check_attention<E: Element>(k: &Attention, qkv: &[E], got: &[E], mask: Mask<'_>) -> Result<(), String> {
     let mut twin = vec![0f32; got.len()];
