@@ -47,6 +47,8 @@ struct Row {
     floats: Option<FloatFormat>,
     /// Attention with int8 products (`GeneratorOptions::int8_attention`).
     int8_attention: bool,
+    /// Attention's output as int8 into the projection (`GeneratorOptions::int8_attention_output`).
+    int8_attention_output: bool,
     /// 2:4 GEMMs skipping their zero half (`GeneratorOptions::skip_zeros`: the same digits, another
     /// ledger and time).
     skip_zeros: bool,
@@ -60,7 +62,18 @@ const fn row(
     steps: u32,
     cfg: Option<f32>,
 ) -> Row {
-    Row { id, what, model, quant, steps, cfg, floats: None, int8_attention: false, skip_zeros: false }
+    Row {
+        id,
+        what,
+        model,
+        quant,
+        steps,
+        cfg,
+        floats: None,
+        int8_attention: false,
+        int8_attention_output: false,
+        skip_zeros: false,
+    }
 }
 
 /// Row `r` with its float layers and activations in f16, as `id`.
@@ -71,6 +84,11 @@ const fn in_f16(id: &'static str, r: Row) -> Row {
 /// Row `r` with int8 attention, as `id`.
 const fn int8_attention(id: &'static str, r: Row) -> Row {
     Row { id, int8_attention: true, ..r }
+}
+
+/// Row `r` with int8 attention writing int8 output into the projection, as `id`.
+const fn int8_attention_output(id: &'static str, r: Row) -> Row {
+    Row { id, int8_attention: true, int8_attention_output: true, ..r }
 }
 
 /// Row `r` with 2:4 zero skipping, as `id`.
@@ -119,6 +137,14 @@ const ROWS: &[Row] = &[
         in_f16("", row("", "distilled student, f16, int8 attention", "mnist-student", None, 2, Some(CFG))),
     ),
     int8_attention("ternary-8-i8a", row("", "milliwatt ternary, int8 attention", "mnist-ternary", None, 8, Some(CFG))),
+    int8_attention_output(
+        "student-1-f16-i8ao",
+        in_f16("", row("", "distilled student, f16, int8 attention and output", "mnist-student", None, 1, Some(CFG))),
+    ),
+    int8_attention_output(
+        "student-2-f16-i8ao",
+        in_f16("", row("", "distilled student, f16, int8 attention and output", "mnist-student", None, 2, Some(CFG))),
+    ),
     skip_zeros(
         "student24-1-f16-skip",
         in_f16("", row("", "distilled student 2:4, f16, zero-skipping GEMMs", "mnist-student24", None, 1, Some(CFG))),
@@ -297,6 +323,7 @@ fn generator_of(gpu: &Gpu, r: &Row, fused_mlp: bool) -> Result<Generator, Box<dy
     let options = GeneratorOptions {
         fused_mlp,
         int8_attention: r.int8_attention,
+        int8_attention_output: r.int8_attention_output,
         skip_zeros: r.skip_zeros,
         ..GeneratorOptions::default()
     };

@@ -103,6 +103,10 @@ struct Args {
     /// less energy, the same digits to int8 rounding.
     #[arg(long = "int8-attention")]
     int8_attention: bool,
+    /// Attention writes its output as int8 (a scale per token and head) straight into the
+    /// projection (`GeneratorOptions::int8_attention_output`): one kernel fewer per block.
+    #[arg(long = "int8-attention-output")]
+    int8_attention_output: bool,
     /// img2img: start from this picture (resized to the model's input, grey).
     #[arg(long = "init-img")]
     init_img: Option<PathBuf>,
@@ -254,13 +258,17 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         dir.display(),
         args.steps
     );
+    let generator_options = GeneratorOptions {
+        int8_attention: args.int8_attention,
+        int8_attention_output: args.int8_attention_output,
+        ..GeneratorOptions::default()
+    };
     let out = if args.all_adapters {
         let mut generators = Vec::new();
         for adapter in milliwatt::list_adapters_blocking(&options) {
             let gpu = Gpu::new_blocking(&adapter.options())?;
             println!("  + {}", gpu.describe());
-            let options = GeneratorOptions { int8_attention: args.int8_attention, ..GeneratorOptions::default() };
-            generators.push(Generator::new(&gpu, weights.clone(), options)?);
+            generators.push(Generator::new(&gpu, weights.clone(), generator_options)?);
         }
         let spread = milliwatt::Spread::new(generators)?;
         let bar = common::step_bar(request.steps, String::new());
@@ -276,9 +284,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         out
     } else {
-        let options =
-            GeneratorOptions { profile: true, int8_attention: args.int8_attention, ..GeneratorOptions::default() };
-        let generator = Generator::new(&gpu, weights, options)?;
+        let generator = Generator::new(&gpu, weights, GeneratorOptions { profile: true, ..generator_options })?;
         common::generate_with_bar(&generator, &request, String::new())?
     };
 
@@ -306,6 +312,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ("sampler", sampler_name.clone()),
         ("cfg_scale", cfg.to_string()),
         ("attention", if args.int8_attention { "int8" } else { "f32" }.to_string()),
+        ("attention_output", if args.int8_attention_output { "int8" } else { "float" }.to_string()),
         ("adapter", gpu.describe()),
     ];
     picture::save_png(&args.output, &image::DynamicImage::ImageLuma8(grid), &text)?;

@@ -79,6 +79,13 @@ pub struct GeneratorOptions {
     /// where the device offers packed int8 dot products; else, or with `false` (the default), in
     /// f32. Changes the images by int8 rounding (the quality table has both).
     pub int8_attention: bool,
+    /// Have attention write its output as int8, a scale per (token, head), straight into the
+    /// projection GEMM ([`crate::kernels::Attention::emit_i8`], [`crate::kernels::QGemm::x_group`])
+    /// where the model allows (int8-input projection, head dimension a multiple of 16); else, or
+    /// with `false` (the default), a float output quantized per token by its own kernel. One
+    /// kernel and a float round trip fewer per block; finer scales, so the images change by int8
+    /// rounding (the quality table has both).
+    pub int8_attention_output: bool,
     /// Run the tiled GEMMs of 2:4 weights skipping the zero half of their multiply-adds
     /// ([`crate::kernels::QGemm::skip_zeros`]); the default `false` runs dense tiles with
     /// `dot4I8Packed`, faster where that is one instruction. The same images either way.
@@ -96,6 +103,7 @@ impl Default for GeneratorOptions {
             modulation: None,
             fused_mlp: true,
             int8_attention: false,
+            int8_attention_output: false,
             skip_zeros: false,
         }
     }
@@ -661,6 +669,7 @@ impl Generator {
             plan: self.plan(spec),
             fused_mlp: self.fused_mlp(),
             int8_attention: self.options.int8_attention && self.gpu.capabilities().packed_dot4,
+            int8_attention_output: self.options.int8_attention_output,
             skip_zeros: self.options.skip_zeros,
         };
         SampleGraph::with_options(&self.weights.config, spec, options)

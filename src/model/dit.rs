@@ -91,6 +91,8 @@ pub struct DitGraph {
     fused_mlp: bool,
     /// Whether attention runs in int8 ([`Attention::int8`]).
     int8_attention: bool,
+    /// Whether attention writes its output as int8 for the projection ([`Attention::emit_i8`]).
+    int8_attention_output: bool,
     /// Whether 2:4 GEMMs with int8 activations skip their zero half ([`QGemm::skip_zeros`]).
     skip_zeros: bool,
 }
@@ -315,6 +317,7 @@ impl DitGraph {
             attn_blocks,
             fused_mlp: false,
             int8_attention: false,
+            int8_attention_output: false,
             skip_zeros: false,
         })
     }
@@ -350,6 +353,31 @@ impl DitGraph {
     /// Whether the passes run int8 attention.
     pub fn int8_attention(&self) -> bool {
         self.int8_attention
+    }
+
+    /// Has attention write its output as int8 with a scale per (token, head)
+    /// ([`Attention::emit_i8`]) that the projection GEMM reads directly ([`QGemm::x_group`]),
+    /// instead of a float output quantized per token by its own kernel (the default), where the
+    /// projection takes int8 (ternary, 2:4 ternary or int8 weights), runs as a tiled GEMM, head
+    /// dimensions are a multiple of 16 and there are at most [`QGemm::X_GROUPS_MAX`] heads
+    /// ([`DitGraph::attention_output_group`]). Affects the passes added after it.
+    pub fn set_int8_attention_output(&mut self, on: bool) {
+        self.int8_attention_output = on;
+    }
+
+    /// The activation group of the projection's int8 input when attention emits it (the head
+    /// dimension), for `rows` rows; `None` where the passes quantize a float output instead.
+    pub fn attention_output_group(&self, rows: u32) -> Option<u32> {
+        let c = &self.config;
+        let d = c.head_dim();
+        let proj_takes_it = self.blocks.iter().all(|b| match &b.proj {
+            LinearWeights::Packed {
+                format: format @ (Format::Ternary2 | Format::Ternary24 | Format::Int8), ..
+            } => MatmulKind::of(rows, Some(*format)) == MatmulKind::Gemm,
+            _ => false,
+        });
+        (self.int8_attention_output && proj_takes_it && d.is_multiple_of(16) && c.num_heads <= QGemm::X_GROUPS_MAX)
+            .then_some(d)
     }
 
     /// Runs the tiled GEMMs of 2:4 linears with int8 activations skipping their zero half
@@ -454,13 +482,15 @@ impl DitGraph {
                 }
             }
             (LinearWeights::Packed { w, format, b, .. }, input) => {
+                let mut x_group = 0;
                 let act = match input {
                     Input::Float(x) => {
                         bind.push(x);
                         Act::Float(e)
                     }
-                    Input::Int8 { xq, xs } => {
+                    Input::Int8 { xq, xs, group } => {
                         bind.extend([xq, xs]);
+                        x_group = group;
                         Act::Int8 { out: e }
                     }
                 };
@@ -469,10 +499,14 @@ impl DitGraph {
                 bind.push(*b);
                 bind.extend_from_slice(extras);
                 match MatmulKind::of(rows, Some(*format)) {
+                    MatmulKind::Gemv if x_group > 0 => {
+                        Err(Error::Graph { message: format!("`{name}`: grouped int8 activations into a GEMV") })
+                    }
                     MatmulKind::Gemv => g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind),
                     MatmulKind::Gemm => {
                         let skip = self.skip_zeros && *format == Format::Ternary24 && matches!(act, Act::Int8 { .. });
-                        g.op(name, QGemm::new(shape, *format, act).with_epilogue(epilogue).with_skip_zeros(skip), &bind)
+                        let gemm = QGemm::new(shape, *format, act).with_epilogue(epilogue).with_skip_zeros(skip);
+                        g.op(name, gemm.with_x_group(x_group), &bind)
                     }
                 }
             }
@@ -491,7 +525,7 @@ impl DitGraph {
         let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(k)], DType::U32);
         let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
         g.op(format!("{name}.quantize"), ActQuant { n: rows, k, elem: self.elem }, &[x, xq, xs])?;
-        Ok(Input::Int8 { xq, xs })
+        Ok(Input::Int8 { xq, xs, group: 0 })
     }
 
     /// A modulated LayerNorm of `h` feeding linear `l`: emits int8 when `l` takes it.
@@ -512,7 +546,7 @@ impl DitGraph {
             let xq = g.activation(format!("{name}.xq"), &[rows, act_row_words(d)], DType::U32);
             let xs = g.activation(format!("{name}.xs"), &[rows], DType::F32);
             g.op(name, Norm { emit_i8: true, ..norm }, &[h, modulation, xq, xs])?;
-            Ok(Input::Int8 { xq, xs })
+            Ok(Input::Int8 { xq, xs, group: 0 })
         } else {
             let y = g.activation(name, &[rows, d], DType::from(self.elem));
             g.op(name, norm, &[h, modulation, y])?;
@@ -806,7 +840,6 @@ impl DitGraph {
             let hn = self.norm_for(g, &format!("{p}.norm1"), &blk.qkv, h, m4, modulation(0, d, 4 * d), rows)?;
             let qkv = a(g, &format!("blocks.{i}.qkv"), &[rows, 3 * d]);
             self.apply(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, Epilogue::default(), &[], qkv)?;
-            let att = a(g, &format!("blocks.{i}.attn"), &[rows, d]);
             let mut attention =
                 Attention { int8: self.int8_attention, ..Attention::dense(b, tokens, c.num_heads, c.head_dim(), e) };
             let mut bind = vec![qkv];
@@ -814,9 +847,19 @@ impl DitGraph {
                 attention.sparsity = Sparsity::Neighbourhood { grid_h: c.grid(), grid_w: c.grid(), window };
                 bind.push(list);
             }
-            bind.push(att);
-            g.op(format!("{p}.attn"), attention, &bind)?;
-            let att_in = self.input_for(g, &format!("{p}.attn.proj"), &blk.proj, att, rows, d)?;
+            let att_in = if let Some(group) = self.attention_output_group(rows) {
+                // The output as the projection's int8 input, a scale per (token, head).
+                let xq = g.activation(format!("{p}.attn.xq"), &[rows, act_row_words(d)], DType::U32);
+                let xs = g.activation(format!("{p}.attn.xs"), &[rows, c.num_heads], DType::F32);
+                bind.extend([xq, xs]);
+                g.op(format!("{p}.attn"), Attention { emit_i8: true, ..attention }, &bind)?;
+                Input::Int8 { xq, xs, group }
+            } else {
+                let att = a(g, &format!("blocks.{i}.attn"), &[rows, d]);
+                bind.push(att);
+                g.op(format!("{p}.attn"), attention, &bind)?;
+                self.input_for(g, &format!("{p}.attn.proj"), &blk.proj, att, rows, d)?
+            };
             let h1 = a(g, &format!("blocks.{i}.h_msa"), &[rows, d]);
             self.apply(g, &format!("{p}.attn.proj"), &blk.proj, att_in, rows, gated(tokens), &[h, gate_msa], h1)?;
 
@@ -918,5 +961,11 @@ enum ModulationSource {
 #[derive(Clone, Copy, Debug)]
 enum Input {
     Float(TensorId),
-    Int8 { xq: TensorId, xs: TensorId },
+    /// Int8 words and their scales: one per row, or (`group` > 0) one per row and group of
+    /// `group` values ([`QGemm::x_group`]).
+    Int8 {
+        xq: TensorId,
+        xs: TensorId,
+        group: u32,
+    },
 }

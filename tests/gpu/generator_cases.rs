@@ -32,6 +32,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_distilled_student_matches_cpu_reference", |b| student_case(&b.gpu)),
         ("generator_fused_mlp_matches_the_chain", |b| fused_mlp_case(&b.gpu)),
         ("generator_int8_attention", |b| int8_attention_case(&b.gpu)),
+        ("generator_int8_attention_output", |b| int8_attention_output_case(&b.gpu)),
         ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
         ("spread_over_two_adapters_equals_one", spread_case),
     ]
@@ -601,6 +602,74 @@ fn int8_attention_case(gpu: &Gpu) -> Outcome {
         if j1 >= j0 {
             return Err(format!("int8 attention ledger {j1} J, not below f32 attention's {j0} J").into());
         }
+    }
+    Ok(())
+}
+
+/// Attention writing its output as int8 for the projection (a scale per token and head), dense and
+/// neighbourhood, f32 and int8 attention, ternary and 2:4 projections: close to the CPU reference
+/// (a float output quantized per token) and to the generator without it; one op fewer per block
+/// (no quantizer between attention and projection), a smaller ledger; a float projection keeps
+/// the float output.
+fn int8_attention_output_case(gpu: &Gpu) -> Outcome {
+    let ternary = r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#;
+    let sparse = r#"{"attention": "ternary-2:4", "mlp": "ternary", "other": "f32"}"#;
+    let cases =
+        [(94, AttentionKind::Dense, ternary, false), (95, AttentionKind::Neighbourhood { window: 3 }, sparse, true)];
+    for (seed, kind, policy, int8_attention) in cases {
+        if int8_attention && !gpu.capabilities().packed_dot4 {
+            return Err(Failure::Unsupported("no packed int8 dot products on this adapter".into()));
+        }
+        let c = config(8, policy, kind);
+        let w = random(&c, seed)?;
+        let spec = SampleSpec { images: 2, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
+        let what = format!("{policy} {kind:?}, int8 attention {int8_attention}");
+        let base = GeneratorOptions { int8_attention, ..GeneratorOptions::default() };
+        let on = GeneratorOptions { int8_attention_output: true, ..base };
+        let fused = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("int8 attention output, {what}"), on)?;
+        let plain = against_cpu_with(gpu, w, spec, 3e-2, &format!("float attention output, {what}"), base)?;
+        let e = rel_rms(&fused, &plain);
+        if e.is_nan() || e > 3e-2 {
+            return Err(format!("int8 vs float attention output, {what}: relative RMS {e}").into());
+        }
+        let graph = |on: bool| {
+            let options = GraphOptions {
+                int8_attention,
+                int8_attention_output: on,
+                ..GraphOptions::new(ModulationPlan::PerStep)
+            };
+            SampleGraph::with_options(&c, &spec, options).map_err(err)
+        };
+        let (g1, g0) = (graph(true)?, graph(false)?);
+        let quantizers =
+            |g: &SampleGraph| g.graph.ops().iter().filter(|o| o.name.ends_with(".attn.proj.quantize")).count();
+        // The step's forward (run once per step), `depth` blocks.
+        let per_graph = c.depth as usize;
+        if quantizers(&g1) != 0
+            || quantizers(&g0) != per_graph
+            || g0.graph.ops().len() - g1.graph.ops().len() != per_graph
+        {
+            return Err(format!(
+                "{what}: {} and {} projection quantizers, {} and {} ops with and without the int8 output",
+                quantizers(&g1),
+                quantizers(&g0),
+                g1.graph.ops().len(),
+                g0.graph.ops().len()
+            )
+            .into());
+        }
+        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
+        if j1 >= j0 {
+            return Err(format!("{what}: int8 output ledger {j1} J, not below the float output's {j0} J").into());
+        }
+    }
+    // A float projection: attention keeps its float output.
+    let c = config(8, f32_policy(), AttentionKind::Dense);
+    let spec = SampleSpec { images: 1, steps: 1, sampler: SamplerKind::Euler, guidance: None, img2img: false };
+    let options = GraphOptions { int8_attention_output: true, ..GraphOptions::new(ModulationPlan::PerStep) };
+    let g = SampleGraph::with_options(&c, &spec, options).map_err(err)?;
+    if g.dit.attention_output_group(16).is_some() {
+        return Err("an f32 projection takes the int8 attention output".into());
     }
     Ok(())
 }

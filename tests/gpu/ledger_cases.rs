@@ -713,13 +713,12 @@ fn attention_emit_case(gpu: &Gpu, limit: usize) -> Outcome {
         let qb = gpu.upload("qkv", &qkv).map_err(err)?;
         let oq = gpu.upload("out_q", &vec![0u32; rows * d as usize / 4]).map_err(err)?;
         let os = gpu.upload("out_scales", &vec![7f32; rows]).map_err(err)?;
-        let (blocks, mask): (Option<Vec<u32>>, Option<Box<dyn Fn(usize, usize) -> bool>>) = match sparsity {
-            Sparsity::Neighbourhood { grid_h, grid_w, window } => (
-                Some(neighbourhood_blocks(tokens, grid_h, grid_w, window)),
-                Some(Box::new(window_mask(grid_h, grid_w, window))),
-            ),
-            _ => (None, None),
+        let window = match sparsity {
+            Sparsity::Neighbourhood { grid_h, grid_w, window } => Some((grid_h, grid_w, window)),
+            _ => None,
         };
+        let blocks = window.map(|(gh, gw, w)| neighbourhood_blocks(tokens, gh, gw, w));
+        let mask = window.map(|(gh, gw, w)| window_mask(gh, gw, w));
         let bb = gpu.upload("blocks", blocks.as_deref().unwrap_or(&[0])).map_err(err)?;
         let mut bufs: Vec<TensorRef<'_>> = vec![(&qb).into()];
         if blocks.is_some() {
@@ -732,14 +731,9 @@ fn attention_emit_case(gpu: &Gpu, limit: usize) -> Outcome {
         let (codes, scales): (Vec<u32>, Vec<f32>) = (gpu.read(&oq).map_err(err)?, gpu.read(&os).map_err(err)?);
         let (du, mut twin) = (d as usize, vec![0f32; rows * d as usize]);
         let (ii, tt, hh) = (images as usize, tokens as usize, heads as usize);
-        let mask_ref = mask.as_deref();
+        let mask_ref = mask.as_ref().map(|m| m as &dyn Fn(usize, usize) -> bool);
         if int8 {
-            let lists = match sparsity {
-                Sparsity::Neighbourhood { grid_h, grid_w, window } => {
-                    Some(neighbourhood_tiles(tokens, grid_h, grid_w, window))
-                }
-                _ => None,
-            };
+            let lists = window.map(|(gh, gw, w)| neighbourhood_tiles(tokens, gh, gw, w));
             attention_i8(ii, tt, hh, du, &qkv, mask_ref, lists.as_deref(), &mut twin);
         } else {
             attention(ii, tt, hh, du, &qkv, mask_ref, &mut twin);
