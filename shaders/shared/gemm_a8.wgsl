@@ -72,7 +72,7 @@ var<workgroup> row_scale: array<f32, 64>; // BN
 // Activation scales of the tile's rows, group-major: group g, rows 4r .. 4r+3 in xgs[g * BN / 4 + r].
 // Keep in sync with `QGemm::X_GROUPS_MAX`.
 const X_GROUPS_MAX: u32 = 16u;
-var<workgroup> xgs: array<vec4<f32>, 256>; // X_GROUPS_MAX * BN / 4
+var<workgroup> xgs: array<vec4<f32>, X_GROUPS_MAX * BN / 4u>;
 const X_GROUPED_ON: bool = true;
 #else
 const X_GROUPED_ON: bool = false;
@@ -91,6 +91,18 @@ fn dot_row(a: u32, b: vec4<u32>) -> vec4<i32> {
     count_i8_mul(16u);
     count_i32_add(16u);
     return vec4<i32>(dot4I8Packed(a, b.x), dot4I8Packed(a, b.y), dot4I8Packed(a, b.z), dot4I8Packed(a, b.w));
+}
+
+// Adds the invocation's i32 sums to its f32 accumulators, row i's times `cols` (a scale per
+// column: int4's group scales) times `rows[i]` (a scale per row: the activations' group scales),
+// and clears the sums.
+fn fold(acc: ptr<function, array<vec4<i32>, 4>>, facc: ptr<function, array<vec4<f32>, 4>>, cols: vec4<f32>, rows: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        (*facc)[i] = fma(vec4<f32>((*acc)[i]), cols * rows[i], (*facc)[i]);
+        (*acc)[i] = vec4<i32>();
+    }
+    count_f32_mul(16u);
+    count_f32_add(16u);
 }
 
 @compute @workgroup_size(16, 16)
@@ -112,14 +124,10 @@ fn main(
         let m0 = wid.x * BM;
         let first = true;
 #endif
-        var acc0 = vec4<i32>();
-        var acc1 = vec4<i32>();
-        var acc2 = vec4<i32>();
-        var acc3 = vec4<i32>();
-        var facc0 = vec4<f32>();
-        var facc1 = vec4<f32>();
-        var facc2 = vec4<f32>();
-        var facc3 = vec4<f32>();
+        // Rows i of the invocation's 4 x 4 block: i32 sums, and f32 accumulators where sums are
+        // scaled as they go (GROUPED, X_GROUPED).
+        var acc: array<vec4<i32>, 4>;
+        var facc: array<vec4<f32>, 4>;
         let mm = m0 + lid.x * 4u;
 #ifdef X_GROUPED
         if first {
@@ -168,54 +176,33 @@ fn main(
                 let b = wt[(kw * BM) / 4u + lid.x];
 #ifdef SKIP_ZEROS
                 let picks = decode_picks(b);
-                acc0 += pick_row(a.x, picks);
-                acc1 += pick_row(a.y, picks);
-                acc2 += pick_row(a.z, picks);
-                acc3 += pick_row(a.w, picks);
+                acc[0] += pick_row(a.x, picks);
+                acc[1] += pick_row(a.y, picks);
+                acc[2] += pick_row(a.z, picks);
+                acc[3] += pick_row(a.w, picks);
 #else
-                acc0 += dot_row(a.x, b);
-                acc1 += dot_row(a.y, b);
-                acc2 += dot_row(a.z, b);
-                acc3 += dot_row(a.w, b);
+                acc[0] += dot_row(a.x, b);
+                acc[1] += dot_row(a.y, b);
+                acc[2] += dot_row(a.z, b);
+                acc[3] += dot_row(a.w, b);
 #endif
                 count_sram_read(32u);
 #ifdef X_GROUPED
                 // The end of a group of K: its sums times the four rows' scales.
-                // (Groups past K, in a slice's zero padding, add zero sums; their index is clamped.)
+                // (Groups past K, in a slice's zero padding, add zero sums times the last group's
+                // scale: only staged slots are read, workgroup memory is not zeroed.)
                 if (kw0 + kw + 1u) % p.x_group_words == 0u {
-                    let g = min((kw0 + kw) / p.x_group_words, X_GROUPS_MAX - 1u);
-                    let gs = xgs[g * (BN / 4u) + lid.y];
-                    facc0 = fma(vec4<f32>(acc0), vec4<f32>(gs.x), facc0);
-                    facc1 = fma(vec4<f32>(acc1), vec4<f32>(gs.y), facc1);
-                    facc2 = fma(vec4<f32>(acc2), vec4<f32>(gs.z), facc2);
-                    facc3 = fma(vec4<f32>(acc3), vec4<f32>(gs.w), facc3);
+                    let g = min((kw0 + kw) / p.x_group_words, p.x_row_words / p.x_group_words - 1u);
+                    fold(&acc, &facc, vec4<f32>(1.0), xgs[g * (BN / 4u) + lid.y]);
                     count_sram_read(16u);
-                    count_f32_mul(16u);
-                    count_f32_add(16u);
-                    acc0 = vec4<i32>();
-                    acc1 = vec4<i32>();
-                    acc2 = vec4<i32>();
-                    acc3 = vec4<i32>();
                 }
 #endif
             }
             workgroupBarrier();
             if GROUPED {
-                let gs = group_scales(mm, (kw0 * 4u) / p.group);
-                facc0 = fma(vec4<f32>(acc0), gs, facc0);
-                facc1 = fma(vec4<f32>(acc1), gs, facc1);
-                facc2 = fma(vec4<f32>(acc2), gs, facc2);
-                facc3 = fma(vec4<f32>(acc3), gs, facc3);
-                count_f32_mul(16u);
-                count_f32_add(16u);
-                acc0 = vec4<i32>();
-                acc1 = vec4<i32>();
-                acc2 = vec4<i32>();
-                acc3 = vec4<i32>();
+                fold(&acc, &facc, group_scales(mm, (kw0 * 4u) / p.group), vec4<f32>(1.0));
             }
         }
-        let acc = array<vec4<i32>, 4>(acc0, acc1, acc2, acc3);
-        let facc = array<vec4<f32>, 4>(facc0, facc1, facc2, facc3);
         // Stage the tile's column values (invocations 0..63) and row scales (64..127).
         if li < BM {
             let col = m0 + li;
