@@ -169,7 +169,8 @@ struct Lever {
 /// The per-step levers at the DiT-S-like size (ternary, neighbourhood attention: the milliwatt
 /// configuration), each row adding one to the row before: the adaLN modulation of every step in
 /// the setup against in each step, the MLP branch as one fused dispatch per block, attention in
-/// int8, its output in int8 straight into the projection. Then the 2:4 model (2:4 ternary linears: its MLP runs the chain) with dense tiles against
+/// int8, its output in int8 straight into the projection, its input in int8 from the qkv GEMM.
+/// Then the 2:4 model (2:4 ternary linears: its MLP runs the chain) with dense tiles against
 /// zero skipping.
 fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
     use milliwatt::Cache;
@@ -198,6 +199,12 @@ fn levers(gpu: &milliwatt::Gpu, steps: u32) -> Result<Vec<Lever>> {
             "int8 into projection",
             &ternary,
             GeneratorOptions { int8_attention_output: true, ..o(EveryStep, true, true, false) },
+        ),
+        (
+            "Q, K, V",
+            "int8 from the qkv GEMM",
+            &ternary,
+            GeneratorOptions { int8_attention_output: true, int8_qkv: true, ..o(EveryStep, true, true, false) },
         ),
         ("2:4 GEMM (2:4 model)", "dense tiles", &ternary24, o(EveryStep, true, false, false)),
         ("2:4 GEMM (2:4 model)", "zero skipping", &ternary24, o(EveryStep, true, false, true)),

@@ -49,6 +49,8 @@ struct Row {
     int8_attention: bool,
     /// Attention's output as int8 into the projection (`GeneratorOptions::int8_attention_output`).
     int8_attention_output: bool,
+    /// Q, K, V as int8 from the qkv GEMM (`GeneratorOptions::int8_qkv`).
+    int8_qkv: bool,
     /// 2:4 GEMMs skipping their zero half (`GeneratorOptions::skip_zeros`: the same digits, another
     /// ledger and time).
     skip_zeros: bool,
@@ -72,6 +74,7 @@ const fn row(
         floats: None,
         int8_attention: false,
         int8_attention_output: false,
+        int8_qkv: false,
         skip_zeros: false,
     }
 }
@@ -89,6 +92,11 @@ const fn int8_attention(id: &'static str, r: Row) -> Row {
 /// Row `r` with int8 attention writing int8 output into the projection, as `id`.
 const fn int8_attention_output(id: &'static str, r: Row) -> Row {
     Row { id, int8_attention: true, int8_attention_output: true, ..r }
+}
+
+/// Row `r` with attention's input, arithmetic and output all int8, as `id`.
+const fn int8_qkv(id: &'static str, r: Row) -> Row {
+    Row { id, int8_attention: true, int8_attention_output: true, int8_qkv: true, ..r }
 }
 
 /// Row `r` with 2:4 zero skipping, as `id`.
@@ -140,6 +148,13 @@ const ROWS: &[Row] = &[
     int8_attention_output(
         "student-1-f16-i8ao",
         in_f16("", row("", "distilled student, f16, int8 attention and output", "mnist-student", None, 1, Some(CFG))),
+    ),
+    int8_qkv(
+        "student-1-f16-i8all",
+        in_f16(
+            "",
+            row("", "distilled student, f16, int8 Q, K, V, attention and output", "mnist-student", None, 1, Some(CFG)),
+        ),
     ),
     int8_attention_output(
         "student-2-f16-i8ao",
@@ -324,6 +339,7 @@ fn generator_of(gpu: &Gpu, r: &Row, fused_mlp: bool) -> Result<Generator, Box<dy
         fused_mlp,
         int8_attention: r.int8_attention,
         int8_attention_output: r.int8_attention_output,
+        int8_qkv: r.int8_qkv,
         skip_zeros: r.skip_zeros,
         ..GeneratorOptions::default()
     };

@@ -107,6 +107,10 @@ struct Args {
     /// projection (`GeneratorOptions::int8_attention_output`): one kernel fewer per block.
     #[arg(long = "int8-attention-output")]
     int8_attention_output: bool,
+    /// The qkv linear writes Q, K and V as int8 (a scale per token, part and head) for attention
+    /// to read (`GeneratorOptions::int8_qkv`): half the bytes between the two kernels.
+    #[arg(long = "int8-qkv")]
+    int8_qkv: bool,
     /// img2img: start from this picture (resized to the model's input, grey).
     #[arg(long = "init-img")]
     init_img: Option<PathBuf>,
@@ -261,6 +265,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let generator_options = GeneratorOptions {
         int8_attention: args.int8_attention,
         int8_attention_output: args.int8_attention_output,
+        int8_qkv: args.int8_qkv,
         ..GeneratorOptions::default()
     };
     let out = if args.all_adapters {
@@ -313,6 +318,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ("cfg_scale", cfg.to_string()),
         ("attention", if args.int8_attention { "int8" } else { "f32" }.to_string()),
         ("attention_output", if args.int8_attention_output { "int8" } else { "float" }.to_string()),
+        ("qkv", if args.int8_qkv { "int8" } else { "float" }.to_string()),
         ("adapter", gpu.describe()),
     ];
     picture::save_png(&args.output, &image::DynamicImage::ImageLuma8(grid), &text)?;

@@ -19,6 +19,9 @@
 // softmax weights exp(s - m) in [0, 1] become int8 as round(127 w); the running sum l adds the same
 // codes (one dot4I8Packed with ones per 4 keys), so o / l is a convex combination of the values
 // whatever the rounding.
+// QKV_I8: Q, K and V arrive as int8 with a scale per (token, part, head) — the qkv GEMM's int8
+// output (gemm_a8.wgsl's Y_I8) — and are dequantized as they are loaded (qkv: the words,
+// qkv_scales: the scales), the rest of the kernel unchanged: half the bytes of f16 in memory.
 // EMIT_I8: the output is written as int8 with a scale per (token, head) — the query's output row
 // of its head quantized by its own absmax in registers, as quantize_act.wgsl would quantize it
 // (out_q: rows of heads * D / 4 words, out_s: heads scales per row) — the int8 input of the
@@ -56,7 +59,12 @@ const D4_MAX: u32 = 32u;
 const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
+#ifdef QKV_I8
+@group(0) @binding(1) var<storage, read> qkv: array<u32>;
+@group(0) @binding(5) var<storage, read> qkv_scales: array<f32>;
+#else
 @group(0) @binding(1) var<storage, read> qkv: array<elem>;
+#endif
 #ifdef BLOCK_LIST
 // blocks[qb] .. blocks[qb + 1] index into blocks[n_query_blocks + 1 ..]: key tiles of query block qb.
 @group(0) @binding(2) var<storage, read> blocks: array<u32>;
@@ -151,10 +159,31 @@ fn qkv_at(b: u32, t: u32, s: u32, h: u32) -> u32 {
     return (((b * p.tokens + t) * 3u + s) * p.heads + h) * D;
 }
 
-fn load4(at: u32) -> vec4<f32> {
+#ifdef QKV_I8
+// The scale of the (token, part, head) row that element `at` starts.
+fn qkv_scale(at: u32) -> f32 {
+    count_dram_read(4u);
+    return qkv_scales[at / D];
+}
+
+// Elements at .. at + 3 (one word) of a row whose scale is `scale`.
+fn load4(at: u32, scale: f32) -> vec4<f32> {
+    count_dram_read(4u);
+    count_bit_ops(12u);
+    count_f32_mul(4u);
+    return vec4<f32>(unpack4xI8(qkv[at / 4u])) * scale;
+}
+#else
+fn qkv_scale(at: u32) -> f32 {
+    return 1.0;
+}
+
+// Elements at .. at + 3 (`scale` is for int8 input).
+fn load4(at: u32, scale: f32) -> vec4<f32> {
     count_dram_read(4u * ELEM_BYTES);
     return vec4<f32>(f32(qkv[at]), f32(qkv[at + 1u]), f32(qkv[at + 2u]), f32(qkv[at + 3u]));
 }
+#endif
 
 // NATTEN window start along one axis: centred, shifted inward at the borders.
 fn window_start(i: u32, n: u32) -> u32 {
@@ -175,8 +204,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     var q: array<vec4<f32>, D4_MAX>;
     var o: array<vec4<f32>, D4_MAX>;
     let q_at = qkv_at(b, qt, 0u, h);
+    let q_scale_in = qkv_scale(q_at);
     for (var i = 0u; i < d4; i++) {
-        q[i] = load4(q_at + 4u * i) * p.scale;
+        q[i] = load4(q_at + 4u * i, q_scale_in) * p.scale;
         count_f32_mul(4u);
     }
 #ifdef I8
@@ -216,19 +246,45 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 #endif
         let k0 = tile * BK;
         // Stage BK keys and values (zero past the last token).
+#ifdef QKV_I8
+        // A key or a value row per invocation: its scale loaded once.
+        for (var e = li; e < 2u * BK; e += WG) {
+            let j = e % BK;
+            let part = 1u + e / BK;
+            let ok = k0 + j < p.tokens;
+            let at = qkv_at(b, min(k0 + j, p.tokens - 1u), part, h);
+            var scale = 0.0;
+            if ok {
+                scale = qkv_scale(at);
+            }
+            for (var c = 0u; c < d4; c++) {
+                var x = vec4<f32>();
+                if ok {
+                    x = load4(at + 4u * c, scale);
+                }
+                if part == 1u {
+                    k_tile[j * D4_MAX + c] = x;
+                } else {
+                    v_tile[j * D4_MAX + c] = x;
+                }
+                count_sram_write(16u);
+            }
+        }
+#else
         for (var e = li; e < BK * d4; e += WG) {
             let j = e / d4;
             let c = e % d4;
             var kv = vec4<f32>();
             var vv = vec4<f32>();
             if k0 + j < p.tokens {
-                kv = load4(qkv_at(b, k0 + j, 1u, h) + 4u * c);
-                vv = load4(qkv_at(b, k0 + j, 2u, h) + 4u * c);
+                kv = load4(qkv_at(b, k0 + j, 1u, h) + 4u * c, 1.0);
+                vv = load4(qkv_at(b, k0 + j, 2u, h) + 4u * c, 1.0);
             }
             k_tile[j * D4_MAX + c] = kv;
             v_tile[j * D4_MAX + c] = vv;
             count_sram_write(32u);
         }
+#endif
         workgroupBarrier();
 #ifdef I8
         quantize_tile(li, min(BK, p.tokens - k0));

@@ -86,6 +86,12 @@ pub struct GeneratorOptions {
     /// kernel and a float round trip fewer per block; finer scales, so the images change by int8
     /// rounding (the quality table has both).
     pub int8_attention_output: bool,
+    /// Have the qkv GEMM write Q, K and V as int8, a scale per (token, part, head), for attention
+    /// to read ([`crate::kernels::QGemm::y_group`], [`crate::kernels::Attention::qkv_i8`]) where
+    /// the model allows (int8-input qkv linear, head dimension 16, 32 or 64); else, or with
+    /// `false` (the default), as floats. Half the bytes of f16 between the two kernels; the
+    /// images change by int8 rounding (the quality table has both).
+    pub int8_qkv: bool,
     /// Run the tiled GEMMs of 2:4 weights skipping the zero half of their multiply-adds
     /// ([`crate::kernels::QGemm::skip_zeros`]); the default `false` runs dense tiles with
     /// `dot4I8Packed`, faster where that is one instruction. The same images either way.
@@ -104,6 +110,7 @@ impl Default for GeneratorOptions {
             fused_mlp: true,
             int8_attention: false,
             int8_attention_output: false,
+            int8_qkv: false,
             skip_zeros: false,
         }
     }
@@ -670,6 +677,7 @@ impl Generator {
             fused_mlp: self.fused_mlp(),
             int8_attention: self.options.int8_attention && self.gpu.capabilities().packed_dot4,
             int8_attention_output: self.options.int8_attention_output,
+            int8_qkv: self.options.int8_qkv,
             skip_zeros: self.options.skip_zeros,
         };
         SampleGraph::with_options(&self.weights.config, spec, options)

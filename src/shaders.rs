@@ -69,12 +69,12 @@ shaders! {
     TIMESTEP_EMBED = "timestep_embed" ["F16", "COUNT_WORK"];
     CLASS_EMBED = "class_embed" ["F16", "COUNT_WORK"];
     SAMPLER = "sampler" ["COUNT_WORK"];
-    ATTENTION = "attention" ["F16", "I8", "EMIT_I8", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
+    ATTENTION = "attention" ["F16", "I8", "EMIT_I8", "QKV_I8", "BLOCK_LIST", "NEIGHBOURHOOD", "COUNT_WORK"];
     ATTENTION_NAIVE = "attention_naive" [];
     NORM = "norm" ["F16", "SUBGROUPS", "RMS", "AFFINE", "MODULATE", "EMIT_I8", "COUNT_WORK"];
-    GEMM_TERNARY_A8 = "gemm_ternary_a8" ["F16", "X_RESIDENT", "X_GROUPED", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
-    GEMM_INT8_A8 = "gemm_int8_a8" ["F16", "X_RESIDENT", "X_GROUPED", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
-    GEMM_TERNARY24_A8 = "gemm_ternary24_a8" ["F16", "X_RESIDENT", "X_GROUPED", "SKIP_ZEROS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMM_TERNARY_A8 = "gemm_ternary_a8" ["F16", "X_RESIDENT", "X_GROUPED", "Y_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMM_INT8_A8 = "gemm_int8_a8" ["F16", "X_RESIDENT", "X_GROUPED", "Y_I8", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
+    GEMM_TERNARY24_A8 = "gemm_ternary24_a8" ["F16", "X_RESIDENT", "X_GROUPED", "Y_I8", "SKIP_ZEROS", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     GEMM_INT4_A8 = "gemm_int4_a8" ["F16", "X_RESIDENT", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"];
     // One weight format per variant: none of W_* is int4, the only one with zero points.
     GEMM_QF = "gemm_qf" ["F16", "VEC4", "W_TERNARY", "W_TERNARY24", "W_INT8", "ZERO_POINT", "BIAS", "RESIDUAL", "GATED", "COUNT_WORK"]

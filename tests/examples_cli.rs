@@ -51,6 +51,7 @@ fn generate_writes_a_grid_with_its_parameters() {
             "f16",
             "--int8-attention",
             "--int8-attention-output",
+            "--int8-qkv",
             "-o",
         ])
         .arg(&out)
@@ -72,6 +73,7 @@ fn generate_writes_a_grid_with_its_parameters() {
     assert_eq!(get("sampler").as_deref(), Some("euler"));
     assert_eq!(get("attention").as_deref(), Some("int8"));
     assert_eq!(get("attention_output").as_deref(), Some("int8"));
+    assert_eq!(get("qkv").as_deref(), Some("int8"));
     // The shipped ternary model with its float layers and activations in f16.
     assert!(get("quantization").is_some_and(|q| q.contains(r#""other":"f16""#)), "{text:?}");
     assert!(get("parameters").is_some_and(|p| p.contains("steps: 2")), "{text:?}");

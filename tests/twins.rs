@@ -168,7 +168,7 @@ mod properties {
             };
             let p = QMatmulParams {
                 m, n, k, m_offset: 0, ldy: m, steps: k.div_ceil(STEP), w_row_words: wr, s_row_words: sr,
-                a_row_words: ar, x_row_words: act_row_words(k), group, gate_rows: 0, x_group_words: 0, _pad: [0; 3],
+                a_row_words: ar, x_row_words: act_row_words(k), group, gate_rows: 0, x_group_words: 0, y_group: 0, _pad: [0; 2],
             };
             let mut y = vec![0f32; mu * nu];
             qgemv(format, &p, [32, 64, 256][wg], ActIn::Float(&x), &packed.data, &packed.scales, &packed.aux, &mut y);

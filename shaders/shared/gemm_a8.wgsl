@@ -26,6 +26,12 @@
 // fma per output per group); the groups' scales of the tile's rows are staged once per workgroup.
 // Not with GROUPED weights.
 //
+// With Y_I8 the output is int8 with a scale per row and group of p.y_group columns (a head's
+// slice of the qkv projection): the tile's values go through the epilogue (bias, activation) in
+// f32, each (row, group)'s absmax is taken through workgroup memory (a group lies inside the
+// 64-column tile), and each invocation writes its four columns of a row as one word; y holds
+// the words (rows of p.ldy / 4), y_scales the scales (rows of p.ldy / p.y_group).
+//
 // The importing shader declares the weight bindings and
 //   const GROUPED: bool
 //   fn load_w_words(row: u32, q: u32) -> vec4<u32>   packed int8 of W[row, 16q .. 16q+15]
@@ -43,7 +49,15 @@
 @group(0) @binding(0) var<uniform> p: QMatmulParams;
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> xs: array<f32>;
+#ifdef Y_I8
+@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+@group(0) @binding(10) var<storage, read_write> y_scales: array<f32>;
+// act_quant's workgroup reductions are sized by WG; this kernel uses only its scalar functions.
+override WG: u32 = 256u;
+#import act_quant
+#else
 @group(0) @binding(6) var<storage, read_write> y: array<elem>;
+#endif
 
 #import epilogue
 
@@ -76,6 +90,42 @@ var<workgroup> xgs: array<vec4<f32>, X_GROUPS_MAX * BN / 4u>;
 const X_GROUPED_ON: bool = true;
 #else
 const X_GROUPED_ON: bool = false;
+#endif
+#ifdef Y_I8
+// |y| of each row's column quads: row r, quad c (4 columns) in y_absmax[r * BM / 4 + c].
+var<workgroup> y_absmax: array<f32, 1024>; // BN * BM / 4
+
+// Y_I8: the invocation's 4 x 4 block `yv` (rows n0 + 4 lid.y + i, columns m0 + 4 lid.x ..) as
+// int8 with a scale per row and group of p.y_group columns. Every invocation calls it (barriers).
+fn store_i8(yv: array<vec4<f32>, 4>, n0: u32, m0: u32, lid: vec3<u32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let a = abs(yv[i]);
+        y_absmax[(lid.y * 4u + i) * (BM / 4u) + lid.x] = max(max(a.x, a.y), max(a.z, a.w));
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+    let quads = p.y_group / 4u;
+    let first = (lid.x / quads) * quads;
+    let col = p.m_offset + m0 + lid.x * 4u;
+    for (var i = 0u; i < 4u; i++) {
+        var absmax = 0.0;
+        for (var c = first; c < first + quads; c++) {
+            absmax = max(absmax, y_absmax[(lid.y * 4u + i) * (BM / 4u) + c]);
+            count_sram_read(4u);
+        }
+        let n = n0 + lid.y * 4u + i;
+        if n < p.n && m0 + lid.x * 4u < p.m {
+            let scale = act_scale(absmax);
+            y[(n * p.ldy + col) / 4u] = quantize4(yv[i], scale);
+            count_dram_write(4u);
+            if lid.x == first {
+                y_scales[n * (p.ldy / p.y_group) + col / p.y_group] = scale;
+                count_dram_write(4u);
+            }
+        }
+    }
+    workgroupBarrier(); // y_absmax is read before the next tile of M writes it
+}
 #endif
 
 fn load_x_words(row: u32, q: u32) -> vec4<u32> {
@@ -249,6 +299,8 @@ fn main(
 #endif
             }
         }
+        // Y_I8: the block's values, zero outside Y.
+        var yv: array<vec4<f32>, 4>;
         for (var i = 0u; i < 4u; i++) {
             let n = n0 + lid.y * 4u + i;
             if n < p.n {
@@ -275,12 +327,19 @@ fn main(
                         v += bsc[j];
                         count_f32_add(1u);
 #endif
+#ifdef Y_I8
+                        yv[i][j] = epilogue_past_bias(v, n, p.m_offset + mm + j, at);
+#else
                         y[at] = elem(epilogue_past_bias(v, n, p.m_offset + mm + j, at));
                         count_dram_write(ELEM_BYTES);
+#endif
                     }
                 }
             }
         }
+#ifdef Y_I8
+        store_i8(yv, n0, m0, lid);
+#endif
     }
     count_flush();
 }

@@ -22,7 +22,8 @@ struct QMatmulParams {
     gate_rows: u32,
     // Words of K per activation scale (X_GROUPED: a scale per row and group), else 0.
     x_group_words: u32,
-    _pad0: u32,
+    // Columns of Y per output scale (Y_I8: int8 output, a scale per row and group), else 0.
+    y_group: u32,
     _pad1: u32,
     _pad2: u32,
 }

@@ -469,7 +469,8 @@ mod tests {
             group: 0,
             gate_rows: 0,
             x_group_words: 0,
-            _pad: [0; 3],
+            y_group: 0,
+            _pad: [0; 2],
         }
     }
 

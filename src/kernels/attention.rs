@@ -59,7 +59,8 @@ pub enum Sparsity {
 }
 
 /// Fused attention over `images` x `tokens` tokens. Buffers: `qkv` (images, tokens, 3, heads,
-/// head_dim), `blocks` (sparse variants), `out` (images, tokens, heads, head_dim), or with
+/// head_dim; with [`Attention::qkv_i8`] int8, four per u32, then `qkv_scales`: images, tokens, 3,
+/// heads), `blocks` (sparse variants), `out` (images, tokens, heads, head_dim), or with
 /// [`Attention::emit_i8`] `out_q` (the same as int8, four per u32) and `out_scales` (images,
 /// tokens, heads; f32).
 #[derive(Clone, Debug)]
@@ -93,6 +94,9 @@ pub struct Attention {
     /// with activation groups of `head_dim` ([`crate::kernels::QGemm::x_group`]): the projection
     /// reads it directly, with no float output and no quantizer between them.
     pub emit_i8: bool,
+    /// Read Q, K and V as int8 with a scale per (token, part, head) (the qkv GEMM's int8 output,
+    /// [`crate::kernels::QGemm::y_group`] = `head_dim`), dequantized as they are loaded.
+    pub qkv_i8: bool,
 }
 
 impl Attention {
@@ -109,6 +113,7 @@ impl Attention {
             block_tiles: None,
             int8: false,
             emit_i8: false,
+            qkv_i8: false,
         }
     }
 
@@ -137,7 +142,10 @@ impl Attention {
 
     fn key(&self, count: bool) -> PipelineKey {
         let defines = self.elem.define().into_iter().chain(count.then_some(COUNT_WORK));
-        let defines = defines.chain(self.int8.then_some("I8")).chain(self.emit_i8.then_some("EMIT_I8"));
+        let defines = defines
+            .chain(self.int8.then_some("I8"))
+            .chain(self.emit_i8.then_some("EMIT_I8"))
+            .chain(self.qkv_i8.then_some("QKV_I8"));
         let defines = defines.chain(match self.sparsity {
             Sparsity::Dense => vec![],
             Sparsity::Neighbourhood { .. } => vec!["BLOCK_LIST", "NEIGHBOURHOOD"],
@@ -297,7 +305,11 @@ impl Kernel for Attention {
         }
         let per_image = u64::from(self.tokens) * u64::from(self.heads) * u64::from(self.head_dim);
         let n = u64::from(self.images) * per_image;
-        let mut reqs = vec![BufferReq::input("qkv", self.elem.bytes(3 * n))];
+        let mut reqs = if self.qkv_i8 {
+            vec![BufferReq::input("qkv", 3 * n), BufferReq::input("qkv_scales", 3 * n / u64::from(self.head_dim) * 4)]
+        } else {
+            vec![BufferReq::input("qkv", self.elem.bytes(3 * n))]
+        };
         if self.sparsity != Sparsity::Dense {
             reqs.push(BufferReq::input("blocks", (u64::from(self.query_blocks()) + 2) * 4));
         }
@@ -366,6 +378,15 @@ impl Kernel for Attention {
             per_head.sram_read =
                 keys * d * 4 + tiles * (bk * 4 * d + bk * 16 * d) + pairs * (4 * d + bk * (d + 4)) + processed * 20 * d;
         }
+        if self.qkv_i8 {
+            // Q, K, V as int8 words and a scale per row: per query (padding included) and per
+            // key and value row in range, the scale and d / 4 words loaded, each word unpacked (12
+            // bit operations) and scaled (4 multiplies), instead of d elements.
+            let rows = qbs * q + 2 * keys;
+            per_head.dram_read = per_head.dram_read - (qbs * q + 2 * keys) * d * eb + rows * (d + 4);
+            per_head.bit_ops += rows * 3 * d;
+            per_head.f32_mul += rows * d;
+        }
         if self.emit_i8 {
             // Per query stored: 1 / l, d multiplies, then the row's scale (a divide) and d / 4
             // quantize4; d int8 and a scale written instead of d elements.
@@ -399,9 +420,12 @@ impl Kernel for Attention {
             _pad: 0,
         };
         let mut storage = vec![(1, buffers[0], reqs[0].size)];
+        if self.qkv_i8 {
+            storage.push((5, buffers[1], reqs[1].size));
+        }
         if self.sparsity != Sparsity::Dense {
             // The list's length is data: bind the whole buffer from its offset.
-            let b = buffers[1];
+            let b = buffers[1 + usize::from(self.qkv_i8)];
             storage.push((2, b, b.buffer.size() - b.offset));
         }
         for (i, binding) in (out_index..out_index + outputs).zip(3u32..) {

@@ -17,7 +17,8 @@ use crate::shaders::{self, Variant};
 
 /// Tiled low-bit GEMM. Buffers: `x` (floats N x K, or int8 words N x [`act_row_words`]),
 /// `x_scales` (int8 activations only), `w`, `w_scales`, `w_zeros` (int4 with zero point only),
-/// `y` (N x M), then the epilogue's `bias`, `residual`, `gate` as enabled.
+/// `y` (N x M; with [`QGemm::y_group`] int8 words N x M / 4 and `y_scales`, N x M / `y_group`),
+/// then the epilogue's `bias`, `residual`, `gate` as enabled.
 #[derive(Clone, Debug)]
 pub struct QGemm {
     /// Shape.
@@ -39,6 +40,11 @@ pub struct QGemm {
     /// ([`crate::kernels::Attention::emit_i8`]); 0: one scale per row. A multiple of 16 that
     /// divides K, at most [`QGemm::X_GROUPS_MAX`] groups, not with int4's group-wise weight scales.
     pub x_group: u32,
+    /// Write Y as int8 with a scale per row and group of `y_group` columns (16, 32 or 64, dividing
+    /// M), after the bias and activation: e.g. the qkv projection's output per (token, head) for
+    /// attention to read ([`crate::kernels::Attention::qkv_i8`]); 0: Y in the element type. Int8
+    /// activations; no residual or gate.
+    pub y_group: u32,
 }
 
 impl QGemm {
@@ -70,7 +76,13 @@ impl QGemm {
 
     /// A low-bit GEMM of `shape`.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
-        Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false, x_group: 0 }
+        Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false, x_group: 0, y_group: 0 }
+    }
+
+    /// The same GEMM writing int8 with a scale per row and group of `y_group` columns
+    /// ([`QGemm::y_group`]).
+    pub fn with_int8_output(self, y_group: u32) -> Self {
+        Self { y_group, ..self }
     }
 
     /// The same GEMM taking activations with a scale per row and group of `x_group` values of K
@@ -123,6 +135,20 @@ impl QGemm {
                 return Err(Error::Format { format: format!("{:?}", self.format), message });
             }
         }
+        if self.y_group > 0 {
+            let fault = if !self.int8_act() {
+                Some(format!("int8 output is for int8 activations, not {:?}", self.act))
+            } else if ![16, 32, 64].contains(&self.y_group) || !self.shape.m.is_multiple_of(self.y_group) {
+                Some(format!("output groups of {} must be 16, 32 or 64 and divide M = {}", self.y_group, self.shape.m))
+            } else if self.epilogue.residual || self.epilogue.gate_rows.is_some() {
+                Some("int8 output with a residual or gate epilogue".to_string())
+            } else {
+                None
+            };
+            if let Some(message) = fault {
+                return Err(Error::Format { format: format!("{:?}", self.format), message });
+            }
+        }
         let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),
             (Format::Int8, true) => (&shaders::GEMM_INT8_A8, vec![]),
@@ -151,7 +177,8 @@ impl QGemm {
         let defines = defines
             .chain(count.then_some(COUNT_WORK))
             .chain(self.x_resident().then_some("X_RESIDENT"))
-            .chain((self.x_group > 0).then_some("X_GROUPED"));
+            .chain((self.x_group > 0).then_some("X_GROUPED"))
+            .chain((self.y_group > 0).then_some("Y_I8"));
         Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
     }
 
@@ -166,6 +193,7 @@ impl QGemm {
             act: self.act,
             epilogue: self.epilogue,
             x_group: self.x_group,
+            y_group: self.y_group,
         }
     }
 
@@ -206,8 +234,22 @@ impl Kernel for QGemm {
         let groups = tiles_m * tiles_n;
         let outputs = m64 * n64;
         let out = self.out().size();
-        let mut work =
-            Work { dram_write: outputs * out, ..Work::default() } + self.epilogue.work_tiled(n, m, tiles_n, self.out());
+        let mut work = self.epilogue.work_tiled(n, m, tiles_n, self.out());
+        if self.y_group > 0 {
+            // Int8 output: per row and quad of columns a scale (act_scale, from the quads' absmax
+            // through workgroup memory: each invocation writes its 4 rows' maxima and reads its
+            // group's) and one quantize4; the words and one scale per group written.
+            let quads = outputs / 4;
+            let group_quads = u64::from(self.y_group / 4);
+            work.dram_write += outputs + n64 * (m64 / u64::from(self.y_group)) * 4;
+            work.f32_mul += quads * 5;
+            work.f32_add += quads * 4;
+            work.bit_ops += quads * 12;
+            work.sram_write += groups * 256 * 16;
+            work.sram_read += groups * 256 * 4 * group_quads * 4;
+        } else {
+            work.dram_write += outputs * out;
+        }
         // The per-row scale of W (int4 scales its groups instead), loaded once per invocation for
         // its four columns: by the 16 invocations sharing a column, in every tile of N.
         let row_scaled = !matches!(self.format, Format::Int4 { .. });
@@ -341,6 +383,12 @@ impl Kernel for QGemm {
         let n = self.shape.n;
         // The X-resident variant walks M inside each workgroup.
         let resident = self.x_resident();
+        if self.y_group > 0 && self.bindings().parts(self.name(), caps)?.len() > 1 {
+            return Err(Error::Unsupported {
+                kernel: self.name(),
+                needs: "int8 output from weights within one storage binding (no split along M)",
+            });
+        }
         let specs = self.bindings().specs(self.name(), caps, reqs, buffers, |count| {
             [if resident { 1 } else { count.div_ceil(64) }, n.div_ceil(64), 1]
         })?;

@@ -155,8 +155,11 @@ pub struct QMatmulParams {
     /// Words of int8 activations per activation scale (a scale per row and group of K, the
     /// tiled GEMM's grouped activations), else 0 (one scale per row).
     pub x_group_words: u32,
+    /// Columns of Y per output scale (the tiled GEMM's int8 output, a scale per row and group),
+    /// else 0 (float output).
+    pub y_group: u32,
     /// Padding to 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// Row geometry of a packed weight format, in u32 words: weights, scales (0 for
@@ -233,7 +236,14 @@ impl QGemv {
     }
 
     fn bindings(&self) -> LowBitBindings {
-        LowBitBindings { shape: self.shape, format: self.format, act: self.act, epilogue: self.epilogue, x_group: 0 }
+        LowBitBindings {
+            shape: self.shape,
+            format: self.format,
+            act: self.act,
+            epilogue: self.epilogue,
+            x_group: 0,
+            y_group: 0,
+        }
     }
 
     /// The parameter block the kernel binds (of the whole matrix; a dispatch split along M
@@ -477,6 +487,8 @@ pub(crate) struct LowBitBindings {
     pub epilogue: Epilogue,
     /// Int8 activations per activation scale (the tiled GEMM's grouped activations), else 0.
     pub x_group: u32,
+    /// Columns of Y per output scale (the tiled GEMM's int8 output), else 0.
+    pub y_group: u32,
 }
 
 impl LowBitBindings {
@@ -501,7 +513,8 @@ impl LowBitBindings {
             },
             gate_rows: self.epilogue.gate_rows.unwrap_or(0),
             x_group_words: self.x_group / 4,
-            _pad: [0; 3],
+            y_group: self.y_group,
+            _pad: [0; 2],
         })
     }
 
@@ -530,7 +543,12 @@ impl LowBitBindings {
             let name = if matches!(self.format, Format::Int4 { .. }) { "w_zeros" } else { "w_positions" };
             reqs.push(BufferReq::weight(name, m64 * u64::from(ar) * 4));
         }
-        reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
+        if self.y_group > 0 {
+            reqs.push(BufferReq::output("y", n64 * m64));
+            reqs.push(BufferReq::output("y_scales", n64 * (m64 / u64::from(self.y_group)) * 4));
+        } else {
+            reqs.push(BufferReq::output("y", self.act.out().bytes(n64 * m64)));
+        }
         reqs.extend(self.epilogue.requirements(n, m, self.act.out()).into_iter().map(|(_, r)| r));
         Ok(reqs)
     }
@@ -568,12 +586,15 @@ impl LowBitBindings {
             buffers[..n_act].iter().zip(reqs).zip(1u32..).map(|((b, r), i)| (i, *b, r.size)).collect();
         let weights = &buffers[n_act..n_act + streams.len()];
         let y_index = n_act + streams.len();
-        let y = (6, buffers[y_index], reqs[y_index].size);
+        let mut ys = vec![(6, buffers[y_index], reqs[y_index].size)];
+        if self.y_group > 0 {
+            ys.push((10, buffers[y_index + 1], reqs[y_index + 1].size));
+        }
         let extra: Vec<(u32, TensorRef<'a>, u64)> = self
             .epilogue
             .requirements(n, m, self.act.out())
             .into_iter()
-            .zip(&buffers[y_index + 1..])
+            .zip(&buffers[y_index + ys.len()..])
             .map(|((binding, r), b)| (binding, *b, r.size))
             .collect();
         let whole = self.params()?;
@@ -589,7 +610,7 @@ impl LowBitBindings {
                         u64::from(count) * bytes,
                     ));
                 }
-                storage.push(y);
+                storage.extend(ys.iter().copied());
                 storage.extend(extra.iter().copied());
                 storage.extend(counters_binding(buffers, counting(reqs)));
                 let params = QMatmulParams { m: count, m_offset: first, ..whole };

@@ -93,6 +93,8 @@ pub struct DitGraph {
     int8_attention: bool,
     /// Whether attention writes its output as int8 for the projection ([`Attention::emit_i8`]).
     int8_attention_output: bool,
+    /// Whether the qkv GEMM writes Q, K, V as int8 for attention ([`Attention::qkv_i8`]).
+    int8_qkv: bool,
     /// Whether 2:4 GEMMs with int8 activations skip their zero half ([`QGemm::skip_zeros`]).
     skip_zeros: bool,
 }
@@ -318,6 +320,7 @@ impl DitGraph {
             fused_mlp: false,
             int8_attention: false,
             int8_attention_output: false,
+            int8_qkv: false,
             skip_zeros: false,
         })
     }
@@ -370,14 +373,38 @@ impl DitGraph {
     pub fn attention_output_group(&self, rows: u32) -> Option<u32> {
         let c = &self.config;
         let d = c.head_dim();
-        let proj_takes_it = self.blocks.iter().all(|b| match &b.proj {
+        let proj_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.proj, rows));
+        (self.int8_attention_output && proj_takes_it && d.is_multiple_of(16) && c.num_heads <= QGemm::X_GROUPS_MAX)
+            .then_some(d)
+    }
+
+    /// Has the qkv GEMM write Q, K and V as int8 with a scale per (token, part, head)
+    /// ([`QGemm::y_group`]) that attention reads ([`Attention::qkv_i8`]), instead of floats (the
+    /// default), where the qkv linear takes int8 (ternary, 2:4 ternary or int8 weights), runs as a
+    /// tiled GEMM, and the head dimension is 16, 32 or 64 ([`DitGraph::qkv_output_group`]).
+    /// Affects the passes added after it.
+    pub fn set_int8_qkv(&mut self, on: bool) {
+        self.int8_qkv = on;
+    }
+
+    /// The group of the qkv GEMM's int8 output (the head dimension) for `rows` rows; `None` where
+    /// the passes write Q, K, V as floats.
+    pub fn qkv_output_group(&self, rows: u32) -> Option<u32> {
+        let d = self.config.head_dim();
+        let qkv_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.qkv, rows));
+        (self.int8_qkv && qkv_takes_it && [16, 32, 64].contains(&d)).then_some(d)
+    }
+
+    /// Whether linear `l` over `rows` rows runs as a tiled GEMM with int8 activations and
+    /// per-row weight scales (ternary, 2:4 ternary, int8): the GEMM that takes grouped int8
+    /// activations and writes grouped int8 output.
+    fn int8_gemm(l: &LinearWeights, rows: u32) -> bool {
+        match l {
             LinearWeights::Packed {
                 format: format @ (Format::Ternary2 | Format::Ternary24 | Format::Int8), ..
             } => MatmulKind::of(rows, Some(*format)) == MatmulKind::Gemm,
             _ => false,
-        });
-        (self.int8_attention_output && proj_takes_it && d.is_multiple_of(16) && c.num_heads <= QGemm::X_GROUPS_MAX)
-            .then_some(d)
+        }
     }
 
     /// Runs the tiled GEMMs of 2:4 linears with int8 activations skipping their zero half
@@ -514,6 +541,39 @@ impl DitGraph {
                 Err(Error::Graph { message: format!("`{name}`: int8 input to a dense linear") })
             }
         }
+    }
+
+    /// Adds `y = x Wᵀ + b` over `rows` rows to `g` as a tiled int8 GEMM writing int8 with a scale
+    /// per row and group of `group` columns into `out` (words, scales): linears for which
+    /// [`DitGraph::int8_gemm`] holds, with int8 input.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_int8_out(
+        &self,
+        g: &mut Graph,
+        name: &str,
+        l: &LinearWeights,
+        input: Input,
+        rows: u32,
+        group: u32,
+        out: [TensorId; 2],
+    ) -> Result<()> {
+        let (LinearWeights::Packed { w, format, b, .. }, Input::Int8 { xq, xs, group: 0 }) = (l, input) else {
+            return Err(Error::Graph {
+                message: format!("`{name}`: int8 output needs a low-bit GEMM with int8 input"),
+            });
+        };
+        let (m, k) = l.dims();
+        let epilogue = Epilogue { bias: true, ..Epilogue::default() };
+        let skip = self.skip_zeros && *format == Format::Ternary24;
+        let gemm = QGemm::new(MatmulShape::new(m, rows, k), *format, Act::Int8 { out: self.elem })
+            .with_epilogue(epilogue)
+            .with_skip_zeros(skip)
+            .with_int8_output(group);
+        let mut bind = vec![xq, xs];
+        bind.extend(w.streams());
+        bind.extend(out);
+        bind.push(*b);
+        g.op(name, gemm, &bind)
     }
 
     /// The input a linear wants from a float tensor `x` [rows, k]: as is, or quantized to int8 by
@@ -838,11 +898,20 @@ impl DitGraph {
 
             // Attention.
             let hn = self.norm_for(g, &format!("{p}.norm1"), &blk.qkv, h, m4, modulation(0, d, 4 * d), rows)?;
-            let qkv = a(g, &format!("blocks.{i}.qkv"), &[rows, 3 * d]);
-            self.apply(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, Epilogue::default(), &[], qkv)?;
             let mut attention =
                 Attention { int8: self.int8_attention, ..Attention::dense(b, tokens, c.num_heads, c.head_dim(), e) };
-            let mut bind = vec![qkv];
+            let mut bind = if let Some(group) = self.qkv_output_group(rows) {
+                // Q, K, V as int8, a scale per (token, part, head).
+                let q8 = g.activation(format!("{p}.attn.qkv.q8"), &[rows, 3 * d / 4], DType::U32);
+                let qs = g.activation(format!("{p}.attn.qkv.scales"), &[rows, 3 * c.num_heads], DType::F32);
+                self.apply_int8_out(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, group, [q8, qs])?;
+                attention.qkv_i8 = true;
+                vec![q8, qs]
+            } else {
+                let qkv = a(g, &format!("blocks.{i}.qkv"), &[rows, 3 * d]);
+                self.apply(g, &format!("{p}.attn.qkv"), &blk.qkv, hn, rows, Epilogue::default(), &[], qkv)?;
+                vec![qkv]
+            };
             if let (AttentionKind::Neighbourhood { window }, Some(list)) = (c.attention, self.attn_blocks) {
                 attention.sparsity = Sparsity::Neighbourhood { grid_h: c.grid(), grid_w: c.grid(), window };
                 bind.push(list);

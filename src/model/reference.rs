@@ -194,7 +194,8 @@ fn apply(l: &Linear<'_>, input: &Input, rows: usize, e: Epilogue, residual: &[f3
                 group,
                 gate_rows,
                 x_group_words: 0,
-                _pad: [0; 3],
+                y_group: 0,
+                _pad: [0; 2],
             };
             if MatmulKind::of(rows as u32, Some(format)) == MatmulKind::Gemv {
                 let act = match input {

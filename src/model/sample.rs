@@ -140,6 +140,9 @@ pub struct GraphOptions {
     /// where the model allows ([`DitGraph::set_int8_attention_output`]), else a float output
     /// that a quantizer reads.
     pub int8_attention_output: bool,
+    /// The qkv GEMM writes Q, K, V as int8 with a scale per (token, part, head) for attention
+    /// where the model allows ([`DitGraph::set_int8_qkv`]), else floats.
+    pub int8_qkv: bool,
     /// 2:4 GEMMs with int8 activations skip their zero half
     /// ([`crate::kernels::QGemm::skip_zeros`]), else run dense tiles.
     pub skip_zeros: bool,
@@ -149,7 +152,14 @@ impl GraphOptions {
     /// `plan`, the MLP branch fused where the model allows, attention in f32, 2:4 GEMMs over dense
     /// tiles.
     pub fn new(plan: ModulationPlan) -> Self {
-        Self { plan, fused_mlp: true, int8_attention: false, int8_attention_output: false, skip_zeros: false }
+        Self {
+            plan,
+            fused_mlp: true,
+            int8_attention: false,
+            int8_attention_output: false,
+            int8_qkv: false,
+            skip_zeros: false,
+        }
     }
 }
 
@@ -203,7 +213,7 @@ impl SampleGraph {
 
     /// Builds the graph for `spec` as `options` say.
     pub fn with_options(config: &DitConfig, spec: &SampleSpec, options: GraphOptions) -> Result<Self> {
-        let GraphOptions { plan, fused_mlp, int8_attention, int8_attention_output, skip_zeros } = options;
+        let GraphOptions { plan, fused_mlp, int8_attention, int8_attention_output, int8_qkv, skip_zeros } = options;
         let c = config;
         if spec.images == 0 || spec.steps == 0 {
             return Err(Error::Graph { message: format!("sampling needs images and steps, got {spec:?}") });
@@ -236,6 +246,7 @@ impl SampleGraph {
         dit.set_fused_mlp(fused_mlp);
         dit.set_int8_attention(int8_attention);
         dit.set_int8_attention_output(int8_attention_output);
+        dit.set_int8_qkv(int8_qkv);
         dit.set_skip_zeros(skip_zeros);
         let f = DType::F32;
         let image_shape = [spec.images, c.in_channels, c.input_size, c.input_size];

@@ -27,6 +27,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("attention_int8_f32", |b| int8_case::<f32>(&b.gpu, full(b))),
         ("attention_int8_f16", |b| int8_case::<f16>(&b.gpu, full(b))),
         ("attention_emit_i8", |b| emit_i8_case(&b.gpu, full(b))),
+        ("attention_int8_qkv", |b| qkv_i8_case(&b.gpu, full(b))),
     ]
 }
 
@@ -151,6 +152,72 @@ fn emit_i8_case(gpu: &Gpu, limit: usize) -> Outcome {
                     return Err(format!("{what}: element {j}: {v} vs the definition {t} (scale {s})").into());
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Q, K, V as int8 with a scale per (token, part, head), as the qkv GEMM's int8 output writes
+/// them.
+pub fn quantize_qkv(images: u32, tokens: u32, heads: u32, d: u32, qkv: &[f32]) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let (rows, k) = ((images * tokens) as usize, (3 * heads * d) as usize);
+    let (mut words, mut scales) = (vec![0u32; rows * k / 4], vec![0f32; rows * k / d as usize]);
+    milliwatt::cpu::qmatmul::quantize_act_grouped(rows, k, d as usize, qkv, &mut words, &mut scales);
+    let dequant = (0..rows * k)
+        .map(|j| f32::from((words[j / 4] >> (8 * (j % 4))) as u8 as i8) * scales[j / d as usize])
+        .collect();
+    (words, scales, dequant)
+}
+
+/// Int8 Q, K, V input (QKV_I8): float and int8 attention, dense and neighbourhood, f32 output
+/// and int8 output, odd token counts: against the twins on the dequantized input (the kernel
+/// dequantizes exactly as the twin does).
+fn qkv_i8_case(gpu: &Gpu, limit: usize) -> Outcome {
+    let neighbourhood = Sparsity::Neighbourhood { grid_h: 9, grid_w: 13, window: 5 };
+    let cases = [
+        (1u32, 49u32, 4u32, 32u32, Sparsity::Dense, false),
+        (2, 77, 3, 64, Sparsity::Dense, true),
+        (1, 117, 2, 16, neighbourhood.clone(), true),
+        (1, 117, 2, 64, neighbourhood, false),
+    ];
+    for (i, (images, tokens, heads, d, sparsity, int8)) in cases.into_iter().enumerate().take(limit) {
+        let q32: Vec<f32> = int8_data::<f32>(17_000 + i as u64, images, tokens, heads, d);
+        let (words, scales, dequant) = quantize_qkv(images, tokens, heads, d, &q32);
+        let k = Attention {
+            sparsity: sparsity.clone(),
+            int8,
+            qkv_i8: true,
+            ..Attention::dense(images, tokens, heads, d, Elem::F32)
+        };
+        let (lists, mask) = match sparsity {
+            Sparsity::Neighbourhood { grid_h, grid_w, window } => {
+                (Some(neighbourhood_tiles(tokens, grid_h, grid_w, window)), Some(window_mask(grid_h, grid_w, window)))
+            }
+            _ => (None, None),
+        };
+        let blocks = lists.as_ref().map(|l| block_list(l));
+        let n = (images * tokens * heads * d) as usize;
+        let (wb, sb) = (gpu.upload("qkv", &words).map_err(err)?, gpu.upload("qkv_scales", &scales).map_err(err)?);
+        let ob = gpu.upload("out", &vec![7f32; n]).map_err(err)?;
+        let bb = gpu.upload("blocks", blocks.as_deref().unwrap_or(&[0])).map_err(err)?;
+        let mut bufs: Vec<milliwatt::TensorRef<'_>> = vec![(&wb).into(), (&sb).into()];
+        if blocks.is_some() {
+            bufs.push((&bb).into());
+        }
+        bufs.push((&ob).into());
+        let p = k.prepare(gpu, &bufs).map_err(err)?;
+        gpu.run(&[&p]).map_err(err)?;
+        let got: Vec<f32> = gpu.read(&ob).map_err(err)?;
+        let mask_ref = mask.as_ref().map(|m| m as &dyn Fn(usize, usize) -> bool);
+        let (ii, tt, hh, dd) = (images as usize, tokens as usize, heads as usize, d as usize);
+        let mut twin = vec![0f32; n];
+        let what = format!("int8 Q, K, V into {images}x{tokens} heads {heads} d {d} {sparsity:?} int8 {int8}");
+        if int8 {
+            attention_i8(ii, tt, hh, dd, &dequant, mask_ref, lists.as_deref(), &mut twin);
+            compare_int8(&what, &got, &twin, 2.0)?;
+        } else {
+            attention(ii, tt, hh, dd, &dequant, mask_ref, &mut twin);
+            compare(&what, &got, &twin, &vec![2.0; n], 2e-5, 1e-5)?;
         }
     }
     Ok(())

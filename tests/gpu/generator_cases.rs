@@ -33,6 +33,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("generator_fused_mlp_matches_the_chain", |b| fused_mlp_case(&b.gpu)),
         ("generator_int8_attention", |b| int8_attention_case(&b.gpu)),
         ("generator_int8_attention_output", |b| int8_attention_output_case(&b.gpu)),
+        ("generator_int8_qkv", |b| int8_qkv_case(&b.gpu)),
         ("generator_into_texture_equals_images", |b| into_texture_case(&b.gpu)),
         ("spread_over_two_adapters_equals_one", spread_case),
     ]
@@ -670,6 +671,73 @@ fn int8_attention_output_case(gpu: &Gpu) -> Outcome {
     let g = SampleGraph::with_options(&c, &spec, options).map_err(err)?;
     if g.dit.attention_output_group(16).is_some() {
         return Err("an f32 projection takes the int8 attention output".into());
+    }
+    Ok(())
+}
+
+/// The qkv GEMM writing Q, K, V as int8 for attention, dense with f32 attention and neighbourhood
+/// with every int8 option: close to the CPU reference and to the generator without it; the same
+/// dispatches, the attention ops reading int8, a smaller ledger; a float qkv linear keeps floats.
+fn int8_qkv_case(gpu: &Gpu) -> Outcome {
+    let ternary = r#"{"attention": "ternary", "mlp": "ternary", "other": "f32"}"#;
+    let sparse = r#"{"attention": "ternary-2:4", "mlp": "ternary", "other": "f32"}"#;
+    let cases =
+        [(96, AttentionKind::Dense, ternary, false), (97, AttentionKind::Neighbourhood { window: 3 }, sparse, true)];
+    for (seed, kind, policy, all) in cases {
+        if all && !gpu.capabilities().packed_dot4 {
+            return Err(Failure::Unsupported("no packed int8 dot products on this adapter".into()));
+        }
+        let c = config(8, policy, kind);
+        let w = random(&c, seed)?;
+        let spec = SampleSpec { images: 2, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
+        let what = format!("{policy} {kind:?}, other int8 options {all}");
+        let base = GeneratorOptions { int8_attention: all, int8_attention_output: all, ..GeneratorOptions::default() };
+        let on = GeneratorOptions { int8_qkv: true, ..base };
+        let fused = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("int8 Q, K, V, {what}"), on)?;
+        let plain = against_cpu_with(gpu, w, spec, 3e-2, &format!("float Q, K, V, {what}"), base)?;
+        let e = rel_rms(&fused, &plain);
+        if e.is_nan() || e > 3e-2 {
+            return Err(format!("int8 vs float Q, K, V, {what}: relative RMS {e}").into());
+        }
+        let graph = |on: bool| {
+            let options = GraphOptions {
+                int8_attention: all,
+                int8_attention_output: all,
+                int8_qkv: on,
+                ..GraphOptions::new(ModulationPlan::PerStep)
+            };
+            SampleGraph::with_options(&c, &spec, options).map_err(err)
+        };
+        let (g1, g0) = (graph(true)?, graph(false)?);
+        // An attention op reads int8 when its first binding (qkv) is words.
+        let int8_inputs = |g: &SampleGraph| {
+            let words = |o: &&milliwatt::graph::Op| {
+                g.graph.tensor_desc(o.bindings[0]).is_ok_and(|t| t.dtype == milliwatt::graph::DType::U32)
+            };
+            g.graph.ops().iter().filter(|o| o.name.ends_with(".attn")).filter(words).count()
+        };
+        if g1.graph.ops().len() != g0.graph.ops().len() || int8_inputs(&g1) != c.depth as usize || int8_inputs(&g0) != 0
+        {
+            return Err(format!(
+                "{what}: {} and {} ops, {} and {} attention ops reading int8, with and without",
+                g1.graph.ops().len(),
+                g0.graph.ops().len(),
+                int8_inputs(&g1),
+                int8_inputs(&g0)
+            )
+            .into());
+        }
+        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
+        if j1 >= j0 {
+            return Err(format!("{what}: int8 Q, K, V ledger {j1} J, not below the float one's {j0} J").into());
+        }
+    }
+    let c = config(8, f32_policy(), AttentionKind::Dense);
+    let spec = SampleSpec { images: 1, steps: 1, sampler: SamplerKind::Euler, guidance: None, img2img: false };
+    let options = GraphOptions { int8_qkv: true, ..GraphOptions::new(ModulationPlan::PerStep) };
+    let g = SampleGraph::with_options(&c, &spec, options).map_err(err)?;
+    if g.dit.qkv_output_group(64).is_some() {
+        return Err("an f32 qkv linear writes int8".into());
     }
     Ok(())
 }

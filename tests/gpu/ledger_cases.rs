@@ -39,12 +39,14 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("ledger_attention_neighbourhood", |b| attention_neighbourhood_case(&b.gpu, full(b))),
         ("ledger_attention_int8", |b| attention_int8_case(&b.gpu, full(b))),
         ("ledger_attention_emit_i8", |b| attention_emit_case(&b.gpu, full(b))),
+        ("ledger_attention_int8_qkv", |b| attention_qkv_i8_case(&b.gpu, full(b))),
         ("ledger_qgemv_dense_formats", |b| qgemv_case(&b.gpu, &DENSE_FORMATS, full(b))),
         ("ledger_qgemv_24_formats", |b| qgemv_case(&b.gpu, &SPARSE_FORMATS, full(b))),
         ("ledger_qgemv_no_subgroups", |b| qgemv_case(&b.fallback, &[Format::Ternary2, Format::Ternary24], 1)),
         ("ledger_qgemm_a8", |b| qgemm_case(&b.gpu, true, full(b))),
         ("ledger_qgemm_a8_epilogue", |b| qgemm_epilogue_case(&b.gpu)),
         ("ledger_qgemm_a8_grouped_activations", |b| qgemm_grouped_case(&b.gpu)),
+        ("ledger_qgemm_a8_int8_output", |b| qgemm_int8_output_case(&b.gpu)),
         ("ledger_qgemm_float", |b| qgemm_case(&b.gpu, false, full(b))),
         ("ledger_elementwise", |b| elementwise_case(&b.gpu)),
         ("ledger_step_slice_f32", |b| step_slice_case::<f32>(&b.gpu)),
@@ -253,6 +255,55 @@ fn qgemm_grouped_case(gpu: &Gpu) -> Outcome {
         qgemm_a8(&p, weights(&pr), &ep, &t, &xq, &xs, &mut twin);
         let scale: Vec<f32> = pr.scale.iter().map(|s| s * 1.5 + 2.0).collect();
         compare(&what, &out, &twin, &scale, 1e-5, 1e-5)?;
+    }
+    Ok(())
+}
+
+/// The tiled int8 GEMMs writing int8 with a scale per row and group of columns (Y_I8), odd N and
+/// K, a bias and GELU, X resident, 2:4 zero skipping: counts equal `QGemm::work`, and the
+/// counting variant's output equals the twin's quantized.
+fn qgemm_int8_output_case(gpu: &Gpu) -> Outcome {
+    use crate::qgemm_cases::{act_quant, compare_int8_output, params, problem, run_int8_out, weights};
+    use milliwatt::cpu::qgemm::qgemm_a8;
+    let cases = [
+        (Format::Ternary2, 96u32, 37u32, 200u32, 32u32, false, Activation::GeluTanh),
+        (Format::Ternary24, 48, 70, 128, 16, true, Activation::None),
+        (Format::Int8, 192, 4150, 128, 64, false, Activation::None),
+    ];
+    for (i, &(format, m, n, k, group, skip, a)) in cases.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let pr = problem(shape, format, 4700 + i as u64)?;
+        let pk = &pr.packed;
+        let ep = Epilogue::bias_act(a);
+        let kernel = QGemm::new(shape, format, Act::Int8 { out: Elem::F32 })
+            .with_epilogue(ep)
+            .with_skip_zeros(skip)
+            .with_int8_output(group);
+        let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+        let bias: Vec<f32> = Rng::new(4800 + i as u64).vec(m as usize);
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let mut owned = vec![gpu.upload("w", &pk.data).map_err(err)?, gpu.upload("w_scales", &pk.scales).map_err(err)?];
+        if !pk.aux.is_empty() {
+            owned.push(gpu.upload("w_aux", &pk.aux).map_err(err)?);
+        }
+        let yq = gpu.upload("yq", &vec![0u32; (m * n / 4) as usize]).map_err(err)?;
+        let ys = gpu.upload("ys", &vec![7f32; (n * m / group) as usize]).map_err(err)?;
+        let bb = gpu.upload("bias", &bias).map_err(err)?;
+        let mut bufs: Vec<TensorRef<'_>> = vec![(&xqb).into(), (&xsb).into()];
+        bufs.extend(owned.iter().map(TensorRef::from));
+        bufs.extend([TensorRef::from(&yq), TensorRef::from(&ys), TensorRef::from(&bb)]);
+        let what = format!("qgemm {format:?} ({m}, {n}, {k}) int8 output, groups of {group}, {a:?}, skip {skip}");
+        counts_agree(gpu, &what, &kernel, &bufs)?;
+        let (words, scales): (Vec<u32>, Vec<f32>) = (gpu.read(&yq).map_err(err)?, gpu.read(&ys).map_err(err)?);
+        let mut y = vec![0f32; (m * n) as usize];
+        let t = EpilogueInputs { bias: &bias, ..EpilogueInputs::default() };
+        qgemm_a8(&params(shape, format, 0), weights(&pr), &ep, &t, &xq, &xs, &mut y);
+        compare_int8_output(&what, (&words, &scales), &y, (n as usize, m as usize, group as usize))?;
+        // The plain kernel writes what the counting one wrote.
+        let plain = run_int8_out(gpu, &kernel, &[&xqb, &xsb], pk, &bias)?;
+        if plain.0 != words || plain.1 != scales {
+            return Err(format!("{what}: the counting variant's output differs from the kernel's").into());
+        }
     }
     Ok(())
 }
@@ -745,6 +796,53 @@ fn attention_emit_case(gpu: &Gpu, limit: usize) -> Outcome {
                 return Err(format!("{what}: element {j}: {v} vs twin {t} (scale {s})").into());
             }
         }
+    }
+    Ok(())
+}
+
+/// Int8 Q, K, V input (QKV_I8) to float and int8 attention, dense and neighbourhood, float and
+/// int8 output: counts equal `Attention::work`.
+fn attention_qkv_i8_case(gpu: &Gpu, limit: usize) -> Outcome {
+    use crate::attention_cases::quantize_qkv;
+    let neighbourhood = Sparsity::Neighbourhood { grid_h: 11, grid_w: 7, window: 3 };
+    let cases = [
+        (1u32, 77u32, 3u32, 32u32, Sparsity::Dense, false, false),
+        (2, 130, 2, 64, Sparsity::Dense, true, true),
+        (1, 77, 2, 16, neighbourhood, true, false),
+    ];
+    for (i, (images, tokens, heads, d, sparsity, int8, emit)) in cases.into_iter().enumerate().take(limit) {
+        let qkv: Vec<f32> = Rng::new(29_500 + i as u64).vec((images * tokens * 3 * heads * d) as usize);
+        let (words, scales, _) = quantize_qkv(images, tokens, heads, d, &qkv);
+        let k = Attention {
+            sparsity: sparsity.clone(),
+            int8,
+            emit_i8: emit,
+            qkv_i8: true,
+            ..Attention::dense(images, tokens, heads, d, Elem::F32)
+        };
+        let rows = (images * tokens * heads) as usize;
+        let (wb, sb) = (gpu.upload("qkv", &words).map_err(err)?, gpu.upload("qkv_scales", &scales).map_err(err)?);
+        let out = gpu.upload("out", &vec![0f32; rows * d as usize]).map_err(err)?;
+        let os = gpu.upload("out_scales", &vec![0f32; rows]).map_err(err)?;
+        let blocks = match sparsity {
+            Sparsity::Neighbourhood { grid_h, grid_w, window } => {
+                Some(neighbourhood_blocks(tokens, grid_h, grid_w, window))
+            }
+            _ => None,
+        };
+        let bb = gpu.upload("blocks", blocks.as_deref().unwrap_or(&[0])).map_err(err)?;
+        let mut bufs: Vec<TensorRef<'_>> = vec![(&wb).into(), (&sb).into()];
+        if blocks.is_some() {
+            bufs.push((&bb).into());
+        }
+        bufs.push((&out).into());
+        if emit {
+            bufs.push((&os).into());
+        }
+        let what = format!(
+            "attention {images}x{tokens} heads {heads} d {d} {sparsity:?} int8 {int8}, int8 Q, K, V, int8 output {emit}"
+        );
+        counts_agree(gpu, &what, &k, &bufs)?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("qgemm_a8_ternary24_skip_zeros", |b| skip_zeros_cases(&b.gpu)),
         ("qgemm_a8_x_resident", |b| x_resident_cases(&b.gpu)),
         ("qgemm_a8_grouped_activations", |b| x_grouped_cases(&b.gpu)),
+        ("qgemm_a8_int8_output", |b| y_i8_cases(&b.gpu)),
         ("qgemm_float_f32", |b| float_cases::<f32>(&b.gpu)),
         ("qgemm_float_f16", |b| float_cases::<f16>(&b.gpu)),
         ("qgemm_epilogues", |b| epilogue_cases(&b.gpu)),
@@ -347,6 +348,109 @@ fn x_grouped_cases(gpu: &Gpu) -> Outcome {
     refuse(QGemm::new(shape, Format::Ternary2, Act::Float(Elem::F32)).with_x_group(64), "float activations")?;
     let int4 = Format::Int4 { group: 64, zero_point: false };
     refuse(QGemm::new(shape, int4, act).with_x_group(64), "int4 weights")?;
+    Ok(())
+}
+
+/// Runs a QGemm with int8 output and a bias; returns the words and the scales.
+pub(crate) fn run_int8_out(
+    gpu: &Gpu,
+    kernel: &QGemm,
+    acts: &[&milliwatt::wgpu::Buffer],
+    pk: &Packed,
+    bias: &[f32],
+) -> Result<(Vec<u32>, Vec<f32>), String> {
+    let MatmulShape { m, n, .. } = kernel.shape;
+    let up = |n: &str, d: &[u32]| gpu.upload(n, if d.is_empty() { &[0u32][..] } else { d }).map_err(err);
+    let (w, ws, wz) = (up("w", &pk.data)?, up("ws", &pk.scales)?, up("wz", &pk.aux)?);
+    let yq = gpu.upload("yq", &vec![0x0707_0707u32; (m * n / 4) as usize]).map_err(err)?;
+    let ys = gpu.upload("ys", &vec![7f32; (n * m / kernel.y_group) as usize]).map_err(err)?;
+    let bias = gpu.upload("bias", bias).map_err(err)?;
+    let mut bufs: Vec<milliwatt::TensorRef<'_>> = acts.iter().map(|b| (*b).into()).collect();
+    bufs.push((&w).into());
+    bufs.push((&ws).into());
+    if !pk.aux.is_empty() {
+        bufs.push((&wz).into());
+    }
+    bufs.push((&yq).into());
+    bufs.push((&ys).into());
+    if kernel.epilogue.bias {
+        bufs.push((&bias).into());
+    }
+    let p = kernel.prepare(gpu, &bufs).map_err(err)?;
+    gpu.run(&[&p]).map_err(err)?;
+    Ok((gpu.read(&yq).map_err(err)?, gpu.read(&ys).map_err(err)?))
+}
+
+/// Int8 words and scales against the twin's float output quantized per (row, group) by the twin
+/// quantizer: equal, but for values within rounding of a half where the kernel's float value
+/// differs from the twin's by rounding (GELU's tanh): a code off by one in at most 1 in 1,000,
+/// scales within 1e-5.
+pub(crate) fn compare_int8_output(
+    what: &str,
+    (words, scales): (&[u32], &[f32]),
+    y: &[f32],
+    (n, m, group): (usize, usize, usize),
+) -> Result<(), String> {
+    let (mut want_q, mut want_s) = (vec![0u32; n * m / 4], vec![0f32; n * m / group]);
+    cpu::qmatmul::quantize_act_grouped(n, m, group, y, &mut want_q, &mut want_s);
+    for (r, (g, w)) in scales.iter().zip(&want_s).enumerate() {
+        if (g - w).abs() > 1e-5 * w.abs() {
+            return Err(format!("{what}: scale {r}: {g} vs twin {w}"));
+        }
+    }
+    let byte = |v: &[u32], j: usize| i32::from((v[j / 4] >> (8 * (j % 4))) as u8 as i8);
+    let mut off = 0;
+    for j in 0..n * m {
+        let e = (byte(words, j) - byte(&want_q, j)).abs();
+        if e > 1 {
+            return Err(format!("{what}: code {j}: {} vs twin {}", byte(words, j), byte(&want_q, j)));
+        }
+        off += e as usize;
+    }
+    if off * 1000 > n * m {
+        return Err(format!("{what}: {off} of {} codes off by one", n * m));
+    }
+    Ok(())
+}
+
+/// Int8 output with a scale per row and group of columns (Y_I8: Q, K, V per token and head for
+/// attention), groups of 16, 32 and 64, odd N and K, X resident, 2:4 zero skipping, bias and
+/// GELU: against the twin's float output quantized by the twin quantizer; and the refusals.
+fn y_i8_cases(gpu: &Gpu) -> Outcome {
+    let act = Act::Int8 { out: Elem::F32 };
+    let cases = [
+        (Format::Ternary2, 96u32, 70u32, 128u32, 32u32, false, Activation::None),
+        (Format::Int8, 192, 33, 200, 64, false, Activation::GeluTanh),
+        (Format::Ternary24, 48, 257, 96, 16, true, Activation::None),
+        (Format::Ternary2, 384, 4100, 128, 32, false, Activation::None),
+    ];
+    for (i, &(format, m, n, k, group, skip, a)) in cases.iter().enumerate() {
+        let shape = MatmulShape::new(m, n, k);
+        let e = Epilogue::bias_act(a);
+        let kernel = QGemm::new(shape, format, act).with_skip_zeros(skip).with_epilogue(e).with_int8_output(group);
+        let pr = problem(shape, format, 5800 + i as u64)?;
+        let (xq, xs) = act_quant(gpu, n, k, &pr.x)?;
+        let bias = Rng::new(5900 + i as u64).vec(m as usize);
+        let t = EpilogueInputs { bias: &bias, ..EpilogueInputs::default() };
+        let mut y = vec![0f32; (m * n) as usize];
+        qgemm_a8(&params(shape, format, 0), weights(&pr), &e, &t, &xq, &xs, &mut y);
+        let (xqb, xsb) = (gpu.upload("xq", &xq).map_err(err)?, gpu.upload("xs", &xs).map_err(err)?);
+        let (words, scales) = run_int8_out(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &bias)?;
+        let what = format!("{format:?} {shape:?} int8 output, groups of {group}, {a:?}, skip {skip}");
+        compare_int8_output(&what, (&words, &scales), &y, (n as usize, m as usize, group as usize))?;
+    }
+    let refuse = |kernel: QGemm, what: &str| -> Outcome {
+        match kernel.requirements(gpu.capabilities()) {
+            Err(milliwatt::Error::Format { .. }) => Ok(()),
+            other => Err(format!("{what}: {other:?}, not a format error").into()),
+        }
+    };
+    let shape = MatmulShape::new(96, 64, 128);
+    refuse(QGemm::new(shape, Format::Ternary2, act).with_int8_output(48), "groups of 48")?;
+    refuse(QGemm::new(MatmulShape::new(80, 64, 128), Format::Ternary2, act).with_int8_output(32), "M = 80")?;
+    refuse(QGemm::new(shape, Format::Ternary2, Act::Float(Elem::F32)).with_int8_output(32), "float activations")?;
+    let gated = Epilogue { residual: true, gate_rows: Some(4), ..Epilogue::default() };
+    refuse(QGemm::new(shape, Format::Ternary2, act).with_epilogue(gated).with_int8_output(32), "a gated residual")?;
     Ok(())
 }
 
