@@ -22,6 +22,11 @@
 //      order as their bits), then quantized into the hidden tile (rows of h_row_words words
 //      after the input tile).
 //   3. fc2 likewise over the hidden tile, then bias, gate and residual, written out.
+// The per-image rows every token reads — the norm's shift and scale, the gate — are staged once
+// per tile into the weight stage (`wst`, free before fc1 and after fc2) for the tile's images
+// (TM tokens span one image or two where an image has at least TM tokens), so device memory sees
+// them once per tile instead of once per token; where the tile's images' rows do not fit the
+// stage (images of very few tokens) every token reads them from memory as before.
 // Integer sums are exact and the absmax is order-free, so the result equals the unfused chain's
 // but for the norm's float sums (another order) and what rounding a token's int8 differently does.
 // The CPU twin is src/cpu/mlp.rs (that chain of twins). COUNT_WORK counts the work done
@@ -97,8 +102,49 @@ fn load_x4(row: u32, j: u32) -> vec4<f32> {
     return vec4<f32>(f32(x[at]), f32(x[at + 1u]), f32(x[at + 2u]), f32(x[at + 3u]));
 }
 
+// The images of the tile of tokens from `row0`: the first, and how many (0 past the last token).
+struct TileImages {
+    first: u32,
+    count: u32,
+}
+
+fn tile_images(row0: u32) -> TileImages {
+    if row0 >= p.rows {
+        return TileImages(0u, 0u);
+    }
+    let first = row0 / p.rows_per_image;
+    return TileImages(first, (min(row0 + TM, p.rows) - 1u) / p.rows_per_image - first + 1u);
+}
+
+// Stages `width` values of each of the tile's images, value j of image i from `at(i, j)` of
+// `modulation` (`gate` false) or `gate`, into wst[i * width + j] as f32 bits. Every invocation
+// calls it (a barrier follows).
+fn stage_rows(images: TileImages, width: u32, li: u32, from_gate: bool) {
+    for (var e = li; e < images.count * width; e += WG) {
+        let i = e / width;
+        let j = e % width;
+        var v: f32;
+        if from_gate {
+            v = f32(gate[(images.first + i) * p.d + j]);
+        } else {
+            // Scale, then shift: the norm's two chunks of the image's adaLN row.
+            let base = (images.first + i) * p.mod_stride;
+            v = f32(modulation[base + select(p.shift_offset + j - p.d, p.scale_offset + j, j < p.d)]);
+        }
+        wst[e] = bitcast<u32>(v);
+        count_dram_read(ELEM_BYTES);
+        count_sram_write(4u);
+    }
+    workgroupBarrier();
+}
+
 // 1. The norm of the workgroup's tokens into the input tile.
 fn norm_tile(row0: u32, li: u32) {
+    let images = tile_images(row0);
+    let staged = images.count * 2u * p.d <= STAGE_WORDS;
+    if staged {
+        stage_rows(images, 2u * p.d, li, false);
+    }
     let lanes = WG / TM;
     let r = li / lanes;
     let lane = li % lanes;
@@ -133,17 +179,29 @@ fn norm_tile(row0: u32, li: u32) {
     count_div();
     var m = 0.0;
     let base = (row / p.rows_per_image) * p.mod_stride;
+    let at = (row / p.rows_per_image - images.first) * 2u * p.d;
     for (var i = 0u; i < CACHED; i++) {
         let q = lane + i * lanes;
         if live && q < groups {
             for (var t = 0u; t < 4u; t++) {
                 let j = 4u * q + t;
                 let n = (cache[i][t] - mean) * inv;
-                let scale = f32(modulation[base + p.scale_offset + j]);
-                let shift = f32(modulation[base + p.shift_offset + j]);
+                var scale: f32;
+                var shift: f32;
+                if staged {
+                    scale = bitcast<f32>(wst[at + j]);
+                    shift = bitcast<f32>(wst[at + p.d + j]);
+                } else {
+                    scale = f32(modulation[base + p.scale_offset + j]);
+                    shift = f32(modulation[base + p.shift_offset + j]);
+                }
                 cache[i][t] = fma(n, 1.0 + scale, shift);
             }
-            count_dram_read(8u * ELEM_BYTES);
+            if staged {
+                count_sram_read(32u);
+            } else {
+                count_dram_read(8u * ELEM_BYTES);
+            }
             count_f32_add(12u);
             count_f32_mul(8u);
             let a = abs(cache[i]);
@@ -326,10 +384,16 @@ fn main(
     }
     workgroupBarrier();
 
-    // 3. fc2, then bias, gate and residual.
+    // 3. fc2, then bias, gate and residual (the gate rows staged once fc2's weights are used).
     let dgroups = p.d / 4u;
     let items2 = dgroups * (TM / RB);
     let acc2 = item_sums(h_at, hw, dgroups, items2, li, true);
+    let images = tile_images(row0);
+    let staged = images.count * p.d <= STAGE_WORDS;
+    if staged {
+        workgroupBarrier(); // the last weight stage is consumed
+        stage_rows(images, p.d, li, true);
+    }
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
         if it >= items2 {
@@ -347,18 +411,28 @@ fn main(
                 let hs = sc[32u + r];
                 count_sram_read(4u);
                 let g0 = (row / p.rows_per_image) * p.d + 4u * cg;
+                let gs = (row / p.rows_per_image - images.first) * p.d + 4u * cg;
                 let x0 = row * p.d + 4u * cg;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the gated residual epilogue.
                     var v = f32(acc2[RB * k + i][j]) * wsc[j] * hs;
                     v += bias[j];
-                    v *= f32(gate[g0 + j]);
+                    if staged {
+                        v *= bitcast<f32>(wst[gs + j]);
+                    } else {
+                        v *= f32(gate[g0 + j]);
+                    }
                     v += f32(x[x0 + j]);
                     y[x0 + j] = elem(v);
                 }
+                if staged {
+                    count_sram_read(16u);
+                    count_dram_read(4u * ELEM_BYTES);
+                } else {
+                    count_dram_read(8u * ELEM_BYTES);
+                }
                 count_f32_mul(12u);
                 count_f32_add(8u);
-                count_dram_read(8u * ELEM_BYTES);
                 count_dram_write(4u * ELEM_BYTES);
             }
         }

@@ -243,7 +243,7 @@ impl Kernel for MlpBlock {
         // feature), quantized; per invocation the two statistics' divides, epsilon and inverse
         // square root, and the scale's divide; three reductions over each token's lanes.
         w += Work {
-            dram_read: d * eb + 2 * d * eb,
+            dram_read: d * eb,
             f32_add: d + 2 * d + 3 * d + d,
             f32_mul: d + 2 * d + d,
             bit_ops: 3 * d,
@@ -295,10 +295,32 @@ impl Kernel for MlpBlock {
             sram_read: 4,
             f32_mul: 4 * 3,
             f32_add: 4 * 2,
-            dram_read: 8 * eb,
+            dram_read: 4 * eb,
             dram_write: 4 * eb,
             ..Work::default()
         } * (rows * (d / 4));
+        // The per-image rows (the norm's shift and scale, the gate): staged once per tile for the
+        // tile's images where they fit the weight stage, then read from workgroup memory by every
+        // token (8 values per 4 features in the norm, 4 per output quad with the gate); else read
+        // from device memory by every token.
+        let stage = u64::from(Self::STAGE_WORDS);
+        for g in 0..groups {
+            let row0 = g * tm;
+            if row0 >= rows {
+                continue;
+            }
+            let rpi = u64::from(self.modulation.rows_per_image);
+            let live = tm.min(rows - row0);
+            let images = (row0 + live - 1) / rpi - row0 / rpi + 1;
+            for (width, per_token) in [(2 * d, 2 * d), (d, d)] {
+                if images * width <= stage {
+                    w += Work { dram_read: images * width * eb, sram_write: images * width * 4, ..Work::default() };
+                    w.sram_read += live * per_token * 4;
+                } else {
+                    w.dram_read += live * per_token * eb;
+                }
+            }
+        }
         Ok(w)
     }
 
