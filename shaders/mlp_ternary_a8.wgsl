@@ -26,7 +26,9 @@
 // per tile into the weight stage (`wst`, free before fc1 and after fc2) for the tile's images
 // (TM tokens span one image or two where an image has at least TM tokens), so device memory sees
 // them once per tile instead of once per token; where the tile's images' rows do not fit the
-// stage (images of very few tokens) every token reads them from memory as before.
+// stage (images of very few tokens) every token reads them from memory as before. Likewise each
+// linear's weight scales and biases, staged once per tile after its sums instead of read by each
+// of the TM / RB items that share a column.
 // Integer sums are exact and the absmax is order-free, so the result equals the unfused chain's
 // but for the norm's float sums (another order) and what rounding a token's int8 differently does.
 // The CPU twin is src/cpu/mlp.rs (that chain of twins). COUNT_WORK counts the work done
@@ -116,10 +118,10 @@ fn tile_images(row0: u32) -> TileImages {
     return TileImages(first, (min(row0 + TM, p.rows) - 1u) / p.rows_per_image - first + 1u);
 }
 
-// Stages `width` values of each of the tile's images, value j of image i from `at(i, j)` of
-// `modulation` (`gate` false) or `gate`, into wst[i * width + j] as f32 bits. Every invocation
-// calls it (a barrier follows).
-fn stage_rows(images: TileImages, width: u32, li: u32, from_gate: bool) {
+// Stages `width` values of each of the tile's images, value j of image i from the norm's scale
+// (j < d) and shift chunks of `modulation` (`from_gate` false) or from `gate`, into
+// wst[at + i * width + j] as f32 bits. Every invocation calls it (a barrier follows).
+fn stage_rows(images: TileImages, width: u32, at: u32, li: u32, from_gate: bool) {
     for (var e = li; e < images.count * width; e += WG) {
         let i = e / width;
         let j = e % width;
@@ -131,11 +133,29 @@ fn stage_rows(images: TileImages, width: u32, li: u32, from_gate: bool) {
             let base = (images.first + i) * p.mod_stride;
             v = f32(modulation[base + select(p.shift_offset + j - p.d, p.scale_offset + j, j < p.d)]);
         }
-        wst[e] = bitcast<u32>(v);
+        wst[at + e] = bitcast<u32>(v);
         count_dram_read(ELEM_BYTES);
         count_sram_write(4u);
     }
     workgroupBarrier();
+}
+
+// Stages the `n` weight scales and biases of fc1 (`second` false) or fc2 into wst[0 .. 2n] as
+// f32 bits (scales, then biases), after the linear's sums have consumed the weight stage. Every
+// invocation calls it (barriers).
+fn stage_columns(n: u32, li: u32, second: bool) {
+    workgroupBarrier(); // the last weight stage is consumed
+    for (var c = li; c < n; c += WG) {
+        if second {
+            wst[c] = bitcast<u32>(ws2[c]);
+            wst[n + c] = bitcast<u32>(f32(b2[c]));
+        } else {
+            wst[c] = bitcast<u32>(ws1[c]);
+            wst[n + c] = bitcast<u32>(f32(b1[c]));
+        }
+        count_dram_read(4u + ELEM_BYTES);
+        count_sram_write(8u);
+    }
 }
 
 // 1. The norm of the workgroup's tokens into the input tile.
@@ -143,7 +163,7 @@ fn norm_tile(row0: u32, li: u32) {
     let images = tile_images(row0);
     let staged = images.count * 2u * p.d <= STAGE_WORDS;
     if staged {
-        stage_rows(images, 2u * p.d, li, false);
+        stage_rows(images, 2u * p.d, 0u, li, false);
     }
     let lanes = WG / TM;
     let r = li / lanes;
@@ -295,8 +315,18 @@ struct Columns {
     bias: vec4<f32>,
 }
 
-fn columns(cg: u32, second: bool) -> Columns {
+fn columns(cg: u32, second: bool, staged: bool) -> Columns {
     var c: Columns;
+    if staged {
+        // Scales at 0, biases at n (fc1's hidden features or fc2's d).
+        let n = select(p.hidden, p.d, second);
+        for (var j = 0u; j < 4u; j++) {
+            c.scale[j] = bitcast<f32>(wst[4u * cg + j]);
+            c.bias[j] = bitcast<f32>(wst[n + 4u * cg + j]);
+        }
+        count_sram_read(32u);
+        return c;
+    }
     for (var j = 0u; j < 4u; j++) {
         if second {
             c.scale[j] = ws2[4u * cg + j];
@@ -329,13 +359,18 @@ fn main(
     let hgroups = p.hidden / 4u;
     let items1 = hgroups * (TM / RB);
     let acc1 = item_sums(0u, xw, hgroups, items1, li, false);
+    let cols1_staged = 2u * p.hidden <= STAGE_WORDS;
+    if cols1_staged {
+        stage_columns(p.hidden, li, false);
+    }
+    workgroupBarrier();
     var hv: array<vec4<f32>, 16>; // MAX_ITEMS * RB tokens
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
         if it < items1 {
             let cg = it % hgroups;
             let rb = it / hgroups;
-            let cols = columns(cg, false);
+            let cols = columns(cg, false, cols1_staged);
             let wsc = cols.scale;
             let bias = cols.bias;
             for (var i = 0u; i < RB; i++) {
@@ -388,11 +423,17 @@ fn main(
     let dgroups = p.d / 4u;
     let items2 = dgroups * (TM / RB);
     let acc2 = item_sums(h_at, hw, dgroups, items2, li, true);
+    // fc2's scales and biases at 0 .. 2d, the gate rows after them.
+    let cols2_staged = 2u * p.d <= STAGE_WORDS;
+    if cols2_staged {
+        stage_columns(p.d, li, true);
+    }
     let images = tile_images(row0);
-    let staged = images.count * p.d <= STAGE_WORDS;
+    let g_at = select(0u, 2u * p.d, cols2_staged);
+    let staged = g_at + images.count * p.d <= STAGE_WORDS;
+    workgroupBarrier(); // the stage is consumed (or the columns written)
     if staged {
-        workgroupBarrier(); // the last weight stage is consumed
-        stage_rows(images, p.d, li, true);
+        stage_rows(images, p.d, g_at, li, true);
     }
     for (var k = 0u; k < MAX_ITEMS; k++) {
         let it = li + k * WG;
@@ -401,7 +442,7 @@ fn main(
         }
         let cg = it % dgroups;
         let rb = it / dgroups;
-        let cols = columns(cg, true);
+        let cols = columns(cg, true, cols2_staged);
         let wsc = cols.scale;
         let bias = cols.bias;
         for (var i = 0u; i < RB; i++) {
@@ -411,7 +452,7 @@ fn main(
                 let hs = sc[32u + r];
                 count_sram_read(4u);
                 let g0 = (row / p.rows_per_image) * p.d + 4u * cg;
-                let gs = (row / p.rows_per_image - images.first) * p.d + 4u * cg;
+                let gs = g_at + (row / p.rows_per_image - images.first) * p.d + 4u * cg;
                 let x0 = row * p.d + 4u * cg;
                 for (var j = 0u; j < 4u; j++) {
                     // As gemm_a8's output and the gated residual epilogue.

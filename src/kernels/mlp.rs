@@ -272,8 +272,18 @@ impl Kernel for MlpBlock {
         let items1 = groups * (hidden / 4) * (tm / rb);
         let items2 = groups * (d / 4) * (tm / rb);
         w += k_step * (items1 * (xw / 4) + items2 * (hw / 4));
-        // Each item's four weight scales and biases.
-        w.dram_read += (items1 + items2) * 4 * (4 + eb);
+        // Each item's four weight scales and biases: staged once per tile (a scale and a bias a
+        // column) where the linear's fit the weight stage twice over, then read by each item
+        // from workgroup memory; else read by each item from device memory.
+        let stage = u64::from(Self::STAGE_WORDS);
+        for (n, items) in [(hidden, items1), (d, items2)] {
+            if 2 * n <= stage {
+                w += Work { dram_read: n * (4 + eb), sram_write: n * 8, ..Work::default() } * groups;
+                w.sram_read += items * 32;
+            } else {
+                w.dram_read += items * 4 * (4 + eb);
+            }
+        }
         // fc1's outputs: per item token the activation scale, two scale multiplies, the bias
         // and GELU (6 multiplies, 2 adds and a tanh: 9 multiplies and 4 adds) per output, the
         // absmax update; per tile token its scale; per item token the quantization (a scale
@@ -303,7 +313,6 @@ impl Kernel for MlpBlock {
         // tile's images where they fit the weight stage, then read from workgroup memory by every
         // token (8 values per 4 features in the norm, 4 per output quad with the gate); else read
         // from device memory by every token.
-        let stage = u64::from(Self::STAGE_WORDS);
         for g in 0..groups {
             let row0 = g * tm;
             if row0 >= rows {
@@ -312,8 +321,10 @@ impl Kernel for MlpBlock {
             let rpi = u64::from(self.modulation.rows_per_image);
             let live = tm.min(rows - row0);
             let images = (row0 + live - 1) / rpi - row0 / rpi + 1;
-            for (width, per_token) in [(2 * d, 2 * d), (d, d)] {
-                if images * width <= stage {
+            // The gate rows go after fc2's staged scales and biases.
+            let gate_at = if 2 * d <= stage { 2 * d } else { 0 };
+            for (at, width, per_token) in [(0, 2 * d, 2 * d), (gate_at, d, d)] {
+                if at + images * width <= stage {
                     w += Work { dram_read: images * width * eb, sram_write: images * width * 4, ..Work::default() };
                     w.sram_read += live * per_token * 4;
                 } else {
