@@ -599,10 +599,34 @@ fn int8_attention_case(gpu: &Gpu) -> Outcome {
         if g1.graph.ops().len() != g0.graph.ops().len() {
             return Err("int8 attention changed the dispatch count".into());
         }
-        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
-        if j1 >= j0 {
-            return Err(format!("int8 attention ledger {j1} J, not below f32 attention's {j0} J").into());
-        }
+        ledger_below(gpu, &g1, &g0, spec.steps, &format!("int8 attention {kind:?}"))?;
+    }
+    Ok(())
+}
+
+/// An option that changes the images by int8 rounding: the generator with it (`on`) and without it
+/// (`base`) each within 3 % relative RMS of the CPU reference, and of each other.
+fn close_with_and_without(
+    gpu: &Gpu,
+    w: DitWeights,
+    spec: SampleSpec,
+    (base, on): (GeneratorOptions, GeneratorOptions),
+    what: &str,
+) -> Outcome {
+    let with = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("{what}: with"), on)?;
+    let without = against_cpu_with(gpu, w, spec, 3e-2, &format!("{what}: without"), base)?;
+    let e = rel_rms(&with, &without);
+    if e.is_nan() || e > 3e-2 {
+        return Err(format!("{what}: with against without, relative RMS {e}").into());
+    }
+    Ok(())
+}
+
+/// The ledger of graph `with` (the option on) below that of `without`.
+fn ledger_below(gpu: &Gpu, with: &SampleGraph, without: &SampleGraph, steps: u32, what: &str) -> Outcome {
+    let (j1, j0) = (fused_ledger(gpu, with, steps)?, fused_ledger(gpu, without, steps)?);
+    if j1 >= j0 {
+        return Err(format!("{what}: ledger {j1} J with, not below {j0} J without").into());
     }
     Ok(())
 }
@@ -624,15 +648,10 @@ fn int8_attention_output_case(gpu: &Gpu) -> Outcome {
         let c = config(8, policy, kind);
         let w = random(&c, seed)?;
         let spec = SampleSpec { images: 2, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
-        let what = format!("{policy} {kind:?}, int8 attention {int8_attention}");
+        let what = format!("int8 attention output, {policy} {kind:?}, int8 attention {int8_attention}");
         let base = GeneratorOptions { int8_attention, ..GeneratorOptions::default() };
         let on = GeneratorOptions { int8_attention_output: true, ..base };
-        let fused = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("int8 attention output, {what}"), on)?;
-        let plain = against_cpu_with(gpu, w, spec, 3e-2, &format!("float attention output, {what}"), base)?;
-        let e = rel_rms(&fused, &plain);
-        if e.is_nan() || e > 3e-2 {
-            return Err(format!("int8 vs float attention output, {what}: relative RMS {e}").into());
-        }
+        close_with_and_without(gpu, w, spec, (base, on), &what)?;
         let graph = |on: bool| {
             let options = GraphOptions {
                 int8_attention,
@@ -659,10 +678,7 @@ fn int8_attention_output_case(gpu: &Gpu) -> Outcome {
             )
             .into());
         }
-        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
-        if j1 >= j0 {
-            return Err(format!("{what}: int8 output ledger {j1} J, not below the float output's {j0} J").into());
-        }
+        ledger_below(gpu, &g1, &g0, spec.steps, &what)?;
     }
     // A float projection: attention keeps its float output.
     let c = config(8, f32_policy(), AttentionKind::Dense);
@@ -690,15 +706,10 @@ fn int8_qkv_case(gpu: &Gpu) -> Outcome {
         let c = config(8, policy, kind);
         let w = random(&c, seed)?;
         let spec = SampleSpec { images: 2, steps: 2, sampler: SamplerKind::Euler, guidance: Some(2.0), img2img: false };
-        let what = format!("{policy} {kind:?}, other int8 options {all}");
+        let what = format!("int8 Q, K, V, {policy} {kind:?}, other int8 options {all}");
         let base = GeneratorOptions { int8_attention: all, int8_attention_output: all, ..GeneratorOptions::default() };
         let on = GeneratorOptions { int8_qkv: true, ..base };
-        let fused = against_cpu_with(gpu, w.clone(), spec, 3e-2, &format!("int8 Q, K, V, {what}"), on)?;
-        let plain = against_cpu_with(gpu, w, spec, 3e-2, &format!("float Q, K, V, {what}"), base)?;
-        let e = rel_rms(&fused, &plain);
-        if e.is_nan() || e > 3e-2 {
-            return Err(format!("int8 vs float Q, K, V, {what}: relative RMS {e}").into());
-        }
+        close_with_and_without(gpu, w, spec, (base, on), &what)?;
         let graph = |on: bool| {
             let options = GraphOptions {
                 int8_attention: all,
@@ -727,10 +738,7 @@ fn int8_qkv_case(gpu: &Gpu) -> Outcome {
             )
             .into());
         }
-        let (j1, j0) = (fused_ledger(gpu, &g1, spec.steps)?, fused_ledger(gpu, &g0, spec.steps)?);
-        if j1 >= j0 {
-            return Err(format!("{what}: int8 Q, K, V ledger {j1} J, not below the float one's {j0} J").into());
-        }
+        ledger_below(gpu, &g1, &g0, spec.steps, &what)?;
     }
     let c = config(8, f32_policy(), AttentionKind::Dense);
     let spec = SampleSpec { images: 1, steps: 1, sampler: SamplerKind::Euler, guidance: None, img2img: false };
