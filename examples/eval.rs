@@ -156,6 +156,13 @@ const ROWS: &[Row] = &[
             row("", "distilled student, f16, int8 Q, K, V, attention and output", "mnist-student", None, 1, Some(CFG)),
         ),
     ),
+    int8_qkv(
+        "student-2-f16-i8all",
+        in_f16(
+            "",
+            row("", "distilled student, f16, int8 Q, K, V, attention and output", "mnist-student", None, 2, Some(CFG)),
+        ),
+    ),
     int8_attention_output(
         "student-2-f16-i8ao",
         in_f16("", row("", "distilled student, f16, int8 attention and output", "mnist-student", None, 2, Some(CFG))),
