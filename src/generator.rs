@@ -81,7 +81,7 @@ pub struct GeneratorOptions {
     pub int8_attention: bool,
     /// Have attention write its output as int8, a scale per (token, head), straight into the
     /// projection GEMM ([`crate::kernels::Attention::emit_i8`], [`crate::kernels::QGemm::x_group`])
-    /// where the model allows (int8-input projection, head dimension a multiple of 16); else, or
+    /// where the model allows (int8-input projection, head dimension 16, 32 or a multiple of 64); else, or
     /// with `false` (the default), a float output quantized per token by its own kernel. One
     /// kernel and a float round trip fewer per block; finer scales, so the images change by int8
     /// rounding (the quality table has both).

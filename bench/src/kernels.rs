@@ -9,8 +9,8 @@
 use milliwatt::bench::{Measurement, Repeats, time_copy, time_kernels};
 use milliwatt::kernels::qmatmul::act_row_words;
 use milliwatt::kernels::{
-    Act, ActQuant, Elem, Elementwise, EltOp, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive, MatmulShape,
-    Modulation, Norm, QGemm, QGemv,
+    Act, ActQuant, Elem, Elementwise, EltOp, Epilogue, FmaProbe, Gemm, Gemv, GemvReduce, GemvVariant, MatmulNaive,
+    MatmulShape, Modulation, Norm, QGemm, QGemv,
 };
 use milliwatt::quant::{Format, ScaleMode, quantize};
 use milliwatt::{Gpu, Kernel, Prepared, Result};
@@ -202,6 +202,40 @@ impl Bench<'_> {
         let bytes = packed.weight_bytes() + x_bytes + out.bytes(u64::from(n * m));
         let label = format!("{name} {}", act_label(act));
         let t = self.row(&label, &format!("{m}x{n}x{k}"), out, &p, bytes, 2 * shape.macs())?;
+        Ok(Some(t))
+    }
+}
+
+impl Bench<'_> {
+    /// A tiled int8 GEMM (ternary weights) as the attention block runs it, its buffers sized by
+    /// its own requirements: activations and scales filled with small values, outputs zero. Time
+    /// against the compulsory bytes (weights, X and its scales, Y and its scales).
+    fn attention_gemm_row(&mut self, name: &str, kernel: &QGemm) -> Result<Option<f64>> {
+        if !self.wanted(name) || kernel.requirements(self.gpu.capabilities()).is_err() {
+            return Ok(None);
+        }
+        let MatmulShape { m, n, k } = kernel.shape;
+        let w: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 13) as f32 - 6.0) / 6.0).collect();
+        let packed = quantize(&w, m, k, kernel.format, ScaleMode::PerRow)?.pack()?;
+        let gpu = self.gpu;
+        let mut owned = Vec::new();
+        let mut bytes = 0;
+        for r in kernel.requirements(gpu.capabilities())? {
+            bytes += r.size;
+            let words = (r.size / 4) as usize;
+            let data: Vec<u32> = match r.name {
+                "x" => vec![0x0102_03FD; words],
+                "x_scales" => vec![0.01f32.to_bits(); words],
+                "w" => packed.data.clone(),
+                "w_scales" => packed.scales.clone(),
+                "bias" => vec![0; words],
+                _ => vec![0; words],
+            };
+            owned.push(gpu.upload(&format!("bench.{}", r.name), &data)?);
+        }
+        let refs: Vec<milliwatt::TensorRef<'_>> = owned.iter().map(|b| b.into()).collect();
+        let p = kernel.prepare(gpu, &refs)?;
+        let t = self.row(name, &format!("{m}x{n}x{k}"), Elem::F16, &p, bytes, 2 * kernel.shape.macs())?;
         Ok(Some(t))
     }
 }
@@ -436,6 +470,24 @@ pub fn run(gpu: &Gpu, quick: bool, filter: Option<String>) -> Result<KernelSuite
             }
         }
     }
+    // The attention block's GEMMs at DiT-S (hidden 384, 6 heads of 64, 256 tokens), ternary with
+    // int8 activations: qkv writing f16 against int8 with a scale per (token, part, head), the
+    // projection reading activations with one scale per token against one per (token, head).
+    let act8 = Act::Int8 { out: Elem::F16 };
+    let bias = Epilogue { bias: true, ..Epilogue::default() };
+    let qkv = QGemm::new(MatmulShape::new(1152, 256, 384), Format::Ternary2, act8).with_epilogue(bias);
+    let proj = QGemm::new(MatmulShape::new(384, 256, 384), Format::Ternary2, act8).with_epilogue(bias);
+    let pairs = [
+        ("qgemm.qkv f16 out", qkv.clone(), "qgemm.qkv int8 out", qkv.clone().with_int8_output(64)),
+        ("qgemm.proj row scales", proj.clone(), "qgemm.proj head scales", proj.with_x_group(64)),
+    ];
+    let mut grouped = Vec::new();
+    for (plain_name, plain, name, kernel) in pairs {
+        if let (Some(t0), Some(t1)) = (b.attention_gemm_row(plain_name, &plain)?, b.attention_gemm_row(name, &kernel)?)
+        {
+            grouped.push(format!("{name}: {:.2}x the time of {plain_name}", t1 / t0));
+        }
+    }
     // Tiled GEMM against the naive reference.
     if !quick {
         let cube = MatmulShape::new(1024, 1024, 1024);
@@ -484,6 +536,12 @@ pub fn run(gpu: &Gpu, quick: bool, filter: Option<String>) -> Result<KernelSuite
     if !speedups.is_empty() {
         println!("\nlow-bit GEMV speedup over the dense f32 GEMV of this run:");
         for l in &speedups {
+            println!("  {l}");
+        }
+    }
+    if !grouped.is_empty() {
+        println!("\nthe attention block's int8 GEMMs at DiT-S against their plain form (same run):");
+        for l in &grouped {
             println!("  {l}");
         }
     }

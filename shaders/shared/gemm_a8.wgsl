@@ -20,7 +20,7 @@
 // memory (16 KiB) and walks the tiles of M over them, so X and its scales are read once instead of
 // once per tile of M.
 //
-// With X_GROUPED the activations carry a scale per row and group of p.x_group_words words of K
+// With X_GROUPED the activations carry a scale per row and group of XGW words of K
 // (xs[row * groups + g]: the attention's output quantized per token and head), so the i32 sums
 // are folded into f32 accumulators at the end of every group, times the rows' group scales (one
 // fma per output per group); the groups' scales of the tile's rows are staged once per workgroup.
@@ -88,6 +88,9 @@ var<workgroup> row_scale: array<f32, 64>; // BN
 const X_GROUPS_MAX: u32 = 16u;
 var<workgroup> xgs: array<vec4<f32>, X_GROUPS_MAX * BN / 4u>;
 const X_GROUPED_ON: bool = true;
+// Words of K per activation group (p.x_group_words as a pipeline constant, so the fold's test
+// resolves at compile time): 4, 8 or a multiple of 16. Keep in sync with `QGemm::key`.
+override XGW: u32 = 16u;
 #else
 const X_GROUPED_ON: bool = false;
 #endif
@@ -143,17 +146,30 @@ fn dot_row(a: u32, b: vec4<u32>) -> vec4<i32> {
     return vec4<i32>(dot4I8Packed(a, b.x), dot4I8Packed(a, b.y), dot4I8Packed(a, b.z), dot4I8Packed(a, b.w));
 }
 
-// Adds the invocation's i32 sums to its f32 accumulators, row i's times `cols` (a scale per
-// column: int4's group scales) times `rows[i]` (a scale per row: the activations' group scales),
-// and clears the sums.
-fn fold(acc: ptr<function, array<vec4<i32>, 4>>, facc: ptr<function, array<vec4<f32>, 4>>, cols: vec4<f32>, rows: vec4<f32>) {
+// The invocation's f32 accumulators plus its i32 sums, row i's times `cols` (a scale per column:
+// int4's group scales) times `rows[i]` (a scale per row: the activations' group scales); the
+// caller clears the sums. By value: pointers to the accumulators would keep a compiler from
+// holding them in registers (lavapipe's ran the grouped GEMM 1.7x slower so).
+fn folded(acc: array<vec4<i32>, 4>, facc: array<vec4<f32>, 4>, cols: vec4<f32>, rows: vec4<f32>) -> array<vec4<f32>, 4> {
+    var out = facc;
     for (var i = 0u; i < 4u; i++) {
-        (*facc)[i] = fma(vec4<f32>((*acc)[i]), cols * rows[i], (*facc)[i]);
-        (*acc)[i] = vec4<i32>();
+        out[i] = fma(vec4<f32>(acc[i]), cols * rows[i], facc[i]);
     }
     count_f32_mul(16u);
     count_f32_add(16u);
+    return out;
 }
+
+#ifdef X_GROUPED
+// The end of the activation group holding word `kw` of K: its sums times the invocation's four
+// rows' scales. (Groups past K, in a slice's zero padding, add zero sums times the last group's
+// scale: only staged slots are read, workgroup memory is not zeroed.)
+fn group_scale4(kw: u32, r: u32) -> vec4<f32> {
+    let g = min(kw / XGW, p.x_row_words / XGW - 1u);
+    count_sram_read(16u);
+    return xgs[g * (BN / 4u) + r];
+}
+#endif
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -238,19 +254,25 @@ fn main(
 #endif
                 count_sram_read(32u);
 #ifdef X_GROUPED
-                // The end of a group of K: its sums times the four rows' scales.
-                // (Groups past K, in a slice's zero padding, add zero sums times the last group's
-                // scale: only staged slots are read, workgroup memory is not zeroed.)
-                if (kw0 + kw + 1u) % p.x_group_words == 0u {
-                    let g = min((kw0 + kw) / p.x_group_words, p.x_row_words / p.x_group_words - 1u);
-                    fold(&acc, &facc, vec4<f32>(1.0), xgs[g * (BN / 4u) + lid.y]);
-                    count_sram_read(16u);
+                // Groups shorter than a slice end inside it (kw0 is a multiple of BKW, which XGW
+                // divides): their sums times the four rows' scales.
+                if XGW < BKW && (kw + 1u) % XGW == 0u {
+                    facc = folded(acc, facc, vec4<f32>(1.0), group_scale4(kw0 + kw, lid.y));
+                    acc = array<vec4<i32>, 4>();
                 }
 #endif
             }
+#ifdef X_GROUPED
+            // Groups of whole slices end with one.
+            if XGW >= BKW && (kw0 + BKW) % XGW == 0u {
+                facc = folded(acc, facc, vec4<f32>(1.0), group_scale4(kw0 + BKW - 1u, lid.y));
+                acc = array<vec4<i32>, 4>();
+            }
+#endif
             workgroupBarrier();
             if GROUPED {
-                fold(&acc, &facc, group_scales(mm, (kw0 * 4u) / p.group), vec4<f32>(1.0));
+                facc = folded(acc, facc, group_scales(mm, (kw0 * 4u) / p.group), vec4<f32>(1.0));
+                acc = array<vec4<i32>, 4>();
             }
         }
         // Stage the tile's column values (invocations 0..63) and row scales (64..127).

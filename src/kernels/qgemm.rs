@@ -37,8 +37,9 @@ pub struct QGemm {
     pub skip_zeros: bool,
     /// Int8 activations with a scale per row and group of `x_group` values of K (`x_scales` is
     /// N x K / `x_group`, row-major), e.g. the attention's output quantized per token and head
-    /// ([`crate::kernels::Attention::emit_i8`]); 0: one scale per row. A multiple of 16 that
-    /// divides K, at most [`QGemm::X_GROUPS_MAX`] groups, not with int4's group-wise weight scales.
+    /// ([`crate::kernels::Attention::emit_i8`]); 0: one scale per row. 16, 32 or a multiple of 64
+    /// dividing K (so a group divides the 64-wide K slice or is made of them), at most
+    /// [`QGemm::X_GROUPS_MAX`] groups, not with int4's group-wise weight scales.
     pub x_group: u32,
     /// Write Y as int8 with a scale per row and group of `y_group` columns (16, 32 or 64, dividing
     /// M), after the bias and activation: e.g. the qkv projection's output per (token, head) for
@@ -124,8 +125,10 @@ impl QGemm {
                 Some(format!("grouped activation scales are for int8 activations, not {:?}", self.act))
             } else if matches!(self.format, Format::Int4 { .. }) {
                 Some("grouped activation scales with group-wise weight scales".to_string())
-            } else if !self.x_group.is_multiple_of(16) || !k.is_multiple_of(self.x_group) {
-                Some(format!("activation groups of {} must be a multiple of 16 that divides K = {k}", self.x_group))
+            } else if !(self.x_group == 16 || self.x_group == 32 || self.x_group.is_multiple_of(64))
+                || !k.is_multiple_of(self.x_group)
+            {
+                Some(format!("activation groups of {} must be 16, 32 or a multiple of 64 dividing K = {k}", self.x_group))
             } else if k / self.x_group > Self::X_GROUPS_MAX {
                 Some(format!("{} activation groups, at most {}", k / self.x_group, Self::X_GROUPS_MAX))
             } else {
@@ -179,7 +182,12 @@ impl QGemm {
             .chain(self.x_resident().then_some("X_RESIDENT"))
             .chain((self.x_group > 0).then_some("X_GROUPED"))
             .chain((self.y_group > 0).then_some("Y_I8"));
-        Ok(PipelineKey::new(Variant::new(name, defines), &[("ACT", f64::from(self.epilogue.act.code()))]))
+        let act = ("ACT", f64::from(self.epilogue.act.code()));
+        Ok(if self.x_group > 0 {
+            PipelineKey::new(Variant::new(name, defines), &[act, ("XGW", f64::from(self.x_group / 4))])
+        } else {
+            PipelineKey::new(Variant::new(name, defines), &[act])
+        })
     }
 
     fn layout(&self) -> Result<(u32, u32, u32)> {

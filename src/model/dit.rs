@@ -362,7 +362,7 @@ impl DitGraph {
     /// ([`Attention::emit_i8`]) that the projection GEMM reads directly ([`QGemm::x_group`]),
     /// instead of a float output quantized per token by its own kernel (the default), where the
     /// projection takes int8 (ternary, 2:4 ternary or int8 weights), runs as a tiled GEMM, head
-    /// dimensions are a multiple of 16 and there are at most [`QGemm::X_GROUPS_MAX`] heads
+    /// dimensions are 16, 32 or a multiple of 64 and there are at most [`QGemm::X_GROUPS_MAX`] heads
     /// ([`DitGraph::attention_output_group`]). Affects the passes added after it.
     pub fn set_int8_attention_output(&mut self, on: bool) {
         self.int8_attention_output = on;
@@ -374,7 +374,8 @@ impl DitGraph {
         let c = &self.config;
         let d = c.head_dim();
         let proj_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.proj, rows));
-        (self.int8_attention_output && proj_takes_it && d.is_multiple_of(16) && c.num_heads <= QGemm::X_GROUPS_MAX)
+        let group_fits = d == 16 || d == 32 || d.is_multiple_of(64);
+        (self.int8_attention_output && proj_takes_it && group_fits && c.num_heads <= QGemm::X_GROUPS_MAX)
             .then_some(d)
     }
 
