@@ -128,7 +128,10 @@ impl QGemm {
             } else if !(self.x_group == 16 || self.x_group == 32 || self.x_group.is_multiple_of(64))
                 || !k.is_multiple_of(self.x_group)
             {
-                Some(format!("activation groups of {} must be 16, 32 or a multiple of 64 dividing K = {k}", self.x_group))
+                Some(format!(
+                    "activation groups of {} must be 16, 32 or a multiple of 64 dividing K = {k}",
+                    self.x_group
+                ))
             } else if k / self.x_group > Self::X_GROUPS_MAX {
                 Some(format!("{} activation groups, at most {}", k / self.x_group, Self::X_GROUPS_MAX))
             } else {

@@ -375,8 +375,7 @@ impl DitGraph {
         let d = c.head_dim();
         let proj_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.proj, rows));
         let group_fits = d == 16 || d == 32 || d.is_multiple_of(64);
-        (self.int8_attention_output && proj_takes_it && group_fits && c.num_heads <= QGemm::X_GROUPS_MAX)
-            .then_some(d)
+        (self.int8_attention_output && proj_takes_it && group_fits && c.num_heads <= QGemm::X_GROUPS_MAX).then_some(d)
     }
 
     /// Has the qkv GEMM write Q, K and V as int8 with a scale per (token, part, head)
