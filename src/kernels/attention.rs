@@ -383,7 +383,7 @@ impl Kernel for Attention {
             // key and value row in range, the scale and d / 4 words loaded, each word unpacked (12
             // bit operations) and scaled (4 multiplies), instead of d elements.
             let rows = qbs * q + 2 * keys;
-            per_head.dram_read = per_head.dram_read - (qbs * q + 2 * keys) * d * eb + rows * (d + 4);
+            per_head.dram_read = per_head.dram_read - rows * d * eb + rows * (d + 4);
             per_head.bit_ops += rows * 3 * d;
             per_head.f32_mul += rows * d;
         }

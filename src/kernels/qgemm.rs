@@ -75,6 +75,48 @@ impl QGemm {
             && n.div_ceil(Self::TILE.bn) >= Self::X_RESIDENT_MIN_ROW_TILES
     }
 
+    /// Whether activation groups of `x_group` values fit a K of `k` ([`QGemm::x_group`]): 16, 32
+    /// or a multiple of 64, dividing K, at most [`QGemm::X_GROUPS_MAX`] groups.
+    pub fn x_group_fits(k: u32, x_group: u32) -> bool {
+        (x_group == 16 || x_group == 32 || (x_group > 0 && x_group.is_multiple_of(64)))
+            && k.is_multiple_of(x_group)
+            && k / x_group <= Self::X_GROUPS_MAX
+    }
+
+    /// Whether output groups of `y_group` columns fit an M of `m` ([`QGemm::y_group`]): 16, 32 or
+    /// 64, dividing M.
+    pub fn y_group_fits(m: u32, y_group: u32) -> bool {
+        [16, 32, 64].contains(&y_group) && m.is_multiple_of(y_group)
+    }
+
+    /// What makes this GEMM's options unrunnable, if anything: zero skipping, grouped activation
+    /// scales or int8 output where the format, activations, shape or epilogue do not allow them.
+    fn fault(&self) -> Option<String> {
+        let MatmulShape { m, k, .. } = self.shape;
+        let int8 = self.int8_act();
+        if self.skip_zeros && !(self.format == Format::Ternary24 && int8) {
+            Some(format!("zero skipping is for Ternary24 weights with int8 activations, not {:?}", self.act))
+        } else if self.x_group > 0 && !int8 {
+            Some(format!("grouped activation scales are for int8 activations, not {:?}", self.act))
+        } else if self.x_group > 0 && matches!(self.format, Format::Int4 { .. }) {
+            Some("grouped activation scales with group-wise weight scales".to_string())
+        } else if self.x_group > 0 && !Self::x_group_fits(k, self.x_group) {
+            Some(format!(
+                "activation groups of {} must be 16, 32 or a multiple of 64 dividing K = {k}, at most {} of them",
+                self.x_group,
+                Self::X_GROUPS_MAX
+            ))
+        } else if self.y_group > 0 && !int8 {
+            Some(format!("int8 output is for int8 activations, not {:?}", self.act))
+        } else if self.y_group > 0 && !Self::y_group_fits(m, self.y_group) {
+            Some(format!("output groups of {} must be 16, 32 or 64 and divide M = {m}", self.y_group))
+        } else if self.y_group > 0 && (self.epilogue.residual || self.epilogue.gate_rows.is_some()) {
+            Some("int8 output with a residual or gate epilogue".to_string())
+        } else {
+            None
+        }
+    }
+
     /// A low-bit GEMM of `shape`.
     pub fn new(shape: MatmulShape, format: Format, act: Act) -> Self {
         Self { shape, format, act, epilogue: Epilogue::default(), skip_zeros: false, x_group: 0, y_group: 0 }
@@ -113,47 +155,8 @@ impl QGemm {
     }
 
     fn key(&self, count: bool) -> Result<PipelineKey> {
-        if self.skip_zeros && !(self.format == Format::Ternary24 && self.int8_act()) {
-            return Err(Error::Format {
-                format: format!("{:?}", self.format),
-                message: format!("zero skipping is for Ternary24 weights with int8 activations, not {:?}", self.act),
-            });
-        }
-        if self.x_group > 0 {
-            let k = self.shape.k;
-            let fault = if !self.int8_act() {
-                Some(format!("grouped activation scales are for int8 activations, not {:?}", self.act))
-            } else if matches!(self.format, Format::Int4 { .. }) {
-                Some("grouped activation scales with group-wise weight scales".to_string())
-            } else if !(self.x_group == 16 || self.x_group == 32 || self.x_group.is_multiple_of(64))
-                || !k.is_multiple_of(self.x_group)
-            {
-                Some(format!(
-                    "activation groups of {} must be 16, 32 or a multiple of 64 dividing K = {k}",
-                    self.x_group
-                ))
-            } else if k / self.x_group > Self::X_GROUPS_MAX {
-                Some(format!("{} activation groups, at most {}", k / self.x_group, Self::X_GROUPS_MAX))
-            } else {
-                None
-            };
-            if let Some(message) = fault {
-                return Err(Error::Format { format: format!("{:?}", self.format), message });
-            }
-        }
-        if self.y_group > 0 {
-            let fault = if !self.int8_act() {
-                Some(format!("int8 output is for int8 activations, not {:?}", self.act))
-            } else if ![16, 32, 64].contains(&self.y_group) || !self.shape.m.is_multiple_of(self.y_group) {
-                Some(format!("output groups of {} must be 16, 32 or 64 and divide M = {}", self.y_group, self.shape.m))
-            } else if self.epilogue.residual || self.epilogue.gate_rows.is_some() {
-                Some("int8 output with a residual or gate epilogue".to_string())
-            } else {
-                None
-            };
-            if let Some(message) = fault {
-                return Err(Error::Format { format: format!("{:?}", self.format), message });
-            }
+        if let Some(message) = self.fault() {
+            return Err(Error::Format { format: format!("{:?}", self.format), message });
         }
         let (name, defines): (&'static shaders::Shader, Vec<&'static str>) = match (self.format, self.int8_act()) {
             (Format::Ternary2, true) => (&shaders::GEMM_TERNARY_A8, vec![]),

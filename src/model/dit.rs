@@ -374,8 +374,7 @@ impl DitGraph {
         let c = &self.config;
         let d = c.head_dim();
         let proj_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.proj, rows));
-        let group_fits = d == 16 || d == 32 || d.is_multiple_of(64);
-        (self.int8_attention_output && proj_takes_it && group_fits && c.num_heads <= QGemm::X_GROUPS_MAX).then_some(d)
+        (self.int8_attention_output && proj_takes_it && QGemm::x_group_fits(c.hidden_size, d)).then_some(d)
     }
 
     /// Has the qkv GEMM write Q, K and V as int8 with a scale per (token, part, head)
@@ -392,7 +391,7 @@ impl DitGraph {
     pub fn qkv_output_group(&self, rows: u32) -> Option<u32> {
         let d = self.config.head_dim();
         let qkv_takes_it = self.blocks.iter().all(|b| Self::int8_gemm(&b.qkv, rows));
-        (self.int8_qkv && qkv_takes_it && [16, 32, 64].contains(&d)).then_some(d)
+        (self.int8_qkv && qkv_takes_it && QGemm::y_group_fits(3 * self.config.hidden_size, d)).then_some(d)
     }
 
     /// Whether linear `l` over `rows` rows runs as a tiled GEMM with int8 activations and
@@ -531,9 +530,7 @@ impl DitGraph {
                     }
                     MatmulKind::Gemv => g.op(name, QGemv::new(shape, *format, act).with_epilogue(epilogue), &bind),
                     MatmulKind::Gemm => {
-                        let skip = self.skip_zeros && *format == Format::Ternary24 && matches!(act, Act::Int8 { .. });
-                        let gemm = QGemm::new(shape, *format, act).with_epilogue(epilogue).with_skip_zeros(skip);
-                        g.op(name, gemm.with_x_group(x_group), &bind)
+                        g.op(name, self.tiled(shape, *format, act, epilogue).with_x_group(x_group), &bind)
                     }
                 }
             }
@@ -541,6 +538,13 @@ impl DitGraph {
                 Err(Error::Graph { message: format!("`{name}`: int8 input to a dense linear") })
             }
         }
+    }
+
+    /// The tiled low-bit GEMM of a linear, skipping the zero half of 2:4 weights where the graph
+    /// asks and the kernel can ([`QGemm::skip_zeros`]).
+    fn tiled(&self, shape: MatmulShape, format: Format, act: Act, epilogue: Epilogue) -> QGemm {
+        let skip = self.skip_zeros && format == Format::Ternary24 && matches!(act, Act::Int8 { .. });
+        QGemm::new(shape, format, act).with_epilogue(epilogue).with_skip_zeros(skip)
     }
 
     /// Adds `y = x Wᵀ + b` over `rows` rows to `g` as a tiled int8 GEMM writing int8 with a scale
@@ -564,11 +568,8 @@ impl DitGraph {
         };
         let (m, k) = l.dims();
         let epilogue = Epilogue { bias: true, ..Epilogue::default() };
-        let skip = self.skip_zeros && *format == Format::Ternary24;
-        let gemm = QGemm::new(MatmulShape::new(m, rows, k), *format, Act::Int8 { out: self.elem })
-            .with_epilogue(epilogue)
-            .with_skip_zeros(skip)
-            .with_int8_output(group);
+        let act = Act::Int8 { out: self.elem };
+        let gemm = self.tiled(MatmulShape::new(m, rows, k), *format, act, epilogue).with_int8_output(group);
         let mut bind = vec![xq, xs];
         bind.extend(w.streams());
         bind.extend(out);

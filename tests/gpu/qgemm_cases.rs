@@ -278,6 +278,14 @@ fn x_resident_cases(gpu: &Gpu) -> Outcome {
     Ok(())
 }
 
+/// `kernel` is refused with a typed format error (`what` names the case).
+fn refused(gpu: &Gpu, kernel: &QGemm, what: &str) -> Outcome {
+    match kernel.requirements(gpu.capabilities()) {
+        Err(milliwatt::Error::Format { .. }) => Ok(()),
+        other => Err(format!("{what}: {other:?}, not a format error").into()),
+    }
+}
+
 /// Activations with a scale per row and group of K (X_GROUPED: the attention's int8 output, a
 /// group per head): against the twin (the groups' sums folded into f32 in the same order: equal
 /// to the fma's rounding) and the twin against a plain matmul of the dequantized activations, on
@@ -335,12 +343,7 @@ fn x_grouped_cases(gpu: &Gpu) -> Outcome {
         let (out, _) = run::<f32>(gpu, &kernel, &[&xqb, &xsb], &pr.packed, &epi)?;
         compare(&what, &out, &twin, &scale, 1e-6, 1e-6)?;
     }
-    let refuse = |kernel: QGemm, what: &str| -> Outcome {
-        match kernel.requirements(gpu.capabilities()) {
-            Err(milliwatt::Error::Format { .. }) => Ok(()),
-            other => Err(format!("{what}: {other:?}, not a format error").into()),
-        }
-    };
+    let refuse = |kernel: QGemm, what: &str| refused(gpu, &kernel, what);
     let shape = MatmulShape::new(64, 64, 512);
     refuse(QGemm::new(shape, Format::Ternary2, act).with_x_group(24), "groups of 24")?;
     refuse(QGemm::new(shape, Format::Ternary2, act).with_x_group(48), "groups that do not divide K")?;
@@ -439,12 +442,7 @@ fn y_i8_cases(gpu: &Gpu) -> Outcome {
         let what = format!("{format:?} {shape:?} int8 output, groups of {group}, {a:?}, skip {skip}");
         compare_int8_output(&what, (&words, &scales), &y, (n as usize, m as usize, group as usize))?;
     }
-    let refuse = |kernel: QGemm, what: &str| -> Outcome {
-        match kernel.requirements(gpu.capabilities()) {
-            Err(milliwatt::Error::Format { .. }) => Ok(()),
-            other => Err(format!("{what}: {other:?}, not a format error").into()),
-        }
-    };
+    let refuse = |kernel: QGemm, what: &str| refused(gpu, &kernel, what);
     let shape = MatmulShape::new(96, 64, 128);
     refuse(QGemm::new(shape, Format::Ternary2, act).with_int8_output(48), "groups of 48")?;
     refuse(QGemm::new(MatmulShape::new(80, 64, 128), Format::Ternary2, act).with_int8_output(32), "M = 80")?;
